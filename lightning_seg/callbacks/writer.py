@@ -1,0 +1,84 @@
+"""``MaskWriter``: writes predictions as PNG files (colour masks, optionally raw class indices)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
+from torchvision.io import write_png
+
+
+def default_palette(num_classes: int) -> torch.Tensor:
+    """uint8 K×3 colours: black background, then well-separated hues (matplotlib's tab20)."""
+    from matplotlib import colormaps
+
+    colours = colormaps["tab20"].colors
+    rows = [(0.0, 0.0, 0.0)] + [colours[(2 * i) % 20 + (2 * i) // 20 % 2] for i in range(num_classes - 1)]
+    return (torch.tensor(rows) * 255).round().to(torch.uint8)
+
+
+def colourize(mask: torch.Tensor, palette: torch.Tensor) -> torch.Tensor:
+    """int64 H×W class indices → uint8 3×H×W colours (one gather, no loops over pixels)."""
+    return palette[mask.clamp(0, len(palette) - 1)].permute(2, 0, 1).contiguous()
+
+
+class MaskWriter(BasePredictionWriter):
+    """Write each predicted mask as ``<name>.png`` (colour) and optionally ``<name>_index.png``.
+
+    Args:
+        output_dir: where to write; None: ``<run of the checkpoint>/predictions`` when predicting from a
+            checkpoint, else ``<log_dir>/predictions``.
+        palette: K RGB triples; None: a default palette with black background.
+        save_index: also write the raw class-index PNG (what a submission or a metric script reads).
+    """
+
+    def __init__(
+        self,
+        output_dir: str | None = None,
+        palette: Sequence[Sequence[int]] | None = None,
+        save_index: bool = True,
+    ) -> None:
+        super().__init__(write_interval="batch")
+        self.output_dir = output_dir
+        self.palette = torch.tensor(palette, dtype=torch.uint8) if palette is not None else None
+        self.save_index = save_index
+        self.resolved_dir: Path | None = None
+
+    def _directory(self, trainer: L.Trainer) -> Path:
+        if self.output_dir is not None:
+            return Path(self.output_dir)
+        if trainer.ckpt_path and Path(trainer.ckpt_path).parent.name == "checkpoints":
+            return Path(trainer.ckpt_path).parent.parent / "predictions"
+        return Path(trainer.log_dir or trainer.default_root_dir) / "predictions"
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.resolved_dir = self._directory(trainer)
+        self.resolved_dir.mkdir(parents=True, exist_ok=True)
+        if self.palette is None:
+            self.palette = default_palette(getattr(pl_module, "num_classes", 21))
+
+    def write_on_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        prediction: dict[str, Any],
+        batch_indices: Sequence[int] | None,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
+        assert self.resolved_dir is not None and self.palette is not None
+        for name, mask in zip(prediction["name"], prediction["mask"], strict=True):
+            mask = mask.cpu()
+            stem = Path(str(name)).stem
+            write_png(colourize(mask, self.palette), str(self.resolved_dir / f"{stem}.png"))
+            if self.save_index:
+                write_png(mask.to(torch.uint8)[None], str(self.resolved_dir / f"{stem}_index.png"))
+
+    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            print(f"predictions written to {self.resolved_dir}")

@@ -1,0 +1,26 @@
+"""Data modules: one :class:`SegDataModule` subclass per dataset, all sharing one data path."""
+
+from lightning_seg.data.base import SegDataModule
+from lightning_seg.data.camvid import CamVidDataModule
+from lightning_seg.data.coco import COCOSemanticDataModule
+from lightning_seg.data.folder import FolderDataModule, ImageMaskDataModule, ImageMaskDataset, SampleFile
+from lightning_seg.data.msd import MSDDataModule
+from lightning_seg.data.pets import OxfordPetDataModule
+from lightning_seg.data.stats import ClassStatistics
+from lightning_seg.data.synthetic import SyntheticDataModule
+from lightning_seg.data.voc import VOCDataModule
+
+__all__ = [
+    "COCOSemanticDataModule",
+    "CamVidDataModule",
+    "ClassStatistics",
+    "FolderDataModule",
+    "ImageMaskDataModule",
+    "ImageMaskDataset",
+    "MSDDataModule",
+    "OxfordPetDataModule",
+    "SampleFile",
+    "SegDataModule",
+    "SyntheticDataModule",
+    "VOCDataModule",
+]

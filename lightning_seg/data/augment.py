@@ -1,0 +1,67 @@
+"""Batch augmentation on the device with Kornia: image and mask move together.
+
+Masks are carried through Kornia as float32 ``mask + 1`` so that pixels a geometric transform invents
+(padding, rotation corners, zoom-out borders) come out as 0 and can be told apart from real class 0; they
+become ``ignore_index``. float32 holds every label exactly (reduced precision would round 257 to 256), and
+Kornia resamples the ``mask`` data key with nearest interpolation, so labels are never blended.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import kornia.augmentation as K
+import torch
+from torch import nn
+
+
+class SegAugmentation(nn.Module):
+    """Apply one Kornia pipeline to a batch of images and their masks.
+
+    Args:
+        augmentations: Kornia augmentation modules (geometric ones move the mask too, intensity ones
+            touch only the image). Empty means identity.
+        ignore_index: label given to pixels invented by a geometric transform.
+    """
+
+    def __init__(self, augmentations: Sequence[nn.Module], ignore_index: int) -> None:
+        super().__init__()
+        self.ignore_index = ignore_index
+        self.pipeline = (
+            K.AugmentationSequential(*augmentations, data_keys=["input", "mask"]) if augmentations else None
+        )
+
+    def forward(
+        self, image: torch.Tensor, mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Augment a batch.
+
+        Args:
+            image: float B×C×H×W in [0, 1].
+            mask: int64 B×H×W class indices (may hold ``ignore_index``), or None.
+
+        Returns:
+            image: float32 B×C×H'×W'; mask: int64 B×H'×W' (or None).
+        """
+        if self.pipeline is None:
+            return image, mask
+        # Kornia must see float32 for both tensors, also under autocast (fp16 would round labels).
+        with torch.autocast(device_type=image.device.type, enabled=False):
+            if mask is None:
+                return self.pipeline(image.float(), data_keys=["input"]), None
+            carried = (mask + 1).unsqueeze(1).to(torch.float32)
+            image, carried = self.pipeline(image.float(), carried)
+        mask = carried.squeeze(1).round().to(torch.int64) - 1
+        return image, torch.where(mask < 0, torch.full_like(mask, self.ignore_index), mask)
+
+
+def default_train_augmentations(size: tuple[int, int] | None = None) -> list[nn.Module]:
+    """Flips, scale/crop, a small rotation and colour jitter: a reasonable start for most datasets."""
+    augs: list[nn.Module] = [K.RandomHorizontalFlip()]
+    if size is not None:
+        augs.append(K.RandomResizedCrop(size=tuple(size), scale=(0.5, 1.0), ratio=(0.75, 1.333)))
+    augs += [
+        K.RandomAffine(degrees=10.0, p=0.3),
+        K.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02, p=0.5),
+    ]
+    return augs

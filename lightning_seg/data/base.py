@@ -1,0 +1,205 @@
+"""``SegDataModule``: the one data path every dataset shares.
+
+A dataset's ``__getitem__`` runs in a CPU worker and only decodes and makes the sample batchable; it returns::
+
+    {"image": uint8 3×H×W, "mask": int64 H×W, "name": str, "orig_size": int64 (2,), "label"?: int64 ()}
+
+The default collate turns those into a dict batch. After the batch reaches the device,
+``on_after_batch_transfer`` converts to float, runs the split's Kornia pipeline once for the whole batch,
+and normalises. ``num_classes``, ``ignore_index`` and ``class_names`` live here and only here; the CLI
+links them into the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from lightning_seg.data.augment import SegAugmentation
+from lightning_seg.errors import ConfigError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+SPLITS = ("train", "val", "test", "predict")
+
+
+class SegDataModule(L.LightningDataModule):
+    """Base class of every dataset module.
+
+    Subclasses set ``class_names`` (and ``ignore_index`` if it is not 255) and implement
+    :meth:`build_dataset`; optionally :meth:`default_train_augmentations`.
+
+    Args:
+        batch_size: samples per batch (every split).
+        num_workers: DataLoader worker processes.
+        pin_memory: pin host memory; None means "when CUDA is available".
+        persistent_workers: keep workers alive between epochs (only when ``num_workers > 0``).
+        train_augmentations: Kornia augmentation modules for training batches, applied on the device;
+            None takes the dataset's default, ``[]`` turns augmentation off.
+        eval_augmentations: Kornia modules for val/test/predict batches (usually none).
+        mean: per-channel normalisation mean in [0, 1] units; None means ImageNet's.
+        std: per-channel normalisation std; None means ImageNet's.
+    """
+
+    class_names: tuple[str, ...] = ()
+    ignore_index: int = 255
+    # image-level classes (e.g. MSD's None/Scratch/Stain/Oil); empty: a net's class head predicts the
+    # dominant mask class instead, derived from the mask by the module
+    label_names: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        pin_memory: bool | None = None,
+        persistent_workers: bool = True,
+        train_augmentations: list[nn.Module] | None = None,
+        eval_augmentations: list[nn.Module] | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ConfigError(f"data.batch_size must be >= 1, got {batch_size}")
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.persistent_workers = persistent_workers and num_workers > 0
+        self._train_augmentations = train_augmentations
+        self._eval_augmentations = eval_augmentations or []
+        self.mean = tuple(mean) if mean is not None else IMAGENET_MEAN
+        self.std = tuple(std) if std is not None else IMAGENET_STD
+        self.datasets: dict[str, Dataset] = {}
+        # a plain dict: the pipelines hold no parameters and follow the batch's device
+        self._augmenters: dict[str, SegAugmentation] | None = None
+
+    # ----------------------------------------------------------------------------------------- classes
+    @property
+    def num_classes(self) -> int:
+        """Number of classes the net predicts, background included."""
+        return len(self.class_names)
+
+    def check_classes(self) -> None:
+        """Fail early with one line when the class list cannot make a segmentation task."""
+        if self.num_classes < 2:
+            raise ConfigError(
+                f"{type(self).__name__}: num_classes must be >= 2 (background + one class), got {self.num_classes}"
+            )
+        if 0 <= self.ignore_index < self.num_classes:
+            raise ConfigError(
+                f"{type(self).__name__}: ignore_index {self.ignore_index} collides with a class index "
+                f"(num_classes={self.num_classes})"
+            )
+
+    # ---------------------------------------------------------------------------------------- datasets
+    def build_dataset(self, split: str) -> Dataset:
+        """Return the CPU-side dataset of ``split`` ("train", "val", "test" or "predict")."""
+        raise NotImplementedError
+
+    def default_train_augmentations(self) -> list[nn.Module]:
+        """The training pipeline used when the config gives none."""
+        from lightning_seg.data.augment import default_train_augmentations
+
+        return default_train_augmentations()
+
+    def setup(self, stage: str) -> None:
+        self.check_classes()
+        needed = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",)}[
+            stage
+        ]
+        for split in needed:
+            if split not in self.datasets:
+                dataset = self.build_dataset(split)
+                if len(dataset) == 0:
+                    raise ConfigError(f"{type(self).__name__}: the {split} split is empty")
+                self.datasets[split] = dataset
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            self.datasets[split],
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            # a ragged last batch would recompile/retune kernels and skews BatchNorm; keep it out of training
+            drop_last=shuffle and len(self.datasets[split]) > self.batch_size,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("predict", shuffle=False)
+
+    # ------------------------------------------------------------------------------------ statistics
+    def class_statistics(self, split: str = "train"):
+        """Pixel counts per class over ``split``'s masks (one cached pass; see ``lightning_seg.data.stats``)."""
+        from lightning_seg.data.stats import class_statistics
+
+        self.check_classes()
+        dataset = self.datasets.get(split)
+        if dataset is None:
+            dataset = self.build_dataset(split)
+        return class_statistics(dataset, self.num_classes, self.ignore_index, num_workers=self.num_workers)
+
+    def class_frequencies(self, split: str = "train") -> torch.Tensor:
+        """float64 (num_classes,): each class's share of the labelled pixels of ``split``."""
+        return self.class_statistics(split).frequencies()
+
+    def class_weights(self, rule: str = "median", split: str = "train") -> torch.Tensor:
+        """float32 (num_classes,) loss weights: rule "inverse", "median" (frequency) or "enet" (1/ln(1.02+p))."""
+        return self.class_statistics(split).weights(rule)
+
+    # ------------------------------------------------------------------------------- device-side work
+    @property
+    def augmenters(self) -> dict[str, SegAugmentation]:
+        """One Kornia pipeline for training batches, one for evaluation batches (built on first use)."""
+        if self._augmenters is None:
+            train = self._train_augmentations
+            if train is None:
+                train = self.default_train_augmentations()
+            self._augmenters = dict(
+                {
+                    "train": SegAugmentation(train, self.ignore_index),
+                    "eval": SegAugmentation(self._eval_augmentations, self.ignore_index),
+                }
+            )
+        return self._augmenters
+
+    def normalize(self, image: torch.Tensor) -> torch.Tensor:
+        """float B×3×H×W in [0, 1] → normalised float B×3×H×W."""
+        mean = torch.tensor(self.mean, device=image.device, dtype=image.dtype).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=image.device, dtype=image.dtype).view(1, -1, 1, 1)
+        return (image - mean) / std
+
+    def denormalize(self, image: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`normalize`, clamped to [0, 1] (for plots)."""
+        mean = torch.tensor(self.mean, device=image.device, dtype=image.dtype).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=image.device, dtype=image.dtype).view(1, -1, 1, 1)
+        return (image * std + mean).clamp(0, 1)
+
+    def prepare_batch(self, batch: dict[str, Any], train: bool) -> dict[str, Any]:
+        """uint8 batch on the device → augmented, normalised float32 batch (masks stay int64)."""
+        image = batch["image"].to(torch.float32).div_(255)
+        augmenter = self.augmenters["train" if train else "eval"]
+        image, mask = augmenter(image, batch.get("mask"))
+        batch["image"] = self.normalize(image).contiguous()
+        if mask is not None:
+            batch["mask"] = mask
+        return batch
+
+    def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
+        training = self.trainer is not None and self.trainer.training
+        return self.prepare_batch(batch, train=training)

@@ -1,0 +1,341 @@
+"""Reading images and masks from disk, and turning raw mask pixels into class indices.
+
+Decoding goes through ``torchvision.io`` (libpng/libjpeg-turbo, no PIL round trip), once per sample.
+PIL is the fallback only where torchvision cannot be trusted or cannot read the file: palette PNGs with
+fewer than 8 bits per pixel (torchvision returns the packed bytes, not the indices) and formats
+torchvision does not decode (BMP, TIFF).
+
+Every problem with a file raises :class:`~lightning_seg.errors.ConfigError` with one line that names the
+file and the problem, so the command line can print it as is.
+
+Mask encoders turn a decoded mask into int64 class indices with whole-tensor operations (lookup tables,
+``searchsorted``), never a Python loop over pixels:
+
+- :class:`IndexMaskEncoder`: pixel values are class indices (8/16-bit grey or palette PNG), optionally
+  remapped through a value table (Oxford pets trimaps, VOC's 255 border).
+- :class:`ColorMaskEncoder`: an RGB colour per class.
+- :class:`BinaryMaskEncoder`: foreground where the brightest channel reaches a threshold (robust to JPEG
+  noise).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io as _io
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+from torchvision.io import ImageReadMode, decode_image, read_file
+
+from lightning_seg.errors import ConfigError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+MASK_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif")
+# lossy formats: a mask saved this way has noise around every value, so 0/1 masks cannot be told from noise
+LOSSY_EXTENSIONS = (".jpg", ".jpeg", ".webp")
+
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_PNG_PALETTE = 3
+
+
+# ------------------------------------------------------------------------------------------ decoding
+def _read_bytes(path: Path) -> torch.Tensor:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found")
+    if path.stat().st_size == 0:
+        raise ConfigError(f"{path}: empty file")
+    try:
+        return read_file(str(path))
+    except RuntimeError as err:  # permissions, I/O errors
+        raise ConfigError(f"{path}: cannot read file ({_short(err)})") from None
+
+
+def _short(err: BaseException) -> str:
+    """The useful part of a torchvision/PIL error: drop the C++ source location and keep one line."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    # torchvision prefixes "function, /path/file.cpp:79, " to its messages
+    if ".cpp:" in text:
+        text = text.split(".cpp:", 1)[1].split(", ", 1)[-1]
+    return text.strip()
+
+
+def _torchvision_decodes(data: torch.Tensor) -> bool:
+    """True for the formats torchvision decodes natively (PNG, JPEG, GIF, WebP), judged by magic bytes."""
+    head = bytes(data[:12].tolist())
+    return (
+        head.startswith(_PNG_MAGIC)
+        or head.startswith(b"\xff\xd8\xff")
+        or head.startswith(b"GIF8")
+        or (head.startswith(b"RIFF") and head[8:12] == b"WEBP")
+    )
+
+
+def _low_bit_palette_png(data: torch.Tensor) -> bool:
+    """A palette PNG with 1, 2 or 4 bits per pixel: torchvision does not unpack those (PIL does)."""
+    head = bytes(data[:26].tolist())
+    # IHDR is always the first chunk: bytes 24 and 25 are the bit depth and the colour type
+    return head.startswith(_PNG_MAGIC) and len(head) == 26 and head[25] == _PNG_PALETTE and head[24] < 8
+
+
+def _pil_decode(data: torch.Tensor, path: Path, as_index: bool) -> torch.Tensor:
+    """Decode with PIL: C×H×W uint8 (uint16 for 16-bit greyscale when ``as_index``)."""
+    import numpy as np
+    from PIL import Image
+
+    try:
+        with Image.open(_io.BytesIO(data.numpy().tobytes())) as img:
+            img.load()
+            if as_index and img.mode in ("P", "L", "I;16", "I;16B", "I"):
+                array = np.asarray(img)  # palette indices or grey levels, as stored
+                if array.dtype not in (np.uint8, np.uint16):
+                    array = array.astype(np.int64)
+                    if array.min() < 0 or array.max() > 65535:
+                        raise ConfigError(f"{path}: mask values outside 0..65535")
+                    array = array.astype(np.uint16 if array.max() > 255 else np.uint8)
+            else:
+                # '1' (bilevel) becomes 0/255 like libpng's expansion of 1-bit greyscale
+                array = np.asarray(img.convert("RGB"))
+    except ConfigError:
+        raise
+    except Exception as err:  # PIL raises many types (OSError, SyntaxError, ValueError, ...)
+        raise ConfigError(f"{path}: cannot decode image ({_short(err)})") from None
+    tensor = torch.from_numpy(array.copy())
+    return tensor.permute(2, 0, 1).contiguous() if tensor.ndim == 3 else tensor[None]
+
+
+def _decode(data: torch.Tensor, path: Path, mode: ImageReadMode) -> torch.Tensor:
+    try:
+        return decode_image(data, mode=mode)
+    except RuntimeError as err:
+        raise ConfigError(f"{path}: cannot decode image ({_short(err)})") from None
+
+
+def read_image(path: str | Path) -> torch.Tensor:
+    """Decode an image file as RGB.
+
+    Returns:
+        uint8 3×H×W (grey, palette, CMYK and alpha images are converted; 16-bit images are scaled to 8 bits).
+
+    Raises:
+        ConfigError: the file is missing, empty, truncated or not an image.
+    """
+    path = Path(path)
+    data = _read_bytes(path)
+    if not _torchvision_decodes(data) or _low_bit_palette_png(data):
+        return _pil_decode(data, path, as_index=False)
+    image = _decode(data, path, ImageReadMode.RGB)
+    if image.dtype == torch.uint16:
+        image = (image.to(torch.int32) >> 8).to(torch.uint8)
+    return image
+
+
+def read_mask(path: str | Path, color: bool = False) -> torch.Tensor:
+    """Decode a mask file without changing its values.
+
+    Args:
+        path: PNG (8/16-bit grey, palette, RGB), JPEG, GIF, BMP or TIFF.
+        color: False: one channel of stored values (palette PNGs give their indices, not colours);
+            True: the colours a viewer shows, 3 channels (palette expanded, grey repeated).
+
+    Returns:
+        ``color=False``: uint8 or uint16 1×H×W; ``color=True``: uint8 3×H×W.
+
+    Raises:
+        ConfigError: unreadable file, or a colour mask read as an index mask.
+    """
+    path = Path(path)
+    data = _read_bytes(path)
+    if not _torchvision_decodes(data) or _low_bit_palette_png(data):
+        raw = _pil_decode(data, path, as_index=not color)
+    else:
+        # UNCHANGED keeps palette indices and 16-bit values; GRAY would turn a palette into luminance
+        raw = _decode(data, path, ImageReadMode.RGB if color else ImageReadMode.UNCHANGED)
+    if color:
+        if raw.dtype == torch.uint16:
+            raw = (raw.to(torch.int32) >> 8).to(torch.uint8)
+        return raw.expand(3, -1, -1) if raw.shape[0] == 1 else raw[:3]
+    if raw.shape[0] in (2, 4):  # grey+alpha, RGBA: the alpha channel carries no label
+        raw = raw[:-1]
+    if raw.shape[0] == 3:
+        # an index mask saved as RGB with equal channels is fine; real colours need mask_mode "rgb"
+        if not (torch.equal(raw[0], raw[1]) and torch.equal(raw[0], raw[2])):
+            raise ConfigError(
+                f"{path}: mask has colours, not class indices (use an RGB mask mode with colors)"
+            )
+        raw = raw[:1]
+    return raw
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(height, width) from the file header only (no decode): cheap enough to check a whole dataset."""
+    from PIL import Image
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found")
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+    except Exception as err:
+        raise ConfigError(f"{path}: cannot read image header ({_short(err)})") from None
+    return height, width
+
+
+# -------------------------------------------------------------------------------------- mask encoders
+class MaskEncoder:
+    """Raw decoded mask → int64 H×W class indices. Subclasses set :attr:`color` and implement :meth:`encode`.
+
+    Encoders are small picklable dataclasses: DataLoader workers get a copy, and ``repr`` is stable, so it
+    can be part of a cache key.
+    """
+
+    #: whether :meth:`read` decodes colours (True) or stored values (False)
+    color: bool = False
+
+    def read(self, path: str | Path) -> torch.Tensor:
+        """Decode and encode one mask file: int64 H×W."""
+        return self.encode(read_mask(path, color=self.color), Path(path))
+
+    def encode(self, raw: torch.Tensor, path: Path) -> torch.Tensor:
+        """Args: raw: uint8/uint16 C×H×W from :func:`read_mask`; path: for error messages."""
+        raise NotImplementedError
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexMaskEncoder(MaskEncoder):
+    """Pixel values are class indices, optionally remapped.
+
+    Args:
+        num_classes: valid classes are ``0 .. num_classes - 1``.
+        ignore_index: the label of "not annotated" pixels in the output.
+        value_map: stored value → output label (use ``ignore_index`` as the label to ignore a value).
+            None: values map to themselves, and a stored ``ignore_index`` stays ignored.
+            Values missing from the map are errors.
+    """
+
+    num_classes: int
+    ignore_index: int = 255
+    value_map: Mapping[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.value_map is not None:
+            # freeze to a sorted tuple so the repr (part of cache keys) does not depend on dict order
+            object.__setattr__(
+                self, "value_map", tuple(sorted((int(k), int(v)) for k, v in self.value_map.items()))
+            )
+
+    def _lut(self, size: int) -> torch.Tensor:
+        lut = torch.full((size,), -1, dtype=torch.int64)  # -1: "not a known value"
+        for value, label in self.value_map:
+            if 0 <= value < size:
+                lut[value] = label
+        return lut
+
+    def encode(self, raw: torch.Tensor, path: Path) -> torch.Tensor:
+        raw = raw[0] if raw.ndim == 3 else raw
+        if self.value_map is not None:
+            mask = self._lut(256 if raw.dtype == torch.uint8 else 65536)[raw.long()]
+            bad = mask < 0
+            if bool(bad.any()):
+                values = torch.unique(raw[bad])[:5].tolist()
+                known = sorted(value for value, _ in self.value_map)
+                raise ConfigError(f"{path}: mask values {values} are not in the value map {known}")
+            return mask
+        mask = raw.long()
+        bad = (mask >= self.num_classes) & (mask != self.ignore_index)
+        if bool(bad.any()):
+            values = torch.unique(mask[bad])[:5].tolist()
+            raise ConfigError(
+                f"{path}: mask values {values} are >= num_classes {self.num_classes} and not "
+                f"ignore_index {self.ignore_index}"
+            )
+        return mask
+
+
+def _color_keys(rgb: torch.Tensor) -> torch.Tensor:
+    """uint8 3×… → int64 … keys ``r << 16 | g << 8 | b``."""
+    rgb = rgb.long()
+    return (rgb[0] << 16) | (rgb[1] << 8) | rgb[2]
+
+
+@dataclasses.dataclass(frozen=True)
+class ColorMaskEncoder(MaskEncoder):
+    """One RGB colour per class; pixels of any other colour are an error.
+
+    Args:
+        colors: ``colors[i]`` is the (r, g, b) of class ``i``.
+        ignore_index: label of ``ignore_colors`` pixels.
+        ignore_colors: colours that mean "not annotated" (a void colour).
+    """
+
+    colors: tuple[tuple[int, int, int], ...]
+    ignore_index: int = 255
+    ignore_colors: tuple[tuple[int, int, int], ...] = ()
+    color = True
+
+    def __post_init__(self) -> None:
+        colors = tuple(tuple(int(v) for v in c) for c in self.colors)
+        ignore = tuple(tuple(int(v) for v in c) for c in self.ignore_colors)
+        for c in (*colors, *ignore):
+            if len(c) != 3 or not all(0 <= v <= 255 for v in c):
+                raise ConfigError(f"mask colours must be [r, g, b] with values 0..255, got {list(c)}")
+        everything = colors + ignore
+        if len(set(everything)) != len(everything):
+            raise ConfigError(f"mask colours must be distinct, got {[list(c) for c in everything]}")
+        object.__setattr__(self, "colors", colors)
+        object.__setattr__(self, "ignore_colors", ignore)
+
+    def encode(self, raw: torch.Tensor, path: Path) -> torch.Tensor:
+        table = torch.tensor(self.colors + self.ignore_colors, dtype=torch.int64).T  # 3×K
+        keys = _color_keys(table)
+        labels = torch.tensor([*range(len(self.colors)), *[self.ignore_index] * len(self.ignore_colors)])
+        order = torch.argsort(keys)
+        keys, labels = keys[order], labels[order]
+        pixels = _color_keys(raw[:3])
+        # vectorised table lookup: position of each pixel's key among the sorted known keys
+        pos = torch.searchsorted(keys, pixels).clamp_(max=len(keys) - 1)
+        known = keys[pos] == pixels
+        if not bool(known.all()):
+            unknown = pixels[~known]
+            first = int(unknown[0])
+            rgb = [first >> 16, (first >> 8) & 255, first & 255]
+            raise ConfigError(
+                f"{path}: unknown colour {rgb} in an RGB mask ({int(unknown.numel())} pixels, "
+                f"{int(torch.unique(unknown).numel())} unknown colours); add it to data.colors or data.ignore_colors"
+            )
+        return labels[pos]
+
+
+@dataclasses.dataclass(frozen=True)
+class BinaryMaskEncoder(MaskEncoder):
+    """Foreground (1) where the brightest channel is >= ``threshold``, background (0) elsewhere.
+
+    The brightest channel (not luminance) makes a dark-red mask on black count as foreground, and palette
+    masks are judged by the colour they show. With the default threshold JPEG ringing (values 0–8 and
+    247–255) lands on the right side. A lossless mask (PNG, BMP, TIFF, GIF) holding only 0 and 1 is read as
+    0/1 rather than "all background": many datasets store binary masks that way.
+
+    Args:
+        threshold: 1..255.
+    """
+
+    threshold: int = 128
+    color = True
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.threshold <= 255:
+            raise ConfigError(f"data.binary_threshold must be in 1..255, got {self.threshold}")
+
+    def encode(self, raw: torch.Tensor, path: Path) -> torch.Tensor:
+        value = raw.amax(dim=0) if raw.ndim == 3 else raw
+        threshold = self.threshold
+        if Path(path).suffix.lower() not in LOSSY_EXTENSIONS and int(value.max()) == 1:
+            threshold = 1
+        return (value >= threshold).long()
+
+
+def color_table(colors: Sequence[Sequence[int]] | None) -> tuple[tuple[int, int, int], ...]:
+    """Validate a YAML colour list (``[[r, g, b], ...]``) into a tuple of tuples."""
+    return tuple(tuple(int(v) for v in c) for c in (colors or ()))

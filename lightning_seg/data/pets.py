@@ -1,0 +1,118 @@
+"""Oxford-IIIT Pet in torchvision's layout: cat and dog photos with trimap masks.
+
+::
+
+    root/oxford-iiit-pet/images/<Breed_name>_<n>.jpg
+    root/oxford-iiit-pet/annotations/trimaps/<Breed_name>_<n>.png   1 pet, 2 background, 3 border
+    root/oxford-iiit-pet/annotations/trainval.txt, test.txt         "<image> <class id> <species> <breed id>"
+
+``download=True`` fetches it with ``torchvision.datasets.OxfordIIITPet`` (about 800 MB).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from torch import nn
+
+from lightning_seg.data.folder import (
+    ImageMaskDataModule,
+    SampleFile,
+    natural_image_augmentations,
+    split_samples,
+)
+from lightning_seg.data.io import IndexMaskEncoder, MaskEncoder
+from lightning_seg.errors import ConfigError
+
+TRIMAP_PET, TRIMAP_BACKGROUND, TRIMAP_BORDER = 1, 2, 3
+
+
+class OxfordPetDataModule(ImageMaskDataModule):
+    """Oxford-IIIT Pet foreground segmentation.
+
+    Args:
+        root: the folder holding ``oxford-iiit-pet/`` (torchvision's ``root``), or that folder itself.
+        mode: "binary": classes (background, pet); "trimap": (background, pet, border), the border being
+            the uncertain band around the outline.
+        ignore_border: binary mode only: border pixels become ``ignore_index`` (True) or pet (False).
+        size: (height, width) samples are resized to (the photos vary in size).
+        download: fetch the dataset with torchvision into ``root`` (``prepare_data``, once per node).
+        val_fraction: share of ``trainval`` held out for validation, stratified by breed and seeded by
+            ``split_seed``; the official ``test`` list is the test split (and ``predict``).
+        **kwargs: :class:`~lightning_seg.data.folder.ImageMaskDataModule` arguments (``on_bad_sample``,
+            ``check_files``, ``split_seed``) and :class:`~lightning_seg.data.base.SegDataModule` arguments.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        mode: Literal["binary", "trimap"] = "binary",
+        ignore_border: bool = True,
+        size: tuple[int, int] | None = (256, 256),
+        download: bool = False,
+        val_fraction: float = 0.1,
+        **kwargs,
+    ) -> None:
+        super().__init__(size=size, **kwargs)
+        if mode not in ("binary", "trimap"):
+            raise ConfigError(f"data.mode must be 'binary' or 'trimap', got {mode!r}")
+        self.root, self.mode, self.ignore_border = Path(root), mode, ignore_border
+        self.download, self.val_fraction = download, val_fraction
+        self.class_names = ("background", "pet") if mode == "binary" else ("background", "pet", "border")
+        self._trainval: dict[str, list[SampleFile]] | None = None
+
+    @property
+    def base_folder(self) -> Path:
+        nested = self.root / "oxford-iiit-pet"
+        return nested if nested.is_dir() or not (self.root / "annotations").is_dir() else self.root
+
+    def prepare_data(self) -> None:
+        if self.download:
+            from torchvision.datasets import OxfordIIITPet
+
+            OxfordIIITPet(str(self.root), split="trainval", target_types="segmentation", download=True)
+
+    def mask_encoder(self) -> MaskEncoder:
+        if self.mode == "trimap":
+            border = 2
+        else:
+            border = self.ignore_index if self.ignore_border else 1
+        value_map = {TRIMAP_PET: 1, TRIMAP_BACKGROUND: 0, TRIMAP_BORDER: border}
+        return IndexMaskEncoder(len(self.class_names), self.ignore_index, value_map)
+
+    def _read_list(self, name: str) -> list[SampleFile]:
+        base = self.base_folder
+        list_file = base / "annotations" / f"{name}.txt"
+        if not list_file.is_file():
+            hint = " (or set data.download true)" if not self.download else ""
+            raise ConfigError(f"{list_file}: not found; expected torchvision's Oxford-IIIT Pet layout{hint}")
+        samples = []
+        for line in list_file.read_text().splitlines():
+            fields = line.split()
+            if len(fields) < 2 or line.startswith("#"):
+                continue
+            stem, class_id = fields[0], int(fields[1])
+            image = base / "images" / f"{stem}.jpg"
+            mask = base / "annotations" / "trimaps" / f"{stem}.png"
+            error = None if mask.is_file() else f"{image}: mask missing ({mask})"
+            # the breed (class id) only stratifies the split; the batch carries no image-level label
+            samples.append(SampleFile(image, mask, stem, class_id - 1, error=error))
+        return samples
+
+    def find_samples(self, split: str) -> list[SampleFile]:
+        if split in ("test", "predict"):
+            samples = self._read_list("test")
+        else:
+            if self._trainval is None:
+                parts = split_samples(self._read_list("trainval"), self.val_fraction, 0.0, self.split_seed)
+                self._trainval = {"train": parts["train"], "val": parts["val"]}
+            samples = self._trainval[split]
+        mask = split != "predict"
+        return [
+            SampleFile(s.image, s.mask if mask else None, s.name, None, error=s.error if mask else None)
+            for s in samples
+        ]
+
+    def default_train_augmentations(self) -> list[nn.Module]:
+        return natural_image_augmentations(self.size, scale=(0.4, 1.0), degrees=15.0)

@@ -1,0 +1,105 @@
+"""Segmentation metrics from one torchmetrics confusion matrix per stage.
+
+Every pixel metric (IoU per class, mIoU, Dice/F1, pixel accuracy) is a function of the confusion matrix,
+so one ``MulticlassConfusionMatrix`` is updated per step (a single ``bincount`` on the device, synced
+across processes by torchmetrics) and all metrics are derived from it at epoch end — they can never
+disagree with each other.
+
+Averaging: IoU_c = TP_c / (TP_c + FP_c + FN_c) over every pixel of the whole evaluation (not per image);
+mIoU is the mean over classes whose union is non-empty, so a class absent from both targets and
+predictions in the whole evaluation does not count as 0 (nor as 1). Dice is averaged the same way.
+``dice_fg`` is the Kaggle-style mean Dice over the non-background classes (classes 1..K-1).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassConfusionMatrix
+
+
+def scores_from_confusion(confusion: torch.Tensor) -> dict[str, torch.Tensor]:
+    """IoU/Dice per class and their means from a K×K confusion matrix (rows: target, columns: prediction).
+
+    Returns float32 tensors: ``iou`` and ``dice`` of shape (K,) with NaN for classes absent from both
+    target and prediction; scalars ``mIoU``, ``dice``, ``dice_fg`` and ``acc``.
+    """
+    confusion = confusion.double()
+    tp = confusion.diagonal()
+    fp = confusion.sum(0) - tp
+    fn = confusion.sum(1) - tp
+    union = tp + fp + fn
+    nan = torch.tensor(float("nan"), dtype=confusion.dtype, device=confusion.device)
+    iou = torch.where(union > 0, tp / union.clamp_min(1), nan)
+    dice = torch.where(union > 0, 2 * tp / (2 * tp + fp + fn).clamp_min(1), nan)
+    total = confusion.sum()
+    return {
+        "iou": iou.float(),
+        "dice_per_class": dice.float(),
+        "mIoU": iou.nanmean().float(),
+        "dice": dice.nanmean().float(),
+        "dice_fg": dice[1:].nanmean().float(),
+        "acc": (tp.sum() / total.clamp_min(1)).float(),
+    }
+
+
+def per_image_foreground_iou(pred: torch.Tensor, target: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    """Foreground IoU of each image of a binary task; 1.0 where both are empty (nothing to find, nothing found).
+
+    Args:
+        pred, target: int64 B×H×W with labels {0, 1} (target may hold ``ignore_index``).
+
+    Returns:
+        float32 (B,).
+    """
+    valid = target != ignore_index
+    p = (pred == 1) & valid
+    t = (target == 1) & valid
+    inter = (p & t).flatten(1).sum(1).float()
+    union = (p | t).flatten(1).sum(1).float()
+    return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
+
+
+class SegMetrics(nn.Module):
+    """Confusion-matrix metrics of one stage, plus per-image foreground IoU for binary tasks.
+
+    Args:
+        num_classes: classes including background.
+        ignore_index: target label excluded from every metric.
+    """
+
+    def __init__(self, num_classes: int, ignore_index: int) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        # validate_args=False: the checks call .unique() on the targets, a device sync every step
+        self.confusion = MulticlassConfusionMatrix(
+            num_classes, ignore_index=ignore_index, validate_args=False
+        )
+        self.image_iou = MeanMetric() if num_classes == 2 else None
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        """Accumulate int64 B×H×W predictions against int64 B×H×W targets, on the device."""
+        self.confusion.update(pred, target)
+        if self.image_iou is not None:
+            self.image_iou.update(per_image_foreground_iou(pred, target, self.ignore_index))
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        """Scores over everything accumulated (synced across processes); see :func:`scores_from_confusion`."""
+        confusion = self.confusion.compute()
+        scores = scores_from_confusion(confusion)
+        scores["confusion"] = confusion
+        if self.image_iou is not None:
+            scores["IoU_fg"] = scores["iou"][1]
+            scores["image_IoU"] = self.image_iou.compute()
+        return scores
+
+    def reset(self) -> None:
+        self.confusion.reset()
+        if self.image_iou is not None:
+            self.image_iou.reset()
+
+    @property
+    def updated(self) -> bool:
+        return self.confusion.update_count > 0

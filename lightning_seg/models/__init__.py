@@ -1,0 +1,19 @@
+"""Segmentation nets. Each is built as ``Net(num_classes, ...)``; see :mod:`lightning_seg.models.outputs`."""
+
+from lightning_seg.models.micro_unet import MicroUNet
+from lightning_seg.models.outputs import NetOutput, as_net_output, pad_to_multiple
+from lightning_seg.models.resnet_unet import ResNetUNet
+from lightning_seg.models.smp import SMPNet
+from lightning_seg.models.torchvision import TorchvisionNet
+from lightning_seg.models.unet import UNet
+
+__all__ = [
+    "MicroUNet",
+    "NetOutput",
+    "ResNetUNet",
+    "SMPNet",
+    "TorchvisionNet",
+    "UNet",
+    "as_net_output",
+    "pad_to_multiple",
+]

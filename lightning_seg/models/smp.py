@@ -1,0 +1,178 @@
+"""``SMPNet``: any segmentation_models_pytorch architecture/encoder pair behind the net contract.
+
+Which encoders fit which architecture (segmentation_models_pytorch 0.6):
+
+* ``Unet``, ``FPN``, ``PSPNet``, ``DeepLabV3``, ``DeepLabV3Plus``, ``MAnet``, ``PAN``, ``UPerNet``,
+  ``Segformer``: any SMP encoder (``smp.encoders.get_encoder_names()``) or any timm model as ``"tu-<name>"``.
+  ``FPN`` with a ``mit_b*`` encoder needs ``encoder_depth=5``.
+* ``UnetPlusPlus`` and ``Linknet``: not the Mix-Transformer encoders (``mit_b0`` .. ``mit_b5``).
+* ``DPT``: only timm ViT encoders, e.g. ``"tu-vit_tiny_patch16_224"``; ``dynamic_img_size=True`` is passed to
+  timm unless ``encoder_kwargs`` sets ``img_size``/``dynamic_img_size``, so any multiple of 32 works.
+* ``PAN`` needs H and W >= 128 (its pyramid attention pools the stride-16 map three more times).
+* ``DeepLabV3``/``DeepLabV3Plus``/``PSPNet`` have BatchNorm after a global pool: train with batch size >= 2.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from typing import Any
+
+import segmentation_models_pytorch as smp
+import torch
+from torch import nn
+
+from lightning_seg.errors import ConfigError
+
+# Arguments SMPNet sets itself: letting a kwargs dict override them would break the net contract
+# (``activation`` must stay None so the net returns logits) or make a config state a value twice.
+_RESERVED = {
+    "encoder_name",
+    "encoder_weights",
+    "in_channels",
+    "classes",
+    "encoder_depth",
+    "aux_params",
+    "activation",
+}
+
+
+def _arch_class(arch: str) -> type[nn.Module]:
+    try:
+        return smp.MODEL_ARCHITECTURES_MAPPING[arch.lower()]
+    except KeyError:
+        valid = ", ".join(cls.__name__ for cls in smp.MODEL_ARCHITECTURES_MAPPING.values())
+        raise ConfigError(f"SMPNet: unknown arch {arch!r}; valid: {valid}") from None
+
+
+def _check_encoder(encoder_name: str) -> None:
+    if encoder_name.startswith("tu-"):
+        import timm
+
+        if not timm.is_model(encoder_name[3:]):
+            close = difflib.get_close_matches(encoder_name[3:], timm.list_models(), n=5)
+            raise ConfigError(
+                f"SMPNet: unknown timm model {encoder_name[3:]!r} in encoder_name={encoder_name!r}"
+                + (f"; did you mean {', '.join('tu-' + c for c in close)}?" if close else "")
+                + " (see timm.list_models())"
+            )
+        return
+    names = smp.encoders.get_encoder_names()
+    if encoder_name not in names:
+        close = difflib.get_close_matches(encoder_name, names, n=3)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise ConfigError(
+            f"SMPNet: unknown encoder_name {encoder_name!r}; {hint}valid: {', '.join(names)}, "
+            "or 'tu-<timm model name>'"
+        )
+
+
+class SMPNet(nn.Module):
+    """A ``segmentation_models_pytorch`` model built by ``smp.create_model``, returning logits.
+
+    Args:
+        num_classes: mask channels (SMP's ``classes``); 1 for a sigmoid/binary head.
+        arch: SMP architecture, case-insensitive: Unet, UnetPlusPlus, MAnet, Linknet, FPN, PSPNet, DeepLabV3,
+            DeepLabV3Plus, PAN, UPerNet, Segformer, DPT. See the module docstring for encoder constraints.
+        encoder_name: an SMP encoder (``resnet34``, ``mobilenet_v2``, ``efficientnet-b0``, ``mit_b0``, ...)
+            or ``"tu-<timm model>"``.
+        encoder_weights: ``None`` = random init (the default: nothing is downloaded); ``"imagenet"`` (or
+            another name SMP lists for the encoder) downloads pretrained weights from the Hugging Face Hub.
+        in_channels: input image channels.
+        encoder_depth: encoder stages used; ``None`` = the architecture's own default (5; PSPNet 3; DPT 4).
+        aux_labels: outputs of SMP's image-level classification head on the deepest feature, returned as
+            ``"label"``; ``None`` = no head.
+        aux_dropout: dropout before that head's linear layer.
+        decoder_kwargs: further keyword arguments of the architecture class, e.g.
+            ``{"decoder_channels": [128, 64, 32, 16, 8]}`` for Unet or ``{"encoder_output_stride": 16}`` for
+            DeepLabV3; unknown keys are rejected.
+        encoder_kwargs: keyword arguments for a timm (``"tu-"``) encoder, e.g. ``{"drop_path_rate": 0.1}``.
+
+    Shapes: float32 B×in_channels×H×W → ``{"mask": B×num_classes×H×W}`` plus ``"label": B×aux_labels`` when
+    ``aux_labels`` is set; H and W multiples of ``size_divisor``: the encoder's output stride (32 for most
+    archs at the default depth, 16 for DeepLabV3Plus, 8 for PSPNet and DeepLabV3; ``2**encoder_depth`` when
+    shallower), 32 for DPT with a 4-stage ViT. ``backbone`` is the SMP encoder.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        arch: str = "Unet",
+        encoder_name: str = "resnet34",
+        encoder_weights: str | None = None,
+        in_channels: int = 3,
+        encoder_depth: int | None = None,
+        aux_labels: int | None = None,
+        aux_dropout: float = 0.2,
+        decoder_kwargs: dict[str, Any] | None = None,
+        encoder_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        cls = _arch_class(arch)
+        _check_encoder(encoder_name)
+        decoder_kwargs = dict(decoder_kwargs or {})
+        encoder_kwargs = dict(encoder_kwargs or {})
+        accepted = {
+            name
+            for name, p in inspect.signature(cls.__init__).parameters.items()
+            if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and name != "self"
+        }
+        unknown = sorted(set(decoder_kwargs) - (accepted - _RESERVED))
+        if unknown:
+            raise ConfigError(
+                f"SMPNet: decoder_kwargs {unknown} not accepted by smp.{cls.__name__}; "
+                f"valid: {', '.join(sorted(accepted - _RESERVED))}"
+            )
+        if encoder_kwargs and not encoder_name.startswith("tu-"):
+            # SMP silently drops extra kwargs for its own encoders; a typo would go unnoticed.
+            raise ConfigError(
+                f"SMPNet: encoder_kwargs only apply to timm ('tu-') encoders, not {encoder_name!r}"
+            )
+        clash = sorted(set(encoder_kwargs) & (accepted | _RESERVED))
+        if clash:
+            raise ConfigError(
+                f"SMPNet: encoder_kwargs {clash} are arguments of smp.{cls.__name__}; set them elsewhere"
+            )
+        if cls is smp.DPT and not {"img_size", "dynamic_img_size"} & set(encoder_kwargs):
+            # timm ViTs otherwise accept exactly their pretraining size (224) and nothing else.
+            encoder_kwargs["dynamic_img_size"] = True
+
+        kwargs: dict[str, Any] = {**decoder_kwargs, **encoder_kwargs}
+        if encoder_depth is not None:
+            kwargs["encoder_depth"] = encoder_depth
+        if aux_labels is not None:
+            kwargs["aux_params"] = {"classes": aux_labels, "dropout": aux_dropout}
+        try:
+            self.model = smp.create_model(
+                cls.__name__,
+                encoder_name=encoder_name,
+                encoder_weights=encoder_weights,
+                in_channels=in_channels,
+                classes=num_classes,
+                **kwargs,
+            )
+        except (ValueError, KeyError, TypeError, AssertionError) as err:
+            message = err.args[0] if err.args else repr(err)
+            raise ConfigError(
+                f"SMPNet: smp.{cls.__name__}(encoder_name={encoder_name!r}) rejected the config: {message}"
+            ) from err
+
+        encoder = self.model.encoder
+        divisor = int(encoder.output_stride)
+        if cls is smp.DPT:
+            # DPT reassembles the ViT tokens at strides 4, 8, ..., 2**(n+1) for n encoder outputs and adds them
+            # back up; odd sizes at the coarsest one break the sum.
+            divisor = max(divisor, 2 ** (len(encoder.output_strides) + 1))
+        self.size_divisor: int = divisor
+
+    @property
+    def backbone(self) -> nn.Module:
+        """The SMP encoder (what ``encoder_weights`` initialises)."""
+        return self.model.encoder
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = self.model(x)
+        if isinstance(out, tuple):  # SMP returns (masks, labels) when it has a classification head
+            mask, label = out
+            return {"mask": mask, "label": label}
+        return {"mask": out}

@@ -1,0 +1,290 @@
+"""``SegmentationModule``: one LightningModule for every net, loss and dataset.
+
+Data flow of a step: normalised float32 B×3×H×W batch → net (padded to its ``size_divisor``, cropped
+back) → :class:`~lightning_seg.models.outputs.NetOutput` → :class:`~lightning_seg.losses.CompoundLoss`
+(float32) → confusion-matrix metrics updated on the device → ``self.log`` under ``stage/name``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+from torch.nn import functional as F
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+from lightning_seg.errors import ConfigError
+from lightning_seg.losses import CompoundLoss
+from lightning_seg.metrics import SegMetrics
+from lightning_seg.models.outputs import NetOutput, as_net_output, pad_to_multiple
+
+NetBuilder = Callable[[int], nn.Module]
+"""A net class with its arguments but without ``num_classes``; YAML: ``class_path`` + ``init_args``."""
+
+STAGES = ("train", "val", "test")
+# arguments a scheduler may leave as null for the module to fill with the run's optimizer-step count
+_LENGTH_ARGUMENTS = ("total_steps",)
+
+
+def _default_optimizer(params: Any) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-4)
+
+
+def dominant_class(mask: torch.Tensor, num_classes: int, ignore_index: int) -> torch.Tensor:
+    """Image-level label derived from a mask: the most frequent non-background class, or 0 if none.
+
+    Args:
+        mask: int64 B×H×W.
+
+    Returns:
+        int64 (B,).
+    """
+    valid = (mask != ignore_index) & (mask > 0)
+    flat = torch.where(valid, mask, 0).flatten(1)
+    counts = torch.zeros(mask.shape[0], num_classes, device=mask.device).scatter_add_(
+        1, flat, valid.flatten(1).float()
+    )
+    counts[:, 0] = 0
+    return torch.where(counts.sum(1) > 0, counts.argmax(1), torch.zeros_like(counts[:, 0], dtype=torch.long))
+
+
+class SegmentationModule(L.LightningModule):
+    """Semantic segmentation with any net, a compound loss and confusion-matrix metrics.
+
+    Args:
+        net: builds the net from ``num_classes`` (a net class with its other arguments).
+        num_classes: classes including background (linked from the data module by the CLI).
+        ignore_index: target label excluded from loss and metrics (linked from the data module).
+        class_names: names for per-class metrics (linked from the data module).
+        label_names: image-level classes of a net with a class head (linked; empty: mask classes).
+        loss: the loss; None means cross-entropy + Dice with weight 1 each.
+        optimizer: builds the optimizer from the trainable parameters.
+        lr_scheduler: builds the scheduler from the optimizer; a null ``total_steps`` is filled in with the
+            run's optimizer-step count.
+        scheduler_interval: step the scheduler each "step" or each "epoch"; None: per step for schedules
+            measured in steps (OneCycle, WarmupCosine, Poly), else per epoch.
+        scheduler_monitor: metric that ReduceLROnPlateau watches (``val/loss`` or ``val/mIoU``).
+        binary_threshold: probability threshold of a one-channel (sigmoid) head.
+        channels_last: run the net in channels-last memory format (faster convolutions on GPUs).
+        compile: wrap the net in ``torch.compile``.
+    """
+
+    def __init__(
+        self,
+        net: NetBuilder,
+        num_classes: int,
+        ignore_index: int = 255,
+        class_names: Sequence[str] | None = None,
+        label_names: Sequence[str] | None = None,
+        loss: CompoundLoss | None = None,
+        optimizer: OptimizerCallable = _default_optimizer,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        scheduler_interval: Literal["step", "epoch"] | None = None,
+        scheduler_monitor: str = "val/loss",
+        binary_threshold: float = 0.5,
+        channels_last: bool = False,
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        if num_classes < 2:
+            raise ConfigError(f"model.num_classes must be >= 2 (background + one class), got {num_classes}")
+        self.save_hyperparameters(ignore=["net", "loss", "optimizer", "lr_scheduler"])
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.class_names = list(class_names) if class_names else [f"class_{i}" for i in range(num_classes)]
+        if len(self.class_names) != num_classes:
+            raise ConfigError(
+                f"model.class_names has {len(self.class_names)} names for {num_classes} classes"
+            )
+        self.label_names = list(label_names) if label_names else self.class_names
+        self.net = net(num_classes=num_classes)
+        self.size_divisor = int(getattr(self.net, "size_divisor", 1))
+        self.loss = loss if loss is not None else CompoundLoss()
+        self.loss.bind(num_classes, ignore_index)
+        self.optimizer_builder = optimizer
+        self.scheduler_builder = lr_scheduler
+        self.scheduler_interval = scheduler_interval
+        self.scheduler_monitor = scheduler_monitor
+        self.binary_threshold = binary_threshold
+        self.channels_last = channels_last
+        if channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        # kept out of the module tree so checkpoints hold the plain net's keys
+        self.__dict__["_run_net"] = torch.compile(self.net) if compile else self.net
+        # keyed "<stage>_" because a ModuleDict key "train" would shadow nn.Module.train
+        self.metrics = nn.ModuleDict({f"{stage}_": SegMetrics(num_classes, ignore_index) for stage in STAGES})
+        num_labels = len(self.label_names)
+        self.label_metrics = nn.ModuleDict(
+            {
+                f"{stage}_": nn.ModuleDict(
+                    {
+                        "label_f1": MulticlassF1Score(num_labels, average="macro", validate_args=False),
+                        "label_acc": MulticlassAccuracy(num_labels, average="micro", validate_args=False),
+                    }
+                )
+                for stage in STAGES
+            }
+        )
+
+    # ------------------------------------------------------------------------------------------ setup
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        source = getattr(datamodule, "class_weights", None)
+        if isinstance(self.loss.class_weights, str):
+            self.loss.bind(self.num_classes, self.ignore_index, source)
+
+    # ---------------------------------------------------------------------------------------- forward
+    def forward(self, image: torch.Tensor) -> NetOutput:
+        """float32 B×3×H×W (normalised) → :class:`NetOutput` with B×K×H×W mask logits at the input size."""
+        padded, (h, w) = pad_to_multiple(image, self.size_divisor)
+        if self.channels_last:
+            padded = padded.contiguous(memory_format=torch.channels_last)
+        out = as_net_output(self._run_net(padded))
+        if out.mask.shape[-2:] != padded.shape[-2:]:  # nets that predict at a lower stride
+            out.mask = F.interpolate(out.mask, size=padded.shape[-2:], mode="bilinear", align_corners=False)
+        out.mask = out.mask[..., :h, :w]
+        if out.aux is not None:
+            out.aux = F.interpolate(out.aux, size=padded.shape[-2:], mode="bilinear", align_corners=False)[
+                ..., :h, :w
+            ]
+        return out
+
+    def classes_from_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """B×K×H×W logits → int64 B×H×W classes (sigmoid threshold for a one-channel head)."""
+        if logits.shape[1] == 1:
+            return (logits[:, 0].float().sigmoid() > self.binary_threshold).long()
+        return logits.argmax(1)
+
+    # ------------------------------------------------------------------------------------------ steps
+    def _step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
+        image, mask = batch["image"], batch["mask"]
+        out = self(image)
+        label = None
+        if out.label is not None:
+            label = batch.get("label")
+            if label is None:
+                label = dominant_class(mask, self.num_classes, self.ignore_index)
+        losses = self.loss(out, mask, label)
+        batch_size = image.shape[0]
+        training = stage == "train"
+        # evaluation losses are synced once at epoch end; syncing training losses would stall every step
+        self.log(
+            f"{stage}/loss",
+            losses["loss"],
+            on_step=training,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=batch_size,
+            sync_dist=not training,
+        )
+        for name, value in losses.items():
+            if name != "loss":
+                self.log(
+                    f"{stage}/loss/{name}",
+                    value,
+                    on_step=False,
+                    on_epoch=True,
+                    batch_size=batch_size,
+                    sync_dist=not training,
+                )
+        with torch.no_grad():
+            self.metrics[f"{stage}_"].update(self.classes_from_logits(out.mask.detach()), mask)
+            if out.label is not None:
+                for metric in self.label_metrics[f"{stage}_"].values():
+                    metric.update(out.label.detach().argmax(1), label)
+        return losses["loss"]
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        """Class maps at each image's own size.
+
+        Returns:
+            ``{"name": [str], "mask": [int64 H_i×W_i], "probability": [float32 K×H_i×W_i]}``, one entry per
+            image; logits are resized back to ``orig_size`` before the argmax, so borders stay smooth.
+        """
+        logits = self(batch["image"]).mask.float()
+        sizes = batch.get("orig_size")
+        masks, probabilities = [], []
+        for i in range(logits.shape[0]):
+            item = logits[i : i + 1]
+            if sizes is not None and tuple(sizes[i].tolist()) != tuple(item.shape[-2:]):
+                item = F.interpolate(
+                    item, size=tuple(sizes[i].tolist()), mode="bilinear", align_corners=False
+                )
+            masks.append(self.classes_from_logits(item)[0])
+            probabilities.append(item[0].sigmoid() if item.shape[1] == 1 else item[0].softmax(0))
+        names = batch.get("name") or [f"{batch_idx:05d}_{i:03d}" for i in range(len(masks))]
+        return {"name": list(names), "mask": masks, "probability": probabilities}
+
+    # -------------------------------------------------------------------------------------- epoch end
+    def _log_epoch_metrics(self, stage: str) -> None:
+        metrics = self.metrics[f"{stage}_"]
+        if not metrics.updated:
+            return
+        scores = metrics.compute()
+        # already synced across processes by torchmetrics; no sync_dist needed
+        logged = {f"{stage}/{name}": scores[name] for name in ("dice", "dice_fg", "acc")}
+        for name in ("IoU_fg", "image_IoU"):
+            if name in scores:
+                logged[f"{stage}/{name}"] = scores[name]
+        for class_name, value in zip(self.class_names, scores["iou"], strict=True):
+            if not torch.isnan(value):
+                logged[f"{stage}/IoU/{class_name}"] = value
+        for name, metric in self.label_metrics[f"{stage}_"].items():
+            if metric.update_count:
+                logged[f"{stage}/{name}"] = metric.compute()
+                metric.reset()
+        self.log_dict(logged, prog_bar=False)
+        self.log(f"{stage}/mIoU", scores["mIoU"], prog_bar=True)
+        self.last_confusion = {**getattr(self, "last_confusion", {}), stage: scores["confusion"].cpu()}
+        metrics.reset()
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch_metrics("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch_metrics("test")
+
+    # ------------------------------------------------------------------------------------- optimizers
+    def configure_optimizers(self) -> Any:
+        # only trainable parameters: a finetuning callback adds the frozen backbone as its own group later
+        optimizer = self.optimizer_builder([p for p in self.parameters() if p.requires_grad])
+        if self.scheduler_builder is None:
+            return optimizer
+        builder, filled = self.scheduler_builder, False
+        keywords = getattr(builder, "keywords", {})
+        for name in _LENGTH_ARGUMENTS:
+            # OneCycleLR may be given epochs + steps_per_epoch instead; leave those alone
+            if name in keywords and keywords[name] is None and keywords.get("epochs") is None:
+                builder = functools.partial(builder, **{name: int(self.trainer.estimated_stepping_batches)})
+                filled = True
+        scheduler = builder(optimizer)
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            interval = "epoch"
+        else:
+            interval = self.scheduler_interval or ("step" if filled or _counts_steps(scheduler) else "epoch")
+        config = {"scheduler": scheduler, "interval": interval, "monitor": self.scheduler_monitor}
+        return {"optimizer": optimizer, "lr_scheduler": config}
+
+
+def _counts_steps(scheduler: Any) -> bool:
+    """Schedules whose length is a number of optimizer steps by definition."""
+    from lightning_seg.schedulers import PolyLR, WarmupCosineLR
+
+    return isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR | WarmupCosineLR | PolyLR)

@@ -1,0 +1,164 @@
+"""End-to-end runs of the command line, in-process, on tiny synthetic data."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import DEFAULT_CONFIG, REPO, tiny_args
+from torchvision.io import decode_png, read_file
+
+from lightning_seg.cli import build_cli, main, run_cli
+
+
+def _fit(root: Path, *extra: str, epochs: int = 1):
+    cli = run_cli(["fit", *tiny_args(root, *extra, epochs=epochs)])
+    assert cli is not None
+    return cli
+
+
+def test_fit_writes_summary_checkpoints_and_config(run_root: Path) -> None:
+    cli = _fit(run_root)
+    log_dir = Path(cli.trainer.log_dir)
+    summary = json.loads((log_dir / "summary.json").read_text())
+    assert summary["stage"] == "fit"
+    metrics = summary["metrics"]
+    for name in ("val/mIoU", "val/dice", "val/acc", "val/loss"):
+        assert 0.0 <= metrics[name] < 100, name
+    assert any(key.startswith("val/IoU/") for key in metrics)
+    assert Path(summary["best_checkpoint"]).is_file()
+    assert Path(summary["last_checkpoint"]).name == "last.ckpt"
+    assert (log_dir / "config.yaml").is_file()
+    assert summary["best_score"] == pytest.approx(metrics["val/mIoU"])
+    confusion = torch.tensor(summary["confusion"]["rows_target_cols_prediction"])
+    assert confusion.shape == (5, 5) and confusion.sum() > 0
+    # metric names follow stage/name everywhere
+    logged = cli.trainer.callback_metrics
+    assert {"train/loss_epoch", "train/mIoU", "val/mIoU", "train/loss/ce", "train/loss/dice"} <= set(logged)
+
+
+def test_cli_links_classes_from_data_into_model(run_root: Path) -> None:
+    cli = build_cli(tiny_args(run_root), run=False)
+    assert cli.model.num_classes == cli.datamodule.num_classes == 5
+    assert cli.model.class_names == list(cli.datamodule.class_names)
+    assert cli.model.ignore_index == cli.datamodule.ignore_index
+    # the net was built for the linked number of classes
+    assert cli.model.net.head.out_channels == 5
+
+
+def test_validate_test_and_predict_from_checkpoint(run_root: Path) -> None:
+    fit = _fit(run_root)
+    best = fit.trainer.checkpoint_callback.best_model_path
+    for stage, prefix in (("validate", "val"), ("test", "test")):
+        cli = run_cli([stage, *tiny_args(run_root), "--ckpt_path", best])
+        summary = json.loads((Path(cli.trainer.log_dir) / "summary.json").read_text())
+        assert summary["stage"] == stage
+        assert 0.0 <= summary["metrics"][f"{prefix}/mIoU"] <= 1.0
+    cli = run_cli(["predict", *tiny_args(run_root), "--ckpt_path", best])
+    out_dir = Path(best).parent.parent / "predictions"
+    colour = sorted(out_dir.glob("*[0-9].png"))
+    index = sorted(out_dir.glob("*_index.png"))
+    assert len(colour) == len(index) == 4
+    mask = decode_png(read_file(str(index[0])))
+    assert mask.shape == (1, 32, 32) and int(mask.max()) < 5
+    assert decode_png(read_file(str(colour[0]))).shape == (3, 32, 32)
+
+
+@pytest.mark.parametrize("how", ["last", "path"])
+def test_resume_continues_where_it_stopped(run_root: Path, how: str) -> None:
+    # an interrupted 2-epoch run: stops after its first epoch, as a killed job would
+    first = _fit(run_root, "--trainer.callbacks+=helpers.StopAfterEpoch", epochs=2)
+    assert first.trainer.current_epoch == 1
+    steps_per_epoch = first.trainer.global_step
+    log_dir = Path(first.trainer.log_dir)
+    ckpt = "last" if how == "last" else str(log_dir / "checkpoints" / "last.ckpt")
+    resumed = run_cli(["fit", *tiny_args(run_root, epochs=2), "--ckpt_path", ckpt])
+    assert resumed.trainer.current_epoch == 2
+    assert resumed.trainer.global_step == 2 * steps_per_epoch
+    # the resumed run writes into the same run directory
+    assert Path(resumed.trainer.log_dir) == log_dir
+    assert json.loads((log_dir / "summary.json").read_text())["metrics"]["val/mIoU"] >= 0
+
+
+def test_resume_last_without_a_run_is_a_clear_error(run_root: Path, capsys) -> None:
+    assert main(["fit", *tiny_args(run_root), "--ckpt_path", "last"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--ckpt_path last" in err[0] and "last.ckpt" in err[0]
+
+
+def test_predict_maps_back_to_original_size(run_root: Path) -> None:
+    cli = build_cli(tiny_args(run_root), run=False)
+    module, data = cli.model, cli.datamodule
+    data.setup("predict")
+    batch = next(iter(data.predict_dataloader()))
+    batch["orig_size"] = torch.tensor([[40, 50]] * len(batch["name"]))  # as if resized from 40×50
+    batch = data.prepare_batch(batch, train=False)
+    module.eval()
+    with torch.no_grad():
+        out = module.predict_step(batch, 0)
+    assert [tuple(m.shape) for m in out["mask"]] == [(40, 50)] * len(batch["name"])
+    assert out["mask"][0].dtype == torch.int64
+    assert torch.allclose(out["probability"][0].sum(0), torch.ones(40, 50), atol=1e-5)
+
+
+def test_print_config_shows_every_part(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stop:
+        build_cli(["fit", "--config", DEFAULT_CONFIG, "--print_config"])
+    assert stop.value.code == 0
+    text = capsys.readouterr().out
+    for needle in (
+        "lightning_seg.models.UNet",
+        "CompoundLoss",
+        "SyntheticDataModule",
+        "base_width",
+        "OneCycleLR",
+    ):
+        assert needle in text
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--model.init_args.no_such_key=1"], "no_such_key"),
+        (["--data.init_args.batch_size=many"], "batch_size"),
+        (["--trainer.max_epochs=abc"], "max_epochs"),
+    ],
+)
+def test_bad_overrides_give_one_error_line(run_root: Path, args, needle, capsys) -> None:
+    assert main(["fit", *tiny_args(run_root), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("lightning-seg: error:") and needle in err[0]
+
+
+def test_missing_config_file_gives_one_error_line(capsys) -> None:
+    assert main(["fit", "--config", "configs/does_not_exist.yaml"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "does_not_exist.yaml" in err[0]
+
+
+def test_too_few_classes_gives_one_error_line(run_root: Path, tmp_path: Path, capsys) -> None:
+    config = tmp_path / "one_class.yaml"
+    config.write_text("data:\n  class_path: helpers.OneClassDataModule\n")
+    sys.path.insert(0, str(Path(__file__).parent))
+    try:
+        assert main(["fit", *tiny_args(run_root), "--config", str(config)]) == 2
+    finally:
+        sys.path.remove(str(Path(__file__).parent))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "num_classes must be >= 2" in err[0]
+
+
+def test_console_script_and_module_entry_agree() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "lightning_seg", "fit", "--config", "nope.yaml"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "nope.yaml" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,76 @@
+"""Two DDP processes on CPU report the same validation metrics as one process on the same data."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO, tiny_args
+
+from lightning_seg.cli import run_cli
+
+
+def _validate(args: list[str], cwd: Path) -> dict:
+    result = subprocess.run(
+        [sys.executable, "-m", "lightning_seg", "validate", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summaries = sorted(
+        Path(args[args.index("--trainer.default_root_dir") + 1]).glob("**/summary.json"),
+        key=lambda p: p.stat().st_mtime,
+    )
+    return json.loads(summaries[-1].read_text())["metrics"]
+
+
+@pytest.mark.slow
+def test_ddp_validation_metrics_equal_single_process(tmp_path: Path) -> None:
+    fit = run_cli(["fit", *tiny_args(tmp_path / "fit")])
+    ckpt = fit.trainer.checkpoint_callback.best_model_path
+    common = [
+        a
+        for a in tiny_args(tmp_path / "x")
+        if not a.startswith(("--trainer.default_root_dir", "--trainer.logger"))
+    ]
+    # 8 validation images split evenly over 2 processes: the distributed sampler pads nothing
+    single = _validate(
+        [
+            *common,
+            "--ckpt_path",
+            ckpt,
+            "--trainer.default_root_dir",
+            str(tmp_path / "one"),
+            "--trainer.logger.init_args.save_dir",
+            str(tmp_path / "one"),
+        ],
+        REPO,
+    )
+    ddp = _validate(
+        [
+            *common,
+            "--ckpt_path",
+            ckpt,
+            "--trainer.default_root_dir",
+            str(tmp_path / "two"),
+            "--trainer.logger.init_args.save_dir",
+            str(tmp_path / "two"),
+            "--trainer.accelerator=cpu",
+            "--trainer.devices=2",
+            "--trainer.strategy=ddp",
+        ],
+        REPO,
+    )
+    assert set(single) == set(ddp)
+    # the distributed sampler interleaves images, so batches differ; soft Dice is a per-batch quantity
+    # (and with it the total loss), every confusion-matrix metric and the pixel-mean CE are not
+    batch_dependent = {"val/loss", "val/loss/dice"}
+    compared = [name for name in single if name not in batch_dependent]
+    assert {"val/mIoU", "val/acc", "val/dice", "val/loss/ce"} <= set(compared)
+    for name in compared:
+        assert ddp[name] == pytest.approx(single[name], rel=1e-5, abs=1e-6), name

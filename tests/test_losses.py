@@ -1,0 +1,129 @@
+"""CompoundLoss against direct computations; ignore_index honoured by every term; float32 under fp16."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from lightning_seg.errors import ConfigError
+from lightning_seg.losses import PIXEL_TERMS, CompoundLoss
+from lightning_seg.models.outputs import NetOutput
+
+IGNORE = 255
+
+
+def _data(num_classes: int = 4, channels: int | None = None, seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    logits = torch.randn(2, channels or num_classes, 8, 8, generator=generator, requires_grad=True)
+    mask = torch.randint(0, num_classes, (2, 8, 8), generator=generator)
+    mask[:, :2] = IGNORE
+    return logits, mask
+
+
+def _loss(weights, num_classes=4, **kwargs) -> CompoundLoss:
+    loss = CompoundLoss(weights=weights, **kwargs)
+    loss.bind(num_classes, IGNORE)
+    return loss
+
+
+def test_ce_term_equals_torch_cross_entropy_with_ignore() -> None:
+    logits, mask = _data()
+    parts = _loss({"ce": 1.0}, label_smoothing=0.1)(NetOutput(logits), mask)
+    expected = F.cross_entropy(logits, mask, ignore_index=IGNORE, label_smoothing=0.1)
+    assert parts["ce"].item() == pytest.approx(expected.item(), rel=1e-6)
+    assert parts["loss"].item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_dice_term_equals_a_direct_soft_dice() -> None:
+    logits, mask = _data()
+    parts = _loss({"dice": 1.0})(NetOutput(logits), mask)
+    prob = logits.softmax(1)
+    valid = (mask != IGNORE).unsqueeze(1)
+    onehot = F.one_hot(torch.where(valid[:, 0], mask, 0), 4).permute(0, 3, 1, 2) * valid
+    prob = prob * valid
+    inter = (prob * onehot).sum((0, 2, 3))
+    card = (prob + onehot).sum((0, 2, 3))
+    dice = 2 * inter / card.clamp_min(1e-7)
+    present = onehot.sum((0, 2, 3)) > 0
+    expected = ((1 - dice) * present).mean()
+    assert parts["dice"].item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_weighted_sum_and_class_weights() -> None:
+    logits, mask = _data()
+    weights = [0.5, 1.0, 2.0, 1.5]
+    parts = _loss({"ce": 2.0, "dice": 0.5}, class_weights=weights)(NetOutput(logits), mask)
+    assert parts["loss"].item() == pytest.approx(
+        2.0 * parts["ce"].item() + 0.5 * parts["dice"].item(), rel=1e-6
+    )
+    expected = F.cross_entropy(logits, mask, weight=torch.tensor(weights), ignore_index=IGNORE)
+    assert parts["ce"].item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("term", [t for t in PIXEL_TERMS if t != "bce"])
+def test_every_multiclass_term_ignores_ignored_pixels(term: str) -> None:
+    logits, mask = _data()
+    loss = _loss({term: 1.0})
+    before = loss(NetOutput(logits), mask)["loss"]
+    changed = logits.detach().clone()
+    changed[:, :, :2] = torch.randn_like(changed[:, :, :2]) * 10  # only ignored rows change
+    after = loss(NetOutput(changed), mask)["loss"]
+    assert torch.isfinite(before)
+    assert after.item() == pytest.approx(before.item(), rel=1e-5, abs=1e-6)
+    before.backward()
+    assert logits.grad[:, :, :2].abs().max() == 0
+
+
+@pytest.mark.parametrize("term", PIXEL_TERMS)
+def test_every_term_works_on_a_binary_head_and_ignores(term: str) -> None:
+    logits, mask = _data(num_classes=2, channels=1)
+    loss = _loss({term: 1.0}, num_classes=2)
+    before = loss(NetOutput(logits), mask)["loss"]
+    changed = logits.detach().clone()
+    changed[:, :, :2] = 25.0
+    after = loss(NetOutput(changed), mask)["loss"]
+    assert after.item() == pytest.approx(before.item(), rel=1e-5, abs=1e-6)
+    if term in ("ce", "bce"):
+        valid = mask != IGNORE
+        expected = F.binary_cross_entropy_with_logits(logits[:, 0][valid], mask[valid].float())
+        assert before.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_loss_is_float32_for_half_logits() -> None:
+    logits, mask = _data()
+    parts = _loss({"ce": 1.0, "dice": 1.0})(NetOutput(logits.detach().half()), mask)
+    assert all(v.dtype == torch.float32 for v in parts.values())
+
+
+def test_aux_and_label_terms() -> None:
+    logits, mask = _data()
+    aux = logits.detach() * 0.5
+    label_logits = torch.randn(2, 4)
+    label = torch.tensor([1, 3])
+    loss = _loss({"ce": 1.0}, aux_weight=0.4, label_weight=0.5)
+    parts = loss(NetOutput(logits, aux=aux, label=label_logits), mask, label)
+    expected_aux = F.cross_entropy(aux, mask, ignore_index=IGNORE)
+    expected_label = F.cross_entropy(label_logits, label)
+    assert parts["aux"].item() == pytest.approx(expected_aux.item(), rel=1e-6)
+    assert parts["label"].item() == pytest.approx(expected_label.item(), rel=1e-6)
+    total = parts["ce"] + 0.4 * parts["aux"] + 0.5 * parts["label"]
+    assert parts["loss"].item() == pytest.approx(total.item(), rel=1e-6)
+
+
+def test_configuration_errors_are_clear() -> None:
+    with pytest.raises(ConfigError, match="unknown term"):
+        CompoundLoss(weights={"dcie": 1.0})
+    with pytest.raises(ConfigError, match="3 values"):
+        CompoundLoss(class_weights=[1.0, 2.0, 3.0]).bind(4, IGNORE)
+    with pytest.raises(ConfigError, match="class statistics"):
+        CompoundLoss(class_weights="median_frequency").bind(4, IGNORE)
+    logits, mask = _data()
+    with pytest.raises(ConfigError, match="one-channel"):
+        _loss({"bce": 1.0})(NetOutput(logits), mask)
+
+
+def test_class_weight_rule_comes_from_the_data_source() -> None:
+    loss = CompoundLoss(class_weights="median_frequency")
+    loss.bind(4, IGNORE, lambda rule: [1.0, 2.0, 3.0, 4.0] if rule == "median_frequency" else None)
+    assert loss.weight_tensor.tolist() == [1.0, 2.0, 3.0, 4.0]

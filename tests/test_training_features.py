@@ -1,0 +1,95 @@
+"""Training features configured from YAML/CLI: precision, memory format, schedulers, clipping, accumulation."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_args
+
+from lightning_seg.cli import run_cli
+from lightning_seg.schedulers import PolyLR, WarmupCosineLR
+
+
+def _fit(root: Path, *extra: str, epochs: int = 1):
+    cli = run_cli(["fit", *tiny_args(root, *extra, epochs=epochs)])
+    assert cli is not None
+    return cli
+
+
+def _scheduler(cli):
+    return cli.trainer.lr_scheduler_configs[0]
+
+
+def test_bf16_mixed_precision_and_channels_last(run_root: Path) -> None:
+    cli = _fit(run_root, "--trainer.precision=bf16-mixed", "--model.init_args.channels_last=true")
+    assert torch.isfinite(cli.trainer.callback_metrics["train/loss_epoch"])
+    first_conv = cli.model.net.stem[0].weight
+    assert first_conv.is_contiguous(memory_format=torch.channels_last)
+    # weights stay float32 under mixed precision
+    assert first_conv.dtype == torch.float32
+
+
+def test_accumulation_and_clipping(run_root: Path) -> None:
+    plain = _fit(run_root / "a")
+    accumulated = _fit(
+        run_root / "b", "--trainer.accumulate_grad_batches=2", "--trainer.gradient_clip_val=0.5"
+    )
+    assert accumulated.trainer.global_step == plain.trainer.global_step // 2
+
+
+@pytest.mark.parametrize("scheduler", ["WarmupCosineLR", "PolyLR"])
+def test_step_schedules_get_the_run_length(run_root: Path, scheduler: str) -> None:
+    cli = _fit(
+        run_root,
+        f"--model.init_args.lr_scheduler=lightning_seg.schedulers.{scheduler}",
+        "--model.init_args.lr_scheduler.warmup=2",
+        epochs=2,
+    )
+    config = _scheduler(cli)
+    assert config.interval == "step"
+    assert isinstance(config.scheduler, WarmupCosineLR | PolyLR)
+    base = config.scheduler.base_lrs[0]
+    final = cli.trainer.optimizers[0].param_groups[0]["lr"]
+    assert final == pytest.approx(0.0, abs=base * 1e-6)  # decayed to the end exactly at the last step
+
+
+def test_onecycle_total_steps_filled_in(run_root: Path) -> None:
+    cli = _fit(run_root, epochs=2)
+    scheduler = _scheduler(cli).scheduler
+    assert isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR)
+    assert scheduler.total_steps == cli.trainer.global_step == cli.trainer.estimated_stepping_batches
+
+
+def test_reduce_on_plateau_watches_val_miou_and_sgd_nesterov(run_root: Path) -> None:
+    cli = _fit(
+        run_root,
+        "--model.init_args.optimizer=torch.optim.SGD",
+        "--model.init_args.optimizer.lr=0.01",
+        "--model.init_args.optimizer.momentum=0.9",
+        "--model.init_args.optimizer.nesterov=true",
+        "--model.init_args.lr_scheduler=torch.optim.lr_scheduler.ReduceLROnPlateau",
+        "--model.init_args.lr_scheduler.mode=max",
+        "--model.init_args.scheduler_monitor=val/mIoU",
+    )
+    config = _scheduler(cli)
+    assert config.interval == "epoch" and config.monitor == "val/mIoU"
+    optimizer = cli.trainer.optimizers[0]
+    assert isinstance(optimizer, torch.optim.SGD) and optimizer.param_groups[0]["nesterov"]
+
+
+def test_early_stopping_and_deterministic(run_root: Path) -> None:
+    cli = _fit(
+        run_root,
+        "--trainer.deterministic=true",
+        "--trainer.callbacks+=lightning.pytorch.callbacks.EarlyStopping",
+        "--trainer.callbacks.monitor=val/mIoU",
+        "--trainer.callbacks.mode=max",
+        "--trainer.callbacks.patience=0",
+        "--trainer.callbacks.min_delta=1.0",  # no epoch can improve by 1.0: stops after the patience
+        epochs=5,
+    )
+    assert cli.trainer.current_epoch < 5
+    assert math.isfinite(float(cli.trainer.callback_metrics["val/mIoU"]))
