@@ -82,7 +82,11 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> SegCLI:
 
 def _one_line(error: BaseException) -> str:
     """The message of a parse or config error on one line, without jsonargparse's usage dump."""
-    text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if any(line.startswith("Original Traceback") for line in lines):
+        # raised in a DataLoader worker: torch prepends the worker's traceback; the last line is the message
+        lines = [lines[-1].split(f"{type(error).__name__}: ", 1)[-1]]
+    text = " ".join(lines)
     return text.replace("\\n", " ")
 
 

@@ -16,18 +16,17 @@ YAML::
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
 
 import segmentation_models_pytorch as smp
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from lightning_seg.data.stats import WeightRule
 from lightning_seg.errors import ConfigError
 from lightning_seg.models.outputs import NetOutput
 
 PIXEL_TERMS = ("ce", "bce", "dice", "jaccard", "focal", "lovasz", "tversky")
-ClassWeightRule = Literal["inverse_frequency", "median_frequency", "enet"]
 
 
 class _BinaryCrossEntropy(nn.Module):
@@ -75,7 +74,7 @@ class CompoundLoss(nn.Module):
     def __init__(
         self,
         weights: dict[str, float] | None = None,
-        class_weights: list[float] | ClassWeightRule | None = None,
+        class_weights: list[float] | WeightRule | None = None,
         label_smoothing: float = 0.0,
         focal_gamma: float = 2.0,
         tversky_alpha: float = 0.5,
@@ -116,7 +115,9 @@ class CompoundLoss(nn.Module):
             raise ConfigError(
                 f"loss.class_weights has {len(weights)} values, the data has {num_classes} classes"
             )
-        self.weight_tensor = torch.tensor(weights, dtype=torch.float32) if weights is not None else None
+        self.weight_tensor = (
+            torch.as_tensor(weights, dtype=torch.float32).cpu() if weights is not None else None
+        )
         self.terms = nn.ModuleDict()  # rebuilt lazily for the head's mode
 
     def _build_terms(self, binary: bool) -> nn.ModuleDict:

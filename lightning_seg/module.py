@@ -8,6 +8,7 @@ back) → :class:`~lightning_seg.models.outputs.NetOutput` → :class:`~lightnin
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -53,6 +54,21 @@ def dominant_class(mask: torch.Tensor, num_classes: int, ignore_index: int) -> t
     return torch.where(counts.sum(1) > 0, counts.argmax(1), torch.zeros_like(counts[:, 0], dtype=torch.long))
 
 
+def build_net(builder: NetBuilder, num_classes: int, num_labels: int | None) -> nn.Module:
+    """Call the net builder with ``num_classes``, and with ``num_labels`` when the data has image-level
+    classes and the net takes a ``num_labels`` the config left null (so a config never states it twice)."""
+    kwargs: dict[str, Any] = {"num_classes": num_classes}
+    if num_labels is not None:
+        keywords = getattr(builder, "keywords", {})
+        try:
+            parameters = inspect.signature(builder).parameters
+        except (TypeError, ValueError):
+            parameters = {}
+        if keywords.get("num_labels") is None and ("num_labels" in keywords or "num_labels" in parameters):
+            kwargs["num_labels"] = num_labels
+    return builder(**kwargs)
+
+
 class SegmentationModule(L.LightningModule):
     """Semantic segmentation with any net, a compound loss and confusion-matrix metrics.
 
@@ -93,7 +109,9 @@ class SegmentationModule(L.LightningModule):
         super().__init__()
         if num_classes < 2:
             raise ConfigError(f"model.num_classes must be >= 2 (background + one class), got {num_classes}")
-        self.save_hyperparameters(ignore=["net", "loss", "optimizer", "lr_scheduler"])
+        # No save_hyperparameters(): the run's config.yaml beside the checkpoint is the one record of the
+        # configuration. LightningCLI merges checkpoint hparams back into the config on --ckpt_path, and a
+        # partial record (without the net) made it drop the config's net.
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.class_names = list(class_names) if class_names else [f"class_{i}" for i in range(num_classes)]
@@ -102,7 +120,7 @@ class SegmentationModule(L.LightningModule):
                 f"model.class_names has {len(self.class_names)} names for {num_classes} classes"
             )
         self.label_names = list(label_names) if label_names else self.class_names
-        self.net = net(num_classes=num_classes)
+        self.net = build_net(net, num_classes, len(label_names) if label_names else None)
         self.size_divisor = int(getattr(self.net, "size_divisor", 1))
         self.loss = loss if loss is not None else CompoundLoss()
         self.loss.bind(num_classes, ignore_index)

@@ -73,7 +73,9 @@ def voc_palette(n: int = 256) -> list[tuple[int, int, int]]:
 def block_mask(height: int, width: int, num_classes: int, seed: int, block: int = 8) -> torch.Tensor:
     """int64 H×W: random classes in ``block``-pixel squares (big enough to survive resizing)."""
     g = torch.Generator().manual_seed(seed)
-    coarse = torch.randint(0, num_classes, ((height + block - 1) // block, (width + block - 1) // block), generator=g)
+    coarse = torch.randint(
+        0, num_classes, ((height + block - 1) // block, (width + block - 1) // block), generator=g
+    )
     return coarse.repeat_interleave(block, 0).repeat_interleave(block, 1)[:height, :width]
 
 
@@ -171,7 +173,9 @@ def msd_tree(root: Path, per_type: int = 5, good: int = 2, size: tuple[int, int]
             stem = f"{prefix}_{i + 1:04d}"
             defect = torch.zeros(size, dtype=torch.bool)
             defect[5 + i : 12 + i, 10:30] = True
-            write_jpeg(root / folder / f"{stem}.jpg", torch.where(defect, 220, 30).to(torch.uint8).expand(3, -1, -1))
+            write_jpeg(
+                root / folder / f"{stem}.jpg", torch.where(defect, 220, 30).to(torch.uint8).expand(3, -1, -1)
+            )
             if i % 3 == 2:
                 index = [1, 2, 3][list(prefixes).index(folder)]
                 write_palette_png(root / gt / f"{stem}.png", defect.long() * index)
@@ -186,8 +190,12 @@ def msd_tree(root: Path, per_type: int = 5, good: int = 2, size: tuple[int, int]
 def coco_tree(root: Path) -> Path:
     """COCO layout with a tiny instances JSON: polygons, an uncompressed-RLE crowd region, overlapping
     instances of two classes, an unselected category and an image without annotations."""
+    from lightning_seg.data.coco import COCO_CATEGORIES
+
     h, w = 20, 30
-    categories = [{"id": 1, "name": "person"}, {"id": 3, "name": "car"}, {"id": 18, "name": "dog"}]
+    # all 80 categories, like the real files (ids here are 1..80; the real ones have gaps)
+    categories = [{"id": i + 1, "name": name} for i, name in enumerate(COCO_CATEGORIES)]
+    ids = {c["name"]: c["id"] for c in categories}
 
     def box(x0, y0, x1, y1):
         return [[x0, y0, x1, y0, x1, y1, x0, y1]]
@@ -212,17 +220,54 @@ def coco_tree(root: Path) -> Path:
             image_id = 100 + i
             file_name = f"{image_id:012d}.jpg"
             images.append({"id": image_id, "file_name": file_name, "height": h, "width": w})
-            write_jpeg(root / f"{split}2017" / file_name, torch.full((3, h, w), 50 + 40 * i, dtype=torch.uint8))
+            write_jpeg(
+                root / f"{split}2017" / file_name, torch.full((3, h, w), 50 + 40 * i, dtype=torch.uint8)
+            )
         # image 100: a big person with a small car on top, and a dog (not selected by the tests)
         annotations += [
-            {"id": 1, "image_id": 100, "category_id": 1, "segmentation": box(2, 2, 20, 16), "area": 252.0, "iscrowd": 0},
-            {"id": 2, "image_id": 100, "category_id": 3, "segmentation": box(10, 5, 16, 10), "area": 30.0, "iscrowd": 0},
-            {"id": 3, "image_id": 100, "category_id": 18, "segmentation": box(22, 2, 28, 8), "area": 36.0, "iscrowd": 0},
+            {
+                "id": 1,
+                "image_id": 100,
+                "category_id": ids["person"],
+                "segmentation": box(2, 2, 20, 16),
+                "area": 252.0,
+                "iscrowd": 0,
+            },
+            {
+                "id": 2,
+                "image_id": 100,
+                "category_id": ids["car"],
+                "segmentation": box(10, 5, 16, 10),
+                "area": 30.0,
+                "iscrowd": 0,
+            },
+            {
+                "id": 3,
+                "image_id": 100,
+                "category_id": ids["dog"],
+                "segmentation": box(22, 2, 28, 8),
+                "area": 36.0,
+                "iscrowd": 0,
+            },
         ]
         # image 101: a crowd of people with one person in front of it
         annotations += [
-            {"id": 4, "image_id": 101, "category_id": 1, "segmentation": crowd_rle(0, 10, 0, 30), "area": 300.0, "iscrowd": 1},
-            {"id": 5, "image_id": 101, "category_id": 1, "segmentation": box(4, 4, 8, 14), "area": 40.0, "iscrowd": 0},
+            {
+                "id": 4,
+                "image_id": 101,
+                "category_id": ids["person"],
+                "segmentation": crowd_rle(0, 10, 0, 30),
+                "area": 300.0,
+                "iscrowd": 1,
+            },
+            {
+                "id": 5,
+                "image_id": 101,
+                "category_id": ids["person"],
+                "segmentation": box(4, 4, 8, 14),
+                "area": 40.0,
+                "iscrowd": 0,
+            },
         ]
         # image 102 (train only): no annotations
         data = {"images": images, "annotations": [a for a in annotations if a["image_id"] < 100 + n_images],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -58,6 +59,27 @@ def test_validate_test_and_predict_from_checkpoint(run_root: Path) -> None:
         summary = json.loads((Path(cli.trainer.log_dir) / "summary.json").read_text())
         assert summary["stage"] == stage
         assert 0.0 <= summary["metrics"][f"{prefix}/mIoU"] <= 1.0
+    # the net given by config files alone (no command-line override of it) must accept the checkpoint too
+    tiny_net = run_root.parent / "tiny_net.yaml"
+    tiny_net.write_text(
+        "model:\n  init_args:\n    net:\n      class_path: lightning_seg.models.UNet\n"
+        "      init_args: {base_width: 4, depth: 2}\n"
+    )
+    plain = run_cli(
+        [
+            "predict",
+            "--config",
+            DEFAULT_CONFIG,
+            "--config",
+            str(tiny_net),
+            "--ckpt_path",
+            best,
+            f"--trainer.default_root_dir={run_root}",
+            f"--trainer.logger.init_args.save_dir={run_root}",
+        ]
+    )
+    assert plain is not None
+    shutil.rmtree(Path(best).parent.parent / "predictions")
     cli = run_cli(["predict", *tiny_args(run_root), "--ckpt_path", best])
     out_dir = Path(best).parent.parent / "predictions"
     colour = sorted(out_dir.glob("*[0-9].png"))

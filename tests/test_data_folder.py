@@ -24,7 +24,9 @@ from tests.data_trees import (
 REPO = Path(__file__).resolve().parents[1]
 
 
-def check_batch(batch: dict, batch_size: int, size: tuple[int, int], num_classes: int, ignore_index: int = 255):
+def check_batch(
+    batch: dict, batch_size: int, size: tuple[int, int], num_classes: int, ignore_index: int = 255
+):
     assert batch["image"].dtype == torch.uint8 and batch["image"].shape == (batch_size, 3, *size)
     assert batch["mask"].dtype == torch.int64 and batch["mask"].shape == (batch_size, *size)
     labels = batch["mask"].unique()
@@ -133,11 +135,15 @@ def test_palette_16bit_and_grey_rgb_index_masks(tmp_path: Path):
     assert torch.equal(read_mask(tmp_path / "p8.png")[0].long(), labels)
     # 2-bit palette: torchvision cannot unpack it, PIL does
     small = labels % 4
-    write_palette_png(tmp_path / "p2.png", small, palette=[(0, 0, 0), (9, 9, 9), (50, 0, 0), (0, 70, 0)], bits=2)
+    write_palette_png(
+        tmp_path / "p2.png", small, palette=[(0, 0, 0), (9, 9, 9), (50, 0, 0), (0, 70, 0)], bits=2
+    )
     assert (tmp_path / "p2.png").read_bytes()[24] < 8, "PIL should have written a low-bit palette"
     assert torch.equal(read_mask(tmp_path / "p2.png")[0].long(), small)
     # colour=True shows the palette colours
-    assert read_mask(tmp_path / "p2.png", color=True)[:, labels % 4 == 2].T.unique(dim=0).tolist() == [[50, 0, 0]]
+    assert read_mask(tmp_path / "p2.png", color=True)[:, labels % 4 == 2].T.unique(dim=0).tolist() == [
+        [50, 0, 0]
+    ]
     # 16-bit grey holds labels above 255
     big = (labels + 250).to(torch.int32).to(torch.uint16)
     write_png(tmp_path / "g16.png", big)
@@ -149,17 +155,26 @@ def test_palette_16bit_and_grey_rgb_index_masks(tmp_path: Path):
 
 
 def test_color_encoder_is_vectorised_lookup():
-    encoder = ColorMaskEncoder(((0, 0, 0), (10, 20, 30), (255, 255, 255)), ignore_index=9, ignore_colors=((1, 2, 3),))
+    encoder = ColorMaskEncoder(
+        ((0, 0, 0), (10, 20, 30), (255, 255, 255)), ignore_index=9, ignore_colors=((1, 2, 3),)
+    )
     raw = torch.tensor([[[0, 10, 255, 1]], [[0, 20, 255, 2]], [[0, 30, 255, 3]]], dtype=torch.uint8)
     assert encoder.encode(raw, Path("m.png")).tolist() == [[0, 1, 2, 9]]
 
 
 def test_split_lists_with_segnet_style_lines(tmp_path: Path):
     root = folder_tree(tmp_path / "data", count=8, sizes=((32, 32),))
-    (root / "train.txt").write_text("/SegNet/x/images/s0.png /SegNet/x/masks/s0.png\ns1\ns2.png\n# comment\n\ns3\n")
+    (root / "train.txt").write_text(
+        "/SegNet/x/images/s0.png /SegNet/x/masks/s0.png\ns1\ns2.png\n# comment\n\ns3\n"
+    )
     (root / "val.txt").write_text("s4\ns5\n")
     dm = FolderDataModule(
-        str(root), class_names=list("abc"), size=(32, 32), train_list="train.txt", val_list="val.txt", test_fraction=0.5
+        str(root),
+        class_names=list("abc"),
+        size=(32, 32),
+        train_list="train.txt",
+        val_list="val.txt",
+        test_fraction=0.5,
     )
     splits = dm.splits()
     assert [s.name for s in splits["train"]] == ["s0", "s1", "s2", "s3"]
@@ -168,7 +183,11 @@ def test_split_lists_with_segnet_style_lines(tmp_path: Path):
 
 
 def test_random_split_is_seeded_stratified_and_disjoint(tmp_path: Path):
-    samples = [SampleFile(Path(f"{c}{i}.png"), name=f"{c}{i}", label=k) for k, c in enumerate("ab") for i in range(10)]
+    samples = [
+        SampleFile(Path(f"{c}{i}.png"), name=f"{c}{i}", label=k)
+        for k, c in enumerate("ab")
+        for i in range(10)
+    ]
     samples += [SampleFile(Path(f"c{i}.png"), name=f"c{i}", label=2) for i in range(5)]
     parts = split_samples(samples, 0.2, 0.2, seed=1)
     names = [s.name for part in parts.values() for s in part]
@@ -190,7 +209,9 @@ def test_labels_from_parent_and_prefix(tmp_path: Path):
             mask = block_mask(16, 16, 2, seed=10 * k + i)
             write_png(root / "images" / kind / f"{kind[:2].upper()}_{i}.png", image_for(mask))
             write_png(root / "masks" / kind / f"{kind[:2].upper()}_{i}.png", mask.to(torch.uint8))
-    dm = FolderDataModule(str(root), mask_mode="index", class_names=["bg", "fg"], size=(16, 16), labels_from="parent")
+    dm = FolderDataModule(
+        str(root), mask_mode="index", class_names=["bg", "fg"], size=(16, 16), labels_from="parent"
+    )
     # known before setup: the CLI links label_names into the model right after building the module
     assert dm.label_names == ("cat", "dog")
     dm.setup("fit")
@@ -199,16 +220,23 @@ def test_labels_from_parent_and_prefix(tmp_path: Path):
     for name, label in zip(batch["name"], batch["label"].tolist(), strict=True):
         assert name.split("/")[0] == ("cat", "dog")[label]
     assert {s.label for s in dm.datasets["val"].samples} == {0, 1}  # stratified
-    by_prefix = FolderDataModule(str(root), class_names=["bg", "fg"], labels_from="prefix", label_names=["DO", "CA"])
+    by_prefix = FolderDataModule(
+        str(root), class_names=["bg", "fg"], labels_from="prefix", label_names=["DO", "CA"]
+    )
     by_prefix.setup("fit")
-    assert all(by_prefix.label_names[s.label] == s.name.split("/")[1][:2] for s in by_prefix.datasets["train"].samples)
+    assert all(
+        by_prefix.label_names[s.label] == s.name.split("/")[1][:2]
+        for s in by_prefix.datasets["train"].samples
+    )
 
 
 def test_predict_dir_and_default_predict_split(tmp_path: Path):
     root = folder_tree(tmp_path / "data", count=6)
     for i in range(3):
         write_jpeg(root / "unlabelled" / f"new{i}.jpg", torch.full((3, 20 + i, 30), 100, dtype=torch.uint8))
-    dm = FolderDataModule(str(root), class_names=list("abc"), size=(32, 32), predict_dir="unlabelled", batch_size=3)
+    dm = FolderDataModule(
+        str(root), class_names=list("abc"), size=(32, 32), predict_dir="unlabelled", batch_size=3
+    )
     dm.setup("predict")
     batch = next(iter(dm.predict_dataloader()))
     assert "mask" not in batch and batch["image"].shape == (3, 3, 32, 32)
@@ -227,7 +255,12 @@ def test_mask_suffix_in_the_same_folder(tmp_path: Path):
         write_jpeg(root / "all" / f"ISIC_{i}.jpg", image_for(mask))
         write_png(root / "all" / f"ISIC_{i}_segmentation.png", (mask * 255).to(torch.uint8))
     dm = FolderDataModule(
-        str(root), image_dir="all", mask_dir="all", mask_suffix="_segmentation", mask_mode="binary", size=(16, 16)
+        str(root),
+        image_dir="all",
+        mask_dir="all",
+        mask_suffix="_segmentation",
+        mask_mode="binary",
+        size=(16, 16),
     )
     dm.setup("fit")
     assert sorted(s.name for part in dm.splits().values() for s in part) == [f"ISIC_{i}" for i in range(4)]
@@ -258,3 +291,30 @@ def test_cli_command_from_the_readme(tmp_path: Path):
     dm.setup("fit")
     batch = dm.prepare_batch(next(iter(dm.train_dataloader())), train=True)
     assert batch["image"].dtype == torch.float32 and batch["mask"].dtype == torch.int64
+
+
+def test_mask_folder_inside_the_image_folder(tmp_path: Path):
+    root = tmp_path / "nested"
+    for i in range(4):
+        mask = block_mask(16, 16, 2, seed=i)
+        write_png(root / "images" / f"a{i}.png", image_for(mask))
+        write_png(root / "images" / "masks" / f"a{i}.png", mask.to(torch.uint8))
+    dm = FolderDataModule(str(root), mask_dir="images/masks", class_names=["a", "b"], size=(16, 16))
+    assert sorted(s.name for part in dm.splits().values() for s in part) == ["a0", "a1", "a2", "a3"]
+
+
+def test_low_bit_grey_masks_keep_their_values(tmp_path: Path):
+    """libpng scales 1/2/4-bit grey to 0..255; an index mask must read back the stored 0/1 (not 0/255,
+    which would silently become ignore_index), a binary one stays foreground either way."""
+    import numpy as np
+    from PIL import Image
+
+    bits = np.array([[0, 1, 1, 0], [1, 0, 0, 1]], dtype=bool)
+    Image.fromarray(bits).save(tmp_path / "one_bit.png")
+    Image.fromarray(bits).save(tmp_path / "one_bit.bmp")  # a PIL-decoded format
+    Image.fromarray(np.array([[0, 1, 2, 3, 15]], dtype=np.uint8), "L").save(tmp_path / "four_bit.png", bits=4)
+    expected = torch.from_numpy(bits.astype(np.int64))
+    for name in ("one_bit.png", "one_bit.bmp"):
+        assert torch.equal(IndexMaskEncoder(2).read(tmp_path / name), expected)
+        assert torch.equal(BinaryMaskEncoder().read(tmp_path / name), expected)
+    assert read_mask(tmp_path / "four_bit.png")[0].tolist() == [[0, 1, 2, 3, 15]]

@@ -69,7 +69,10 @@ class TinySegModule(L.LightningModule):
         optimizer = torch.optim.AdamW([p for p in self.parameters() if p.requires_grad], lr=LR)
         if self.scheduler is None:
             return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler(optimizer), "interval": "step"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": self.scheduler(optimizer), "interval": "step"},
+        }
 
 
 class BackboneSnapshots(L.Callback):
@@ -90,11 +93,16 @@ class BackboneSnapshots(L.Callback):
         self.end[trainer.current_epoch] = self._clone(pl_module)
 
 
-def _loader(size: int = 32, n: int = 8) -> DataLoader:
-    generator = torch.Generator().manual_seed(0)
-    images = torch.randn(n, 3, size, size, generator=generator)
-    masks = torch.randint(0, NUM_CLASSES, (n, size, size), generator=generator)
-    return DataLoader(TensorDataset(images, masks), batch_size=4)
+def _loader(seed: int = 0) -> DataLoader:
+    """One batch of two 32×32 images per epoch: enough to step the optimizer, and BatchNorm needs two."""
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.randn(2, 3, 32, 32, generator=generator)
+    masks = torch.randint(0, NUM_CLASSES, (2, 32, 32), generator=generator)
+    return DataLoader(TensorDataset(images, masks), batch_size=2)
+
+
+def _fit(trainer: L.Trainer, module: L.LightningModule, **kwargs: Any) -> None:
+    trainer.fit(module, _loader(), _loader(seed=1), **kwargs)
 
 
 def _trainer(tmp_path: Path, max_epochs: int, callbacks: list[L.Callback], **kwargs: Any) -> L.Trainer:
@@ -107,7 +115,7 @@ def _trainer(tmp_path: Path, max_epochs: int, callbacks: list[L.Callback], **kwa
         "enable_progress_bar": False,
         "enable_model_summary": False,
         "default_root_dir": tmp_path,
-        "limit_val_batches": 1,
+        "num_sanity_val_steps": 0,
         **kwargs,
     }
     return L.Trainer(callbacks=callbacks, **options)
@@ -134,7 +142,7 @@ def test_freeze_then_unfreeze(name: str, tmp_path: Path) -> None:
     snapshots = BackboneSnapshots()
     callback = BackboneFinetuning(unfreeze_at_epoch=1, backbone_lr_ratio=RATIO)
     trainer = _trainer(tmp_path, 3, [callback, snapshots])
-    trainer.fit(module, _loader(), _loader(n=4))
+    _fit(trainer, module)
 
     frozen = [r for r in module.records if r["epoch"] == 0]
     trained = [r for r in module.records if r["epoch"] >= 1]
@@ -163,8 +171,11 @@ SCHEDULERS: dict[str, SchedulerBuilder] = {
     "cosine": lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=100),
     "sequential": lambda opt: torch.optim.lr_scheduler.SequentialLR(
         opt,
-        [torch.optim.lr_scheduler.LinearLR(opt, 0.1, total_iters=3), torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.9**s)],
-        milestones=[3],
+        [
+            torch.optim.lr_scheduler.LinearLR(opt, 0.1, total_iters=3),
+            torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.9**s),
+        ],
+        milestones=[2],
     ),
 }
 
@@ -174,30 +185,31 @@ def test_schedulers_follow_the_new_group(name: str, tmp_path: Path) -> None:
     """A scheduler built for one group keeps stepping, and scales the backbone's lr with the head's."""
     module = TinySegModule(NETS["resnet_unet"](), scheduler=SCHEDULERS[name])
     trainer = _trainer(tmp_path, 3, [BackboneFinetuning(unfreeze_at_epoch=1, backbone_lr_ratio=RATIO)])
-    trainer.fit(module, _loader())
+    _fit(trainer, module)
     head, added = trainer.optimizers[0].param_groups
     assert head["lr"] != pytest.approx(LR)  # the schedule moved
     assert added["lr"] == pytest.approx(RATIO * head["lr"])
 
 
-def test_resume_after_the_unfreeze_epoch(tmp_path: Path) -> None:
+@pytest.mark.filterwarnings("ignore:The dirpath has changed")  # a fresh directory for the resumed run
+@pytest.mark.parametrize("with_scheduler", [False, True])
+def test_resume_after_the_unfreeze_epoch(with_scheduler: bool, tmp_path: Path) -> None:
     """A run resumed past the unfreeze epoch trains the backbone again, in the group the checkpoint stored."""
+    scheduler = SCHEDULERS["lambda"] if with_scheduler else None
 
-    def scheduler(opt: torch.optim.Optimizer) -> Any:
-        return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.95**step)
+    def trainer(max_epochs: int, *extra: L.Callback) -> L.Trainer:
+        callbacks = [BackboneFinetuning(unfreeze_at_epoch=1, backbone_lr_ratio=RATIO), *extra]
+        checkpoint = ModelCheckpoint(dirpath=tmp_path / f"ckpt{max_epochs}", save_last=True)
+        return _trainer(tmp_path, max_epochs, [*callbacks, checkpoint], enable_checkpointing=True)
 
-    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
-    first = _trainer(
-        tmp_path, 2, [BackboneFinetuning(unfreeze_at_epoch=1, backbone_lr_ratio=RATIO), checkpoint], enable_checkpointing=True
-    )
-    first.fit(TinySegModule(NETS["resnet_unet"](), scheduler), _loader())
+    _fit(trainer(2), TinySegModule(NETS["resnet_unet"](), scheduler))  # unfreezes at epoch 1, saves last.ckpt
 
     module = TinySegModule(NETS["resnet_unet"](), scheduler)
     snapshots = BackboneSnapshots()
-    second = _trainer(tmp_path, 3, [BackboneFinetuning(unfreeze_at_epoch=1, backbone_lr_ratio=RATIO), snapshots])
-    second.fit(module, _loader(), ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
+    second = trainer(3, snapshots)
+    _fit(second, module, ckpt_path=str(tmp_path / "ckpt2" / "last.ckpt"))
 
-    assert [r["epoch"] for r in module.records] == [2, 2]
+    assert [r["epoch"] for r in module.records] == [2]
     assert all(r["requires_grad"] == {True} and r["bn_training"] == {True} for r in module.records)
     assert not _same(snapshots.start[2], snapshots.end[2])
     head, added = second.optimizers[0].param_groups
@@ -208,7 +220,7 @@ def test_resume_after_the_unfreeze_epoch(tmp_path: Path) -> None:
 def test_train_bn_keeps_batchnorm_trainable(tmp_path: Path) -> None:
     module = TinySegModule(NETS["resnet_unet"]())
     trainer = _trainer(tmp_path, 2, [BackboneFinetuning(unfreeze_at_epoch=1, train_bn=True)])
-    trainer.fit(module, _loader())
+    _fit(trainer, module)
     norms = [m for m in module.net.backbone.modules() if isinstance(m, _BatchNorm)]
     epoch0 = [r for r in module.records if r["epoch"] == 0]
     assert all(r["requires_grad"] == {False, True} and r["bn_training"] == {True} for r in epoch0)
@@ -221,7 +233,7 @@ def test_train_bn_keeps_batchnorm_trainable(tmp_path: Path) -> None:
 def test_net_without_backbone_is_a_config_error(tmp_path: Path) -> None:
     module = TinySegModule(UNet(NUM_CLASSES, base_width=4, depth=2))
     with pytest.raises(ConfigError, match="UNet has no `backbone`"):
-        _trainer(tmp_path, 1, [BackboneFinetuning()]).fit(module, _loader())
+        _fit(_trainer(tmp_path, 1, [BackboneFinetuning()]), module)
 
 
 def test_bad_arguments_are_config_errors() -> None:

@@ -135,7 +135,7 @@ def test_smp_archs(arch: str) -> None:
 
 
 def test_smp_label_head_one_channel_and_backward() -> None:
-    net = SMPNet(num_classes=1, arch="FPN", encoder_name="resnet18", aux_labels=6, in_channels=4)
+    net = SMPNet(num_classes=1, arch="FPN", encoder_name="resnet18", num_labels=6, in_channels=4)
     x = torch.randn(2, 4, 64, 64)
     out = net(x)
     assert out["mask"].shape == (2, 1, 64, 64)
@@ -168,6 +168,7 @@ def test_smp_kwargs_reach_the_architecture() -> None:
         ({"decoder_kwargs": {"activation": "sigmoid"}}, "not accepted"),
         ({"encoder_kwargs": {"drop_path_rate": 0.1}}, "only apply to timm"),
         ({"encoder_depth": 3}, "decoder_channels"),
+        ({"encoder_weights": "nope"}, "Available options are: \\['imagenet'"),  # raised before any download
     ],
 )
 def test_smp_config_errors(kwargs: dict, message: str) -> None:
@@ -197,7 +198,9 @@ def test_torchvision_deeplab_mobilenet_aux(aux_loss: bool) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", ["deeplabv3_resnet50", "deeplabv3_resnet101", "fcn_resnet50", "fcn_resnet101"])
+@pytest.mark.parametrize(
+    "arch", ["deeplabv3_resnet50", "deeplabv3_resnet101", "fcn_resnet50", "fcn_resnet101"]
+)
 def test_torchvision_resnet_archs(arch: str) -> None:
     net = TorchvisionNet(num_classes=3, arch=arch)
     assert net.size_divisor == 8
@@ -210,7 +213,9 @@ def test_torchvision_resnet_archs(arch: str) -> None:
 def test_torchvision_config_errors() -> None:
     with pytest.raises(ConfigError, match="valid: deeplabv3_resnet50"):
         TorchvisionNet(num_classes=2, arch="deeplabv4")
-    with pytest.raises(ConfigError, match="weights_backbone='NOPE'"):
+    with pytest.raises(
+        ConfigError, match="unknown weights_backbone 'NOPE' for mobilenet_v3_large; valid: IMAGENET1K_V1"
+    ):
         TorchvisionNet(num_classes=2, arch="lraspp_mobilenet_v3_large", weights_backbone="NOPE")
 
 
@@ -218,7 +223,10 @@ def test_torchvision_config_errors() -> None:
 @pytest.mark.parametrize(
     ("class_path", "init_args"),
     [
-        ("lightning_seg.models.ResNetUNet", {"base_width": 8, "stage_blocks": [1, 1, 1, 1], "bilinear": False}),
+        (
+            "lightning_seg.models.ResNetUNet",
+            {"base_width": 8, "stage_blocks": [1, 1, 1, 1], "bilinear": False},
+        ),
         ("lightning_seg.models.MicroUNet", {"base_width": 8, "num_labels": 3, "binary_head": True}),
         (
             "lightning_seg.models.SMPNet",

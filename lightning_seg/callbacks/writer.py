@@ -74,10 +74,12 @@ class MaskWriter(BasePredictionWriter):
         assert self.resolved_dir is not None and self.palette is not None
         for name, mask in zip(prediction["name"], prediction["mask"], strict=True):
             mask = mask.cpu()
-            stem = Path(str(name)).stem
-            write_png(colourize(mask, self.palette), str(self.resolved_dir / f"{stem}.png"))
+            # names are relative stems ("cat/img_01" for nested folders): keep the folders, not collide
+            target = self.resolved_dir / str(name)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            write_png(colourize(mask, self.palette), f"{target}.png")
             if self.save_index:
-                write_png(mask.to(torch.uint8)[None], str(self.resolved_dir / f"{stem}_index.png"))
+                write_png(mask.to(torch.uint8)[None], f"{target}_index.png")
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero:

@@ -13,7 +13,7 @@ links them into the model.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
@@ -22,6 +22,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from lightning_seg.data.augment import SegAugmentation
 from lightning_seg.errors import ConfigError
+
+if TYPE_CHECKING:
+    from lightning_seg.data.stats import ClassStatistics
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -144,7 +147,7 @@ class SegDataModule(L.LightningDataModule):
         return self._loader("predict", shuffle=False)
 
     # ------------------------------------------------------------------------------------ statistics
-    def class_statistics(self, split: str = "train"):
+    def class_statistics(self, split: str = "train") -> ClassStatistics:
         """Pixel counts per class over ``split``'s masks (one cached pass; see ``lightning_seg.data.stats``)."""
         from lightning_seg.data.stats import class_statistics
 
@@ -158,8 +161,8 @@ class SegDataModule(L.LightningDataModule):
         """float64 (num_classes,): each class's share of the labelled pixels of ``split``."""
         return self.class_statistics(split).frequencies()
 
-    def class_weights(self, rule: str = "median", split: str = "train") -> torch.Tensor:
-        """float32 (num_classes,) loss weights: rule "inverse", "median" (frequency) or "enet" (1/ln(1.02+p))."""
+    def class_weights(self, rule: str = "median_frequency", split: str = "train") -> torch.Tensor:
+        """float32 (num_classes,) loss weights: rule "inverse_frequency", "median_frequency" (frequency) or "enet" (1/ln(1.02+p))."""
         return self.class_statistics(split).weights(rule)
 
     # ------------------------------------------------------------------------------- device-side work

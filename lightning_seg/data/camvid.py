@@ -21,11 +21,10 @@ from lightning_seg.data.folder import (
     ImageMaskDataModule,
     SampleFile,
     find_files,
-    missing_mask_error,
     natural_image_augmentations,
     pair_masks,
 )
-from lightning_seg.data.io import IndexMaskEncoder, MaskEncoder
+from lightning_seg.data.io import IndexMaskEncoder, MaskEncoder, missing_mask_message
 from lightning_seg.errors import ConfigError
 
 CAMVID_CLASSES = (
@@ -56,7 +55,7 @@ class CamVidDataModule(ImageMaskDataModule):
         **kwargs: :class:`~lightning_seg.data.folder.ImageMaskDataModule` arguments (``on_bad_sample``,
             ``check_files``) and :class:`~lightning_seg.data.base.SegDataModule` arguments.
 
-    ``predict`` runs on the test images. Class weights: ``class_weights("median")`` reproduces SegNet's
+    ``predict`` runs on the test images. Class weights: ``class_weights("median_frequency")`` reproduces SegNet's
     median-frequency weights.
     """
 
@@ -87,7 +86,7 @@ class CamVidDataModule(ImageMaskDataModule):
             if split == "predict":
                 samples.append(SampleFile(image, None, key))
             else:
-                error = None if mask is not None else missing_mask_error(image, mask_dir, key)
+                error = None if mask is not None else missing_mask_message(image, mask_dir, key)
                 samples.append(SampleFile(image, mask, key, error=error))
         return samples
 

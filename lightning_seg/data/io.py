@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import io as _io
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -72,11 +72,17 @@ def _torchvision_decodes(data: torch.Tensor) -> bool:
     )
 
 
-def _low_bit_palette_png(data: torch.Tensor) -> bool:
-    """A palette PNG with 1, 2 or 4 bits per pixel: torchvision does not unpack those (PIL does)."""
+def _png_depth_and_type(data: torch.Tensor) -> tuple[int, int] | None:
+    """(bit depth, colour type) of a PNG, or None for other formats."""
     head = bytes(data[:26].tolist())
     # IHDR is always the first chunk: bytes 24 and 25 are the bit depth and the colour type
-    return head.startswith(_PNG_MAGIC) and len(head) == 26 and head[25] == _PNG_PALETTE and head[24] < 8
+    return (head[24], head[25]) if head.startswith(_PNG_MAGIC) and len(head) == 26 else None
+
+
+def _low_bit_palette_png(data: torch.Tensor) -> bool:
+    """A palette PNG with 1, 2 or 4 bits per pixel: torchvision does not unpack those (PIL does)."""
+    header = _png_depth_and_type(data)
+    return header is not None and header[1] == _PNG_PALETTE and header[0] < 8
 
 
 def _pil_decode(data: torch.Tensor, path: Path, as_index: bool) -> torch.Tensor:
@@ -87,8 +93,10 @@ def _pil_decode(data: torch.Tensor, path: Path, as_index: bool) -> torch.Tensor:
     try:
         with Image.open(_io.BytesIO(data.numpy().tobytes())) as img:
             img.load()
-            if as_index and img.mode in ("P", "L", "I;16", "I;16B", "I"):
-                array = np.asarray(img)  # palette indices or grey levels, as stored
+            if as_index and img.mode in ("1", "P", "L", "I;16", "I;16B", "I"):
+                array = np.asarray(img)  # palette indices or grey levels, as stored ("1": bool)
+                if array.dtype == np.bool_:
+                    array = array.astype(np.uint8)
                 if array.dtype not in (np.uint8, np.uint16):
                     array = array.astype(np.int64)
                     if array.min() < 0 or array.max() > 65535:
@@ -152,6 +160,10 @@ def read_mask(path: str | Path, color: bool = False) -> torch.Tensor:
     else:
         # UNCHANGED keeps palette indices and 16-bit values; GRAY would turn a palette into luminance
         raw = _decode(data, path, ImageReadMode.RGB if color else ImageReadMode.UNCHANGED)
+        header = _png_depth_and_type(data)
+        if not color and header is not None and header[1] == 0 and header[0] < 8:
+            # libpng scales 1/2/4-bit grey to 0..255 (1 → 255); an index mask means the stored values
+            raw = raw // (255 // (2 ** header[0] - 1))
     if color:
         if raw.dtype == torch.uint16:
             raw = (raw.to(torch.int32) >> 8).to(torch.uint8)
@@ -226,18 +238,21 @@ class IndexMaskEncoder(MaskEncoder):
                 self, "value_map", tuple(sorted((int(k), int(v)) for k, v in self.value_map.items()))
             )
 
-    def _lut(self, size: int) -> torch.Tensor:
-        lut = torch.full((size,), -1, dtype=torch.int64)  # -1: "not a known value"
+    def _luts(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Lookup tables stored value → label and stored value → "is in the map"."""
+        labels = torch.zeros(size, dtype=torch.int64)
+        known = torch.zeros(size, dtype=torch.bool)
         for value, label in self.value_map:
             if 0 <= value < size:
-                lut[value] = label
-        return lut
+                labels[value], known[value] = label, True
+        return labels, known
 
     def encode(self, raw: torch.Tensor, path: Path) -> torch.Tensor:
         raw = raw[0] if raw.ndim == 3 else raw
         if self.value_map is not None:
-            mask = self._lut(256 if raw.dtype == torch.uint8 else 65536)[raw.long()]
-            bad = mask < 0
+            labels, known = self._luts(256 if raw.dtype == torch.uint8 else 65536)
+            index = raw.long()
+            mask, bad = labels[index], ~known[index]
             if bool(bad.any()):
                 values = torch.unique(raw[bad])[:5].tolist()
                 known = sorted(value for value, _ in self.value_map)
@@ -336,6 +351,16 @@ class BinaryMaskEncoder(MaskEncoder):
         return (value >= threshold).long()
 
 
-def color_table(colors: Sequence[Sequence[int]] | None) -> tuple[tuple[int, int, int], ...]:
-    """Validate a YAML colour list (``[[r, g, b], ...]``) into a tuple of tuples."""
-    return tuple(tuple(int(v) for v in c) for c in (colors or ()))
+# ---------------------------------------------------------------------------------------- validation
+def missing_mask_message(image: Path, mask_dir: Path, stem: str) -> str:
+    """The one-line problem of an image without its mask file."""
+    return f"{image}: mask missing (looked for {Path(mask_dir) / stem}.png/.jpg)"
+
+
+def size_mismatch_message(
+    image: Path, image_size: tuple[int, int], mask: Path, mask_size: tuple[int, int]
+) -> str | None:
+    """The one-line problem of a mask whose (height, width) differs from its image's, or None."""
+    if tuple(image_size) == tuple(mask_size):
+        return None
+    return f"{mask}: mask is {mask_size[0]}x{mask_size[1]} but its image {image} is {image_size[0]}x{image_size[1]}"

@@ -112,7 +112,7 @@ class MSDDataModule(ImageMaskDataModule):
                     samples.append(SampleFile(image, None, name, label))
                     continue
                 stem = key.rsplit("/", 1)[-1]
-                # the documented folder first, then the other one (copies have been seen reshuffled)
+                # the documented folder first, then the other one, in case a copy files them differently
                 mask = masks[mask_folder].get(stem) or next(
                     (m[stem] for m in masks.values() if stem in m), None
                 )

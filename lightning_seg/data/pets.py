@@ -108,11 +108,9 @@ class OxfordPetDataModule(ImageMaskDataModule):
                 parts = split_samples(self._read_list("trainval"), self.val_fraction, 0.0, self.split_seed)
                 self._trainval = {"train": parts["train"], "val": parts["val"]}
             samples = self._trainval[split]
-        mask = split != "predict"
-        return [
-            SampleFile(s.image, s.mask if mask else None, s.name, None, error=s.error if mask else None)
-            for s in samples
-        ]
+        if split == "predict":  # images only: a missing trimap does not matter there
+            return [SampleFile(s.image, None, s.name) for s in samples]
+        return [SampleFile(s.image, s.mask, s.name, error=s.error) for s in samples]
 
     def default_train_augmentations(self) -> list[nn.Module]:
         return natural_image_augmentations(self.size, scale=(0.4, 1.0), degrees=15.0)

@@ -9,9 +9,9 @@ are counted every time.
 
 Weight rules (classes absent from the split get weight 0; they never occur as targets):
 
-- ``"inverse"``: ``w_c = 1 / (K * p_c)`` with ``p_c`` the share of labelled pixels and ``K`` the number of
+- ``"inverse_frequency"``: ``w_c = 1 / (K * p_c)`` with ``p_c`` the share of labelled pixels and ``K`` the number of
   classes present; a balanced dataset gets all ones and the pixel-averaged weight is 1.
-- ``"median"``: median frequency balancing (Eigen & Fergus 2015, used by SegNet):
+- ``"median_frequency"``: median frequency balancing (Eigen & Fergus 2015, used by SegNet):
   ``w_c = median(f) / f_c`` with ``f_c`` = pixels of class c / labelled pixels of the images containing c.
 - ``"enet"``: ENet's ``w_c = 1 / ln(1.02 + p_c)`` (Paszke et al. 2016), bounded in about [1, 50].
 """
@@ -29,8 +29,10 @@ from typing import Literal
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-WeightRule = Literal["inverse", "median", "enet"]
-WEIGHT_RULES = ("inverse", "median", "enet")
+from lightning_seg.errors import ConfigError
+
+WeightRule = Literal["inverse_frequency", "median_frequency", "enet"]
+WEIGHT_RULES = ("inverse_frequency", "median_frequency", "enet")
 _VERSION = 1  # bump when the counting changes, so old cache files are not reused
 
 
@@ -62,21 +64,21 @@ class ClassStatistics:
         counts = self.pixel_counts.to(torch.float64)
         return counts / counts.sum().clamp(min=1)
 
-    def weights(self, rule: WeightRule = "median") -> torch.Tensor:
+    def weights(self, rule: WeightRule = "median_frequency") -> torch.Tensor:
         """float32 (C,) class weights for a weighted loss; see the module docstring for the rules."""
         present = self.pixel_counts > 0
         p = self.frequencies()
         weights = torch.zeros_like(p)
-        if rule == "inverse":
+        if rule == "inverse_frequency":
             weights[present] = 1.0 / (int(present.sum()) * p[present])
-        elif rule == "median":
+        elif rule == "median_frequency":
             f = self.pixel_counts[present].to(torch.float64) / self.image_pixels[present].to(torch.float64)
             # torch.median takes the lower middle value; the rule uses the ordinary median
             weights[present] = f.quantile(0.5) / f
         elif rule == "enet":
             weights[present] = 1.0 / torch.log(1.02 + p[present])
         else:
-            raise ValueError(f"unknown class weight rule {rule!r}; use one of {WEIGHT_RULES}")
+            raise ConfigError(f"unknown class weight rule {rule!r}; use one of {WEIGHT_RULES}")
         return weights.to(torch.float32)
 
     def to_dict(self) -> dict:

@@ -8,6 +8,7 @@ geometry. Every image is a pure function of (seed, index): the same seed gives t
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -129,6 +130,8 @@ class SyntheticDataModule(SegDataModule):
         max_shapes: shapes per image, at most.
         noise: pixel noise std.
         seed: base seed; splits use ``seed``, ``seed + 1``, ...
+        mean: normalisation mean (the images' own statistics, not ImageNet's).
+        std: normalisation std.
         **kwargs: :class:`SegDataModule` arguments (batch size, workers, augmentation, normalisation).
     """
 
@@ -144,11 +147,11 @@ class SyntheticDataModule(SegDataModule):
         max_shapes: int = 4,
         noise: float = 0.06,
         seed: int = 0,
+        mean: Sequence[float] | None = (0.5, 0.5, 0.5),
+        std: Sequence[float] | None = (0.25, 0.25, 0.25),
         **kwargs,
     ) -> None:
-        kwargs.setdefault("mean", (0.5, 0.5, 0.5))
-        kwargs.setdefault("std", (0.25, 0.25, 0.25))
-        super().__init__(**kwargs)
+        super().__init__(mean=mean, std=std, **kwargs)
         if size < 16:
             raise ConfigError(f"data.size must be >= 16 pixels, got {size}")
         self.counts = {"train": num_train, "val": num_val, "test": num_test, "predict": num_predict}

@@ -3,11 +3,13 @@
 Which encoders fit which architecture (segmentation_models_pytorch 0.6):
 
 * ``Unet``, ``FPN``, ``PSPNet``, ``DeepLabV3``, ``DeepLabV3Plus``, ``MAnet``, ``PAN``, ``UPerNet``,
-  ``Segformer``: any SMP encoder (``smp.encoders.get_encoder_names()``) or any timm model as ``"tu-<name>"``.
-  ``FPN`` with a ``mit_b*`` encoder needs ``encoder_depth=5``.
+  ``Segformer``: any SMP encoder (``smp.encoders.get_encoder_names()``) or a hierarchical timm model as
+  ``"tu-<name>"`` (CNNs, ``convnext_*``, ...; plain ViTs only fit DPT). ``FPN`` with a ``mit_b*`` encoder needs
+  ``encoder_depth=5``.
 * ``UnetPlusPlus`` and ``Linknet``: not the Mix-Transformer encoders (``mit_b0`` .. ``mit_b5``).
 * ``DPT``: only timm ViT encoders, e.g. ``"tu-vit_tiny_patch16_224"``; ``dynamic_img_size=True`` is passed to
-  timm unless ``encoder_kwargs`` sets ``img_size``/``dynamic_img_size``, so any multiple of 32 works.
+  timm unless ``encoder_kwargs`` sets ``img_size``/``dynamic_img_size``, so any multiple of 32 works (with
+  ``img_size`` set, inputs must be exactly that size).
 * ``PAN`` needs H and W >= 128 (its pyramid attention pools the stride-16 map three more times).
 * ``DeepLabV3``/``DeepLabV3Plus``/``PSPNet`` have BatchNorm after a global pool: train with batch size >= 2.
 """
@@ -80,16 +82,17 @@ class SMPNet(nn.Module):
             another name SMP lists for the encoder) downloads pretrained weights from the Hugging Face Hub.
         in_channels: input image channels.
         encoder_depth: encoder stages used; ``None`` = the architecture's own default (5; PSPNet 3; DPT 4).
-        aux_labels: outputs of SMP's image-level classification head on the deepest feature, returned as
-            ``"label"``; ``None`` = no head.
-        aux_dropout: dropout before that head's linear layer.
+        num_labels: outputs of SMP's image-level classification head on the deepest feature, returned as
+            ``"label"``; ``None`` = no head. Left null, it is filled in by the module when the data module
+            has image-level classes (``label_names``), so the head is trained whenever there are labels.
+        label_dropout: dropout before that head's linear layer.
         decoder_kwargs: further keyword arguments of the architecture class, e.g.
             ``{"decoder_channels": [128, 64, 32, 16, 8]}`` for Unet or ``{"encoder_output_stride": 16}`` for
             DeepLabV3; unknown keys are rejected.
         encoder_kwargs: keyword arguments for a timm (``"tu-"``) encoder, e.g. ``{"drop_path_rate": 0.1}``.
 
-    Shapes: float32 B×in_channels×H×W → ``{"mask": B×num_classes×H×W}`` plus ``"label": B×aux_labels`` when
-    ``aux_labels`` is set; H and W multiples of ``size_divisor``: the encoder's output stride (32 for most
+    Shapes: float32 B×in_channels×H×W → ``{"mask": B×num_classes×H×W}`` plus ``"label": B×num_labels`` when
+    ``num_labels`` is set; H and W multiples of ``size_divisor``: the encoder's output stride (32 for most
     archs at the default depth, 16 for DeepLabV3Plus, 8 for PSPNet and DeepLabV3; ``2**encoder_depth`` when
     shallower), 32 for DPT with a 4-stage ViT. ``backbone`` is the SMP encoder.
     """
@@ -102,8 +105,8 @@ class SMPNet(nn.Module):
         encoder_weights: str | None = None,
         in_channels: int = 3,
         encoder_depth: int | None = None,
-        aux_labels: int | None = None,
-        aux_dropout: float = 0.2,
+        num_labels: int | None = None,
+        label_dropout: float = 0.2,
         decoder_kwargs: dict[str, Any] | None = None,
         encoder_kwargs: dict[str, Any] | None = None,
     ) -> None:
@@ -140,8 +143,8 @@ class SMPNet(nn.Module):
         kwargs: dict[str, Any] = {**decoder_kwargs, **encoder_kwargs}
         if encoder_depth is not None:
             kwargs["encoder_depth"] = encoder_depth
-        if aux_labels is not None:
-            kwargs["aux_params"] = {"classes": aux_labels, "dropout": aux_dropout}
+        if num_labels is not None:
+            kwargs["aux_params"] = {"classes": num_labels, "dropout": label_dropout}
         try:
             self.model = smp.create_model(
                 cls.__name__,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torchvision.models import get_model_weights
 from torchvision.models import segmentation as tv_seg
 
 from lightning_seg.errors import ConfigError
@@ -18,6 +19,20 @@ _ARCHS: dict[str, int] = {
     "fcn_resnet101": 8,
     "lraspp_mobilenet_v3_large": 16,
 }
+
+
+def _check_backbone_weights(arch: str, weights: str) -> None:
+    """Reject an unknown weight name before torchvision starts a download."""
+    # deeplabv3_resnet50 → resnet50, lraspp_mobilenet_v3_large → mobilenet_v3_large
+    backbone = arch.split("_", 1)[1]
+    enum = get_model_weights(backbone)
+    try:
+        enum.verify(weights)
+    except KeyError:
+        valid = ", ".join(entry.name for entry in enum)
+        raise ConfigError(
+            f"TorchvisionNet: unknown weights_backbone {weights!r} for {backbone}; valid: {valid}"
+        ) from None
 
 
 class TorchvisionNet(nn.Module):
@@ -49,18 +64,14 @@ class TorchvisionNet(nn.Module):
         super().__init__()
         if arch not in _ARCHS:
             raise ConfigError(f"TorchvisionNet: unknown arch {arch!r}; valid: {', '.join(_ARCHS)}")
+        if weights_backbone is not None:
+            _check_backbone_weights(arch, weights_backbone)
         builder = getattr(tv_seg, arch)
         kwargs = {} if arch.startswith("lraspp") else {"aux_loss": aux_loss}
-        try:
-            # weights=None always: full-model weights fix num_classes to 21 (COCO-with-VOC-labels)
-            self.model = builder(
-                weights=None, weights_backbone=weights_backbone, num_classes=num_classes, **kwargs
-            )
-        except (KeyError, ValueError) as err:
-            message = err.args[0] if err.args else repr(err)
-            raise ConfigError(
-                f"TorchvisionNet: {arch}(weights_backbone={weights_backbone!r}) rejected the config: {message}"
-            ) from err
+        # weights=None always: full-model weights fix num_classes to 21 (COCO-with-VOC-labels)
+        self.model = builder(
+            weights=None, weights_backbone=weights_backbone, num_classes=num_classes, **kwargs
+        )
         self.size_divisor: int = _ARCHS[arch]
 
     @property

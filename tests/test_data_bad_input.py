@@ -1,0 +1,195 @@
+"""Bad files: each gives one ConfigError line naming the file, or is counted and skipped."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from lightning_seg.data import FolderDataModule
+from lightning_seg.data.io import read_image
+from lightning_seg.errors import ConfigError
+from tests.data_trees import block_mask, folder_tree, image_for, write_png
+
+CLASSES = ["a", "b", "c"]
+
+
+def module(root: Path, **kwargs) -> FolderDataModule:
+    kwargs.setdefault("class_names", CLASSES)
+    kwargs.setdefault("size", (32, 32))
+    kwargs.setdefault("batch_size", 2)
+    kwargs.setdefault("val_fraction", 0.25)
+    return FolderDataModule(str(root), **kwargs)
+
+
+def one_line_error(match: str, call) -> str:
+    with pytest.raises(ConfigError, match=match) as info:
+        call()
+    message = str(info.value)
+    assert "\n" not in message, message
+    return message
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    return folder_tree(tmp_path / "data", count=8, sizes=((32, 32),))
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def test_unreadable_image(tree: Path):
+    (tree / "images" / "s3.png").write_bytes(b"this is not an image")
+    one_line_error(r"s3\.png: cannot read image header", lambda: module(tree).setup("fit"))
+    one_line_error(r"s3\.png: cannot decode image", lambda: read_image(tree / "images" / "s3.png"))
+
+
+def test_empty_and_truncated_images(tree: Path):
+    intact = (tree / "images" / "s2.png").read_bytes()
+    truncate(tree / "images" / "s2.png")
+    # the header check at setup cannot see truncation; loading the sample names the file
+    dm = module(tree, val_fraction=0.5)
+    dm.setup("fit")
+    dataset = next(d for d in dm.datasets.values() if "s2" in [s.name for s in d.samples])
+    index = [s.name for s in dataset.samples].index("s2")
+    one_line_error(r"s2\.png: cannot decode image", lambda: dataset[index])
+    # a full check finds it at setup
+    one_line_error(r"s2\.png: cannot decode image", lambda: module(tree, check_files="full").setup("fit"))
+    (tree / "images" / "s2.png").write_bytes(intact)
+    (tree / "images" / "s5.png").write_bytes(b"")
+    one_line_error(r"s5\.png: empty file", lambda: module(tree, check_files="full").setup("fit"))
+
+
+def test_truncated_jpeg(tmp_path: Path):
+    from tests.data_trees import write_jpeg
+
+    path = write_jpeg(tmp_path / "x.jpg", torch.randint(0, 255, (3, 64, 64), dtype=torch.uint8))
+    truncate(path)
+    one_line_error(r"x\.jpg: cannot decode image", lambda: read_image(path))
+
+
+def test_mask_missing(tree: Path):
+    (tree / "masks" / "s4.png").unlink()
+    message = one_line_error(r"s4\.png: mask missing", lambda: module(tree).setup("fit"))
+    assert "masks" in message
+
+
+def test_image_mask_size_mismatch(tree: Path):
+    write_png(tree / "masks" / "s1.png", torch.zeros(30, 32, dtype=torch.uint8))
+    one_line_error(
+        r"masks/s1\.png: mask is 30x32 but its image .*s1\.png is 32x32", lambda: module(tree).setup("fit")
+    )
+
+
+def test_mask_value_out_of_range(tree: Path):
+    mask = block_mask(32, 32, 3, seed=0)
+    mask[5, 5] = 7
+    write_png(tree / "masks" / "s0.png", mask.to(torch.uint8))
+    dm = module(tree, check_files="full")
+    one_line_error(
+        r"s0\.png: mask values \[7\] are >= num_classes 3 and not ignore_index 255", lambda: dm.setup("fit")
+    )
+
+
+def test_unknown_colour_in_rgb_mask(tmp_path: Path):
+    root = tmp_path / "rgb"
+    for i in range(4):
+        labels = block_mask(16, 16, 2, seed=i)
+        rgb = torch.where(labels.bool(), 255, 0).to(torch.uint8).expand(3, -1, -1).clone()
+        if i == 2:
+            rgb[:, 3, 3] = torch.tensor([1, 2, 3], dtype=torch.uint8)
+        write_png(root / "images" / f"c{i}.png", image_for(labels))
+        write_png(root / "masks" / f"c{i}.png", rgb)
+    dm = module(
+        root, mask_mode="rgb", colors=[[0, 0, 0], [255, 255, 255]], class_names=None, check_files="full"
+    )
+    one_line_error(r"c2\.png: unknown colour \[1, 2, 3\] in an RGB mask \(1 pixels", lambda: dm.setup("fit"))
+
+
+def test_colour_mask_read_as_index_mask(tree: Path):
+    write_png(tree / "masks" / "s6.png", torch.randint(0, 3, (3, 32, 32), dtype=torch.uint8))
+    one_line_error(r"s6\.png: mask has colours", lambda: module(tree, check_files="full").setup("fit"))
+
+
+def test_skip_counts_bad_samples_and_trains_on_the_rest(tree: Path):
+    truncate(tree / "images" / "s1.png")
+    (tree / "masks" / "s2.png").unlink()
+    write_png(tree / "masks" / "s3.png", torch.full((32, 32), 9, dtype=torch.uint8))
+    (tree / "images" / "s4.png").write_bytes(b"junk")
+    dm = module(tree, on_bad_sample="skip", val_fraction=0.5)
+    with pytest.warns(
+        UserWarning, match=r"FolderDataModule: skipped \d of \d (train|val) samples with bad files"
+    ):
+        dm.setup("fit")
+    assert sum(dm.skipped.values()) == 4
+    kept = {s.name for d in dm.datasets.values() for s in d.samples}
+    assert kept == {"s0", "s5", "s6", "s7"}
+    for split in ("train", "val"):
+        batch = next(iter(dm._loader(split, shuffle=False)))
+        assert batch["mask"].dtype == torch.int64
+
+
+def test_skip_with_everything_bad(tmp_path: Path):
+    root = folder_tree(tmp_path / "data", count=4, sizes=((32, 32),))
+    for path in (root / "masks").iterdir():
+        path.unlink()
+    with pytest.warns(UserWarning):
+        one_line_error(
+            r"every (train|val) sample has a bad file",
+            lambda: module(root, on_bad_sample="skip").setup("fit"),
+        )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"class_names": None}, r"data.class_names is required with mask_mode index"),
+        ({"mask_mode": "rgb", "class_names": None}, r"data.colors is required with mask_mode rgb"),
+        (
+            {"mask_mode": "rgb", "colors": [[0, 0, 0]], "class_names": ["a", "b"]},
+            r"has 2 names but data.colors 1",
+        ),
+        ({"mask_mode": "rgb", "colors": [[0, 0, 0], [0, 0, 0]], "class_names": None}, r"must be distinct"),
+        ({"mask_mode": "rgb", "colors": [[0, 0, 300], [1, 1, 1]], "class_names": None}, r"values 0..255"),
+        (
+            {"mask_mode": "binary", "binary_threshold": 0, "class_names": None},
+            r"binary_threshold must be in 1..255",
+        ),
+        ({"mask_mode": "binary", "class_names": ["x"]}, r"must have 2 names"),
+        ({"size": (0, 32)}, r"data.size must be \[height, width\]"),
+        ({"ignore_index": 1}, r"ignore_index 1 collides with a class index"),
+        ({"val_fraction": 0.6, "test_fraction": 0.5}, r"val_fraction and data.test_fraction"),
+    ],
+)
+def test_config_errors(tree: Path, kwargs: dict, match: str):
+    one_line_error(match, lambda: module(tree, **kwargs).setup("fit"))
+
+
+def test_layout_errors(tmp_path: Path, tree: Path):
+    one_line_error(r"nowhere/images: folder not found", lambda: module(tmp_path / "nowhere").setup("fit"))
+    (tmp_path / "empty" / "images").mkdir(parents=True)
+    (tmp_path / "empty" / "masks").mkdir()
+    one_line_error(r"empty/images: no images found", lambda: module(tmp_path / "empty").setup("fit"))
+    write_png(tree / "images" / "s0.jpg", torch.zeros(3, 8, 8, dtype=torch.uint8))
+    one_line_error(r"two files with the stem 's0'", lambda: module(tree).setup("fit"))
+    (tree / "images" / "s0.jpg").unlink()
+    (tree / "val.txt").write_text("s1\nnot_there\n")
+    one_line_error(
+        r"val\.txt: 'not_there' matches 0 images", lambda: module(tree, val_list="val.txt").setup("fit")
+    )
+    one_line_error(
+        r"missing\.txt: split list not found", lambda: module(tree, val_list="missing.txt").setup("fit")
+    )
+    one_line_error(
+        r"the test split is empty; set data.test_list or data.test_fraction",
+        lambda: module(tree).setup("test"),
+    )
+
+
+def test_error_messages_name_the_file_first(tree: Path):
+    (tree / "masks" / "s4.png").unlink()
+    message = one_line_error("mask missing", lambda: module(tree).setup("fit"))
+    assert re.match(r"^/.*s4\.png: ", message)

@@ -1,0 +1,66 @@
+"""SegmentationModule pieces: net building, padding to the net's stride, image-level heads."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_args
+
+from lightning_seg.cli import run_cli
+from lightning_seg.models import MicroUNet, SMPNet, UNet
+from lightning_seg.module import SegmentationModule, dominant_class
+
+
+def test_num_labels_comes_from_the_data_labels() -> None:
+    labels = ["None", "Scratch", "Stain", "Oil"]
+    micro = SegmentationModule(
+        net=functools.partial(MicroUNet, num_labels=None), num_classes=2, label_names=labels
+    )
+    out = micro(torch.randn(2, 3, 32, 32))
+    assert out.label.shape == (2, 4) and out.mask.shape == (2, 2, 32, 32)
+    smp = SegmentationModule(
+        net=functools.partial(SMPNet, encoder_name="resnet18", num_labels=None),
+        num_classes=2,
+        label_names=labels,
+    )
+    assert smp(torch.randn(2, 3, 64, 64)).label.shape == (2, 4)
+    # a value the config states is kept
+    fixed = SegmentationModule(
+        net=functools.partial(MicroUNet, num_labels=3), num_classes=2, label_names=labels
+    )
+    assert fixed(torch.randn(1, 3, 32, 32)).label.shape == (1, 3)
+
+
+@pytest.mark.parametrize("size", [(33, 47), (64, 64), (17, 100)])
+def test_inputs_of_any_size_are_padded_and_cropped_back(size) -> None:
+    module = SegmentationModule(net=functools.partial(UNet, base_width=4, depth=3), num_classes=3).eval()
+    out = module(torch.randn(2, 3, *size))
+    assert out.mask.shape == (2, 3, *size)
+
+
+def test_dominant_class_of_a_mask() -> None:
+    mask = torch.zeros(3, 4, 4, dtype=torch.long)
+    mask[0, :2] = 2
+    mask[0, 3, :1] = 1
+    mask[1, :, :] = 255  # all ignored → background
+    mask[2, 0, 0] = 3
+    assert dominant_class(mask, 4, 255).tolist() == [2, 0, 3]
+
+
+def test_class_head_trained_and_scored_without_data_labels(run_root: Path) -> None:
+    cli = run_cli(
+        [
+            "fit",
+            *tiny_args(
+                run_root,
+                "--model.init_args.net=lightning_seg.models.MicroUNet",
+                "--model.init_args.net.base_width=8",
+            ),
+        ]
+    )
+    metrics = cli.trainer.callback_metrics
+    assert {"train/loss/label", "val/label_f1", "val/label_acc", "val/mIoU"} <= set(metrics)
+    assert 0.0 <= float(metrics["val/label_f1"]) <= 1.0
