@@ -15,7 +15,7 @@ YAML::
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import segmentation_models_pytorch as smp
 import torch
@@ -95,44 +95,64 @@ class CompoundLoss(nn.Module):
         self.label_weight = label_weight
         self.num_classes = 0
         self.ignore_index = -100
-        self.terms = nn.ModuleDict()
-        self.register_buffer("weight_tensor", None, persistent=False)
+        self.weights_pending = False
+        self._weight_source: Callable[[str], Sequence[float] | torch.Tensor] | None = None
+        # The terms are rebuilt for the head's mode and device, and kept out of the module tree: their
+        # class-weight buffers would otherwise enter checkpoints only after the first step, and a checkpoint
+        # would then fail to load into a fresh module (the resolved weights are saved by the module instead).
+        self._terms: dict[str, nn.Module] = {}
+        self._terms_key: tuple[bool, torch.device] | None = None
+        self.weight_tensor: torch.Tensor | None = None
 
     def bind(
         self,
         num_classes: int,
         ignore_index: int,
-        class_weight_source: Callable[[str], list[float]] | None = None,
+        class_weight_source: Callable[[str], Sequence[float] | torch.Tensor] | None = None,
     ) -> None:
-        """Learn the task from the data module: number of classes, ignore label, and weights for a rule."""
+        """Learn the task from the data module: number of classes, ignore label, and where a class-weight
+        rule gets its statistics. A rule is resolved on first use (or restored from a checkpoint with
+        :meth:`set_class_weights`), so evaluating a checkpoint never needs the training data."""
         self.num_classes, self.ignore_index = num_classes, ignore_index
+        self._weight_source = class_weight_source
         weights = self.class_weights
-        if isinstance(weights, str):
-            if class_weight_source is None:
-                raise ConfigError(f"loss.class_weights={weights!r} needs a data module with class statistics")
-            weights = class_weight_source(weights)
-        if weights is not None and len(weights) != num_classes:
+        self.weights_pending = isinstance(weights, str)
+        self.set_class_weights(None if self.weights_pending else weights)
+        self.weights_pending = isinstance(weights, str)
+
+    def set_class_weights(self, weights: Sequence[float] | torch.Tensor | None) -> None:
+        """Use these per-class weights (e.g. resolved from a rule, or restored from a checkpoint)."""
+        if weights is not None and len(weights) != self.num_classes:
             raise ConfigError(
-                f"loss.class_weights has {len(weights)} values, the data has {num_classes} classes"
+                f"loss.class_weights has {len(weights)} values, the data has {self.num_classes} classes"
             )
         self.weight_tensor = (
             torch.as_tensor(weights, dtype=torch.float32).cpu() if weights is not None else None
         )
-        self.terms = nn.ModuleDict()  # rebuilt lazily for the head's mode
+        self.weights_pending = False
+        self._terms_key = None  # rebuilt lazily for the head's mode and device
 
-    def _build_terms(self, binary: bool) -> nn.ModuleDict:
+    def _resolve_rule(self) -> None:
+        if self._weight_source is None:
+            raise ConfigError(
+                f"loss.class_weights={self.class_weights!r} needs a data module with class statistics"
+            )
+        self.set_class_weights(self._weight_source(self.class_weights))
+
+    def _build_terms(self, binary: bool, device: torch.device) -> dict[str, nn.Module]:
         mode = "binary" if binary else "multiclass"
-        cw = None if binary or self.weight_tensor is None else self.weight_tensor.tolist()
+        weight = self.weight_tensor.to(device) if self.weight_tensor is not None else None
+        cw = None if binary or weight is None else self.weight_tensor.tolist()
         # for a binary (one-channel) head, the positive-class weight is the ratio of the two class weights
         pos_weight = None
         if binary and self.weight_tensor is not None:
-            pos_weight = (self.weight_tensor[1] / self.weight_tensor[0]).reshape(1, 1, 1)
+            pos_weight = (weight[1] / weight[0]).reshape(1, 1, 1)
         ii = self.ignore_index
-        terms = nn.ModuleDict()
+        terms: dict[str, nn.Module] = {}
         for name in self.weights:
             if name == "ce" and not binary:
                 terms[name] = nn.CrossEntropyLoss(
-                    weight=self.weight_tensor, ignore_index=ii, label_smoothing=self.label_smoothing
+                    weight=weight, ignore_index=ii, label_smoothing=self.label_smoothing
                 )
             elif name in ("ce", "bce"):
                 if not binary:
@@ -155,6 +175,11 @@ class CompoundLoss(nn.Module):
                 terms[name] = smp.losses.TverskyLoss(
                     mode, ignore_index=ii, alpha=alpha, beta=beta, class_weights=cw
                 )
+        for term in terms.values():
+            term.to(device)
+            # SMP keeps class weights as a plain tensor attribute and copies it to the device every call
+            if isinstance(getattr(term, "class_weights", None), torch.Tensor):
+                term.class_weights = term.class_weights.to(device)
         return terms
 
     def pixel_terms(self, logits: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -164,12 +189,14 @@ class CompoundLoss(nn.Module):
             logits: float B×K×H×W (K = 1 for a binary head).
             mask: int64 B×H×W with values in [0, K) or ``ignore_index``.
         """
-        binary = logits.shape[1] == 1
-        if not self.terms or getattr(self, "_binary", None) != binary:
-            self.terms = self._build_terms(binary).to(logits.device)
-            self._binary = binary
+        if self.weights_pending:
+            self._resolve_rule()
+        key = (logits.shape[1] == 1, logits.device)
+        if self._terms_key != key:
+            self._terms = self._build_terms(*key)
+            self._terms_key = key
         logits = logits.float()
-        return {name: term(logits, mask) for name, term in self.terms.items()}
+        return {name: term(logits, mask) for name, term in self._terms.items()}
 
     def forward(
         self, output: NetOutput, mask: torch.Tensor, label: torch.Tensor | None = None

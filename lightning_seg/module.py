@@ -21,7 +21,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from lightning_seg.errors import ConfigError
 from lightning_seg.losses import CompoundLoss
-from lightning_seg.metrics import SegMetrics
+from lightning_seg.metrics import SegMetrics, WeightedMean
 from lightning_seg.models.outputs import NetOutput, as_net_output, pad_to_multiple
 
 NetBuilder = Callable[[int], nn.Module]
@@ -86,6 +86,7 @@ class SegmentationModule(L.LightningModule):
             measured in steps (OneCycle, WarmupCosine, Poly), else per epoch.
         scheduler_monitor: metric that ReduceLROnPlateau watches (``val/loss`` or ``val/mIoU``).
         binary_threshold: probability threshold of a one-channel (sigmoid) head.
+        predict_probabilities: also return per-class probabilities from ``predict`` (large: K floats per pixel).
         channels_last: run the net in channels-last memory format (faster convolutions on GPUs).
         compile: wrap the net in ``torch.compile``.
     """
@@ -103,6 +104,7 @@ class SegmentationModule(L.LightningModule):
         scheduler_interval: Literal["step", "epoch"] | None = None,
         scheduler_monitor: str = "val/loss",
         binary_threshold: float = 0.5,
+        predict_probabilities: bool = False,
         channels_last: bool = False,
         compile: bool = False,
     ) -> None:
@@ -129,12 +131,14 @@ class SegmentationModule(L.LightningModule):
         self.scheduler_interval = scheduler_interval
         self.scheduler_monitor = scheduler_monitor
         self.binary_threshold = binary_threshold
+        self.predict_probabilities = predict_probabilities
         self.channels_last = channels_last
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         # kept out of the module tree so checkpoints hold the plain net's keys
         self.__dict__["_run_net"] = torch.compile(self.net) if compile else self.net
         # keyed "<stage>_" because a ModuleDict key "train" would shadow nn.Module.train
+        self.eval_loss_means = nn.ModuleDict()  # "<stage>_<term>" → WeightedMean, created on first use
         self.metrics = nn.ModuleDict({f"{stage}_": SegMetrics(num_classes, ignore_index) for stage in STAGES})
         num_labels = len(self.label_names)
         self.label_metrics = nn.ModuleDict(
@@ -151,10 +155,19 @@ class SegmentationModule(L.LightningModule):
 
     # ------------------------------------------------------------------------------------------ setup
     def setup(self, stage: str) -> None:
+        # a class-weight rule reads the data module's training statistics, lazily and only if the weights
+        # are not restored from a checkpoint (see on_load_checkpoint)
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        source = getattr(datamodule, "class_weights", None)
-        if isinstance(self.loss.class_weights, str):
-            self.loss.bind(self.num_classes, self.ignore_index, source)
+        if isinstance(self.loss.class_weights, str) and self.loss.weights_pending:
+            self.loss.bind(self.num_classes, self.ignore_index, getattr(datamodule, "class_weights", None))
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.loss.weight_tensor is not None:
+            checkpoint["loss_class_weights"] = self.loss.weight_tensor.cpu()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if checkpoint.get("loss_class_weights") is not None:
+            self.loss.set_class_weights(checkpoint["loss_class_weights"])
 
     # ---------------------------------------------------------------------------------------- forward
     def forward(self, image: torch.Tensor) -> NetOutput:
@@ -189,33 +202,49 @@ class SegmentationModule(L.LightningModule):
                 label = dominant_class(mask, self.num_classes, self.ignore_index)
         losses = self.loss(out, mask, label)
         batch_size = image.shape[0]
-        training = stage == "train"
-        # evaluation losses are synced once at epoch end; syncing training losses would stall every step
-        self.log(
-            f"{stage}/loss",
-            losses["loss"],
-            on_step=training,
-            on_epoch=True,
-            prog_bar=True,
-            batch_size=batch_size,
-            sync_dist=not training,
-        )
-        for name, value in losses.items():
-            if name != "loss":
-                self.log(
-                    f"{stage}/loss/{name}",
-                    value,
-                    on_step=False,
-                    on_epoch=True,
-                    batch_size=batch_size,
-                    sync_dist=not training,
-                )
+        if stage == "train":
+            # per-process values: syncing training losses would stall every step
+            self.log(
+                "train/loss",
+                losses["loss"],
+                on_step=True,
+                on_epoch=True,
+                prog_bar=True,
+                batch_size=batch_size,
+            )
+            for name, value in losses.items():
+                if name != "loss":
+                    self.log(f"train/loss/{name}", value, on_step=False, on_epoch=True, batch_size=batch_size)
+        else:
+            for name, value in losses.items():
+                self._log_eval_loss(stage, name, value.detach(), batch_size)
         with torch.no_grad():
             self.metrics[f"{stage}_"].update(self.classes_from_logits(out.mask.detach()), mask)
             if out.label is not None:
                 for metric in self.label_metrics[f"{stage}_"].values():
                     metric.update(out.label.detach().argmax(1), label)
         return losses["loss"]
+
+    def _log_eval_loss(self, stage: str, name: str, value: torch.Tensor, batch_size: int) -> None:
+        """Log an evaluation loss as a batch-size-weighted mean over the whole split, across processes.
+
+        A metric summed over processes, then divided, rather than ``sync_dist``: with uneven shards the
+        latter averages the processes' means, which is not the split's mean.
+        """
+        key = f"{stage}_{name}"
+        if key not in self.eval_loss_means:
+            self.eval_loss_means[key] = WeightedMean().to(value.device)
+        metric = self.eval_loss_means[key]
+        metric.update(value, weight=batch_size)
+        log_name = f"{stage}/loss" if name == "loss" else f"{stage}/loss/{name}"
+        self.log(
+            log_name,
+            metric,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=name == "loss",
+            metric_attribute=f"eval_loss_means.{key}",  # created after Lightning indexed the metrics
+        )
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")
@@ -230,22 +259,28 @@ class SegmentationModule(L.LightningModule):
         """Class maps at each image's own size.
 
         Returns:
-            ``{"name": [str], "mask": [int64 H_i×W_i], "probability": [float32 K×H_i×W_i]}``, one entry per
-            image; logits are resized back to ``orig_size`` before the argmax, so borders stay smooth.
+            ``{"name": [str], "mask": [uint8 H_i×W_i]}`` (int64 when there are more than 256 classes), one
+            entry per image, plus ``"probability": [float32 K×H_i×W_i]`` when ``predict_probabilities``.
+            Logits are resized back to ``orig_size`` before the argmax, so borders stay smooth. Lightning
+            keeps every prediction in host memory, hence compact masks and probabilities on request only.
         """
         logits = self(batch["image"]).mask.float()
-        sizes = batch.get("orig_size")
+        sizes = (
+            batch["orig_size"].tolist() if "orig_size" in batch else [list(logits.shape[-2:])] * len(logits)
+        )
+        mask_dtype = torch.uint8 if self.num_classes <= 256 else torch.int64
         masks, probabilities = [], []
-        for i in range(logits.shape[0]):
-            item = logits[i : i + 1]
-            if sizes is not None and tuple(sizes[i].tolist()) != tuple(item.shape[-2:]):
-                item = F.interpolate(
-                    item, size=tuple(sizes[i].tolist()), mode="bilinear", align_corners=False
-                )
-            masks.append(self.classes_from_logits(item)[0])
-            probabilities.append(item[0].sigmoid() if item.shape[1] == 1 else item[0].softmax(0))
+        for item, size in zip(logits.split(1), sizes, strict=True):
+            if list(item.shape[-2:]) != list(size):
+                item = F.interpolate(item, size=tuple(size), mode="bilinear", align_corners=False)
+            masks.append(self.classes_from_logits(item)[0].to(mask_dtype))
+            if self.predict_probabilities:
+                probabilities.append(item[0].sigmoid() if item.shape[1] == 1 else item[0].softmax(0))
         names = batch.get("name") or [f"{batch_idx:05d}_{i:03d}" for i in range(len(masks))]
-        return {"name": list(names), "mask": masks, "probability": probabilities}
+        out: dict[str, Any] = {"name": list(names), "mask": masks}
+        if self.predict_probabilities:
+            out["probability"] = probabilities
+        return out
 
     # -------------------------------------------------------------------------------------- epoch end
     def _log_epoch_metrics(self, stage: str) -> None:
@@ -258,8 +293,11 @@ class SegmentationModule(L.LightningModule):
         for name in ("IoU_fg", "image_IoU"):
             if name in scores:
                 logged[f"{stage}/{name}"] = scores[name]
-        for class_name, value in zip(self.class_names, scores["iou"], strict=True):
-            if not torch.isnan(value):
+        # one host copy for the NaN test (classes absent from the whole evaluation are not logged)
+        for class_name, value, present in zip(
+            self.class_names, scores["iou"], (~scores["iou"].isnan()).tolist(), strict=True
+        ):
+            if present:
                 logged[f"{stage}/IoU/{class_name}"] = value
         for name, metric in self.label_metrics[f"{stage}_"].items():
             if metric.update_count:

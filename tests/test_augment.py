@@ -24,7 +24,7 @@ from lightning_seg.data import (
     SyntheticDataModule,
     VOCDataModule,
 )
-from lightning_seg.data.augment import SegAugmentation, default_train_augmentations
+from lightning_seg.data.augment import SegAugmentation, natural_image_augmentations
 from tests.data_trees import block_mask
 
 # Kornia's elastic warp calls affine_grid without align_corners; the warning is not ours
@@ -181,7 +181,7 @@ def test_prepare_batch_keeps_masks_int64_and_normalises():
 def default_pipelines(tmp_path: Path) -> dict[str, list]:
     size = (H, W)
     return {
-        "base": default_train_augmentations(size),
+        "base": natural_image_augmentations(size),
         "synthetic": SyntheticDataModule(num_train=1, num_val=1, num_test=1).default_train_augmentations(),
         "folder": FolderDataModule(
             str(tmp_path), class_names=["a", "b"], size=size

@@ -121,9 +121,13 @@ def test_predict_maps_back_to_original_size(run_root: Path) -> None:
     batch = data.prepare_batch(batch, train=False)
     module.eval()
     with torch.no_grad():
+        compact = module.predict_step(batch, 0)
+        module.predict_probabilities = True
         out = module.predict_step(batch, 0)
+    assert "probability" not in compact
     assert [tuple(m.shape) for m in out["mask"]] == [(40, 50)] * len(batch["name"])
-    assert out["mask"][0].dtype == torch.int64
+    assert out["mask"][0].dtype == torch.uint8
+    assert torch.equal(out["mask"][0].long(), out["probability"][0].argmax(0))
     assert torch.allclose(out["probability"][0].sum(0), torch.ones(40, 50), atol=1e-5)
 
 

@@ -96,6 +96,19 @@ def test_loss_is_float32_for_half_logits() -> None:
     assert all(v.dtype == torch.float32 for v in parts.values())
 
 
+def test_loss_is_float32_inside_autocast() -> None:
+    _, mask = _data()
+    conv = torch.nn.Conv2d(3, 4, 1)
+    loss = _loss({"ce": 1.0, "dice": 1.0, "focal": 1.0})
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = conv(torch.randn(2, 3, 8, 8))
+        assert logits.dtype == torch.bfloat16
+        parts = loss(NetOutput(logits), mask)
+    assert all(v.dtype == torch.float32 for v in parts.values())
+    reference = loss(NetOutput(logits.float()), mask)
+    assert parts["loss"].item() == pytest.approx(reference["loss"].item(), rel=1e-6)
+
+
 def test_aux_and_label_terms() -> None:
     logits, mask = _data()
     aux = logits.detach() * 0.5
@@ -116,14 +129,27 @@ def test_configuration_errors_are_clear() -> None:
         CompoundLoss(weights={"dcie": 1.0})
     with pytest.raises(ConfigError, match="3 values"):
         CompoundLoss(class_weights=[1.0, 2.0, 3.0]).bind(4, IGNORE)
-    with pytest.raises(ConfigError, match="class statistics"):
-        CompoundLoss(class_weights="median_frequency").bind(4, IGNORE)
     logits, mask = _data()
+    unresolved = CompoundLoss(class_weights="median_frequency")
+    unresolved.bind(4, IGNORE)  # no data module yet: resolved later, or an error when used
+    with pytest.raises(ConfigError, match="class statistics"):
+        unresolved(NetOutput(logits), mask)
     with pytest.raises(ConfigError, match="one-channel"):
         _loss({"bce": 1.0})(NetOutput(logits), mask)
 
 
 def test_class_weight_rule_comes_from_the_data_source() -> None:
     loss = CompoundLoss(class_weights="median_frequency")
-    loss.bind(4, IGNORE, lambda rule: [1.0, 2.0, 3.0, 4.0] if rule == "median_frequency" else None)
+    calls = []
+
+    def source(rule: str) -> list[float]:
+        calls.append(rule)
+        return [1.0, 2.0, 3.0, 4.0]
+
+    loss.bind(4, IGNORE, source)
+    assert calls == []  # resolved lazily: evaluating a checkpoint never needs the statistics
+    logits, mask = _data()
+    loss(NetOutput(logits), mask)
+    loss(NetOutput(logits), mask)
+    assert calls == ["median_frequency"]
     assert loss.weight_tensor.tolist() == [1.0, 2.0, 3.0, 4.0]

@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn.metrics import confusion_matrix
 
-from lightning_seg.metrics import SegMetrics, per_image_foreground_iou, scores_from_confusion
+from lightning_seg.metrics import SegMetrics, WeightedMean, per_image_foreground_iou, scores_from_confusion
 
 IGNORE = 255
 
@@ -87,3 +87,10 @@ def test_binary_task_reports_foreground_and_per_image_iou() -> None:
 def test_scores_from_confusion_handles_an_empty_matrix() -> None:
     scores = scores_from_confusion(torch.zeros(3, 3, dtype=torch.long))
     assert torch.isnan(scores["mIoU"]) and scores["acc"].item() == 0.0
+
+
+def test_weighted_mean_weights_by_batch_size() -> None:
+    mean = WeightedMean()
+    mean.update(torch.tensor(1.0), 4)
+    mean.update(torch.tensor(2.0), 3)
+    assert mean.compute().item() == pytest.approx((4 * 1.0 + 3 * 2.0) / 7)

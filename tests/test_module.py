@@ -64,3 +64,43 @@ def test_class_head_trained_and_scored_without_data_labels(run_root: Path) -> No
     metrics = cli.trainer.callback_metrics
     assert {"train/loss/label", "val/label_f1", "val/label_acc", "val/mIoU"} <= set(metrics)
     assert 0.0 <= float(metrics["val/label_f1"]) <= 1.0
+
+
+def test_class_weight_rule_resolved_from_the_data_and_kept_in_checkpoints(run_root: Path) -> None:
+    rule = "--model.init_args.loss.init_args.class_weights=median_frequency"
+    cli = run_cli(
+        ["fit", *tiny_args(run_root, rule, "--trainer.callbacks+=helpers.StopAfterEpoch", epochs=2)]
+    )
+    weights = cli.model.loss.weight_tensor
+    assert weights is not None and weights.shape == (5,)
+    # background covers most pixels: its median-frequency weight is the smallest
+    assert int(weights.argmin()) == 0 and bool((weights > 0).all())
+    best = cli.trainer.checkpoint_callback.best_model_path
+    assert torch.equal(torch.load(best, weights_only=False)["loss_class_weights"], weights)
+    # the checkpoint loads for evaluation (weights restored, no statistics pass) and for resuming
+    tested = run_cli(["test", *tiny_args(run_root, rule), "--ckpt_path", best])
+    assert torch.equal(tested.model.loss.weight_tensor, weights)
+    resumed = run_cli(["fit", *tiny_args(run_root, rule, epochs=2), "--ckpt_path", "last"])
+    assert resumed.trainer.current_epoch == 2
+
+
+NETS = {
+    "UNet": [],
+    "ResNetUNet": ["--model.init_args.net.base_width=8"],
+    "MicroUNet": ["--model.init_args.net.base_width=8"],
+    "SMPNet": ["--model.init_args.net.arch=FPN", "--model.init_args.net.encoder_name=mobilenet_v2"],
+    "TorchvisionNet": ["--model.init_args.net.arch=lraspp_mobilenet_v3_large"],
+}
+
+
+@pytest.mark.parametrize("net", NETS)
+def test_every_net_fits_and_predicts_through_the_cli(run_root: Path, net: str) -> None:
+    chosen = [f"--model.init_args.net=lightning_seg.models.{net}", *NETS[net]] if net != "UNet" else []
+    fit = run_cli(["fit", *tiny_args(run_root, *chosen)])
+    assert type(fit.model.net).__name__ == net
+    assert 0.0 <= float(fit.trainer.callback_metrics["val/mIoU"]) <= 1.0
+    best = fit.trainer.checkpoint_callback.best_model_path
+    predict = run_cli(["predict", *tiny_args(run_root, *chosen), "--ckpt_path", best])
+    assert predict is not None
+    written = sorted((Path(best).parent.parent / "predictions").glob("*_index.png"))
+    assert len(written) == 4

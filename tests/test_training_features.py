@@ -93,3 +93,12 @@ def test_early_stopping_and_deterministic(run_root: Path) -> None:
     )
     assert cli.trainer.current_epoch < 5
     assert math.isfinite(float(cli.trainer.callback_metrics["val/mIoU"]))
+
+
+@pytest.mark.slow
+def test_torch_compile_trains(run_root: Path) -> None:
+    cli = _fit(run_root, "--model.init_args.compile=true")
+    assert torch.isfinite(cli.trainer.callback_metrics["train/loss_epoch"])
+    # the checkpoint holds the plain net's keys, loadable without compile
+    state = torch.load(cli.trainer.checkpoint_callback.best_model_path, weights_only=False)["state_dict"]
+    assert any(key.startswith("net.") for key in state) and not any("_orig_mod" in key for key in state)

@@ -21,7 +21,7 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import BaseFinetuning
-from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.optim import Optimizer
@@ -72,7 +72,8 @@ class BackboneFinetuning(BaseFinetuning):
             they then sit in the optimizer's first group at the head's lr.
 
     Multi-GPU: DDP registers the parameters that require gradients once, at wrap time, so gradients of a
-    backbone unfrozen later are not averaged across processes (Lightning issue #20340); a warning says so.
+    backbone unfrozen later would not be averaged across processes (Lightning issue #20340); the callback
+    refuses to run with more than one process.
     """
 
     def __init__(
@@ -110,10 +111,11 @@ class BackboneFinetuning(BaseFinetuning):
         if stage != "fit":  # validate/test/predict use the weights as they are; nothing to freeze
             return
         if trainer.world_size > 1:
-            rank_zero_warn(
-                "BackboneFinetuning under multi-process training: DDP does not average the gradients of parameters "
-                "unfrozen after it wrapped the model (Lightning issue #20340); processes will drift apart "
-                "after the unfreeze epoch."
+            # refused rather than warned: the run would finish and report numbers from drifted replicas
+            raise ConfigError(
+                "BackboneFinetuning does not work with multi-process training: DDP does not average the gradients "
+                "of parameters unfrozen after it wrapped the model (Lightning issue #20340), and SyncBatchNorm "
+                "replaces the frozen BatchNorm layers; train on one device or remove the callback"
             )
         super().setup(trainer, pl_module, stage)
 

@@ -11,6 +11,8 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torchvision.io import write_png
 
+from lightning_seg.errors import ConfigError
+
 
 def default_palette(num_classes: int) -> torch.Tensor:
     """uint8 K×3 colours: black background, then well-separated hues (matplotlib's tab20)."""
@@ -23,7 +25,8 @@ def default_palette(num_classes: int) -> torch.Tensor:
 
 def colourize(mask: torch.Tensor, palette: torch.Tensor) -> torch.Tensor:
     """int64 H×W class indices → uint8 3×H×W colours (one gather, no loops over pixels)."""
-    return palette[mask.clamp(0, len(palette) - 1)].permute(2, 0, 1).contiguous()
+    # long indices: a uint8 index tensor would be read as a boolean mask
+    return palette[mask.long().clamp(0, len(palette) - 1)].permute(2, 0, 1).contiguous()
 
 
 class MaskWriter(BasePredictionWriter):
@@ -79,6 +82,10 @@ class MaskWriter(BasePredictionWriter):
             target.parent.mkdir(parents=True, exist_ok=True)
             write_png(colourize(mask, self.palette), f"{target}.png")
             if self.save_index:
+                if mask.max() > 255:  # PNG index images here are 8-bit; never wrap a class silently
+                    raise ConfigError(
+                        f"{target}_index.png: class {int(mask.max())} does not fit an 8-bit PNG"
+                    )
                 write_png(mask.to(torch.uint8)[None], f"{target}_index.png")
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -55,13 +55,27 @@ class SegAugmentation(nn.Module):
         return image, torch.where(mask < 0, torch.full_like(mask, self.ignore_index), mask)
 
 
-def default_train_augmentations(size: tuple[int, int] | None = None) -> list[nn.Module]:
-    """Flips, scale/crop, a small rotation and colour jitter: a reasonable start for most datasets."""
+def natural_image_augmentations(
+    size: tuple[int, int] | None = None,
+    scale: tuple[float, float] = (0.5, 1.0),
+    degrees: float = 10.0,
+    vertical_flip: bool = False,
+    color_jitter: bool = True,
+) -> list[nn.Module]:
+    """The default training pipeline for photographs: a reasonable start for most datasets.
+
+    Flip, scale/crop back to ``size`` (aspect ratio within ±33% of the target's; no crop when ``size`` is
+    None), a small rotation on 30% of the batch (its corners become ignore_index) and colour jitter (image
+    only).
+    """
     augs: list[nn.Module] = [K.RandomHorizontalFlip()]
+    if vertical_flip:
+        augs.append(K.RandomVerticalFlip())
     if size is not None:
-        augs.append(K.RandomResizedCrop(size=tuple(size), scale=(0.5, 1.0), ratio=(0.75, 1.333)))
-    augs += [
-        K.RandomAffine(degrees=10.0, p=0.3),
-        K.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02, p=0.5),
-    ]
+        aspect = size[1] / size[0]
+        augs.append(K.RandomResizedCrop(size=tuple(size), scale=scale, ratio=(aspect * 0.75, aspect / 0.75)))
+    if degrees:
+        augs.append(K.RandomAffine(degrees=degrees, p=0.3))
+    if color_jitter:
+        augs.append(K.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02, p=0.5))
     return augs

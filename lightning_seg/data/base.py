@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from lightning_seg.data.augment import SegAugmentation
+from lightning_seg.data.augment import SegAugmentation, natural_image_augmentations
 from lightning_seg.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -80,6 +81,11 @@ class SegDataModule(L.LightningDataModule):
         self.datasets: dict[str, Dataset] = {}
         # a plain dict: the pipelines hold no parameters and follow the batch's device
         self._augmenters: dict[str, SegAugmentation] | None = None
+        # mean and std as B×C×H×W-broadcastable tensors per (device, dtype): made once, not per batch
+        # (on CUDA each torch.tensor(...) would be a blocking host-to-device copy)
+        self._norm_tensors: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
+        # the seed this module gave the global generator for its DDP rank (see _decorrelate_ranks)
+        self._rank_seed: int | None = None
 
     # ----------------------------------------------------------------------------------------- classes
     @property
@@ -106,9 +112,7 @@ class SegDataModule(L.LightningDataModule):
 
     def default_train_augmentations(self) -> list[nn.Module]:
         """The training pipeline used when the config gives none."""
-        from lightning_seg.data.augment import default_train_augmentations
-
-        return default_train_augmentations()
+        return natural_image_augmentations()
 
     def setup(self, stage: str) -> None:
         self.check_classes()
@@ -121,12 +125,48 @@ class SegDataModule(L.LightningDataModule):
                 if len(dataset) == 0:
                     raise ConfigError(f"{type(self).__name__}: the {split} split is empty")
                 self.datasets[split] = dataset
+        if stage == "fit":
+            self._decorrelate_ranks()
+
+    def _world(self) -> tuple[int, int]:
+        """(world size, global rank) of the attached trainer; (1, 0) without one."""
+        trainer = self.trainer
+        if trainer is None:
+            return 1, 0
+        return trainer.world_size, trainer.global_rank
+
+    def _decorrelate_ranks(self) -> None:
+        """Give each DDP rank its own global RNG stream.
+
+        Kornia draws augmentation parameters (flips, crops, angles, jitter) from torch's global generator,
+        and ``seed_everything`` seeds it identically on every rank: every GPU would apply the same flips and
+        crops to its batch, so the effective augmentation would be one draw per step, not one per sample.
+        Offsetting the seed by the global rank fixes that. It is safe here: the model is already built, and
+        DDP broadcasts rank 0's weights to every rank when it wraps the model.
+        """
+        world_size, rank = self._world()
+        if world_size <= 1 or torch.initial_seed() == self._rank_seed:
+            return  # single process, or already done for the current seed (setup("fit") called again)
+        self._rank_seed = (torch.initial_seed() + rank) % 2**64
+        torch.manual_seed(self._rank_seed)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        sampler = None
+        world_size, rank = self._world()
+        if split in ("val", "test") and 1 < world_size <= len(self.datasets[split]):
+            # each sample evaluated exactly once: Lightning's default DistributedSampler pads the split with
+            # repeated samples so that ranks get equal counts, which biases the metrics. Lightning leaves a
+            # DataLoader that already has a DistributedSampler alone. Ranks may run one batch apart; that is
+            # safe in evaluation (no gradient sync) as long as every rank gets a sample, hence the size
+            # condition (a split smaller than the world keeps Lightning's padding sampler).
+            sampler = UnrepeatedDistributedSampler(
+                self.datasets[split], num_replicas=world_size, rank=rank, shuffle=False
+            )
         return DataLoader(
             self.datasets[split],
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            shuffle=shuffle if sampler is None else False,
+            sampler=sampler,
             # a ragged last batch would recompile/retune kernels and skews BatchNorm; keep it out of training
             drop_last=shuffle and len(self.datasets[split]) > self.batch_size,
             num_workers=self.num_workers,
@@ -181,16 +221,26 @@ class SegDataModule(L.LightningDataModule):
             )
         return self._augmenters
 
+    def _mean_std(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``mean`` and ``std`` as 1×C×1×1 tensors on ``image``'s device and dtype (cached)."""
+        key = (image.device, image.dtype)
+        tensors = self._norm_tensors.get(key)
+        if tensors is None:
+            tensors = tuple(
+                torch.tensor(values, device=image.device, dtype=image.dtype).view(1, -1, 1, 1)
+                for values in (self.mean, self.std)
+            )
+            self._norm_tensors[key] = tensors
+        return tensors
+
     def normalize(self, image: torch.Tensor) -> torch.Tensor:
         """float B×3×H×W in [0, 1] → normalised float B×3×H×W."""
-        mean = torch.tensor(self.mean, device=image.device, dtype=image.dtype).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=image.device, dtype=image.dtype).view(1, -1, 1, 1)
+        mean, std = self._mean_std(image)
         return (image - mean) / std
 
     def denormalize(self, image: torch.Tensor) -> torch.Tensor:
         """Inverse of :meth:`normalize`, clamped to [0, 1] (for plots)."""
-        mean = torch.tensor(self.mean, device=image.device, dtype=image.dtype).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=image.device, dtype=image.dtype).view(1, -1, 1, 1)
+        mean, std = self._mean_std(image)
         return (image * std + mean).clamp(0, 1)
 
     def prepare_batch(self, batch: dict[str, Any], train: bool) -> dict[str, Any]:

@@ -17,13 +17,8 @@ from pathlib import Path
 
 from torch import nn
 
-from lightning_seg.data.folder import (
-    ImageMaskDataModule,
-    SampleFile,
-    find_files,
-    natural_image_augmentations,
-    pair_masks,
-)
+from lightning_seg.data.augment import natural_image_augmentations
+from lightning_seg.data.folder import ImageMaskDataModule, SampleFile, find_files, pair_masks
 from lightning_seg.data.io import IndexMaskEncoder, MaskEncoder, missing_mask_message
 from lightning_seg.errors import ConfigError
 
@@ -83,11 +78,8 @@ class CamVidDataModule(ImageMaskDataModule):
         images = find_files(image_dir, (".png",))
         samples = []
         for key, image, mask in pair_masks(images, mask_dir, extensions=(".png",)):
-            if split == "predict":
-                samples.append(SampleFile(image, None, key))
-            else:
-                error = None if mask is not None else missing_mask_message(image, mask_dir, key)
-                samples.append(SampleFile(image, mask, key, error=error))
+            error = None if mask is not None else missing_mask_message(image, mask_dir, key)
+            samples.append(SampleFile(image, mask, key, error=error))
         return samples
 
     def default_train_augmentations(self) -> list[nn.Module]:

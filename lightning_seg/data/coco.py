@@ -23,18 +23,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Literal
 
 import torch
-from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision.io import encode_png
 
-from lightning_seg.data.folder import ImageMaskDataModule, SampleFile, natural_image_augmentations
+from lightning_seg.data.folder import ImageMaskDataModule, SampleFile
 from lightning_seg.data.io import IndexMaskEncoder, MaskEncoder
-from lightning_seg.data.stats import default_cache_dir, single_threaded
+from lightning_seg.data.stats import atomic_write, collate_as_is, default_cache_dir, single_threaded
 from lightning_seg.errors import ConfigError
 
 COCO_CATEGORIES = (
@@ -131,14 +129,8 @@ class _RenderJobs(Dataset):
         if target.is_file():
             return 0  # rendered by an interrupted earlier run
         data = encode_png(render_semantic_mask(height, width, instances, self.overlap)[None])
-        tmp = target.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_bytes(data.numpy().tobytes())
-        os.replace(tmp, target)  # atomic: a killed run never leaves half a PNG
+        atomic_write(target, data.numpy().tobytes())  # a killed run never leaves half a PNG
         return 1
-
-
-def _as_is(item):
-    return item
 
 
 class COCOSemanticDataModule(ImageMaskDataModule):
@@ -204,10 +196,7 @@ class COCOSemanticDataModule(ImageMaskDataModule):
         self._samples: dict[str, list[SampleFile]] = {}
 
     def mask_encoder(self) -> MaskEncoder:
-        value_map = None
-        if self.ignore_index != STORED_IGNORE:
-            value_map = {**{i: i for i in range(len(self.class_names))}, STORED_IGNORE: self.ignore_index}
-        return IndexMaskEncoder(len(self.class_names), self.ignore_index, value_map)
+        return IndexMaskEncoder.with_stored_ignore(len(self.class_names), self.ignore_index, STORED_IGNORE)
 
     def render_dir(self, split: str) -> Path:
         """The cache folder of ``split``'s rendered masks (depends on the annotations and the rules)."""
@@ -265,14 +254,12 @@ class COCOSemanticDataModule(ImageMaskDataModule):
                 _RenderJobs(jobs, self.overlap),
                 batch_size=None,
                 num_workers=self.num_workers,
-                collate_fn=_as_is,
+                collate_fn=collate_as_is,
             )
             with single_threaded():
                 for _ in loader:
                     pass
-        tmp = manifest.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"annotations": str(ann_file), "images": entries}))
-        os.replace(tmp, manifest)
+        atomic_write(manifest, json.dumps({"annotations": str(ann_file), "images": entries}))
         return manifest
 
     def prepare_data(self) -> None:
@@ -291,10 +278,4 @@ class COCOSemanticDataModule(ImageMaskDataModule):
                 mask = manifest.parent / entry["mask"] if entry["mask"] else None
                 samples.append(SampleFile(image_dir / entry["file"], mask, Path(entry["file"]).stem))
             self._samples[source] = samples
-        samples = self._samples[source]
-        if split == "predict":
-            return [SampleFile(s.image, None, s.name) for s in samples]
-        return samples
-
-    def default_train_augmentations(self) -> list[nn.Module]:
-        return natural_image_augmentations(self.size, scale=(0.5, 1.0), degrees=10.0)
+        return self._samples[source]

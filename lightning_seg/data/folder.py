@@ -26,6 +26,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
+from lightning_seg.data.augment import natural_image_augmentations
 from lightning_seg.data.base import SegDataModule
 from lightning_seg.data.io import (
     IMAGE_EXTENSIONS,
@@ -39,7 +40,7 @@ from lightning_seg.data.io import (
     read_image,
     size_mismatch_message,
 )
-from lightning_seg.data.stats import single_threaded
+from lightning_seg.data.stats import collate_as_is, single_threaded
 from lightning_seg.data.transforms import resize_mask, resize_sample
 from lightning_seg.errors import ConfigError
 
@@ -161,10 +162,6 @@ class _Probe(Dataset):
         except ConfigError as err:
             return str(err), None
         return None, tuple(item["orig_size"].tolist())
-
-
-def _as_is(item):
-    return item
 
 
 # --------------------------------------------------------------------------------------- file finding
@@ -291,31 +288,6 @@ def read_split_list(path: Path) -> list[str]:
     return stems
 
 
-# ------------------------------------------------------------------------------------- augmentations
-def natural_image_augmentations(
-    size: tuple[int, int] | None,
-    scale: tuple[float, float] = (0.5, 1.0),
-    degrees: float = 10.0,
-    vertical_flip: bool = False,
-    color_jitter: bool = True,
-) -> list[nn.Module]:
-    """Flip, scale/crop back to ``size`` (aspect ratio within ±33% of the target's), a small rotation on
-    30% of the batch (its corners become ignore_index) and colour jitter (image only)."""
-    import kornia.augmentation as K
-
-    augs: list[nn.Module] = [K.RandomHorizontalFlip()]
-    if vertical_flip:
-        augs.append(K.RandomVerticalFlip())
-    if size is not None:
-        aspect = size[1] / size[0]
-        augs.append(K.RandomResizedCrop(size=tuple(size), scale=scale, ratio=(aspect * 0.75, aspect / 0.75)))
-    if degrees:
-        augs.append(K.RandomAffine(degrees=degrees, p=0.3))
-    if color_jitter:
-        augs.append(K.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02, p=0.5))
-    return augs
-
-
 # -------------------------------------------------------------------------------------- data modules
 class ImageMaskDataModule(SegDataModule):
     """Base of the file-based dataset modules: checks files at setup, decodes once per sample, resizes.
@@ -362,7 +334,8 @@ class ImageMaskDataModule(SegDataModule):
 
     # --------------------------------------------------------------------------- subclass interface
     def find_samples(self, split: str) -> list[SampleFile]:
-        """The files of ``split`` ("train", "val", "test", "predict"); masks are ignored for "predict"."""
+        """The files of ``split`` ("train", "val", "test", "predict"); for "predict", :meth:`build_dataset`
+        drops the masks (and a missing mask's error), so the test or val samples can be returned as they are."""
         raise NotImplementedError
 
     def mask_encoder(self) -> MaskEncoder:
@@ -382,7 +355,15 @@ class ImageMaskDataModule(SegDataModule):
         name = type(self).__name__
         if not samples:
             raise ConfigError(f"{name}: the {split} split is empty; {self.empty_split_hint(split)}")
-        encoder = None if split == "predict" else self.mask_encoder()
+        encoder = None
+        if split == "predict":
+            # images only: a predict sample's mask (or its missing mask, the usual ``error``) does not matter
+            samples = [
+                dataclasses.replace(sample, mask=None, error=None, foreground_class=None)
+                for sample in samples
+            ]
+        else:
+            encoder = self.mask_encoder()
         dataset = ImageMaskDataset(samples, encoder, self.size)
         return self._check(split, dataset)
 
@@ -395,7 +376,7 @@ class ImageMaskDataModule(SegDataModule):
         else:
             # decode everything once, in the module's worker processes
             loader = DataLoader(
-                _Probe(dataset), batch_size=None, num_workers=self.num_workers, collate_fn=_as_is
+                _Probe(dataset), batch_size=None, num_workers=self.num_workers, collate_fn=collate_as_is
             )
             with single_threaded():
                 results = list(loader)
@@ -654,5 +635,4 @@ class FolderDataModule(ImageMaskDataModule):
             images = find_files(self.predict_dir, IMAGE_EXTENSIONS)
             return [SampleFile(path, None, key) for key, path in sorted(images.items())]
         splits = self.splits()
-        # predict needs no masks: a sample whose mask is missing is fine here
-        return [SampleFile(s.image, None, s.name, s.label) for s in (splits["test"] or splits["val"])]
+        return splits["test"] or splits["val"]

@@ -21,6 +21,7 @@ Mask encoders turn a decoded mask into int64 class indices with whole-tensor ope
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io as _io
 from collections.abc import Mapping
 from pathlib import Path
@@ -238,6 +239,24 @@ class IndexMaskEncoder(MaskEncoder):
                 self, "value_map", tuple(sorted((int(k), int(v)) for k, v in self.value_map.items()))
             )
 
+    @classmethod
+    def with_stored_ignore(cls, num_classes: int, ignore_index: int, stored_ignore: int) -> IndexMaskEncoder:
+        """Class indices stored as themselves, "not annotated" stored as ``stored_ignore`` (VOC's border,
+        COCO's rendered crowd regions): ``stored_ignore`` becomes ``ignore_index``."""
+        value_map = None
+        if ignore_index != stored_ignore:
+            value_map = {**{i: i for i in range(num_classes)}, stored_ignore: ignore_index}
+        return cls(num_classes, ignore_index, value_map)
+
+    # built on first use and kept: encode runs once per sample in every DataLoader worker
+    @functools.cached_property
+    def _luts_8bit(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._luts(256)
+
+    @functools.cached_property
+    def _luts_16bit(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._luts(65536)
+
     def _luts(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Lookup tables stored value → label and stored value → "is in the map"."""
         labels = torch.zeros(size, dtype=torch.int64)
@@ -250,7 +269,7 @@ class IndexMaskEncoder(MaskEncoder):
     def encode(self, raw: torch.Tensor, path: Path) -> torch.Tensor:
         raw = raw[0] if raw.ndim == 3 else raw
         if self.value_map is not None:
-            labels, known = self._luts(256 if raw.dtype == torch.uint8 else 65536)
+            labels, known = self._luts_8bit if raw.dtype == torch.uint8 else self._luts_16bit
             index = raw.long()
             mask, bad = labels[index], ~known[index]
             if bool(bad.any()):
@@ -302,12 +321,17 @@ class ColorMaskEncoder(MaskEncoder):
         object.__setattr__(self, "colors", colors)
         object.__setattr__(self, "ignore_colors", ignore)
 
-    def encode(self, raw: torch.Tensor, path: Path) -> torch.Tensor:
-        table = torch.tensor(self.colors + self.ignore_colors, dtype=torch.int64).T  # 3×K
-        keys = _color_keys(table)
+    # built on first use and kept: encode runs once per sample in every DataLoader worker
+    @functools.cached_property
+    def _table(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The known colour keys, sorted, and the label of each."""
+        keys = _color_keys(torch.tensor(self.colors + self.ignore_colors, dtype=torch.int64).T)  # 3×K → K
         labels = torch.tensor([*range(len(self.colors)), *[self.ignore_index] * len(self.ignore_colors)])
         order = torch.argsort(keys)
-        keys, labels = keys[order], labels[order]
+        return keys[order], labels[order]
+
+    def encode(self, raw: torch.Tensor, path: Path) -> torch.Tensor:
+        keys, labels = self._table
         pixels = _color_keys(raw[:3])
         # vectorised table lookup: position of each pixel's key among the sorted known keys
         pos = torch.searchsorted(keys, pixels).clamp_(max=len(keys) - 1)

@@ -24,13 +24,8 @@ from typing import Literal
 
 from torch import nn
 
-from lightning_seg.data.folder import (
-    ImageMaskDataModule,
-    SampleFile,
-    find_files,
-    natural_image_augmentations,
-    split_samples,
-)
+from lightning_seg.data.augment import natural_image_augmentations
+from lightning_seg.data.folder import ImageMaskDataModule, SampleFile, find_files, split_samples
 from lightning_seg.data.io import IMAGE_EXTENSIONS, MASK_EXTENSIONS, BinaryMaskEncoder, MaskEncoder
 from lightning_seg.errors import ConfigError
 
@@ -128,9 +123,7 @@ class MSDDataModule(ImageMaskDataModule):
             self._splits = split_samples(
                 self._all_samples(), self.val_fraction, self.test_fraction, self.split_seed
             )
-        if split == "predict":
-            return [SampleFile(s.image, None, s.name, s.label) for s in self._splits["test"]]
-        return self._splits[split]
+        return self._splits["test" if split == "predict" else split]
 
     def empty_split_hint(self, split: str) -> str:
         return f"set data.{split}_fraction above 0" if split in ("val", "test") else "check data.root"

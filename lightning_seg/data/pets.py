@@ -16,12 +16,8 @@ from typing import Literal
 
 from torch import nn
 
-from lightning_seg.data.folder import (
-    ImageMaskDataModule,
-    SampleFile,
-    natural_image_augmentations,
-    split_samples,
-)
+from lightning_seg.data.augment import natural_image_augmentations
+from lightning_seg.data.folder import ImageMaskDataModule, SampleFile, split_samples
 from lightning_seg.data.io import IndexMaskEncoder, MaskEncoder
 from lightning_seg.errors import ConfigError
 
@@ -108,8 +104,7 @@ class OxfordPetDataModule(ImageMaskDataModule):
                 parts = split_samples(self._read_list("trainval"), self.val_fraction, 0.0, self.split_seed)
                 self._trainval = {"train": parts["train"], "val": parts["val"]}
             samples = self._trainval[split]
-        if split == "predict":  # images only: a missing trimap does not matter there
-            return [SampleFile(s.image, None, s.name) for s in samples]
+        # the breed label only stratified the split: drop it
         return [SampleFile(s.image, s.mask, s.name, error=s.error) for s in samples]
 
     def default_train_augmentations(self) -> list[nn.Module]:

@@ -121,8 +121,20 @@ class _MaskCounts(Dataset):
         return torch.bincount(labelled, minlength=self.num_classes), int(mask.numel() - labelled.numel())
 
 
-def _identity(item):
+def collate_as_is(item):
+    """``collate_fn`` for one-item-at-a-time passes (``batch_size=None``) whose items need no collating."""
     return item
+
+
+def atomic_write(path: Path, data: bytes | str) -> None:
+    """Write ``data`` to ``path`` through a temporary file and ``os.replace``: a concurrent reader never
+    sees half a file, and a killed process never leaves one."""
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    if isinstance(data, str):
+        tmp.write_text(data)
+    else:
+        tmp.write_bytes(data)
+    os.replace(tmp, path)
 
 
 @contextlib.contextmanager
@@ -149,7 +161,7 @@ def count_classes(
         _MaskCounts(dataset, num_classes, ignore_index),
         batch_size=None,
         num_workers=num_workers,
-        collate_fn=_identity,
+        collate_fn=collate_as_is,
     )
     with single_threaded():
         for counts, ignored_here in loader:
@@ -193,9 +205,7 @@ def class_statistics(
     if path is not None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(stats.to_dict()))
-            os.replace(tmp, path)  # atomic: concurrent runs never read half a file
+            atomic_write(path, json.dumps(stats.to_dict()))  # concurrent runs never read half a file
         except OSError:
             pass
     return stats

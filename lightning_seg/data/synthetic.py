@@ -16,6 +16,7 @@ from torch.nn import functional as F
 from torch.utils.data import Dataset
 
 from lightning_seg.data.base import SegDataModule
+from lightning_seg.data.stats import single_threaded
 from lightning_seg.errors import ConfigError
 
 SHAPE_NAMES = ("disc", "square", "triangle", "ring")
@@ -96,14 +97,10 @@ class SyntheticShapes(Dataset):
         self.images = torch.empty(num_samples, 3, size, size, dtype=torch.uint8)
         self.masks = torch.empty(num_samples, size, size, dtype=torch.int64)
         # the tensors are tiny: intra-op threads cost more in wake-ups than they save (10× here)
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
+        with single_threaded():
             for i in range(num_samples):
                 generator = torch.Generator().manual_seed(seed * 1_000_003 + i)
                 self.images[i], self.masks[i] = render_shapes(size, generator, max_shapes, noise)
-        finally:
-            torch.set_num_threads(threads)
         self.seed = seed
 
     def __len__(self) -> int:

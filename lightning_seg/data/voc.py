@@ -15,9 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from torch import nn
-
-from lightning_seg.data.folder import ImageMaskDataModule, SampleFile, natural_image_augmentations
+from lightning_seg.data.folder import ImageMaskDataModule, SampleFile
 from lightning_seg.data.io import IndexMaskEncoder, MaskEncoder
 from lightning_seg.errors import ConfigError
 
@@ -100,10 +98,7 @@ class VOCDataModule(ImageMaskDataModule):
             VOCSegmentation(str(self.root), year=self.year, image_set="train", download=True)
 
     def mask_encoder(self) -> MaskEncoder:
-        value_map = None
-        if self.ignore_index != VOC_BORDER:
-            value_map = {**{i: i for i in range(len(self.class_names))}, VOC_BORDER: self.ignore_index}
-        return IndexMaskEncoder(len(self.class_names), self.ignore_index, value_map)
+        return IndexMaskEncoder.with_stored_ignore(len(self.class_names), self.ignore_index, VOC_BORDER)
 
     def find_samples(self, split: str) -> list[SampleFile]:
         base = self.voc_root
@@ -114,13 +109,7 @@ class VOCDataModule(ImageMaskDataModule):
         samples = []
         for stem in list_file.read_text().split():
             image = base / "JPEGImages" / f"{stem}.jpg"
-            if split == "predict":
-                samples.append(SampleFile(image, None, stem))
-                continue
             mask = base / self.mask_dir / f"{stem}.png"
             error = None if mask.is_file() else f"{image}: mask missing ({mask})"
             samples.append(SampleFile(image, mask, stem, error=error))
         return samples
-
-    def default_train_augmentations(self) -> list[nn.Module]:
-        return natural_image_augmentations(self.size, scale=(0.5, 1.0), degrees=10.0)
