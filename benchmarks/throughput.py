@@ -141,8 +141,8 @@ def main() -> None:
         "overrides": overrides,
         "batch_shape": list(shape),
         "precision": str(trainer.precision),
-        "pipeline_images_per_s": round(pipeline, 1),
-        "bare_images_per_s": round(bare, 1),
+        "pipeline_images_per_s": float(f"{pipeline:.4g}"),
+        "bare_images_per_s": float(f"{bare:.4g}"),
         "efficiency": round(pipeline / bare, 3),
     }
     print(json.dumps(result, indent=2))

@@ -48,3 +48,9 @@ def test_all_issue_configs_exist() -> None:
         "pets/smp_unet.yaml",
         "voc/torchvision_deeplabv3.yaml",
     }
+
+
+def test_wandb_logger_config_composes(capsys) -> None:
+    config = _print_config(DEFAULT_CONFIG, str(REPO / "configs/trainer/wandb.yaml"), capsys=capsys)
+    assert config["trainer"]["logger"]["class_path"] == "lightning.pytorch.loggers.WandbLogger"
+    assert config["trainer"]["logger"]["init_args"]["project"] == "lightning_seg"
