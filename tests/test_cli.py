@@ -188,3 +188,12 @@ def test_console_script_and_module_entry_agree() -> None:
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "nope.yaml" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_sample_overlays_written_each_validation_epoch(run_root: Path) -> None:
+    cli = run_cli(["fit", *tiny_args(run_root, epochs=2)])
+    samples = sorted((Path(cli.trainer.log_dir) / "samples").glob("epoch_*.png"))
+    assert [p.name for p in samples] == ["epoch_000.png", "epoch_001.png"]
+    grid = decode_png(read_file(str(samples[0])))
+    # 3 rows (image, target, prediction) of 4 images of 32 px with 2 px padding
+    assert tuple(grid.shape) == (3, 3 * 34 + 2, 4 * 34 + 2)
