@@ -95,7 +95,6 @@ class CompoundLoss(nn.Module):
         self.label_weight = label_weight
         self.num_classes = 0
         self.ignore_index = -100
-        self.weights_pending = False
         self._weight_source: Callable[[str], Sequence[float] | torch.Tensor] | None = None
         # The terms are rebuilt for the head's mode and device, and kept out of the module tree: their
         # class-weight buffers would otherwise enter checkpoints only after the first step, and a checkpoint
@@ -115,10 +114,12 @@ class CompoundLoss(nn.Module):
         :meth:`set_class_weights`), so evaluating a checkpoint never needs the training data."""
         self.num_classes, self.ignore_index = num_classes, ignore_index
         self._weight_source = class_weight_source
-        weights = self.class_weights
-        self.weights_pending = isinstance(weights, str)
-        self.set_class_weights(None if self.weights_pending else weights)
-        self.weights_pending = isinstance(weights, str)
+        self.set_class_weights(None if isinstance(self.class_weights, str) else self.class_weights)
+
+    @property
+    def weights_pending(self) -> bool:
+        """A class-weight rule that is not resolved (nor restored from a checkpoint) yet."""
+        return isinstance(self.class_weights, str) and self.weight_tensor is None
 
     def set_class_weights(self, weights: Sequence[float] | torch.Tensor | None) -> None:
         """Use these per-class weights (e.g. resolved from a rule, or restored from a checkpoint)."""
@@ -129,7 +130,6 @@ class CompoundLoss(nn.Module):
         self.weight_tensor = (
             torch.as_tensor(weights, dtype=torch.float32).cpu() if weights is not None else None
         )
-        self.weights_pending = False
         self._terms_key = None  # rebuilt lazily for the head's mode and device
 
     def _resolve_rule(self) -> None:

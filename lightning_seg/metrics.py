@@ -21,8 +21,8 @@ from torchmetrics import MeanMetric, Metric
 def scores_from_confusion(confusion: torch.Tensor) -> dict[str, torch.Tensor]:
     """IoU/Dice per class and their means from a K×K confusion matrix (rows: target, columns: prediction).
 
-    Returns float32 tensors: ``iou`` and ``dice`` of shape (K,) with NaN for classes absent from both
-    target and prediction; scalars ``mIoU``, ``dice``, ``dice_fg`` and ``acc``.
+    Returns float32 tensors: ``iou`` of shape (K,) with NaN for classes absent from both target and
+    prediction; scalars ``mIoU``, ``dice``, ``dice_fg`` and ``acc``.
     """
     confusion = confusion.double()
     tp = confusion.diagonal()
@@ -35,7 +35,6 @@ def scores_from_confusion(confusion: torch.Tensor) -> dict[str, torch.Tensor]:
     total = confusion.sum()
     return {
         "iou": iou.float(),
-        "dice_per_class": dice.float(),
         "mIoU": iou.nanmean().float(),
         "dice": dice.nanmean().float(),
         "dice_fg": dice[1:].nanmean().float(),
@@ -124,7 +123,6 @@ class SegMetrics(nn.Module):
 
     def __init__(self, num_classes: int, ignore_index: int) -> None:
         super().__init__()
-        self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.confusion = ConfusionMatrix(num_classes, ignore_index)
         # nan_strategy="disable": the default checks for NaNs with a device sync every step

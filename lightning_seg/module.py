@@ -28,8 +28,6 @@ NetBuilder = Callable[[int], nn.Module]
 """A net class with its arguments but without ``num_classes``; YAML: ``class_path`` + ``init_args``."""
 
 STAGES = ("train", "val", "test")
-# arguments a scheduler may leave as null for the module to fill with the run's optimizer-step count
-_LENGTH_ARGUMENTS = ("total_steps",)
 
 
 def _default_optimizer(params: Any) -> torch.optim.Optimizer:
@@ -158,7 +156,7 @@ class SegmentationModule(L.LightningModule):
         # a class-weight rule reads the data module's training statistics, lazily and only if the weights
         # are not restored from a checkpoint (see on_load_checkpoint)
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if isinstance(self.loss.class_weights, str) and self.loss.weights_pending:
+        if self.loss.weights_pending:
             self.loss.bind(self.num_classes, self.ignore_index, getattr(datamodule, "class_weights", None))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -176,13 +174,15 @@ class SegmentationModule(L.LightningModule):
         if self.channels_last:
             padded = padded.contiguous(memory_format=torch.channels_last)
         out = as_net_output(self._run_net(padded))
-        if out.mask.shape[-2:] != padded.shape[-2:]:  # nets that predict at a lower stride
-            out.mask = F.interpolate(out.mask, size=padded.shape[-2:], mode="bilinear", align_corners=False)
-        out.mask = out.mask[..., :h, :w]
+
+        def to_input_size(logits: torch.Tensor) -> torch.Tensor:
+            if logits.shape[-2:] != padded.shape[-2:]:  # nets (or aux heads) that predict at a lower stride
+                logits = F.interpolate(logits, size=padded.shape[-2:], mode="bilinear", align_corners=False)
+            return logits[..., :h, :w]
+
+        out.mask = to_input_size(out.mask)
         if out.aux is not None:
-            out.aux = F.interpolate(out.aux, size=padded.shape[-2:], mode="bilinear", align_corners=False)[
-                ..., :h, :w
-            ]
+            out.aux = to_input_size(out.aux)
         return out
 
     def classes_from_logits(self, logits: torch.Tensor) -> torch.Tensor:
@@ -192,7 +192,8 @@ class SegmentationModule(L.LightningModule):
         return logits.argmax(1)
 
     # ------------------------------------------------------------------------------------------ steps
-    def _step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
+    def _step(self, batch: dict[str, Any], stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loss and metric updates of one batch; returns the loss and the int64 B×H×W predicted classes."""
         image, mask = batch["image"], batch["mask"]
         out = self(image)
         label = None
@@ -219,11 +220,12 @@ class SegmentationModule(L.LightningModule):
             for name, value in losses.items():
                 self._log_eval_loss(stage, name, value.detach(), batch_size)
         with torch.no_grad():
-            self.metrics[f"{stage}_"].update(self.classes_from_logits(out.mask.detach()), mask)
+            pred = self.classes_from_logits(out.mask.detach())
+            self.metrics[f"{stage}_"].update(pred, mask)
             if out.label is not None:
                 for metric in self.label_metrics[f"{stage}_"].values():
                     metric.update(out.label.detach().argmax(1), label)
-        return losses["loss"]
+        return losses["loss"], pred
 
     def _log_eval_loss(self, stage: str, name: str, value: torch.Tensor, batch_size: int) -> None:
         """Log an evaluation loss as a batch-size-weighted mean over the whole split, across processes.
@@ -247,13 +249,14 @@ class SegmentationModule(L.LightningModule):
         )
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
+        return self._step(batch, "train")[0]
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._step(batch, "val")
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
+        # the predictions go to callbacks (SampleOverlays) so they need no second forward pass
+        return {"pred": self._step(batch, "val")[1]}
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._step(batch, "test")
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
+        return {"pred": self._step(batch, "test")[1]}
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         """Class maps at each image's own size.
@@ -325,11 +328,11 @@ class SegmentationModule(L.LightningModule):
             return optimizer
         builder, filled = self.scheduler_builder, False
         keywords = getattr(builder, "keywords", {})
-        for name in _LENGTH_ARGUMENTS:
-            # OneCycleLR may be given epochs + steps_per_epoch instead; leave those alone
-            if name in keywords and keywords[name] is None and keywords.get("epochs") is None:
-                builder = functools.partial(builder, **{name: int(self.trainer.estimated_stepping_batches)})
-                filled = True
+        # a null total_steps is the run's optimizer-step count (OneCycleLR may instead be given epochs +
+        # steps_per_epoch; those are left alone)
+        if "total_steps" in keywords and keywords["total_steps"] is None and keywords.get("epochs") is None:
+            builder = functools.partial(builder, total_steps=int(self.trainer.estimated_stepping_batches))
+            filled = True
         scheduler = builder(optimizer)
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             interval = "epoch"

@@ -20,6 +20,11 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def run_directory(trainer: L.Trainer) -> Path:
+    """The run's log directory (``runs/<name>/version_N``). A collective under DDP: call it on every rank."""
+    return Path(trainer.log_dir or trainer.default_root_dir)
+
+
 class RunSummary(L.Callback):
     """Print per-class IoU, mIoU and where the checkpoint and config are; write ``summary.json``.
 
@@ -45,8 +50,7 @@ class RunSummary(L.Callback):
         self._summarise(trainer, pl_module, "test", "test")
 
     def _summarise(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str, prefix: str) -> None:
-        # trainer.log_dir is a collective (a broadcast) under DDP: every rank must ask for it
-        log_dir = Path(trainer.log_dir or trainer.default_root_dir)
+        log_dir = run_directory(trainer)  # every rank asks: a broadcast under DDP
         self._write(trainer, pl_module, stage, prefix, log_dir)
 
     @rank_zero_only

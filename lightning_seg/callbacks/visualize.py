@@ -11,6 +11,7 @@ from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from torchvision.io import write_png
 from torchvision.utils import make_grid
 
+from lightning_seg.callbacks.summary import run_directory
 from lightning_seg.callbacks.writer import colourize, default_palette
 
 
@@ -19,7 +20,7 @@ class SampleOverlays(L.Callback):
 
     Rows: images (denormalised), targets, predictions; ignored target pixels are drawn white. The grid goes
     to TensorBoard (``add_image``) or W&B (``log_image``) when that is the logger, and is always written as
-    ``<log_dir>/samples/epoch_XXX.png``. One extra forward pass of ``num_samples`` images per epoch.
+    ``<log_dir>/samples/epoch_XXX.png``. It reuses the predictions of the validation step (no extra forward).
 
     Args:
         num_samples: images shown (at most the batch size).
@@ -41,17 +42,19 @@ class SampleOverlays(L.Callback):
     ) -> None:
         if batch_idx != 0 or trainer.sanity_checking or trainer.current_epoch % self.every_n_epochs:
             return
-        grid = self.render(pl_module, trainer.datamodule, batch)
-        log_dir = Path(trainer.log_dir or trainer.default_root_dir)  # a collective under DDP: all ranks
+        grid = self.render(pl_module, trainer.datamodule, batch, outputs["pred"])
+        log_dir = run_directory(trainer)  # every rank asks: a broadcast under DDP
         if trainer.is_global_zero:
             self._publish(trainer, grid, log_dir)
 
-    def render(self, pl_module: L.LightningModule, datamodule: Any, batch: dict[str, Any]) -> torch.Tensor:
-        """uint8 3×H'×W' grid for the first ``num_samples`` images of a prepared (normalised) batch."""
+    def render(
+        self, pl_module: L.LightningModule, datamodule: Any, batch: dict[str, Any], pred: torch.Tensor
+    ) -> torch.Tensor:
+        """uint8 3×H'×W' grid for the first ``num_samples`` images of a prepared (normalised) batch and the
+        int64 B×H×W classes the validation step predicted for it."""
         image = batch["image"][: self.num_samples]
         mask = batch["mask"][: self.num_samples]
-        with torch.no_grad():
-            pred = pl_module.classes_from_logits(pl_module(image).mask)
+        pred = pred[: self.num_samples]
         palette = torch.cat(
             [default_palette(pl_module.num_classes), torch.tensor([[255, 255, 255]], dtype=torch.uint8)]
         )

@@ -11,6 +11,7 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torchvision.io import write_png
 
+from lightning_seg.callbacks.summary import run_directory
 from lightning_seg.errors import ConfigError
 
 
@@ -56,7 +57,7 @@ class MaskWriter(BasePredictionWriter):
             return Path(self.output_dir)
         if trainer.ckpt_path and Path(trainer.ckpt_path).parent.name == "checkpoints":
             return Path(trainer.ckpt_path).parent.parent / "predictions"
-        return Path(trainer.log_dir or trainer.default_root_dir) / "predictions"
+        return run_directory(trainer) / "predictions"
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.resolved_dir = self._directory(trainer)
