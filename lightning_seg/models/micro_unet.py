@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn import functional as F
+
+from lightning_seg.models.unet import match_size, upsample2x
 
 
 class ConvBNAct(nn.Sequential):
@@ -63,21 +64,13 @@ class MicroUp(nn.Module):
         self, in_channels: int, skip_channels: int, out_channels: int, bilinear: bool, expand_ratio: int
     ) -> None:
         super().__init__()
-        if bilinear:
-            self.up: nn.Module = nn.Sequential(
-                nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
-                nn.Conv2d(in_channels, out_channels, 1, bias=False),
-            )
-        else:
-            self.up = nn.ConvTranspose2d(in_channels, out_channels, 2, stride=2, bias=False)
+        self.up = upsample2x(in_channels, out_channels, bilinear, bias=False)
         self.fuse = InvertedResidual(out_channels + skip_channels, out_channels, expand_ratio=expand_ratio)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
         x = self.up(x)
         if skip is not None:
-            if x.shape[-2:] != skip.shape[-2:]:  # only when the caller skipped the module's padding
-                x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-            x = torch.cat([skip, x], dim=1)
+            x = torch.cat([skip, match_size(x, skip)], dim=1)
         return self.fuse(x)
 
 

@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from lightning_seg.errors import ConfigError
-from lightning_seg.models.unet import DoubleConv, Up
+from lightning_seg.models.torchvision import verify_torchvision_weights
+from lightning_seg.models.unet import DoubleConv, Up, upsample2x
 
 # torchvision builder per block layout, for ``encoder_weights``
 _TORCHVISION_RESNETS = {(2, 2, 2, 2): "resnet18", (3, 4, 6, 3): "resnet34"}
@@ -148,13 +149,7 @@ class ResNetUNet(nn.Module):
         # The stride-2 stem is the shallowest feature; the last ×2 has no skip (as in SMP's Unet) and works at
         # half the stem width, because full resolution is where a decoder spends most of its FLOPs.
         half = c_stem // 2
-        if bilinear:
-            up: nn.Module = nn.Sequential(
-                nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False), nn.Conv2d(c_stem, half, 1)
-            )
-        else:
-            up = nn.ConvTranspose2d(c_stem, half, 2, stride=2)
-        self.final_up = nn.Sequential(up, DoubleConv(half, half))
+        self.final_up = nn.Sequential(upsample2x(c_stem, half, bilinear), DoubleConv(half, half))
         self.head = nn.Conv2d(half, num_classes, 1)
         if encoder_weights is not None:
             self._load_torchvision_weights(encoder_weights, in_channels, base_width, tuple(stage_blocks))
@@ -167,8 +162,6 @@ class ResNetUNet(nn.Module):
     def _load_torchvision_weights(
         self, weights: str, in_channels: int, base_width: int, stage_blocks: tuple[int, ...]
     ) -> None:
-        from torchvision.models import get_model_weights
-
         arch = _TORCHVISION_RESNETS.get(stage_blocks)
         if arch is None or in_channels != 3 or base_width != 64:
             raise ConfigError(
@@ -176,14 +169,7 @@ class ResNetUNet(nn.Module):
                 f"(2, 2, 2, 2) or (3, 4, 6, 3); got in_channels={in_channels}, base_width={base_width}, "
                 f"stage_blocks={stage_blocks}"
             )
-        enum = get_model_weights(arch)
-        try:
-            entry = enum.verify(weights)
-        except (KeyError, ValueError) as err:
-            names = ", ".join(e.name for e in enum)
-            raise ConfigError(
-                f"ResNetUNet: unknown encoder_weights {weights!r} for {arch}; valid: {names}"
-            ) from err
+        entry = verify_torchvision_weights(arch, weights, "ResNetUNet: unknown encoder_weights")
         state = {k: v for k, v in entry.get_state_dict(progress=True).items() if not k.startswith("fc.")}
         self.encoder.load_state_dict(state)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torchvision.models import get_model_weights
+from torchvision.models import WeightsEnum, get_model_weights
 from torchvision.models import segmentation as tv_seg
 
 from lightning_seg.errors import ConfigError
@@ -21,18 +21,19 @@ _ARCHS: dict[str, int] = {
 }
 
 
-def _check_backbone_weights(arch: str, weights: str) -> None:
-    """Reject an unknown weight name before torchvision starts a download."""
-    # deeplabv3_resnet50 → resnet50, lraspp_mobilenet_v3_large → mobilenet_v3_large
-    backbone = arch.split("_", 1)[1]
-    enum = get_model_weights(backbone)
+def verify_torchvision_weights(arch: str, weights: str, who: str) -> WeightsEnum:
+    """The weights entry of torchvision model ``arch`` named ``weights``, checked before any download.
+
+    ``weights`` is a name such as ``"IMAGENET1K_V1"`` or ``"ResNet50_Weights.IMAGENET1K_V2"``. An unknown name
+    raises ``ConfigError("{who} {weights!r} for {arch}; valid: ...")``, ``who`` naming the caller and option
+    (e.g. ``"ResNetUNet: unknown encoder_weights"``).
+    """
+    enum = get_model_weights(arch)
     try:
-        enum.verify(weights)
-    except KeyError:
+        return enum.verify(weights)
+    except (KeyError, ValueError) as err:
         valid = ", ".join(entry.name for entry in enum)
-        raise ConfigError(
-            f"TorchvisionNet: unknown weights_backbone {weights!r} for {backbone}; valid: {valid}"
-        ) from None
+        raise ConfigError(f"{who} {weights!r} for {arch}; valid: {valid}") from err
 
 
 class TorchvisionNet(nn.Module):
@@ -65,7 +66,9 @@ class TorchvisionNet(nn.Module):
         if arch not in _ARCHS:
             raise ConfigError(f"TorchvisionNet: unknown arch {arch!r}; valid: {', '.join(_ARCHS)}")
         if weights_backbone is not None:
-            _check_backbone_weights(arch, weights_backbone)
+            # deeplabv3_resnet50 → resnet50, lraspp_mobilenet_v3_large → mobilenet_v3_large
+            backbone = arch.split("_", 1)[1]
+            verify_torchvision_weights(backbone, weights_backbone, "TorchvisionNet: unknown weights_backbone")
         builder = getattr(tv_seg, arch)
         kwargs = {} if arch.startswith("lraspp") else {"aux_loss": aux_loss}
         # weights=None always: full-model weights fix num_classes to 21 (COCO-with-VOC-labels)

@@ -21,6 +21,28 @@ class DoubleConv(nn.Sequential):
         )
 
 
+def upsample2x(in_channels: int, out_channels: int, bilinear: bool, bias: bool = True) -> nn.Module:
+    """×2 upsampling to ``out_channels``: bilinear + 1×1 conv (``bilinear=True``) or a 2×2 transposed conv.
+
+    The bilinear variant is an ``nn.Sequential`` (parameters ``1.weight``/``1.bias``), the other a bare
+    ``nn.ConvTranspose2d`` (``weight``/``bias``); checkpoint keys depend on this layout.
+    """
+    if bilinear:
+        return nn.Sequential(
+            nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+            nn.Conv2d(in_channels, out_channels, 1, bias=bias),
+        )
+    return nn.ConvTranspose2d(in_channels, out_channels, 2, stride=2, bias=bias)
+
+
+def match_size(x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+    """Resize ``x`` bilinearly to ``skip``'s height and width if they differ (only when the caller skipped the
+    net's padding to ``size_divisor``)."""
+    if x.shape[-2:] != skip.shape[-2:]:
+        x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+    return x
+
+
 class Up(nn.Module):
     """Upsample ×2, concatenate the skip, DoubleConv.
 
@@ -31,19 +53,11 @@ class Up(nn.Module):
     def __init__(self, in_channels: int, skip_channels: int, out_channels: int, bilinear: bool) -> None:
         super().__init__()
         half = in_channels // 2
-        if bilinear:
-            self.up = nn.Sequential(
-                nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
-                nn.Conv2d(in_channels, half, 1),
-            )
-        else:
-            self.up = nn.ConvTranspose2d(in_channels, half, 2, stride=2)
+        self.up = upsample2x(in_channels, half, bilinear)
         self.conv = DoubleConv(half + skip_channels, out_channels)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        x = self.up(x)
-        if x.shape[-2:] != skip.shape[-2:]:  # only when the caller skipped the module's padding
-            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        x = match_size(self.up(x), skip)
         return self.conv(torch.cat([skip, x], dim=1))
 
 
