@@ -213,12 +213,10 @@ class SegDataModule(L.LightningDataModule):
             train = self._train_augmentations
             if train is None:
                 train = self.default_train_augmentations()
-            self._augmenters = dict(
-                {
-                    "train": SegAugmentation(train, self.ignore_index),
-                    "eval": SegAugmentation(self._eval_augmentations, self.ignore_index),
-                }
-            )
+            self._augmenters = {
+                "train": SegAugmentation(train, self.ignore_index),
+                "eval": SegAugmentation(self._eval_augmentations, self.ignore_index),
+            }
         return self._augmenters
 
     def _mean_std(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -27,12 +27,13 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from torchvision.io import encode_png
 
 from lightning_seg.data.folder import ImageMaskDataModule, SampleFile
 from lightning_seg.data.io import IndexMaskEncoder, MaskEncoder
-from lightning_seg.data.stats import atomic_write, collate_as_is, default_cache_dir, single_threaded
+from lightning_seg.data.stats import default_cache_dir
+from lightning_seg.data.workers import atomic_write, map_in_workers
 from lightning_seg.errors import ConfigError
 
 COCO_CATEGORIES = (
@@ -100,14 +101,14 @@ def render_semantic_mask(
                 out[mask] = STORED_IGNORE
     things = sorted((i for i in instances if not i["iscrowd"]), key=lambda i: (-i["area"], i["id"]))
     conflict = torch.zeros(height, width, dtype=torch.bool) if overlap == "ignore" else None
-    owner = torch.zeros(height, width, dtype=torch.uint8)  # label of the instance painted last, 0 = none
     for inst in things:
         mask = instance_mask(inst["segmentation"], height, width)
         if mask is None:
             continue
         if conflict is not None:
-            conflict |= mask & (owner > 0) & (owner != inst["label"])
-        owner[mask] = inst["label"]
+            # pixels a non-crowd instance painted (labels are 1..80, never STORED_IGNORE)
+            painted = (out != 0) & (out != STORED_IGNORE)
+            conflict |= mask & painted & (out != inst["label"])
         out[mask] = inst["label"]
     if conflict is not None:
         out[conflict] = STORED_IGNORE
@@ -250,15 +251,8 @@ class COCOSemanticDataModule(ImageMaskDataModule):
             entries.append({"file": image["file_name"], "mask": mask, "has_things": has_things})
         if jobs:
             _mask_utils()  # fail with the install hint before starting workers
-            loader = DataLoader(
-                _RenderJobs(jobs, self.overlap),
-                batch_size=None,
-                num_workers=self.num_workers,
-                collate_fn=collate_as_is,
-            )
-            with single_threaded():
-                for _ in loader:
-                    pass
+            for _ in map_in_workers(_RenderJobs(jobs, self.overlap), self.num_workers):
+                pass
         atomic_write(manifest, json.dumps({"annotations": str(ann_file), "images": entries}))
         return manifest
 

@@ -15,6 +15,7 @@ are built that way.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import re
 from collections.abc import Sequence
@@ -24,7 +25,7 @@ from typing import Literal
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, get_worker_info
+from torch.utils.data import Dataset, get_worker_info
 
 from lightning_seg.data.augment import natural_image_augmentations
 from lightning_seg.data.base import SegDataModule
@@ -40,8 +41,8 @@ from lightning_seg.data.io import (
     read_image,
     size_mismatch_message,
 )
-from lightning_seg.data.stats import collate_as_is, single_threaded
 from lightning_seg.data.transforms import resize_mask, resize_sample
+from lightning_seg.data.workers import map_in_workers, single_threaded
 from lightning_seg.errors import ConfigError
 
 SPLIT_NAMES = ("train", "val", "test")
@@ -93,13 +94,16 @@ class ImageMaskDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def _read_mask(self, sample: SampleFile, height: int, width: int) -> torch.Tensor:
+    def _read_mask(self, sample: SampleFile, size: tuple[int, int] | None) -> torch.Tensor:
+        """The int64 mask of ``sample`` at its stored size. ``size``: its image's (height, width), which
+        the mask must match; None skips that check (then ``sample.mask`` must not be None)."""
         if sample.mask is None:
-            return torch.zeros(height, width, dtype=torch.int64)
+            return torch.zeros(size, dtype=torch.int64)
         mask = self.encoder.read(sample.mask)
-        problem = size_mismatch_message(sample.image, (height, width), sample.mask, tuple(mask.shape))
-        if problem:
-            raise ConfigError(problem)
+        if size is not None:
+            problem = size_mismatch_message(sample.image, size, sample.mask, tuple(mask.shape))
+            if problem:
+                raise ConfigError(problem)
         if sample.foreground_class is not None:
             mask = torch.where(mask == 1, sample.foreground_class, mask)
         return mask
@@ -112,17 +116,24 @@ class ImageMaskDataset(Dataset):
                 return self._load(index)
         return self._load(index)
 
-    def _load(self, index: int) -> dict:
+    def decode(self, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Sample ``index`` at its stored size: uint8 3×H×W image and int64 H×W mask (None without an
+        encoder). Raises ConfigError for a bad sample."""
         sample = self.samples[index]
         if sample.error:
             raise ConfigError(sample.error)
         image = read_image(sample.image)
+        mask = self._read_mask(sample, tuple(image.shape[-2:])) if self.encoder is not None else None
+        return image, mask
+
+    def _load(self, index: int) -> dict:
+        image, mask = self.decode(index)
         height, width = image.shape[-2:]
-        mask = self._read_mask(sample, height, width) if self.encoder is not None else None
         image, mask = resize_sample(image, mask, self.size)
         item = {"image": image}
         if mask is not None:
             item["mask"] = mask
+        sample = self.samples[index]
         item["name"] = sample.name
         item["orig_size"] = torch.tensor([height, width], dtype=torch.int64)
         if sample.label is not None:
@@ -134,8 +145,9 @@ class ImageMaskDataset(Dataset):
         sample = self.samples[index]
         if sample.error:
             raise ConfigError(sample.error)
-        height, width = image_size(sample.mask if sample.mask is not None else sample.image)
-        return resize_mask(self._read_mask(sample, height, width), self.size)
+        # a mask file gives its own size; only an all-background mask needs the image's
+        size = image_size(sample.image) if sample.mask is None else None
+        return resize_mask(self._read_mask(sample, size), self.size)
 
     def identity(self) -> str:
         """A digest of everything the masks depend on (files, their sizes and times, encoder, size)."""
@@ -148,7 +160,8 @@ class ImageMaskDataset(Dataset):
 
 
 class _Probe(Dataset):
-    """Loads each sample once and reports its problem (or None) and its stored size: a full check."""
+    """Decodes each sample once (no resize) and reports its problem (or None) and its stored size: a full
+    check."""
 
     def __init__(self, dataset: ImageMaskDataset):
         self.dataset = dataset
@@ -158,10 +171,10 @@ class _Probe(Dataset):
 
     def __getitem__(self, index: int) -> tuple[str | None, tuple[int, int] | None]:
         try:
-            item = self.dataset[index]
+            image, _ = self.dataset.decode(index)
         except ConfigError as err:
             return str(err), None
-        return None, tuple(item["orig_size"].tolist())
+        return None, tuple(image.shape[-2:])
 
 
 # --------------------------------------------------------------------------------------- file finding
@@ -288,13 +301,27 @@ def read_split_list(path: Path) -> list[str]:
     return stems
 
 
+def require_list_file(list_file: Path, layout: str, download: bool) -> None:
+    """Fail with one line when a split list of a dataset in torchvision's ``layout`` is missing."""
+    if not list_file.is_file():
+        hint = " (or set data.download true)" if not download else ""
+        raise ConfigError(f"{list_file}: not found; expected torchvision's {layout} layout{hint}")
+
+
+def listed_sample(image: Path, mask: Path, name: str, label: int | None = None) -> SampleFile:
+    """A sample whose files a split list names: a missing mask file makes it bad."""
+    error = None if mask.is_file() else f"{image}: mask missing ({mask})"
+    return SampleFile(image, mask, name, label, error=error)
+
+
 # -------------------------------------------------------------------------------------- data modules
 class ImageMaskDataModule(SegDataModule):
     """Base of the file-based dataset modules: checks files at setup, decodes once per sample, resizes.
 
-    Subclasses implement :meth:`find_samples` and :meth:`mask_encoder` and set ``class_names`` (and
-    ``label_names`` when samples carry an image-level label, known once the module is built: the CLI links
-    it into the model).
+    Subclasses implement :meth:`mask_encoder` and either :meth:`all_splits` (every split at once, e.g. one
+    seeded random split; computed once, then served by :meth:`find_samples`) or :meth:`find_samples` itself,
+    and set ``class_names`` (and ``label_names`` when samples carry an image-level label, known once the
+    module is built: the CLI links it into the model).
 
     Args:
         size: (height, width) every sample is resized to on the CPU (bilinear image, nearest mask) so that
@@ -331,12 +358,25 @@ class ImageMaskDataModule(SegDataModule):
         self.split_seed = split_seed
         #: per split: how many samples setup dropped as bad (``on_bad_sample="skip"``)
         self.skipped: dict[str, int] = {}
+        self._splits: dict[str, list[SampleFile]] | None = None
 
     # --------------------------------------------------------------------------- subclass interface
+    def all_splits(self) -> dict[str, list[SampleFile]]:
+        """The files of every split :meth:`find_samples` serves from :meth:`splits` (e.g. "train", "val",
+        "test"), found together; called once."""
+        raise NotImplementedError
+
+    def splits(self) -> dict[str, list[SampleFile]]:
+        """:meth:`all_splits`, found once, then cached."""
+        if self._splits is None:
+            self._splits = self.all_splits()
+        return self._splits
+
     def find_samples(self, split: str) -> list[SampleFile]:
         """The files of ``split`` ("train", "val", "test", "predict"); for "predict", :meth:`build_dataset`
-        drops the masks (and a missing mask's error), so the test or val samples can be returned as they are."""
-        raise NotImplementedError
+        drops the masks (and a missing mask's error), so the test or val samples can be returned as they are.
+        By default: ``splits()[split]``, the test split for "predict"."""
+        return self.splits()["test" if split == "predict" else split]
 
     def mask_encoder(self) -> MaskEncoder:
         """How this dataset's mask files encode classes."""
@@ -375,11 +415,7 @@ class ImageMaskDataModule(SegDataModule):
             results = [self._header_check(sample, dataset.encoder is not None) for sample in dataset.samples]
         else:
             # decode everything once, in the module's worker processes
-            loader = DataLoader(
-                _Probe(dataset), batch_size=None, num_workers=self.num_workers, collate_fn=collate_as_is
-            )
-            with single_threaded():
-                results = list(loader)
+            results = list(map_in_workers(_Probe(dataset), self.num_workers))
         problems = [problem for problem, _ in results if problem]
         name = type(self).__name__
         if problems and self.on_bad_sample == "error":
@@ -526,7 +562,6 @@ class FolderDataModule(ImageMaskDataModule):
             self._encoder = IndexMaskEncoder(len(self.class_names), ignore_index)
         else:
             raise ConfigError(f"data.mask_mode must be 'index', 'rgb' or 'binary', got {mask_mode!r}")
-        self._splits: dict[str, list[SampleFile]] | None = None
 
     @property
     def label_names(self) -> tuple[str, ...]:
@@ -535,8 +570,9 @@ class FolderDataModule(ImageMaskDataModule):
         if self.labels_from == "none":
             return ()
         if self._label_names is None:
-            images = self._find_images()
-            self._label_names = tuple(sorted({self._label_name(key, path) for key, path in images.items()}))
+            self._label_names = tuple(
+                sorted({self._label_name(key, path) for key, path in self._images.items()})
+            )
         return self._label_names
 
     def mask_encoder(self) -> MaskEncoder:
@@ -558,7 +594,9 @@ class FolderDataModule(ImageMaskDataModule):
             raise ConfigError(f"{image}: labels_from prefix needs a file name starting with letters")
         return match.group(0)
 
-    def _find_images(self) -> dict[str, Path]:
+    @functools.cached_property
+    def _images(self) -> dict[str, Path]:
+        """The images by relative stem (scanned once: ``label_names`` and the splits both need them)."""
         same_dir = self.image_dir.resolve() == self.mask_dir.resolve()
         if same_dir and not self.mask_suffix:
             raise ConfigError("data.image_dir and data.mask_dir are the same folder: set data.mask_suffix")
@@ -570,7 +608,7 @@ class FolderDataModule(ImageMaskDataModule):
         return images
 
     def _all_samples(self) -> list[SampleFile]:
-        pairs = pair_masks(self._find_images(), self.mask_dir, self.mask_suffix)
+        pairs = pair_masks(self._images, self.mask_dir, self.mask_suffix)
         names = None
         if self.labels_from != "none":
             names = [self._label_name(key, image) for key, image, _ in pairs]
@@ -590,10 +628,8 @@ class FolderDataModule(ImageMaskDataModule):
             samples.append(SampleFile(image, mask, key, label, error=error))
         return samples
 
-    def splits(self) -> dict[str, list[SampleFile]]:
-        """Train/val/test samples (found once, then cached)."""
-        if self._splits is not None:
-            return self._splits
+    def all_splits(self) -> dict[str, list[SampleFile]]:
+        """Train/val/test samples: the list files', then a seeded random split of the rest."""
         samples = self._all_samples()
         by_key = {s.name: s for s in samples}
         by_name: dict[str, list[SampleFile]] = {}
@@ -625,12 +661,11 @@ class FolderDataModule(ImageMaskDataModule):
             self.test_fraction if "test" not in listed else 0.0,
             self.split_seed,
         )
-        self._splits = {split: listed.get(split, drawn[split]) for split in SPLIT_NAMES}
-        return self._splits
+        return {split: listed.get(split, drawn[split]) for split in SPLIT_NAMES}
 
     def find_samples(self, split: str) -> list[SampleFile]:
         if split != "predict":
-            return self.splits()[split]
+            return super().find_samples(split)
         if self.predict_dir is not None:
             images = find_files(self.predict_dir, IMAGE_EXTENSIONS)
             return [SampleFile(path, None, key) for key, path in sorted(images.items())]

@@ -62,9 +62,8 @@ def _short(err: BaseException) -> str:
     return text.strip()
 
 
-def _torchvision_decodes(data: torch.Tensor) -> bool:
+def _torchvision_decodes(head: bytes) -> bool:
     """True for the formats torchvision decodes natively (PNG, JPEG, GIF, WebP), judged by magic bytes."""
-    head = bytes(data[:12].tolist())
     return (
         head.startswith(_PNG_MAGIC)
         or head.startswith(b"\xff\xd8\xff")
@@ -73,17 +72,10 @@ def _torchvision_decodes(data: torch.Tensor) -> bool:
     )
 
 
-def _png_depth_and_type(data: torch.Tensor) -> tuple[int, int] | None:
-    """(bit depth, colour type) of a PNG, or None for other formats."""
-    head = bytes(data[:26].tolist())
+def _png_depth_and_type(head: bytes) -> tuple[int, int] | None:
+    """(bit depth, colour type) of a PNG from its first 26 bytes, or None for other formats."""
     # IHDR is always the first chunk: bytes 24 and 25 are the bit depth and the colour type
     return (head[24], head[25]) if head.startswith(_PNG_MAGIC) and len(head) == 26 else None
-
-
-def _low_bit_palette_png(data: torch.Tensor) -> bool:
-    """A palette PNG with 1, 2 or 4 bits per pixel: torchvision does not unpack those (PIL does)."""
-    header = _png_depth_and_type(data)
-    return header is not None and header[1] == _PNG_PALETTE and header[0] < 8
 
 
 def _pil_decode(data: torch.Tensor, path: Path, as_index: bool) -> torch.Tensor:
@@ -121,6 +113,28 @@ def _decode(data: torch.Tensor, path: Path, mode: ImageReadMode) -> torch.Tensor
         raise ConfigError(f"{path}: cannot decode image ({_short(err)})") from None
 
 
+def _decode_raw(path: Path, as_index: bool) -> torch.Tensor:
+    """Decode a file: ``as_index``: the stored values, 1 or more channels (palette indices, 16-bit and
+    1/2/4-bit grey values as stored); else RGB, 3 channels (uint16 for 16-bit PNGs)."""
+    data = _read_bytes(path)
+    head = bytes(data[:26].tolist())
+    png = _png_depth_and_type(head)
+    # torchvision returns the packed bytes of 1/2/4-bit palette PNGs, not the indices (PIL unpacks them)
+    if not _torchvision_decodes(head) or (png is not None and png[1] == _PNG_PALETTE and png[0] < 8):
+        return _pil_decode(data, path, as_index=as_index)
+    # UNCHANGED keeps palette indices and 16-bit values; GRAY would turn a palette into luminance
+    raw = _decode(data, path, ImageReadMode.UNCHANGED if as_index else ImageReadMode.RGB)
+    if as_index and png is not None and png[1] == 0 and png[0] < 8:
+        # libpng scales 1/2/4-bit grey to 0..255 (1 → 255); an index mask means the stored values
+        raw = raw // (255 // (2 ** png[0] - 1))
+    return raw
+
+
+def _to_8bit(image: torch.Tensor) -> torch.Tensor:
+    """uint16 → uint8 by the high byte; uint8 as it is."""
+    return (image.to(torch.int32) >> 8).to(torch.uint8) if image.dtype == torch.uint16 else image
+
+
 def read_image(path: str | Path) -> torch.Tensor:
     """Decode an image file as RGB.
 
@@ -130,14 +144,7 @@ def read_image(path: str | Path) -> torch.Tensor:
     Raises:
         ConfigError: the file is missing, empty, truncated or not an image.
     """
-    path = Path(path)
-    data = _read_bytes(path)
-    if not _torchvision_decodes(data) or _low_bit_palette_png(data):
-        return _pil_decode(data, path, as_index=False)
-    image = _decode(data, path, ImageReadMode.RGB)
-    if image.dtype == torch.uint16:
-        image = (image.to(torch.int32) >> 8).to(torch.uint8)
-    return image
+    return _to_8bit(_decode_raw(Path(path), as_index=False))
 
 
 def read_mask(path: str | Path, color: bool = False) -> torch.Tensor:
@@ -155,19 +162,9 @@ def read_mask(path: str | Path, color: bool = False) -> torch.Tensor:
         ConfigError: unreadable file, or a colour mask read as an index mask.
     """
     path = Path(path)
-    data = _read_bytes(path)
-    if not _torchvision_decodes(data) or _low_bit_palette_png(data):
-        raw = _pil_decode(data, path, as_index=not color)
-    else:
-        # UNCHANGED keeps palette indices and 16-bit values; GRAY would turn a palette into luminance
-        raw = _decode(data, path, ImageReadMode.RGB if color else ImageReadMode.UNCHANGED)
-        header = _png_depth_and_type(data)
-        if not color and header is not None and header[1] == 0 and header[0] < 8:
-            # libpng scales 1/2/4-bit grey to 0..255 (1 → 255); an index mask means the stored values
-            raw = raw // (255 // (2 ** header[0] - 1))
+    raw = _decode_raw(path, as_index=not color)
     if color:
-        if raw.dtype == torch.uint16:
-            raw = (raw.to(torch.int32) >> 8).to(torch.uint8)
+        raw = _to_8bit(raw)
         return raw.expand(3, -1, -1) if raw.shape[0] == 1 else raw[:3]
     if raw.shape[0] in (2, 4):  # grey+alpha, RGBA: the alpha channel carries no label
         raw = raw[:-1]

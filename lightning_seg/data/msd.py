@@ -79,7 +79,6 @@ class MSDDataModule(ImageMaskDataModule):
             self.class_names = ("background", "defect")
         else:
             self.class_names = ("background", *(name.lower() for name in MSD_LABELS[1:]))
-        self._splits: dict[str, list[SampleFile]] | None = None
 
     def mask_encoder(self) -> MaskEncoder:
         # masks are lossless and drawn in dark palette colours: any non-black pixel is defect
@@ -118,12 +117,8 @@ class MSDDataModule(ImageMaskDataModule):
             raise ConfigError(f"{self.root}: no MSD images found")
         return samples
 
-    def find_samples(self, split: str) -> list[SampleFile]:
-        if self._splits is None:
-            self._splits = split_samples(
-                self._all_samples(), self.val_fraction, self.test_fraction, self.split_seed
-            )
-        return self._splits["test" if split == "predict" else split]
+    def all_splits(self) -> dict[str, list[SampleFile]]:
+        return split_samples(self._all_samples(), self.val_fraction, self.test_fraction, self.split_seed)
 
     def empty_split_hint(self, split: str) -> str:
         return f"set data.{split}_fraction above 0" if split in ("val", "test") else "check data.root"

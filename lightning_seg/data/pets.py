@@ -11,17 +11,29 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Literal
 
 from torch import nn
 
 from lightning_seg.data.augment import natural_image_augmentations
-from lightning_seg.data.folder import ImageMaskDataModule, SampleFile, split_samples
+from lightning_seg.data.folder import (
+    ImageMaskDataModule,
+    SampleFile,
+    listed_sample,
+    require_list_file,
+    split_samples,
+)
 from lightning_seg.data.io import IndexMaskEncoder, MaskEncoder
 from lightning_seg.errors import ConfigError
 
 TRIMAP_PET, TRIMAP_BACKGROUND, TRIMAP_BORDER = 1, 2, 3
+
+
+def _without_labels(samples: list[SampleFile]) -> list[SampleFile]:
+    """The breed label only stratifies the split: drop it."""
+    return [dataclasses.replace(s, label=None) for s in samples]
 
 
 class OxfordPetDataModule(ImageMaskDataModule):
@@ -56,7 +68,6 @@ class OxfordPetDataModule(ImageMaskDataModule):
         self.root, self.mode, self.ignore_border = Path(root), mode, ignore_border
         self.download, self.val_fraction = download, val_fraction
         self.class_names = ("background", "pet") if mode == "binary" else ("background", "pet", "border")
-        self._trainval: dict[str, list[SampleFile]] | None = None
 
     @property
     def base_folder(self) -> Path:
@@ -80,9 +91,7 @@ class OxfordPetDataModule(ImageMaskDataModule):
     def _read_list(self, name: str) -> list[SampleFile]:
         base = self.base_folder
         list_file = base / "annotations" / f"{name}.txt"
-        if not list_file.is_file():
-            hint = " (or set data.download true)" if not self.download else ""
-            raise ConfigError(f"{list_file}: not found; expected torchvision's Oxford-IIIT Pet layout{hint}")
+        require_list_file(list_file, "Oxford-IIIT Pet", self.download)
         samples = []
         for line in list_file.read_text().splitlines():
             fields = line.split()
@@ -91,21 +100,19 @@ class OxfordPetDataModule(ImageMaskDataModule):
             stem, class_id = fields[0], int(fields[1])
             image = base / "images" / f"{stem}.jpg"
             mask = base / "annotations" / "trimaps" / f"{stem}.png"
-            error = None if mask.is_file() else f"{image}: mask missing ({mask})"
             # the breed (class id) only stratifies the split; the batch carries no image-level label
-            samples.append(SampleFile(image, mask, stem, class_id - 1, error=error))
+            samples.append(listed_sample(image, mask, stem, class_id - 1))
         return samples
+
+    def all_splits(self) -> dict[str, list[SampleFile]]:
+        """train and val: ``trainval`` split at random, stratified by breed (the test list is read when asked)."""
+        parts = split_samples(self._read_list("trainval"), self.val_fraction, 0.0, self.split_seed)
+        return {split: _without_labels(parts[split]) for split in ("train", "val")}
 
     def find_samples(self, split: str) -> list[SampleFile]:
         if split in ("test", "predict"):
-            samples = self._read_list("test")
-        else:
-            if self._trainval is None:
-                parts = split_samples(self._read_list("trainval"), self.val_fraction, 0.0, self.split_seed)
-                self._trainval = {"train": parts["train"], "val": parts["val"]}
-            samples = self._trainval[split]
-        # the breed label only stratified the split: drop it
-        return [SampleFile(s.image, s.mask, s.name, error=s.error) for s in samples]
+            return _without_labels(self._read_list("test"))
+        return super().find_samples(split)
 
     def default_train_augmentations(self) -> list[nn.Module]:
         return natural_image_augmentations(self.size, scale=(0.4, 1.0), degrees=15.0)

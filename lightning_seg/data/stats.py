@@ -18,21 +18,21 @@ Weight rules (classes absent from the split get weight 0; they never occur as ta
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
+from lightning_seg.data.workers import atomic_write, map_in_workers
 from lightning_seg.errors import ConfigError
 
 WeightRule = Literal["inverse_frequency", "median_frequency", "enet"]
-WEIGHT_RULES = ("inverse_frequency", "median_frequency", "enet")
+WEIGHT_RULES = get_args(WeightRule)
 _VERSION = 1  # bump when the counting changes, so old cache files are not reused
 
 
@@ -121,34 +121,6 @@ class _MaskCounts(Dataset):
         return torch.bincount(labelled, minlength=self.num_classes), int(mask.numel() - labelled.numel())
 
 
-def collate_as_is(item):
-    """``collate_fn`` for one-item-at-a-time passes (``batch_size=None``) whose items need no collating."""
-    return item
-
-
-def atomic_write(path: Path, data: bytes | str) -> None:
-    """Write ``data`` to ``path`` through a temporary file and ``os.replace``: a concurrent reader never
-    sees half a file, and a killed process never leaves one."""
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    if isinstance(data, str):
-        tmp.write_text(data)
-    else:
-        tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
-@contextlib.contextmanager
-def single_threaded():
-    """Run per-sample CPU work with one intra-op thread, as DataLoader workers do: on a few busy cores,
-    thread wake-ups cost more than they save on tensors of one image (measured 4-10× slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def count_classes(
     dataset: Dataset, num_classes: int, ignore_index: int, num_workers: int = 0
 ) -> ClassStatistics:
@@ -157,19 +129,12 @@ def count_classes(
     image_pixels = torch.zeros(num_classes, dtype=torch.int64)
     image_counts = torch.zeros(num_classes, dtype=torch.int64)
     ignored = 0
-    loader = DataLoader(
-        _MaskCounts(dataset, num_classes, ignore_index),
-        batch_size=None,
-        num_workers=num_workers,
-        collate_fn=collate_as_is,
-    )
-    with single_threaded():
-        for counts, ignored_here in loader:
-            present = counts > 0
-            pixel_counts += counts
-            image_pixels += present * counts.sum()
-            image_counts += present
-            ignored += ignored_here
+    for counts, ignored_here in map_in_workers(_MaskCounts(dataset, num_classes, ignore_index), num_workers):
+        present = counts > 0
+        pixel_counts += counts
+        image_pixels += present * counts.sum()
+        image_counts += present
+        ignored += ignored_here
     return ClassStatistics(pixel_counts, image_pixels, image_counts, ignored, len(dataset))
 
 

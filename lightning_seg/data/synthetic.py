@@ -16,7 +16,7 @@ from torch.nn import functional as F
 from torch.utils.data import Dataset
 
 from lightning_seg.data.base import SegDataModule
-from lightning_seg.data.stats import single_threaded
+from lightning_seg.data.workers import single_threaded
 from lightning_seg.errors import ConfigError
 
 SHAPE_NAMES = ("disc", "square", "triangle", "ring")

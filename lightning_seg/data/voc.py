@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lightning_seg.data.folder import ImageMaskDataModule, SampleFile
+from lightning_seg.data.folder import ImageMaskDataModule, SampleFile, listed_sample, require_list_file
 from lightning_seg.data.io import IndexMaskEncoder, MaskEncoder
 from lightning_seg.errors import ConfigError
 
@@ -103,13 +103,8 @@ class VOCDataModule(ImageMaskDataModule):
     def find_samples(self, split: str) -> list[SampleFile]:
         base = self.voc_root
         list_file = base / "ImageSets" / "Segmentation" / f"{self.split_names[split]}.txt"
-        if not list_file.is_file():
-            hint = " (or set data.download true)" if not self.download else ""
-            raise ConfigError(f"{list_file}: not found; expected torchvision's VOCSegmentation layout{hint}")
-        samples = []
-        for stem in list_file.read_text().split():
-            image = base / "JPEGImages" / f"{stem}.jpg"
-            mask = base / self.mask_dir / f"{stem}.png"
-            error = None if mask.is_file() else f"{image}: mask missing ({mask})"
-            samples.append(SampleFile(image, mask, stem, error=error))
-        return samples
+        require_list_file(list_file, "VOCSegmentation", self.download)
+        return [
+            listed_sample(base / "JPEGImages" / f"{stem}.jpg", base / self.mask_dir / f"{stem}.png", stem)
+            for stem in list_file.read_text().split()
+        ]
