@@ -291,6 +291,12 @@ def test_cli_command_from_the_readme(tmp_path: Path):
     dm.setup("fit")
     batch = dm.prepare_batch(next(iter(dm.train_dataloader())), train=True)
     assert batch["image"].dtype == torch.float32 and batch["mask"].dtype == torch.int64
+    # and the line trains as it stands
+    from lightning_seg.cli import run_cli
+
+    fit = run_cli(["fit", *args, "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false"])
+    assert fit is not None and 0.0 <= float(fit.trainer.callback_metrics["val/mIoU"]) <= 1.0
+    assert "val/IoU_fg" in fit.trainer.callback_metrics  # binary task: foreground IoU is reported
 
 
 def test_mask_folder_inside_the_image_folder(tmp_path: Path):
