@@ -144,9 +144,7 @@ class CompoundLoss(nn.Module):
         weight = self.weight_tensor.to(device) if self.weight_tensor is not None else None
         cw = None if binary or weight is None else self.weight_tensor.tolist()
         # for a binary (one-channel) head, the positive-class weight is the ratio of the two class weights
-        pos_weight = None
-        if binary and self.weight_tensor is not None:
-            pos_weight = (weight[1] / weight[0]).reshape(1, 1, 1)
+        pos_weight = (weight[1] / weight[0]).reshape(1, 1, 1) if binary and weight is not None else None
         ii = self.ignore_index
         terms: dict[str, nn.Module] = {}
         for name in self.weights:

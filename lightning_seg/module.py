@@ -136,6 +136,8 @@ class SegmentationModule(L.LightningModule):
         # kept out of the module tree so checkpoints hold the plain net's keys
         self.__dict__["_run_net"] = torch.compile(self.net) if compile else self.net
         # keyed "<stage>_" because a ModuleDict key "train" would shadow nn.Module.train
+        # K×K confusion matrix of each stage's last epoch, for the run summary
+        self.last_confusion: dict[str, torch.Tensor] = {}
         self.eval_loss_means = nn.ModuleDict()  # "<stage>_<term>" → WeightedMean, created on first use
         self.metrics = nn.ModuleDict({f"{stage}_": SegMetrics(num_classes, ignore_index) for stage in STAGES})
         num_labels = len(self.label_names)
@@ -308,7 +310,7 @@ class SegmentationModule(L.LightningModule):
                 metric.reset()
         self.log_dict(logged, prog_bar=False)
         self.log(f"{stage}/mIoU", scores["mIoU"], prog_bar=True)
-        self.last_confusion = {**getattr(self, "last_confusion", {}), stage: scores["confusion"].cpu()}
+        self.last_confusion[stage] = scores["confusion"].cpu()
         metrics.reset()
 
     def on_train_epoch_end(self) -> None:
