@@ -194,7 +194,12 @@ class CompoundLoss(nn.Module):
             self._terms = self._build_terms(*key)
             self._terms_key = key
         logits = logits.float()
-        return {name: term(logits, mask) for name, term in self._terms.items()}
+        # a batch without a labelled pixel has nothing to learn: every term is 0 with a zero gradient, never
+        # NaN (torch's CE and SMP's focal divide 0 by 0 there; SMP's lovasz returns an empty tensor)
+        has_labels = (mask != self.ignore_index).any()
+        return {
+            name: torch.where(has_labels, term(logits, mask), 0.0).sum() for name, term in self._terms.items()
+        }
 
     def forward(
         self, output: NetOutput, mask: torch.Tensor, label: torch.Tensor | None = None

@@ -204,7 +204,9 @@ class SegmentationModule(L.LightningModule):
             if label is None:
                 label = dominant_class(mask, self.num_classes, self.ignore_index)
         losses = self.loss(out, mask, label)
-        batch_size = image.shape[0]
+        # epoch means weigh each batch by its images with a labelled pixel: a batch of wholly ignored masks
+        # has loss 0 and weight 0 (a device tensor: no host sync)
+        batch_size = (mask != self.ignore_index).flatten(1).any(1).sum()
         if stage == "train":
             # per-process values: syncing training losses would stall every step
             self.log(
@@ -229,7 +231,7 @@ class SegmentationModule(L.LightningModule):
                     metric.update(out.label.detach().argmax(1), label)
         return losses["loss"], pred
 
-    def _log_eval_loss(self, stage: str, name: str, value: torch.Tensor, batch_size: int) -> None:
+    def _log_eval_loss(self, stage: str, name: str, value: torch.Tensor, batch_size: torch.Tensor) -> None:
         """Log an evaluation loss as a batch-size-weighted mean over the whole split, across processes.
 
         A metric summed over processes, then divided, rather than ``sync_dist``: with uneven shards the

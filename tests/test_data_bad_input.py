@@ -50,8 +50,12 @@ def test_unreadable_image(tree: Path):
 def test_empty_and_truncated_images(tree: Path):
     intact = (tree / "images" / "s2.png").read_bytes()
     truncate(tree / "images" / "s2.png")
-    # the header check at setup cannot see truncation; loading the sample names the file
-    dm = module(tree, val_fraction=0.5)
+    # the header check at setup reads the EXIF block too, which finds a truncated PNG
+    one_line_error(
+        r"s2\.png: cannot read image header \(image file is truncated", lambda: module(tree).setup("fit")
+    )
+    # loading the sample names the file too
+    dm = module(tree, val_fraction=0.5, check_files="none")
     dm.setup("fit")
     dataset = next(d for d in dm.datasets.values() if "s2" in [s.name for s in d.samples])
     index = [s.name for s in dataset.samples].index("s2")
@@ -193,3 +197,56 @@ def test_error_messages_name_the_file_first(tree: Path):
     (tree / "masks" / "s4.png").unlink()
     message = one_line_error("mask missing", lambda: module(tree).setup("fit"))
     assert re.match(r"^/.*s4\.png: ", message)
+
+
+# ------------------------------------------------------------------- decoded as a viewer shows the file
+def test_exif_orientation_is_applied_to_images_masks_and_headers(tmp_path: Path):
+    from lightning_seg.data.io import image_size
+    from tests.test_bad_input_corpus import write_exif_jpeg
+
+    # a square photo stored unrotated with "rotate 90° clockwise" (6) in its EXIF block
+    stored = torch.zeros(3, 32, 32, dtype=torch.uint8)
+    stored[:, :8, :] = 255  # a bright band along the stored top edge
+    path = write_exif_jpeg(tmp_path / "square.jpg", stored, orientation=6)
+    shown = read_image(path)
+    assert shown[:, :, -8:].float().mean() > 200 and shown[:, :, :8].float().mean() < 50  # top → right
+    # a landscape one is portrait once shown, in the header check too
+    landscape = write_exif_jpeg(
+        tmp_path / "wide.jpg", torch.zeros(3, 32, 48, dtype=torch.uint8), orientation=6
+    )
+    assert tuple(read_image(landscape).shape) == (3, 48, 32) and image_size(landscape) == (48, 32)
+
+
+def test_animated_gif_gives_its_first_frame(tmp_path: Path):
+    import numpy as np
+    from PIL import Image
+
+    frames = [Image.fromarray(np.full((8, 10), 40 * i, dtype=np.uint8)) for i in range(3)]
+    frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:])
+    image = read_image(tmp_path / "a.gif")
+    assert tuple(image.shape) == (3, 8, 10) and int(image.max()) == 0
+
+
+def test_deep_images_are_scaled_by_the_given_range(tmp_path: Path):
+    import numpy as np
+    from PIL import Image
+
+    twelve_bit = np.array([[0, 1024, 4095]], dtype=np.uint16)
+    Image.fromarray(twelve_bit).save(tmp_path / "d.png")
+    Image.fromarray(twelve_bit.astype(np.float32) / 4095).save(tmp_path / "f.tif")
+    one_line_error(r"d\.png: 16-bit image \(values 0\.\.4095\)", lambda: read_image(tmp_path / "d.png"))
+    assert read_image(tmp_path / "d.png", (0, 4095))[0].tolist() == [[0, 64, 255]]  # not the high byte
+    assert read_image(tmp_path / "f.tif", (0, 1))[0].tolist() == [[0, 64, 255]]  # not all zeros
+
+
+def test_a_deep_image_is_refused_at_setup_and_loads_with_its_range(tree: Path):
+    import numpy as np
+    from PIL import Image
+
+    Image.fromarray(np.full((32, 32), 4000, dtype=np.uint16)).save(tree / "images" / "s3.png")
+    one_line_error(r"s3\.png: 16-bit image", lambda: module(tree).setup("fit"))
+    dm = module(tree, image_value_range=(0, 4095), val_fraction=0.5)
+    dm.setup("fit")
+    dataset = next(d for d in dm.datasets.values() if "s3" in [s.name for s in d.samples])
+    item = dataset[[s.name for s in dataset.samples].index("s3")]
+    assert int(item["image"].min()) == int(item["image"].max()) == round(4000 * 255 / 4095)

@@ -153,3 +153,55 @@ def test_class_weight_rule_comes_from_the_data_source() -> None:
     loss(NetOutput(logits), mask)
     assert calls == ["median_frequency"]
     assert loss.weight_tensor.tolist() == [1.0, 2.0, 3.0, 4.0]
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("term", PIXEL_TERMS)
+def test_a_batch_without_labelled_pixels_is_zero_not_nan(term: str, channels: int) -> None:
+    if term == "bce" and channels > 1:
+        pytest.skip("bce needs a one-channel head")
+    loss = CompoundLoss(weights={term: 1.0})
+    loss.bind(max(channels, 2), 255)
+    logits = torch.randn(2, channels, 8, 8, requires_grad=True)
+    out = loss(NetOutput(mask=logits), torch.full((2, 8, 8), 255))
+    out["loss"].backward()
+    assert out["loss"].shape == () and float(out["loss"]) == 0.0
+    assert torch.equal(logits.grad, torch.zeros_like(logits))  # nothing to learn, and no NaN gradient
+
+
+def test_an_ignored_only_batch_leaves_the_epoch_loss_a_true_mean(tmp_path) -> None:
+    """A batch of wholly ignored masks weighs 0 in the epoch mean of train/loss (and never makes it NaN)."""
+    import lightning as L
+
+    from lightning_seg.models import UNet
+    from lightning_seg.module import SegmentationModule
+
+    class Batches(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return 2
+
+        def __getitem__(self, index: int) -> dict:
+            mask = torch.full((16, 16), 255) if index == 1 else (torch.arange(256).reshape(16, 16) % 2)
+            return {"image": torch.randn(3, 16, 16), "mask": mask}
+
+    module = SegmentationModule(
+        lambda num_classes: UNet(num_classes=num_classes, base_width=4, depth=2), num_classes=2
+    )
+    module.configure_optimizers = lambda: torch.optim.SGD(module.parameters(), lr=0.0)
+
+    class StepLosses(L.Callback):
+        losses: list[float] = []
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            self.losses.append(float(outputs["loss"]))
+
+    loader = torch.utils.data.DataLoader(Batches(), batch_size=1)
+    trainer = L.Trainer(
+        max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, default_root_dir=tmp_path, accelerator="cpu", callbacks=[StepLosses()],
+    )  # fmt: skip
+    trainer.fit(module, loader)
+    labelled, ignored = StepLosses.losses
+    assert ignored == 0.0 and labelled > 0
+    epoch_loss = float(trainer.callback_metrics["train/loss_epoch"])
+    assert epoch_loss == pytest.approx(labelled, rel=1e-6)  # not (labelled + 0) / 2, and not NaN

@@ -3,7 +3,9 @@
 from lightning_seg.data.base import SegDataModule
 from lightning_seg.data.camvid import CamVidDataModule
 from lightning_seg.data.coco import COCOSemanticDataModule
-from lightning_seg.data.folder import FolderDataModule, ImageMaskDataModule, ImageMaskDataset, SampleFile
+from lightning_seg.data.files import SampleFile
+from lightning_seg.data.folder import FolderDataModule
+from lightning_seg.data.image_mask import ImageMaskDataModule, ImageMaskDataset
 from lightning_seg.data.msd import MSDDataModule
 from lightning_seg.data.pets import OxfordPetDataModule
 from lightning_seg.data.stats import ClassStatistics

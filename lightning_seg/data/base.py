@@ -48,6 +48,11 @@ class SegDataModule(L.LightningDataModule):
         eval_augmentations: Kornia modules for val/test/predict batches (usually none).
         mean: per-channel normalisation mean in [0, 1] units; None means ImageNet's.
         std: per-channel normalisation std; None means ImageNet's.
+        max_ignored_fraction: setup refuses a train, val or test split whose masks are more than this
+            share ``ignore_index`` (a sign of misread masks, e.g. 0/255 binary masks read as indices);
+            raise it (up to 1.0) for sparse annotations such as scribbles.
+        allow_absent_classes: setup refuses a class with no pixel in the training masks (a net cannot
+            learn it, and it usually means misread masks); True trains without it.
     """
 
     class_names: tuple[str, ...] = ()
@@ -66,10 +71,18 @@ class SegDataModule(L.LightningDataModule):
         eval_augmentations: list[nn.Module] | None = None,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        max_ignored_fraction: float = 0.5,
+        allow_absent_classes: bool = False,
     ) -> None:
         super().__init__()
         if batch_size < 1:
             raise ConfigError(f"data.batch_size must be >= 1, got {batch_size}")
+        if num_workers < 0:
+            raise ConfigError(f"data.num_workers must be >= 0, got {num_workers}")
+        if not 0 <= max_ignored_fraction <= 1:
+            raise ConfigError(f"data.max_ignored_fraction must be in [0, 1], got {max_ignored_fraction}")
+        self.max_ignored_fraction = max_ignored_fraction
+        self.allow_absent_classes = allow_absent_classes
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
@@ -125,8 +138,38 @@ class SegDataModule(L.LightningDataModule):
                 if len(dataset) == 0:
                     raise ConfigError(f"{type(self).__name__}: the {split} split is empty")
                 self.datasets[split] = dataset
+                if split != "predict":
+                    self.check_labels(split)
         if stage == "fit":
             self._decorrelate_ranks()
+
+    def check_labels(self, split: str) -> None:
+        """Refuse masks that would train or score nothing, from the split's class statistics (one cached
+        pass): mostly ``ignore_index`` (every split), or a class without a pixel (training only).
+
+        Masks can be read wrongly without any single file looking bad: 0/255 binary masks read as class
+        indices make every foreground pixel 255, i.e. ignored, and the run then reports mIoU 1.0.
+        """
+        stats = self.class_statistics(split)
+        name, labelled = type(self).__name__, int(stats.pixel_counts.sum())
+        ignored = stats.ignored_pixels / max(labelled + stats.ignored_pixels, 1)
+        if ignored > self.max_ignored_fraction or labelled == 0:
+            raise ConfigError(
+                f"{name}: {ignored:.0%} of the {split} mask pixels are ignore_index {self.ignore_index}"
+                f"{self.mask_reading_hint(stats)}; for sparse labels on purpose raise data.max_ignored_fraction"
+            )
+        absent = [i for i, count in enumerate(stats.pixel_counts.tolist()) if count == 0]
+        if split == "train" and absent and not self.allow_absent_classes:
+            classes = ", ".join(f"{self.class_names[i]!r} ({i})" for i in absent[:5])
+            raise ConfigError(
+                f"{name}: class {classes} has no pixel in the {stats.num_images} training masks"
+                f"{self.mask_reading_hint(stats)}; set data.allow_absent_classes: true to train without it"
+            )
+
+    def mask_reading_hint(self, stats: ClassStatistics) -> str:
+        """Appended to :meth:`check_labels` errors: the likely misreading of this dataset's masks, judged
+        from the split's statistics ("" when none is likely)."""
+        return ""
 
     def _world(self) -> tuple[int, int]:
         """(world size, global rank) of the attached trainer; (1, 0) without one."""

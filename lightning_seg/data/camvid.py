@@ -18,8 +18,9 @@ from pathlib import Path
 from torch import nn
 
 from lightning_seg.data.augment import natural_image_augmentations
-from lightning_seg.data.folder import ImageMaskDataModule, SampleFile, find_files, pair_masks
-from lightning_seg.data.io import IndexMaskEncoder, MaskEncoder, missing_mask_message
+from lightning_seg.data.files import SampleFile, find_files, paired_samples
+from lightning_seg.data.image_mask import ImageMaskDataModule
+from lightning_seg.data.io import IndexMaskEncoder, MaskEncoder
 from lightning_seg.errors import ConfigError
 
 CAMVID_CLASSES = (
@@ -47,7 +48,7 @@ class CamVidDataModule(ImageMaskDataModule):
             working directory).
         size: (height, width) samples are resized to; the stored frames are 360×480, so the default keeps
             them (no resize).
-        **kwargs: :class:`~lightning_seg.data.folder.ImageMaskDataModule` arguments (``on_bad_sample``,
+        **kwargs: :class:`~lightning_seg.data.image_mask.ImageMaskDataModule` arguments (``on_bad_sample``,
             ``check_files``) and :class:`~lightning_seg.data.base.SegDataModule` arguments.
 
     ``predict`` runs on the test images. Class weights: ``class_weights("median_frequency")`` reproduces SegNet's
@@ -75,12 +76,7 @@ class CamVidDataModule(ImageMaskDataModule):
                     f"{directory}: folder not found; CamVid needs train/ trainannot/ val/ valannot/ test/ "
                     f"testannot/ under data.root"
                 )
-        images = find_files(image_dir, (".png",))
-        samples = []
-        for key, image, mask in pair_masks(images, mask_dir, extensions=(".png",)):
-            error = None if mask is not None else missing_mask_message(image, mask_dir, key)
-            samples.append(SampleFile(image, mask, key, error=error))
-        return samples
+        return paired_samples(find_files(image_dir, (".png",)), mask_dir, extensions=(".png",))
 
     def default_train_augmentations(self) -> list[nn.Module]:
         # street scenes: no vertical flips, only a small tilt; scale jitter matters most (Cityscapes-style)

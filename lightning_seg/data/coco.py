@@ -30,7 +30,8 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.io import encode_png
 
-from lightning_seg.data.folder import ImageMaskDataModule, SampleFile
+from lightning_seg.data.files import SampleFile
+from lightning_seg.data.image_mask import ImageMaskDataModule
 from lightning_seg.data.io import IndexMaskEncoder, MaskEncoder
 from lightning_seg.data.stats import default_cache_dir
 from lightning_seg.data.workers import atomic_write, map_in_workers
@@ -152,7 +153,7 @@ class COCOSemanticDataModule(ImageMaskDataModule):
         check_files: setup's file check (see ImageMaskDataModule); "none" by default because the masks are
             rendered from the images' own sizes and a header pass over 120k images takes a while.
         ignore_index: label of crowd regions (and overlap conflicts).
-        **kwargs: :class:`~lightning_seg.data.folder.ImageMaskDataModule` arguments (``on_bad_sample``)
+        **kwargs: :class:`~lightning_seg.data.image_mask.ImageMaskDataModule` arguments (``on_bad_sample``)
             and :class:`~lightning_seg.data.base.SegDataModule` arguments.
     """
 

@@ -38,6 +38,11 @@ LOSSY_EXTENSIONS = (".jpg", ".jpeg", ".webp")
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _PNG_PALETTE = 3
+# PIL modes of images deeper than 8 bits per channel (16-bit and 32-bit integer grey, float grey)
+_PIL_DEEP_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+# EXIF orientations that swap width and height (transpose, rotations by 90° and 270°)
+_EXIF_ORIENTATION_TAG = 0x0112
+_EXIF_SWAPS_AXES = (5, 6, 7, 8)
 
 
 # ------------------------------------------------------------------------------------------ decoding
@@ -79,22 +84,30 @@ def _png_depth_and_type(head: bytes) -> tuple[int, int] | None:
 
 
 def _pil_decode(data: torch.Tensor, path: Path, as_index: bool) -> torch.Tensor:
-    """Decode with PIL: C×H×W uint8 (uint16 for 16-bit greyscale when ``as_index``)."""
+    """Decode with PIL, EXIF orientation applied: C×H×W.
+
+    ``as_index``: the stored values of one-channel files (palette indices, grey levels; uint8, or uint16
+    for 16-bit), else RGB uint8. Images of more than 8 bits per channel (16-bit and 32-bit integer, float)
+    keep their values and dtype so that :func:`read_image` can scale them by a known range."""
     import numpy as np
-    from PIL import Image
+    from PIL import Image, ImageOps
 
     try:
-        with Image.open(_io.BytesIO(data.numpy().tobytes())) as img:
+        with Image.open(_io.BytesIO(data.numpy().tobytes())) as opened:
+            img = ImageOps.exif_transpose(opened)  # a copy with the orientation applied (or the image)
             img.load()
-            if as_index and img.mode in ("1", "P", "L", "I;16", "I;16B", "I"):
-                array = np.asarray(img)  # palette indices or grey levels, as stored ("1": bool)
-                if array.dtype == np.bool_:
-                    array = array.astype(np.uint8)
-                if array.dtype not in (np.uint8, np.uint16):
-                    array = array.astype(np.int64)
-                    if array.min() < 0 or array.max() > 65535:
-                        raise ConfigError(f"{path}: mask values outside 0..65535")
+            if img.mode in _PIL_DEEP_MODES:
+                array = np.asarray(img)
+                if as_index:
+                    if array.dtype.kind == "f" or array.min() < 0 or array.max() > 65535:
+                        raise ConfigError(
+                            f"{path}: mask values must be integers in 0..65535 (found {img.mode} data)"
+                        )
                     array = array.astype(np.uint16 if array.max() > 255 else np.uint8)
+                elif array.dtype.kind not in "uf" or array.dtype.itemsize > 4:
+                    array = array.astype(np.float64)
+            elif as_index and img.mode in ("1", "P", "L"):
+                array = np.asarray(img).astype(np.uint8)  # palette indices or grey levels, as stored
             else:
                 # '1' (bilevel) becomes 0/255 like libpng's expansion of 1-bit greyscale
                 array = np.asarray(img.convert("RGB"))
@@ -102,20 +115,24 @@ def _pil_decode(data: torch.Tensor, path: Path, as_index: bool) -> torch.Tensor:
         raise
     except Exception as err:  # PIL raises many types (OSError, SyntaxError, ValueError, ...)
         raise ConfigError(f"{path}: cannot decode image ({_short(err)})") from None
-    tensor = torch.from_numpy(array.copy())
+    tensor = torch.from_numpy(np.array(array))  # a writable copy
     return tensor.permute(2, 0, 1).contiguous() if tensor.ndim == 3 else tensor[None]
 
 
 def _decode(data: torch.Tensor, path: Path, mode: ImageReadMode) -> torch.Tensor:
     try:
-        return decode_image(data, mode=mode)
+        # EXIF orientation applied: annotation tools draw masks on the image as a viewer shows it
+        decoded = decode_image(data, mode=mode, apply_exif_orientation=True)
     except RuntimeError as err:
         raise ConfigError(f"{path}: cannot decode image ({_short(err)})") from None
+    # an animated GIF decodes to N×C×H×W: its first frame is the image (what a viewer shows first)
+    return decoded[0] if decoded.ndim == 4 else decoded
 
 
 def _decode_raw(path: Path, as_index: bool) -> torch.Tensor:
-    """Decode a file: ``as_index``: the stored values, 1 or more channels (palette indices, 16-bit and
-    1/2/4-bit grey values as stored); else RGB, 3 channels (uint16 for 16-bit PNGs)."""
+    """Decode a file, EXIF orientation applied: ``as_index``: the stored values, 1 or more channels (palette
+    indices, 16-bit and 1/2/4-bit grey values as stored); else RGB, 3 channels (1 for deep grey images),
+    uint8 or, for images of more than 8 bits, their own dtype (uint16, int32, float32)."""
     data = _read_bytes(path)
     head = bytes(data[:26].tolist())
     png = _png_depth_and_type(head)
@@ -130,21 +147,50 @@ def _decode_raw(path: Path, as_index: bool) -> torch.Tensor:
     return raw
 
 
-def _to_8bit(image: torch.Tensor) -> torch.Tensor:
-    """uint16 → uint8 by the high byte; uint8 as it is."""
-    return (image.to(torch.int32) >> 8).to(torch.uint8) if image.dtype == torch.uint16 else image
+def _describe_depth(image: torch.Tensor) -> str:
+    """E.g. "16-bit image (values 0..4095)", for error lines."""
+    kind = "float" if image.is_floating_point() else f"{image.dtype.itemsize * 8}-bit"
+    values = image.to(torch.float64)
+    return f"{kind} image (values {float(values.min()):g}..{float(values.max()):g})"
 
 
-def read_image(path: str | Path) -> torch.Tensor:
-    """Decode an image file as RGB.
+def to_8bit(image: torch.Tensor, path: Path, value_range: tuple[float, float] | None) -> torch.Tensor:
+    """An image of any depth → uint8, mapping ``value_range`` (low, high) linearly onto 0..255.
+
+    8-bit images are returned as they are. Deeper images (16-bit, 32-bit, float) need ``value_range``:
+    taking their high byte would keep 16 grey levels of 12-bit data, and a float image in 0..1 would be
+    black. Values outside the range are clipped.
+    """
+    if image.dtype == torch.uint8:
+        return image
+    if value_range is None:
+        raise ConfigError(
+            f"{path}: {_describe_depth(image)}; set data.image_value_range: [low, high] to map it to 8 bits "
+            "(e.g. [0, 4095] for 12-bit, [0, 65535] for 16-bit, [0, 1] for float data)"
+        )
+    low, high = value_range
+    scaled = (image.to(torch.float64) - low) * (255.0 / (high - low))
+    return scaled.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def read_image(path: str | Path, value_range: tuple[float, float] | None = None) -> torch.Tensor:
+    """Decode an image file as RGB, EXIF orientation applied (the first frame of an animated GIF).
+
+    Args:
+        path: PNG, JPEG, WebP, GIF, BMP or TIFF.
+        value_range: (low, high) of the stored values of images deeper than 8 bits, mapped onto 0..255
+            (see :func:`to_8bit`); None refuses such images.
 
     Returns:
-        uint8 3×H×W (grey, palette, CMYK and alpha images are converted; 16-bit images are scaled to 8 bits).
+        uint8 3×H×W (grey, palette, CMYK and alpha images are converted).
 
     Raises:
-        ConfigError: the file is missing, empty, truncated or not an image.
+        ConfigError: the file is missing, empty, truncated or not an image, or deeper than 8 bits without
+            ``value_range``.
     """
-    return _to_8bit(_decode_raw(Path(path), as_index=False))
+    path = Path(path)
+    image = to_8bit(_decode_raw(path, as_index=False), path, value_range)
+    return image.expand(3, -1, -1).contiguous() if image.shape[0] == 1 else image
 
 
 def read_mask(path: str | Path, color: bool = False) -> torch.Tensor:
@@ -164,7 +210,8 @@ def read_mask(path: str | Path, color: bool = False) -> torch.Tensor:
     path = Path(path)
     raw = _decode_raw(path, as_index=not color)
     if color:
-        raw = _to_8bit(raw)
+        if raw.dtype != torch.uint8:
+            raise ConfigError(f"{path}: {_describe_depth(raw)}; colour and binary masks must be 8-bit")
         return raw.expand(3, -1, -1) if raw.shape[0] == 1 else raw[:3]
     if raw.shape[0] in (2, 4):  # grey+alpha, RGBA: the alpha channel carries no label
         raw = raw[:-1]
@@ -178,19 +225,41 @@ def read_mask(path: str | Path, color: bool = False) -> torch.Tensor:
     return raw
 
 
-def image_size(path: str | Path) -> tuple[int, int]:
-    """(height, width) from the file header only (no decode): cheap enough to check a whole dataset."""
+@dataclasses.dataclass(frozen=True)
+class ImageHeader:
+    """What a file's header says: the (height, width) a viewer shows (EXIF orientation applied) and
+    whether the pixels are deeper than 8 bits per channel."""
+
+    size: tuple[int, int]
+    deep: bool
+
+
+def image_header(path: str | Path) -> ImageHeader:
+    """Read the header only (no decode): cheap enough to check a whole dataset at setup."""
     from PIL import Image
 
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: file not found")
+    if path.stat().st_size == 0:
+        raise ConfigError(f"{path}: empty file")
     try:
         with Image.open(path) as img:
             width, height = img.size
+            if img.getexif().get(_EXIF_ORIENTATION_TAG) in _EXIF_SWAPS_AXES:
+                width, height = height, width
+            # PIL opens 16-bit RGB PNGs as 8-bit RGB: the PNG header's bit depth is the truth there
+            with path.open("rb") as file:
+                png = _png_depth_and_type(file.read(26))
+            deep = img.mode in _PIL_DEEP_MODES or (png is not None and png[0] > 8)
     except Exception as err:
         raise ConfigError(f"{path}: cannot read image header ({_short(err)})") from None
-    return height, width
+    return ImageHeader((height, width), deep)
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(height, width) as a viewer shows the image (EXIF orientation applied), from the header only."""
+    return image_header(path).size
 
 
 # -------------------------------------------------------------------------------------- mask encoders
@@ -203,9 +272,24 @@ class MaskEncoder:
 
     #: whether :meth:`read` decodes colours (True) or stored values (False)
     color: bool = False
+    #: what the masks are, for messages ("index", "colour", "binary")
+    kind: str = "index"
+    #: whether JPEG/WebP masks are accepted: lossy compression moves values near every edge, which turns
+    #: class indices and colours into other (often valid) classes; only a threshold survives it
+    accepts_lossy: bool = False
+
+    def check_format(self, path: str | Path) -> None:
+        """Refuse a mask file whose format would change its labels (a lossy format for exact values)."""
+        suffix = Path(path).suffix.lower()
+        if suffix in LOSSY_EXTENSIONS and not self.accepts_lossy:
+            raise ConfigError(
+                f"{path}: {suffix} is lossy and changes {self.kind} mask values along every edge; "
+                "save the masks as PNG (only mask_mode binary accepts JPEG)"
+            )
 
     def read(self, path: str | Path) -> torch.Tensor:
         """Decode and encode one mask file: int64 H×W."""
+        self.check_format(path)
         return self.encode(read_mask(path, color=self.color), Path(path))
 
     def encode(self, raw: torch.Tensor, path: Path) -> torch.Tensor:
@@ -305,6 +389,7 @@ class ColorMaskEncoder(MaskEncoder):
     ignore_index: int = 255
     ignore_colors: tuple[tuple[int, int, int], ...] = ()
     color = True
+    kind = "colour"
 
     def __post_init__(self) -> None:
         colors = tuple(tuple(int(v) for v in c) for c in self.colors)
@@ -349,9 +434,9 @@ class BinaryMaskEncoder(MaskEncoder):
     """Foreground (1) where the brightest channel is >= ``threshold``, background (0) elsewhere.
 
     The brightest channel (not luminance) makes a dark-red mask on black count as foreground, and palette
-    masks are judged by the colour they show. With the default threshold JPEG ringing (values 0–8 and
-    247–255) lands on the right side. A lossless mask (PNG, BMP, TIFF, GIF) holding only 0 and 1 is read as
-    0/1 rather than "all background": many datasets store binary masks that way.
+    masks are judged by the colour they show. The threshold is one number for the whole dataset (see
+    :func:`lightning_seg.data.binary.decide_binary_threshold`), never chosen per file: a file's own
+    values cannot tell a 0/1 mask from a 0/255 mask with a stray pixel.
 
     Args:
         threshold: 1..255.
@@ -359,29 +444,31 @@ class BinaryMaskEncoder(MaskEncoder):
 
     threshold: int = 128
     color = True
+    kind = "binary"
+    accepts_lossy = True
 
     def __post_init__(self) -> None:
         if not 1 <= self.threshold <= 255:
             raise ConfigError(f"data.binary_threshold must be in 1..255, got {self.threshold}")
 
     def encode(self, raw: torch.Tensor, path: Path) -> torch.Tensor:
-        value = raw.amax(dim=0) if raw.ndim == 3 else raw
-        threshold = self.threshold
-        if Path(path).suffix.lower() not in LOSSY_EXTENSIONS and int(value.max()) == 1:
-            threshold = 1
-        return (value >= threshold).long()
+        return (brightest_channel(raw) >= self.threshold).long()
+
+
+def brightest_channel(raw: torch.Tensor) -> torch.Tensor:
+    """uint8 C×H×W (or H×W) → uint8 H×W: the brightest channel of each pixel."""
+    return raw.amax(dim=0) if raw.ndim == 3 else raw
 
 
 # ---------------------------------------------------------------------------------------- validation
-def missing_mask_message(image: Path, mask_dir: Path, stem: str) -> str:
-    """The one-line problem of an image without its mask file."""
-    return f"{image}: mask missing (looked for {Path(mask_dir) / stem}.png/.jpg)"
-
-
 def size_mismatch_message(
     image: Path, image_size: tuple[int, int], mask: Path, mask_size: tuple[int, int]
 ) -> str | None:
     """The one-line problem of a mask whose (height, width) differs from its image's, or None."""
     if tuple(image_size) == tuple(mask_size):
         return None
-    return f"{mask}: mask is {mask_size[0]}x{mask_size[1]} but its image {image} is {image_size[0]}x{image_size[1]}"
+    message = f"{mask}: mask is {mask_size[0]}x{mask_size[1]} but its image {image} is {image_size[0]}x{image_size[1]}"
+    if tuple(image_size) == tuple(mask_size)[::-1]:
+        # images are read as a viewer shows them: a camera's EXIF orientation tag rotates the pixels
+        message += " (swapped: the image's EXIF orientation rotates it; rotate the mask to match)"
+    return message

@@ -25,8 +25,10 @@ from typing import Literal
 from torch import nn
 
 from lightning_seg.data.augment import natural_image_augmentations
-from lightning_seg.data.folder import ImageMaskDataModule, SampleFile, find_files, split_samples
+from lightning_seg.data.files import SampleFile, find_files
+from lightning_seg.data.image_mask import ImageMaskDataModule
 from lightning_seg.data.io import IMAGE_EXTENSIONS, MASK_EXTENSIONS, BinaryMaskEncoder, MaskEncoder
+from lightning_seg.data.splits import split_samples
 from lightning_seg.errors import ConfigError
 
 MSD_LABELS = ("None", "Scratch", "Stain", "Oil")
@@ -54,7 +56,7 @@ class MSDDataModule(ImageMaskDataModule):
         include_good: keep the defect-free images (all-background masks, label "None").
         val_fraction: random share for validation (seeded by ``split_seed``, stratified by label).
         test_fraction: random share for testing (also used by ``predict``).
-        **kwargs: :class:`~lightning_seg.data.folder.ImageMaskDataModule` arguments (``on_bad_sample``,
+        **kwargs: :class:`~lightning_seg.data.image_mask.ImageMaskDataModule` arguments (``on_bad_sample``,
             ``check_files``, ``split_seed``) and :class:`~lightning_seg.data.base.SegDataModule` arguments.
     """
 

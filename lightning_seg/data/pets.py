@@ -18,14 +18,10 @@ from typing import Literal
 from torch import nn
 
 from lightning_seg.data.augment import natural_image_augmentations
-from lightning_seg.data.folder import (
-    ImageMaskDataModule,
-    SampleFile,
-    listed_sample,
-    require_list_file,
-    split_samples,
-)
+from lightning_seg.data.files import SampleFile, listed_sample, require_list_file
+from lightning_seg.data.image_mask import ImageMaskDataModule
 from lightning_seg.data.io import IndexMaskEncoder, MaskEncoder
+from lightning_seg.data.splits import split_samples
 from lightning_seg.errors import ConfigError
 
 TRIMAP_PET, TRIMAP_BACKGROUND, TRIMAP_BORDER = 1, 2, 3
@@ -48,7 +44,7 @@ class OxfordPetDataModule(ImageMaskDataModule):
         download: fetch the dataset with torchvision into ``root`` (``prepare_data``, once per node).
         val_fraction: share of ``trainval`` held out for validation, stratified by breed and seeded by
             ``split_seed``; the official ``test`` list is the test split (and ``predict``).
-        **kwargs: :class:`~lightning_seg.data.folder.ImageMaskDataModule` arguments (``on_bad_sample``,
+        **kwargs: :class:`~lightning_seg.data.image_mask.ImageMaskDataModule` arguments (``on_bad_sample``,
             ``check_files``, ``split_seed``) and :class:`~lightning_seg.data.base.SegDataModule` arguments.
     """
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lightning_seg.data.folder import ImageMaskDataModule, SampleFile, listed_sample, require_list_file
+from lightning_seg.data.files import SampleFile, listed_sample, require_list_file
+from lightning_seg.data.image_mask import ImageMaskDataModule
 from lightning_seg.data.io import IndexMaskEncoder, MaskEncoder
 from lightning_seg.errors import ConfigError
 
@@ -57,7 +58,7 @@ class VOCDataModule(ImageMaskDataModule):
         train_split: name of the training list in ``ImageSets/Segmentation``.
         val_split: name of the validation list (also used for ``test`` and ``predict``).
         ignore_index: label of the border pixels.
-        **kwargs: :class:`~lightning_seg.data.folder.ImageMaskDataModule` arguments (``on_bad_sample``,
+        **kwargs: :class:`~lightning_seg.data.image_mask.ImageMaskDataModule` arguments (``on_bad_sample``,
             ``check_files``) and :class:`~lightning_seg.data.base.SegDataModule` arguments.
     """
 

@@ -1,0 +1,309 @@
+"""Datasets made of image files and mask files: what every file-based data module shares.
+
+:class:`ImageMaskDataModule` checks the files at setup (``on_bad_sample``, ``check_files``), decodes once
+per sample and resizes to a fixed size on the CPU. A dataset module only says where its files are
+(:meth:`ImageMaskDataModule.find_samples` or :meth:`ImageMaskDataModule.all_splits`) and how its masks
+encode classes (:meth:`ImageMaskDataModule.mask_encoder`); folders of your own, CamVid, Oxford pets, VOC,
+MSD and COCO are built that way. Finding and pairing files lives in ``files.py``, splits in ``splits.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import nn
+from torch.utils.data import Dataset, get_worker_info
+
+from lightning_seg.data.augment import natural_image_augmentations
+from lightning_seg.data.base import SegDataModule
+from lightning_seg.data.files import SampleFile
+from lightning_seg.data.io import (
+    MaskEncoder,
+    image_header,
+    image_size,
+    read_image,
+    size_mismatch_message,
+)
+from lightning_seg.data.splits import check_disjoint_splits
+from lightning_seg.data.transforms import resize_mask, resize_sample
+from lightning_seg.data.workers import map_in_workers, single_threaded
+from lightning_seg.errors import ConfigError
+
+
+class ImageMaskDataset(Dataset):
+    """Samples decoded from files, made batchable by resizing to ``size``.
+
+    Each item is ``{"image": uint8 3×h×w, "mask": int64 h×w, "name": str, "orig_size": int64 (2,),
+    "label": int64 ()}`` (``mask`` absent when ``encoder`` is None, ``label`` when the sample has none).
+    ``orig_size`` is the stored (height, width), so predictions can be mapped back.
+
+    Args:
+        samples: the files.
+        encoder: reads mask files into class indices; None for images without masks (predict).
+        size: (height, width) of every sample; None keeps the stored size.
+        image_value_range: (low, high) stored values mapped onto 0..255 for images deeper than 8 bits
+            (see :func:`~lightning_seg.data.io.to_8bit`); None refuses such images.
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[SampleFile],
+        encoder: MaskEncoder | None,
+        size: tuple[int, int] | None,
+        image_value_range: tuple[float, float] | None = None,
+    ):
+        self.samples = list(samples)
+        self.encoder = encoder
+        self.size = tuple(size) if size is not None else None
+        self.image_value_range = image_value_range
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _read_mask(self, sample: SampleFile, size: tuple[int, int] | None) -> torch.Tensor:
+        """The int64 mask of ``sample`` at its stored size. ``size``: its image's (height, width), which
+        the mask must match; None skips that check (then ``sample.mask`` must not be None)."""
+        if sample.mask is None:
+            return torch.zeros(size, dtype=torch.int64)
+        mask = self.encoder.read(sample.mask)
+        if size is not None:
+            problem = size_mismatch_message(sample.image, size, sample.mask, tuple(mask.shape))
+            if problem:
+                raise ConfigError(problem)
+        if sample.foreground_class is not None:
+            mask = torch.where(mask == 1, sample.foreground_class, mask)
+        return mask
+
+    def __getitem__(self, index: int) -> dict:
+        if get_worker_info() is None and torch.get_num_threads() > 1:
+            # in the main process (num_workers=0) do what DataLoader workers do: one intra-op thread;
+            # per-image ops gain nothing from more, and on busy cores lose several times (measured 7x)
+            with single_threaded():
+                return self._load(index)
+        return self._load(index)
+
+    def decode(self, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Sample ``index`` at its stored size: uint8 3×H×W image and int64 H×W mask (None without an
+        encoder). Raises ConfigError for a bad sample."""
+        sample = self.samples[index]
+        if sample.error:
+            raise ConfigError(sample.error)
+        image = read_image(sample.image, self.image_value_range)
+        mask = self._read_mask(sample, tuple(image.shape[-2:])) if self.encoder is not None else None
+        return image, mask
+
+    def _load(self, index: int) -> dict:
+        image, mask = self.decode(index)
+        height, width = image.shape[-2:]
+        image, mask = resize_sample(image, mask, self.size)
+        item = {"image": image}
+        if mask is not None:
+            item["mask"] = mask
+        sample = self.samples[index]
+        item["name"] = sample.name
+        item["orig_size"] = torch.tensor([height, width], dtype=torch.int64)
+        if sample.label is not None:
+            item["label"] = torch.tensor(sample.label, dtype=torch.int64)
+        return item
+
+    def load_mask(self, index: int) -> torch.Tensor:
+        """The int64 h×w mask of sample ``index`` as training sees it, without decoding the image."""
+        sample = self.samples[index]
+        if sample.error:
+            raise ConfigError(sample.error)
+        # a mask file gives its own size; only an all-background mask needs the image's
+        size = image_size(sample.image) if sample.mask is None else None
+        return resize_mask(self._read_mask(sample, size), self.size)
+
+    def identity(self) -> str:
+        """A digest of everything the masks depend on (files, their sizes and times, encoder, size)."""
+        digest = hashlib.sha1(repr((self.encoder, self.size)).encode())
+        for sample in self.samples:
+            stat = sample.mask.stat() if sample.mask is not None and sample.mask.exists() else None
+            stamp = (stat.st_size, stat.st_mtime_ns) if stat else None
+            digest.update(f"{sample.image}|{sample.mask}|{sample.foreground_class}|{stamp}\n".encode())
+        return digest.hexdigest()
+
+
+class _Probe(Dataset):
+    """Decodes each sample once (no resize) and reports its problem (or None) and its stored size: a full
+    check."""
+
+    def __init__(self, dataset: ImageMaskDataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[str | None, tuple[int, int] | None]:
+        try:
+            image, _ = self.dataset.decode(index)
+        except ConfigError as err:
+            return str(err), None
+        return None, tuple(image.shape[-2:])
+
+
+class ImageMaskDataModule(SegDataModule):
+    """Base of the file-based dataset modules: checks files at setup, decodes once per sample, resizes.
+
+    Subclasses implement :meth:`mask_encoder` and either :meth:`all_splits` (every split at once, e.g. one
+    seeded random split; computed once, then served by :meth:`find_samples`) or :meth:`find_samples` itself,
+    and set ``class_names`` (and ``label_names`` when samples carry an image-level label, known once the
+    module is built: the CLI links it into the model).
+
+    Args:
+        size: (height, width) every sample is resized to on the CPU (bilinear image, nearest mask) so that
+            samples batch; None keeps stored sizes (they must then all agree, or batch_size be 1).
+        on_bad_sample: "error": the first bad file stops setup with a one-line ConfigError naming it.
+            "skip": every sample is decoded once at setup, bad ones are dropped and counted in one warning.
+        check_files: what setup checks with ``on_bad_sample="error"``: "header" (files exist, masks exist,
+            image and mask sizes agree; reads headers only), "full" (decode every sample), "none".
+            Problems a check does not cover surface when the sample is loaded.
+        split_seed: seed of the random train/val/test split where a dataset has no official one.
+        image_value_range: [low, high] of the stored values of images deeper than 8 bits (16-bit, 32-bit,
+            float), mapped linearly onto 0..255 and clipped; e.g. [0, 4095] for 12-bit data. None refuses
+            such images at setup (their high byte alone would keep 16 grey levels of 12-bit data).
+        **kwargs: :class:`SegDataModule` arguments (batch size, workers, augmentation, normalisation).
+    """
+
+    def __init__(
+        self,
+        size: tuple[int, int] | None = None,
+        on_bad_sample: Literal["error", "skip"] = "error",
+        check_files: Literal["header", "full", "none"] = "header",
+        split_seed: int = 0,
+        image_value_range: tuple[float, float] | None = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        if size is not None:
+            size = tuple(int(v) for v in size)
+            if len(size) != 2 or min(size) < 1:
+                raise ConfigError(f"data.size must be [height, width] with positive values, got {list(size)}")
+        if on_bad_sample not in ("error", "skip"):
+            raise ConfigError(f"data.on_bad_sample must be 'error' or 'skip', got {on_bad_sample!r}")
+        if check_files not in ("header", "full", "none"):
+            raise ConfigError(f"data.check_files must be 'header', 'full' or 'none', got {check_files!r}")
+        if image_value_range is not None:
+            image_value_range = tuple(float(v) for v in image_value_range)
+            if len(image_value_range) != 2 or not image_value_range[0] < image_value_range[1]:
+                raise ConfigError(
+                    f"data.image_value_range must be [low, high] with low < high, got {list(image_value_range)}"
+                )
+        self.image_value_range = image_value_range
+        self.size = size
+        self.on_bad_sample = on_bad_sample
+        self.check_files = check_files
+        self.split_seed = split_seed
+        #: per split: how many samples setup dropped as bad (``on_bad_sample="skip"``)
+        self.skipped: dict[str, int] = {}
+        self._splits: dict[str, list[SampleFile]] | None = None
+
+    # --------------------------------------------------------------------------- subclass interface
+    def all_splits(self) -> dict[str, list[SampleFile]]:
+        """The files of every split :meth:`find_samples` serves from :meth:`splits` (e.g. "train", "val",
+        "test"), found together; called once."""
+        raise NotImplementedError
+
+    def splits(self) -> dict[str, list[SampleFile]]:
+        """:meth:`all_splits`, found once, then cached."""
+        if self._splits is None:
+            splits = self.all_splits()
+            check_disjoint_splits(splits)
+            self._splits = splits
+        return self._splits
+
+    def find_samples(self, split: str) -> list[SampleFile]:
+        """The files of ``split`` ("train", "val", "test", "predict"); for "predict", :meth:`build_dataset`
+        drops the masks (and a missing mask's error), so the test or val samples can be returned as they are.
+        By default: ``splits()[split]``, the test split for "predict"."""
+        return self.splits()["test" if split == "predict" else split]
+
+    def mask_encoder(self) -> MaskEncoder:
+        """How this dataset's mask files encode classes."""
+        raise NotImplementedError
+
+    def empty_split_hint(self, split: str) -> str:
+        """Appended to the "split is empty" error: what to set to fill it."""
+        return "check the dataset layout"
+
+    def default_train_augmentations(self) -> list[nn.Module]:
+        return natural_image_augmentations(self.size)
+
+    # ------------------------------------------------------------------------------------- datasets
+    def build_dataset(self, split: str) -> ImageMaskDataset:
+        samples = self.find_samples(split)
+        name = type(self).__name__
+        if not samples:
+            raise ConfigError(f"{name}: the {split} split is empty; {self.empty_split_hint(split)}")
+        encoder = None
+        if split == "predict":
+            # images only: a predict sample's mask (or its missing mask, the usual ``error``) does not matter
+            samples = [
+                dataclasses.replace(sample, mask=None, error=None, foreground_class=None)
+                for sample in samples
+            ]
+        else:
+            encoder = self.mask_encoder()
+        dataset = ImageMaskDataset(samples, encoder, self.size, self.image_value_range)
+        return self._check(split, dataset)
+
+    def _check(self, split: str, dataset: ImageMaskDataset) -> ImageMaskDataset:
+        mode = "full" if self.on_bad_sample == "skip" else self.check_files
+        if mode == "none":
+            return dataset
+        if mode == "header":
+            results = [self._header_check(sample, dataset.encoder) for sample in dataset.samples]
+        else:
+            # decode everything once, in the module's worker processes
+            results = list(map_in_workers(_Probe(dataset), self.num_workers))
+        problems = [problem for problem, _ in results if problem]
+        name = type(self).__name__
+        if problems and self.on_bad_sample == "error":
+            raise ConfigError(problems[0])
+        if problems:
+            keep = [s for s, (problem, _) in zip(dataset.samples, results, strict=True) if not problem]
+            self.skipped[split] = len(problems)
+            rank_zero_warn(
+                f"{name}: skipped {len(problems)} of {len(dataset)} {split} samples with bad files "
+                f"(first: {problems[0]})"
+            )
+            if not keep:
+                raise ConfigError(f"{name}: every {split} sample has a bad file (first: {problems[0]})")
+            dataset = ImageMaskDataset(keep, dataset.encoder, dataset.size, dataset.image_value_range)
+            results = [r for r in results if not r[0]]
+        if self.size is None and self.batch_size > 1:
+            sizes = {size: i for i, (_, size) in enumerate(results) if size is not None}
+            if len(sizes) > 1:
+                (a, i), (b, j) = list(sizes.items())[:2]
+                raise ConfigError(
+                    f"{name}: {split} images differ in size ({dataset.samples[i].image} is {a[0]}x{a[1]}, "
+                    f"{dataset.samples[j].image} is {b[0]}x{b[1]}); set data.size to resize them"
+                )
+        return dataset
+
+    def _header_check(
+        self, sample: SampleFile, encoder: MaskEncoder | None
+    ) -> tuple[str | None, tuple[int, int] | None]:
+        """A sample's problem from its file headers (or None), and its image's (height, width)."""
+        if sample.error:
+            return sample.error, None
+        try:
+            header = image_header(sample.image)
+            if header.deep and self.image_value_range is None:
+                read_image(sample.image)  # its message gives the stored range and the setting to use
+            if encoder is not None and sample.mask is not None:
+                encoder.check_format(sample.mask)
+                problem = size_mismatch_message(
+                    sample.image, header.size, sample.mask, image_size(sample.mask)
+                )
+                if problem:
+                    return problem, None
+        except ConfigError as err:
+            return str(err), None
+        return None, header.size
