@@ -3,34 +3,174 @@
 LightningCLI in subclass mode for both the data and the model, so any ``SegDataModule`` subclass, net or
 loss is named by ``class_path`` in YAML. The data module is the one source of ``num_classes``,
 ``ignore_index`` and class names; they are linked into the model after the data module is built.
+
+Bad input ends with one line ``lightning-seg: error: ...`` (exit code 2). The checks that need only the
+config (config files, values, output folders, the checkpoint file) run right after parsing, before
+anything is built; those that need the model (does the checkpoint fit it, does the optimizer accept its
+arguments) run once it is built, before the trainer is.
 """
 
 from __future__ import annotations
 
+import errno
+import inspect
 import os
+import re
 import sys
 from pathlib import Path
+from typing import Any
 
-from jsonargparse import Namespace
+from jsonargparse import ArgumentError, Namespace
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from lightning_seg.checks import (
+    EVAL_SUBCOMMANDS,
+    UNTRAINED_OPTION,
+    check_checkpoint_fits,
+    check_config_files,
+    check_config_values,
+    check_optimizer,
+    check_output_folders,
+    check_untrained,
+    read_checkpoint,
+    resolved_by_lightning,
+    trainer_error_line,
+)
 from lightning_seg.data.base import SegDataModule
-from lightning_seg.errors import ConfigError
+from lightning_seg.errors import ConfigError, closest, short_path, truncate
 from lightning_seg.module import SegmentationModule
+from lightning_seg.parse_errors import reduce_parse_error
 
 DEBUG_ENV = "LIGHTNING_SEG_DEBUG"
 
 
 class SegCLI(LightningCLI):
-    """LightningCLI with the data → model links of this project."""
+    """LightningCLI with the data → model links of this project and one-line errors for bad input."""
+
+    _checkpoint_path: str | None = None
+    _checkpoint_state: dict[str, Any] | None = None
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         for name in ("num_classes", "ignore_index", "class_names", "label_names"):
             parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
 
+    def _prepare_subcommand_parser(
+        self, klass: type, subcommand: str, **kwargs: Any
+    ) -> LightningArgumentParser:
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        if subcommand in EVAL_SUBCOMMANDS:
+            # not a Trainer argument: LightningCLI passes only those to trainer.<subcommand>
+            parser.add_argument(
+                f"--{UNTRAINED_OPTION}",
+                type=bool,
+                default=False,
+                help="Run without --ckpt_path on purpose, with untrained (randomly initialised) weights.",
+            )
+        return parser
+
+    # ------------------------------------------------------------------------------- config alone
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        argv = sys.argv[1:] if args is None else args
+        if isinstance(argv, list | tuple):
+            check_config_files([str(a) for a in argv])
+        try:
+            super().parse_arguments(parser, args)
+        except ArgumentError as error:
+            if _config_error_in_chain(error) is not None:
+                raise
+            raise ConfigError(self._parse_error_line(str(error), argv)) from error
+
+    def _parse_error_line(self, text: str, argv: Any) -> str:
+        """One line for a parse error; an unknown option gets the closest known one as a suggestion."""
+        unknown = re.match(r"unrecognized arguments: (.*)", text.strip())
+        if not unknown:
+            return reduce_parse_error(text)
+        words = unknown.group(1).split()
+        parsers = getattr(self, "_subcommand_parsers", {})
+        given = [str(a) for a in argv] if isinstance(argv, list | tuple) else words
+        subcommand = next((w for w in given if w in parsers), None)
+        options = [w.split("=", 1)[0] for w in words if w.startswith("-")]
+        message = f"unknown option {' '.join(options) or unknown.group(1)}"
+        if subcommand and options:
+            known = [o for o in parsers[subcommand]._option_string_actions if o.startswith("--")]
+            # compare the last part among the options of the same group (--trainer.*), not whole names
+            group = options[0].rpartition(".")[0]
+            tails = [o.rpartition(".")[2] for o in known if o.rpartition(".")[0] == group]
+            tail = closest(options[0].rpartition(".")[2], tails)
+            best = f"{group}.{tail}" if tail and group else tail
+            message += f" for {subcommand}" + (f"; did you mean {best}?" if best else " (see --help)")
+        return truncate(message)
+
+    def _parse_ckpt_path(self) -> None:
+        # the first hook after parsing (before seeding and instantiation): the checks of the config alone
+        subcommand = self.config.get("subcommand")
+        if subcommand:
+            config = self.config[subcommand]
+            check_untrained(subcommand, config)
+            check_config_values(config)
+            check_output_folders(config)
+            ckpt_path = config.get("ckpt_path")
+            if ckpt_path and not resolved_by_lightning(str(ckpt_path)):
+                checkpoint = read_checkpoint(str(ckpt_path))
+                self._checkpoint_path, self._checkpoint_state = str(ckpt_path), checkpoint["state_dict"]
+                if not checkpoint.get("hyper_parameters"):
+                    return  # nothing for LightningCLI to merge into the config: spare it a second read
+        super()._parse_ckpt_path()
+
     def before_instantiate_classes(self) -> None:
         if self.subcommand == "fit":
-            resume_in_place(self.config[self.subcommand])
+            config = self.config[self.subcommand]
+            given = config.get("ckpt_path")
+            resume_in_place(config)
+            if given == "last" and config.get("ckpt_path") != given:
+                self._checkpoint_path = str(config.ckpt_path)
+                self._checkpoint_state = read_checkpoint(self._checkpoint_path)["state_dict"]
+
+    def instantiate_trainer(self, **kwargs: Any) -> Any:
+        # the model is built, the trainer not yet: the checks that need the model
+        if self._checkpoint_state is not None and self._checkpoint_path is not None:
+            check_checkpoint_fits(self._checkpoint_path, self._checkpoint_state, self.model)
+            self._checkpoint_state = None  # the trainer loads the checkpoint itself
+        if self.subcommand == "fit":
+            check_optimizer(self.model)
+        try:
+            return super().instantiate_trainer(**kwargs)
+        except (MisconfigurationException, ValueError, TypeError) as error:
+            # the Trainer's own checks of its arguments, which it names in backticks: `max_epochs` must
+            # be ..., `accelerator='tpuu'`
+            names = list(inspect.signature(self.trainer_class.__init__).parameters)
+            raise ConfigError(trainer_error_line(str(error), names)) from error
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        try:
+            super()._run_subcommand(subcommand)
+        except OSError as error:
+            message = self._write_error_line(error)
+            if message is None:
+                raise
+            raise ConfigError(message) from error
+
+    def _output_folder(self) -> str:
+        try:
+            return str(self.trainer.log_dir or self.trainer.default_root_dir)
+        except Exception:  # only for the message
+            return str(self.trainer.default_root_dir)
+
+    def _write_error_line(self, error: OSError) -> str | None:
+        """A full disk or a folder without write permission, met while the run writes its outputs."""
+        path = error.filename or self._output_folder()
+        output = Path(self.trainer.default_root_dir).resolve()
+        under_output = error.filename is None or output in Path(error.filename).resolve().parents
+        hint = "; pass --trainer.default_root_dir <{}>" if under_output else ""
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return truncate(
+                f"{short_path(path)}: no space left on device{hint.format('a folder on another disk')}"
+            )
+        if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            reason = "read-only file system" if error.errno == errno.EROFS else "permission denied"
+            return truncate(f"{short_path(path)}: {reason}{hint.format('a writable folder')}")
+        return None
 
 
 def _logger_run_root(config: Namespace) -> tuple[Namespace, Path] | None:
@@ -82,12 +222,15 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> SegCLI:
 
 def _one_line(error: BaseException) -> str:
     """The message of a parse or config error on one line, without jsonargparse's usage dump."""
+    if isinstance(error, ArgumentError):
+        return reduce_parse_error(str(error))
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     if any(line.startswith("Original Traceback") for line in lines):
         # raised in a DataLoader worker: torch prepends the worker's traceback; the last line is the message
         lines = [lines[-1].split(f"{type(error).__name__}: ", 1)[-1]]
-    text = " ".join(lines)
-    return text.replace("\\n", " ")
+    text = " ".join(lines).replace("\\n", " ")
+    # a ConfigError is written to be read whole (its file paths may be long); anything else is cut short
+    return text if isinstance(error, ConfigError) else truncate(text)
 
 
 def run_cli(args: list[str] | None = None) -> SegCLI | None:
@@ -95,8 +238,6 @@ def run_cli(args: list[str] | None = None) -> SegCLI | None:
 
     Set ``LIGHTNING_SEG_DEBUG=1`` to get the full traceback instead.
     """
-    from jsonargparse import ArgumentError
-
     try:
         return build_cli(args)
     except (ValueError, ArgumentError, FileNotFoundError) as error:

@@ -5,8 +5,10 @@ that names the file or the key and stays short (the message itself, without the 
 at most ``MESSAGE_LIMIT`` characters). Cases accepted on purpose (``on_bad_sample: skip``, samples named by
 no split list, masks without an image) train, and the test asserts what was dropped and that it was said.
 
-A case is a function that writes its data under ``root`` and returns the command-line arguments and the
-text the error line must contain.
+The data cases (``DATA_CASES``, below) are functions that write their data under ``root`` and return the
+command-line arguments and a pattern the error line must match; the command-line cases (``CLI_CASES``: parse
+errors, bad values, checkpoints, config files, untrained weights) live in ``test_cli_errors.py`` beside the
+tests of the parse-error reducer, and run here.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from PIL import Image
 from lightning_seg.cli import main, run_cli
 from tests.conftest import DEFAULT_CONFIG
 from tests.data_trees import block_mask, image_for, write_jpeg, write_png
+from tests.test_cli_errors import CLI_CASES, make_checkpoint
 
 MESSAGE_LIMIT = 200
 CLASSES = "[a,b,c]"
@@ -393,6 +396,27 @@ def test_bad_data_is_refused_in_one_line(case, tmp_path: Path, capsys: pytest.Ca
     capsys.readouterr()
     code = main(args)
     assert_one_error_line(code, capsys.readouterr().err, needle, tmp_path)
+    assert not list(tmp_path.glob("runs/**/*.ckpt"))  # refused before any training
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_checkpoint(tmp_path_factory.mktemp("trained"))
+
+
+@pytest.mark.parametrize(("build", "expected"), [c[1:] for c in CLI_CASES], ids=[c[0] for c in CLI_CASES])
+def test_bad_command_lines_are_refused_in_one_line(
+    build, expected: str, tmp_path: Path, checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = build(tmp_path, checkpoint)
+    capsys.readouterr()
+    code = main(args)
+    assert_one_error_line(code, capsys.readouterr().err, re.escape(expected), tmp_path)
+    assert not list(tmp_path.glob("runs/**/*.ckpt"))  # refused before any training
+
+
+def test_the_corpus_covers_at_least_forty_cases() -> None:
+    assert len(DATA_CASES) + len(CLI_CASES) >= 40
 
 
 # ----------------------------------------------------------------------------------- accepted on purpose
