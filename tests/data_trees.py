@@ -275,3 +275,28 @@ def coco_tree(root: Path) -> Path:
         (root / "annotations").mkdir(parents=True, exist_ok=True)
         (root / "annotations" / f"instances_{split}2017.json").write_text(json.dumps(data))
     return root
+
+
+def write_tiff16_rgb(path: Path, rgb: np.ndarray) -> Path:
+    """H×W×3 uint16 → an uncompressed little-endian 16-bit RGB TIFF, written by hand: PIL cannot write one
+    (and reads one as 8-bit RGB, which is what the tests check is refused)."""
+    import struct
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    h, w, _ = rgb.shape
+    data = rgb.astype("<u2").tobytes()
+    # tag, type (3 short, 4 long), count, value (offsets filled in below)
+    entries = [(256, 3, 1, w), (257, 3, 1, h), (258, 3, 3, 0), (259, 3, 1, 1), (262, 3, 1, 2), (273, 4, 1, 0),
+               (277, 3, 1, 3), (278, 3, 1, h), (279, 4, 1, len(data)), (284, 3, 1, 1)]  # fmt: skip
+    ifd_offset = 8
+    bits_offset = ifd_offset + 2 + 12 * len(entries) + 4
+    data_offset = bits_offset + 6
+    out = b"II*\x00" + struct.pack("<I", ifd_offset) + struct.pack("<H", len(entries))
+    for tag, kind, count, value in entries:
+        value = {258: bits_offset, 273: data_offset}.get(tag, value)
+        if kind == 3 and count == 1:
+            out += struct.pack("<HHIHH", tag, kind, count, value, 0)
+        else:
+            out += struct.pack("<HHII", tag, kind, count, value)
+    path.write_bytes(out + struct.pack("<I", 0) + struct.pack("<HHH", 16, 16, 16) + data)
+    return path

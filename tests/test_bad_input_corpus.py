@@ -178,7 +178,7 @@ def every_mask_ignored(root: Path):
     data = index_tree(root)
     for i in range(8):
         write_png(data / "masks" / f"s{i}.png", torch.full((32, 32), 255, dtype=torch.uint8))
-    return folder_args(root), r"100% of the train mask pixels are ignore_index 255"
+    return folder_args(root), r"every train mask pixel is ignore_index 255"
 
 
 def empty_predict_dir(root: Path):

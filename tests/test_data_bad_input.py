@@ -250,3 +250,84 @@ def test_a_deep_image_is_refused_at_setup_and_loads_with_its_range(tree: Path):
     dataset = next(d for d in dm.datasets.values() if "s3" in [s.name for s in d.samples])
     item = dataset[[s.name for s in dataset.samples].index("s3")]
     assert int(item["image"].min()) == int(item["image"].max()) == round(4000 * 255 / 4095)
+
+
+# ------------------------------------------------------------------ found by a review, as a new user would
+def test_sixteen_bit_colour_tiff_is_refused_even_with_a_range(tmp_path: Path):
+    import numpy as np
+
+    from tests.data_trees import write_tiff16_rgb
+
+    path = write_tiff16_rgb(tmp_path / "t.tif", np.full((8, 8, 3), 1500, dtype=np.uint16))
+    for value_range in (None, (0, 4095)):
+        one_line_error(
+            r"t\.tif: a colour TIFF of more than 8 bits", lambda r=value_range: read_image(path, r)
+        )
+
+
+def test_transparency_that_may_hold_the_label_is_refused(tmp_path: Path):
+    import numpy as np
+    from PIL import Image
+
+    from lightning_seg.data.io import read_mask
+
+    inverted = np.zeros((16, 16, 4), np.uint8)
+    inverted[..., :3], inverted[4:8, 4:8] = 255, (0, 0, 0, 255)  # opaque black objects on transparent white
+    Image.fromarray(inverted, "RGBA").save(tmp_path / "inv.png")
+    for color in (False, True):
+        one_line_error(r"inv\.png: mask has transparency \(240 pixels\) over non-black values",
+                       lambda c=color: read_mask(tmp_path / "inv.png", color=c))  # fmt: skip
+    painted = np.zeros((16, 16, 4), np.uint8)
+    painted[4:8, 4:8] = (255, 255, 255, 255)  # a label painted on an empty transparent canvas
+    Image.fromarray(painted, "RGBA").save(tmp_path / "ok.png")
+    assert read_mask(tmp_path / "ok.png", color=True).unique().tolist() == [0, 255]
+
+
+def test_palette_gif_index_masks_give_their_indices(tmp_path: Path):
+    import numpy as np
+    from PIL import Image
+
+    from lightning_seg.data.io import read_mask
+
+    indices = np.zeros((8, 8), np.uint8)
+    indices[2:4, 2:4] = 1
+    gif = Image.fromarray(indices, "P")
+    gif.putpalette([0, 0, 0, 200, 30, 10] + [0] * 762)  # class 1 shown red: torchvision would give colours
+    gif.save(tmp_path / "m.gif")
+    assert read_mask(tmp_path / "m.gif").unique().tolist() == [0, 1]
+
+
+def test_masks_pair_within_their_folder_or_a_flat_folder_only(tmp_path: Path):
+    root = tmp_path / "nested"
+    for i in range(4):
+        mask = block_mask(32, 32, 3, seed=i)
+        write_png(root / "images" / "a" / f"s{i}.png", image_for(mask))
+        write_png(root / "masks" / "b" / f"s{i}.png", mask.to(torch.uint8))  # another folder: no pair
+    one_line_error(r"images/a/s\d\.png: mask missing", lambda: module(root).setup("fit"))
+    write_png(root / "masks" / "a" / "s0.png", block_mask(32, 32, 3, seed=0).to(torch.uint8))
+    one_line_error(r"images/a/s[123]\.png: mask missing", lambda: module(root).setup("fit"))
+
+
+def test_a_list_entry_with_a_folder_never_means_another_folder(tmp_path: Path):
+    root = tmp_path / "nested"
+    for folder in ("a", "val"):
+        for i in range(4 if folder == "a" else 2, 6 if folder == "val" else 4):
+            mask = block_mask(32, 32, 3, seed=i)
+            write_png(root / "images" / folder / f"s{i}.png", image_for(mask))
+            write_png(root / "masks" / folder / f"s{i}.png", mask.to(torch.uint8))
+    (root / "val.txt").write_text("val/s4\nval/s1\n")  # s1 lives in a/, not in val/
+    one_line_error(
+        r"val\.txt: 'val/s1' matches 0 images", lambda: module(root, val_list="val.txt").setup("fit")
+    )
+
+
+def test_the_binary_hint_is_not_given_for_an_unrelated_absent_class(tree: Path):
+    (tree / "train.txt").write_text("\n".join(f"s{i}" for i in range(6)))
+    for i in range(6):  # class 2 only in the val images
+        mask = block_mask(32, 32, 2, seed=i)
+        mask[:2, :2] = 255
+        write_png(tree / "masks" / f"s{i}.png", mask.to(torch.uint8))
+    message = one_line_error(
+        r"class 'c' \(2\) has no pixel", lambda: module(tree, train_list="train.txt").setup("fit")
+    )
+    assert "mask_mode: binary" not in message

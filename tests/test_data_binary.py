@@ -44,7 +44,8 @@ def test_a_stray_255_in_zero_one_masks_is_refused_naming_its_file(tmp_path: Path
     values[2][0, 0] = 255
     paths = masks(tmp_path, values)
     with pytest.raises(
-        ConfigError, match=r"m2\.png: value 255 in binary masks whose other values are 0 and 1"
+        ConfigError,
+        match=r"m2\.png: value 255 in binary masks whose values are otherwise 0 and 1 \(\[0, 1, 255\]\); fix that file",
     ):
         decide_binary_threshold(paths)
 
@@ -55,7 +56,7 @@ def test_index_masks_read_as_binary_are_refused(tmp_path: Path):
         decide_binary_threshold(paths)
     # three well-separated labels: the middle one is too common to be edges
     paths = masks(tmp_path / "b", [block_mask(32, 32, 3, seed=i) * 120 for i in range(4)])
-    with pytest.raises(ConfigError, match=r"more than two values \(\[0, 120, 240\]"):
+    with pytest.raises(ConfigError, match=r"third value 120 between 0 and 240 \(\[0, 120, 240\]\)"):
         decide_binary_threshold(paths)
 
 
@@ -97,3 +98,57 @@ def test_folder_module_refuses_a_stray_value_in_any_split(tmp_path: Path):
     )
     dm.setup("fit")
     assert dm.mask_encoder().threshold == 1
+
+
+# ------------------------------------------------------------------ found by a review, as a new user would
+def disc(size: int, radius: float, centre: float, blur: bool = True) -> torch.Tensor:
+    yy, xx = torch.meshgrid(torch.arange(float(size)), torch.arange(float(size)), indexing="ij")
+    mask = (((yy - centre) ** 2 + (xx - centre) ** 2) < radius**2).float() * 255
+    if blur:
+        mask = torch.nn.functional.avg_pool2d(mask[None, None], 3, stride=1, padding=1)[0, 0]
+    return mask.round()
+
+
+def test_a_rare_third_label_between_close_values_is_refused(tmp_path: Path):
+    values = [two_value(i, 2) for i in range(4)]
+    values[1][:2, :4] = 1  # 8 pixels of a third label: no smoothing makes a 1 between 0 and 2
+    with pytest.raises(ConfigError, match=r"m1\.png: binary masks hold a third value 1 between 0 and 2"):
+        decide_binary_threshold(masks(tmp_path, values))
+
+
+def test_jpeg_masks_below_255_and_their_overshoot(tmp_path: Path):
+    jpegs = [write_jpeg(tmp_path / f"j{i}.jpg", (block_mask(32, 32, 2, seed=i) * 128).to(torch.uint8), quality=75)
+             for i in range(4)]  # fmt: skip
+    assert 50 <= decide_binary_threshold(jpegs) <= 80
+
+
+def test_small_antialiased_objects_and_thin_lines(tmp_path: Path):
+    circles = [disc(64, 10 + i, 30) for i in range(4)]  # about 8 % edge pixels
+    assert decide_binary_threshold(masks(tmp_path / "c", circles)) == 128
+    lines = []
+    for i in range(4):
+        line = torch.zeros(256, 256)
+        line[:, 60 + i : 63 + i] = 255
+        lines.append(torch.nn.functional.avg_pool2d(line[None, None], 3, stride=1, padding=1)[0, 0].round())
+    assert decide_binary_threshold(masks(tmp_path / "l", lines)) == 128
+
+
+def test_colour_masks_read_as_binary_are_refused(tmp_path: Path):
+    coloured = []
+    for i in range(4):
+        labels = block_mask(32, 32, 3, seed=i)
+        rgb = torch.zeros(3, 32, 32, dtype=torch.uint8)
+        rgb[0][labels == 1] = 255  # red objects
+        rgb[1][labels == 2] = 255  # green objects
+        coloured.append(rgb)
+    with pytest.raises(ConfigError, match=r"masks of 2 colours read as binary; .*data\.mask_mode: rgb"):
+        decide_binary_threshold(masks(tmp_path, coloured))
+
+
+def test_a_given_threshold_in_the_jpeg_noise_is_refused(tmp_path: Path):
+    jpegs = masks(tmp_path, [two_value(i, 255) for i in range(4)], ext=".jpg")
+    with pytest.raises(
+        ConfigError, match=r"data\.binary_threshold 1 lies in the JPEG noise of the mask value 0"
+    ):
+        decide_binary_threshold(jpegs, given=1)
+    assert decide_binary_threshold(jpegs, given=100) == 100

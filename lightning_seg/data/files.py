@@ -90,29 +90,20 @@ def pair_masks(
     """Pair each image with the mask of the same relative stem (plus ``mask_suffix``).
 
     A mask is looked up by the image's relative stem first (``masks/cat/x.png`` for ``images/cat/x.jpg``),
-    then by file name alone (a flat ``masks/`` folder) when that names one mask that no other image
-    claims.
+    then, for images in sub-folders, by file name at the top of ``mask_dir`` (a flat ``masks/`` folder),
+    never in another sub-folder.
 
     Raises:
-        ConfigError: a pairing by file name is ambiguous: two images would share one mask, or one image
-            matches masks in several folders. Both paths are named.
+        ConfigError: two images would share one mask of the flat folder (the same file name in two image
+            sub-folders). Both paths are named.
     """
     masks = find_files(mask_dir, extensions)
-    by_name: dict[str, list[Path]] = {}
-    for key, path in masks.items():
-        by_name.setdefault(key.rsplit("/", 1)[-1], []).append(path)
     pairs = []
     claimed: dict[Path, Path] = {}  # mask → the image paired with it
     for key, image in sorted(images.items()):
         mask = masks.get(key + mask_suffix)
-        if mask is None:
-            candidates = by_name.get(key.rsplit("/", 1)[-1] + mask_suffix, [])
-            if len(candidates) > 1:
-                raise ConfigError(
-                    f"{image}: ambiguous pairing, masks {candidates[0]} and {candidates[1]} have its name; "
-                    f"mirror the image sub-folders under {mask_dir}"
-                )
-            mask = candidates[0] if candidates else None
+        if mask is None and "/" in key:
+            mask = masks.get(key.rsplit("/", 1)[-1] + mask_suffix)
         if mask is not None and mask in claimed:
             raise ConfigError(
                 f"{image}: ambiguous pairing, {claimed[mask]} pairs with the same mask {mask}; "
@@ -130,15 +121,17 @@ def pair_masks(
 def _suffix_hint(
     pairs: list[tuple[str, Path, Path | None]], unused: list[Path], mask_suffix: str
 ) -> str | None:
-    """The suffix by which the first image without a mask and some unused mask differ (``x`` and
-    ``x_mask``), when there is one."""
-    missing = next((key.rsplit("/", 1)[-1] for key, _, mask in pairs if mask is None), None)
-    if missing is None:
+    """The ``mask_suffix`` that would pair most of the images without a mask with unused masks (``x`` and
+    ``x_mask``), or None."""
+    missing = [key.rsplit("/", 1)[-1] for key, _, mask in pairs if mask is None]
+    if not missing or mask_suffix:
         return None
-    for path in unused:
-        if path.stem.startswith(missing) and len(path.stem) > len(missing):
-            return path.stem[len(missing) - len(path.stem) :] if not mask_suffix else None
-    return None
+    stems = {path.stem for path in unused}
+    first = next((stem for stem in stems if stem.startswith(missing[0]) and stem != missing[0]), None)
+    if first is None:
+        return None
+    suffix = first[len(missing[0]) :]
+    return suffix if 2 * sum(name + suffix in stems for name in missing) >= len(missing) else None
 
 
 def paired_samples(

@@ -54,7 +54,8 @@ class FolderDataModule(ImageMaskDataModule):
         ignore_colors: colours that mean "not annotated" (``mask_mode="rgb"``), e.g. a void colour.
         binary_threshold: 1..255, for ``mask_mode="binary"``; None decides it once from every mask of the
             dataset (the midpoint of its two values: 0/1 → 1, 0/255 → 128) and refuses masks with a third
-            value (see ``lightning_seg.data.binary``). A number is used as given, without that check.
+            value or two colours (see ``lightning_seg.data.binary``). A number is used as given, only
+            refused when it lies in the JPEG noise of a mask value.
         mask_suffix: added to the image stem to name its mask (e.g. "_mask" for ``a.jpg`` → ``a_mask.png``).
         size: (height, width) every sample is resized to; None keeps stored sizes.
         labels_from: image-level label (``sample["label"]``) from the image's "parent" folder name
@@ -99,6 +100,7 @@ class FolderDataModule(ImageMaskDataModule):
         self.root = Path(root)
         self.image_dir, self.mask_dir = self.root / image_dir, self.root / mask_dir
         self.mask_mode, self.mask_suffix = mask_mode, mask_suffix
+        self.binary_threshold = binary_threshold
         self.ignore_index = ignore_index
         self.labels_from = labels_from
         self.lists = {"train": train_list, "val": val_list, "test": test_list}
@@ -116,10 +118,9 @@ class FolderDataModule(ImageMaskDataModule):
                 raise ConfigError(
                     f"data.class_names must have 2 names with mask_mode binary, got {class_names}"
                 )
-            # None: decided from the masks on first use (mask_encoder)
-            self._encoder: MaskEncoder | None = (
-                BinaryMaskEncoder(binary_threshold) if binary_threshold is not None else None
-            )
+            if binary_threshold is not None:
+                BinaryMaskEncoder(binary_threshold)  # its range check, at once
+            self._encoder: MaskEncoder | None = None  # decided (or checked) from the masks in mask_encoder
         elif mask_mode == "rgb":
             if not colors:
                 raise ConfigError(
@@ -158,7 +159,7 @@ class FolderDataModule(ImageMaskDataModule):
     def mask_encoder(self) -> MaskEncoder:
         if self._encoder is None:  # binary masks, threshold decided once from every mask of every split
             masks = [s.mask for split in self.splits().values() for s in split if s.mask is not None]
-            threshold = decide_binary_threshold(masks, self.num_workers)
+            threshold = decide_binary_threshold(masks, self.num_workers, given=self.binary_threshold)
             rank_zero_info(
                 f"{type(self).__name__}: binary masks thresholded at {threshold} (data.binary_threshold)"
             )
@@ -166,7 +167,14 @@ class FolderDataModule(ImageMaskDataModule):
         return self._encoder
 
     def mask_reading_hint(self, stats: ClassStatistics) -> str:
-        if self.mask_mode == "index" and self.ignore_index == 255 and stats.ignored_pixels > 0:
+        ignored = stats.ignored_pixels / max(stats.ignored_pixels + int(stats.pixel_counts.sum()), 1)
+        binary_like = self.num_classes == 2 or ignored > self.max_ignored_fraction
+        if (
+            self.mask_mode == "index"
+            and self.ignore_index == 255
+            and stats.ignored_pixels > 0
+            and binary_like
+        ):
             # 0/255 masks read as indices: the foreground is the stored 255, i.e. ignore_index
             return " (masks that store 0/255 are binary: use data.mask_mode: binary)"
         if self.mask_mode == "binary":
@@ -228,6 +236,7 @@ class FolderDataModule(ImageMaskDataModule):
         by_name: dict[str, list[SampleFile]] = {}
         for s in samples:
             by_name.setdefault(s.name.rsplit("/", 1)[-1], []).append(s)
+        image_folders = {name.rsplit("/", 1)[0] for name in by_key if "/" in name}
 
         def lookup(entry: str, list_file: Path) -> SampleFile:
             # an entry is a relative stem ("cat/x"), a stem, or a path with a suffix (SegNet-style lists)
@@ -236,7 +245,9 @@ class FolderDataModule(ImageMaskDataModule):
                 path = path.with_suffix("")
             if path.as_posix() in by_key:
                 return by_key[path.as_posix()]
-            matches = by_name.get(path.name, [])
+            # by file name only when the entry's folder is not one of the image tree's ("cat/x" never
+            # means "dog/x"); SegNet-style lines carry folders of another machine
+            matches = [] if path.parent.as_posix() in image_folders else by_name.get(path.name, [])
             if len(matches) != 1:
                 raise ConfigError(f"{list_file}: {entry!r} matches {len(matches)} images in {self.image_dir}")
             return matches[0]

@@ -46,12 +46,17 @@ _EXIF_SWAPS_AXES = (5, 6, 7, 8)
 
 
 # ------------------------------------------------------------------------------------------ decoding
-def _read_bytes(path: Path) -> torch.Tensor:
-    path = Path(path)
+def _check_file(path: Path) -> None:
+    """A missing or empty file: one line naming it (before a decoder says something vaguer)."""
     if not path.is_file():
         raise ConfigError(f"{path}: file not found")
     if path.stat().st_size == 0:
         raise ConfigError(f"{path}: empty file")
+
+
+def _read_bytes(path: Path) -> torch.Tensor:
+    path = Path(path)
+    _check_file(path)
     try:
         return read_file(str(path))
     except RuntimeError as err:  # permissions, I/O errors
@@ -83,7 +88,15 @@ def _png_depth_and_type(head: bytes) -> tuple[int, int] | None:
     return (head[24], head[25]) if head.startswith(_PNG_MAGIC) and len(head) == 26 else None
 
 
-def _pil_decode(data: torch.Tensor, path: Path, as_index: bool) -> torch.Tensor:
+def _deep_colour_tiff(img) -> bool:
+    """A TIFF with more than 8 bits per sample that PIL opens as 8-bit RGB (keeping the high byte)."""
+    if img.format != "TIFF" or img.mode in _PIL_DEEP_MODES:
+        return False
+    bits = img.tag_v2.get(258, (8,))  # BitsPerSample
+    return max(bits if isinstance(bits, tuple) else (bits,)) > 8
+
+
+def _pil_decode(data: torch.Tensor, path: Path, as_index: bool, alpha: bool = False) -> torch.Tensor:
     """Decode with PIL, EXIF orientation applied: C×H×W.
 
     ``as_index``: the stored values of one-channel files (palette indices, grey levels; uint8, or uint16
@@ -94,6 +107,11 @@ def _pil_decode(data: torch.Tensor, path: Path, as_index: bool) -> torch.Tensor:
 
     try:
         with Image.open(_io.BytesIO(data.numpy().tobytes())) as opened:
+            if _deep_colour_tiff(opened):
+                raise ConfigError(
+                    f"{path}: a colour TIFF of more than 8 bits per channel, which PIL reads as its high "
+                    "byte only; save it as a 16-bit PNG (then set data.image_value_range)"
+                )
             img = ImageOps.exif_transpose(opened)  # a copy with the orientation applied (or the image)
             img.load()
             if img.mode in _PIL_DEEP_MODES:
@@ -106,8 +124,11 @@ def _pil_decode(data: torch.Tensor, path: Path, as_index: bool) -> torch.Tensor:
                     array = array.astype(np.uint16 if array.max() > 255 else np.uint8)
                 elif array.dtype.kind not in "uf" or array.dtype.itemsize > 4:
                     array = array.astype(np.float64)
-            elif as_index and img.mode in ("1", "P", "L"):
-                array = np.asarray(img).astype(np.uint8)  # palette indices or grey levels, as stored
+            elif as_index and img.mode in ("1", "P", "L", "LA", "PA"):
+                # palette indices or grey levels as stored (with their alpha, which read_mask checks)
+                array = np.asarray(img).astype(np.uint8)
+            elif alpha and (img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info):
+                array = np.asarray(img.convert("RGBA"))
             else:
                 # '1' (bilevel) becomes 0/255 like libpng's expansion of 1-bit greyscale
                 array = np.asarray(img.convert("RGB"))
@@ -129,18 +150,30 @@ def _decode(data: torch.Tensor, path: Path, mode: ImageReadMode) -> torch.Tensor
     return decoded[0] if decoded.ndim == 4 else decoded
 
 
-def _decode_raw(path: Path, as_index: bool) -> torch.Tensor:
+def _decode_raw(path: Path, as_index: bool, alpha: bool = False) -> torch.Tensor:
     """Decode a file, EXIF orientation applied: ``as_index``: the stored values, 1 or more channels (palette
-    indices, 16-bit and 1/2/4-bit grey values as stored); else RGB, 3 channels (1 for deep grey images),
-    uint8 or, for images of more than 8 bits, their own dtype (uint16, int32, float32)."""
+    indices, 16-bit and 1/2/4-bit grey values as stored, alpha kept); else RGB, 3 channels (1 for deep grey
+    images; 4 with ``alpha``: RGBA), uint8 or, for images of more than 8 bits, their own dtype (uint16,
+    int32, float32)."""
     data = _read_bytes(path)
     head = bytes(data[:26].tolist())
     png = _png_depth_and_type(head)
-    # torchvision returns the packed bytes of 1/2/4-bit palette PNGs, not the indices (PIL unpacks them)
-    if not _torchvision_decodes(head) or (png is not None and png[1] == _PNG_PALETTE and png[0] < 8):
-        return _pil_decode(data, path, as_index=as_index)
-    # UNCHANGED keeps palette indices and 16-bit values; GRAY would turn a palette into luminance
-    raw = _decode(data, path, ImageReadMode.UNCHANGED if as_index else ImageReadMode.RGB)
+    # torchvision returns the packed bytes of 1/2/4-bit palette PNGs, not the indices, a GIF's colours, not
+    # its palette indices, and an undefined alpha channel for palette PNGs (PIL gets all three right)
+    palette = png is not None and png[1] == _PNG_PALETTE
+    if (
+        not _torchvision_decodes(head)
+        or (palette and (png[0] < 8 or (alpha and not as_index)))  # index masks need no palette colours
+        or (head.startswith(b"GIF8") and (as_index or alpha))
+    ):
+        return _pil_decode(data, path, as_index=as_index, alpha=alpha)
+    # UNCHANGED keeps palette indices, 16-bit values and alpha; GRAY would turn a palette into luminance.
+    # RGB_ALPHA only where the file has an alpha channel (grey+alpha, RGBA PNGs) to check
+    with_alpha = alpha and png is not None and png[1] in (4, 6)
+    mode = (
+        ImageReadMode.UNCHANGED if as_index else ImageReadMode.RGB_ALPHA if with_alpha else ImageReadMode.RGB
+    )
+    raw = _decode(data, path, mode)
     if as_index and png is not None and png[1] == 0 and png[0] < 8:
         # libpng scales 1/2/4-bit grey to 0..255 (1 → 255); an index mask means the stored values
         raw = raw // (255 // (2 ** png[0] - 1))
@@ -208,13 +241,13 @@ def read_mask(path: str | Path, color: bool = False) -> torch.Tensor:
         ConfigError: unreadable file, or a colour mask read as an index mask.
     """
     path = Path(path)
-    raw = _decode_raw(path, as_index=not color)
+    raw = _decode_raw(path, as_index=not color, alpha=True)
+    if raw.shape[0] in (2, 4):  # grey+alpha, RGBA
+        raw = _without_alpha(raw, path)
     if color:
         if raw.dtype != torch.uint8:
             raise ConfigError(f"{path}: {_describe_depth(raw)}; colour and binary masks must be 8-bit")
-        return raw.expand(3, -1, -1) if raw.shape[0] == 1 else raw[:3]
-    if raw.shape[0] in (2, 4):  # grey+alpha, RGBA: the alpha channel carries no label
-        raw = raw[:-1]
+        return raw.expand(3, -1, -1) if raw.shape[0] == 1 else raw
     if raw.shape[0] == 3:
         # an index mask saved as RGB with equal channels is fine; real colours need mask_mode "rgb"
         if not (torch.equal(raw[0], raw[1]) and torch.equal(raw[0], raw[2])):
@@ -234,24 +267,38 @@ class ImageHeader:
     deep: bool
 
 
+def _without_alpha(raw: torch.Tensor, path: Path) -> torch.Tensor:
+    """Drop a mask's alpha channel, unless it may carry the label.
+
+    Uniform alpha, or transparency only over black (a label painted on an empty transparent canvas), says
+    nothing the values do not say. Transparency over other values is ambiguous: the label may be the
+    opaque region (a viewer shows it so) while the values say otherwise.
+    """
+    values, alpha = raw[:-1], raw[-1]
+    transparent = alpha < alpha.max()
+    if bool(transparent.any()) and bool((values[:, transparent] != 0).any()):
+        raise ConfigError(
+            f"{path}: mask has transparency ({int(transparent.sum())} pixels) over non-black values, so "
+            "its label may be in the alpha channel; save the mask without transparency"
+        )
+    return values
+
+
 def image_header(path: str | Path) -> ImageHeader:
     """Read the header only (no decode): cheap enough to check a whole dataset at setup."""
     from PIL import Image
 
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: file not found")
-    if path.stat().st_size == 0:
-        raise ConfigError(f"{path}: empty file")
+    _check_file(path)
     try:
         with Image.open(path) as img:
             width, height = img.size
             if img.getexif().get(_EXIF_ORIENTATION_TAG) in _EXIF_SWAPS_AXES:
                 width, height = height, width
-            # PIL opens 16-bit RGB PNGs as 8-bit RGB: the PNG header's bit depth is the truth there
+            # PIL opens 16-bit RGB PNGs and TIFFs as 8-bit RGB: the file's own bit depth is the truth there
             with path.open("rb") as file:
                 png = _png_depth_and_type(file.read(26))
-            deep = img.mode in _PIL_DEEP_MODES or (png is not None and png[0] > 8)
+            deep = img.mode in _PIL_DEEP_MODES or (png is not None and png[0] > 8) or _deep_colour_tiff(img)
     except Exception as err:
         raise ConfigError(f"{path}: cannot read image header ({_short(err)})") from None
     return ImageHeader((height, width), deep)
@@ -468,7 +515,18 @@ def size_mismatch_message(
     if tuple(image_size) == tuple(mask_size):
         return None
     message = f"{mask}: mask is {mask_size[0]}x{mask_size[1]} but its image {image} is {image_size[0]}x{image_size[1]}"
-    if tuple(image_size) == tuple(mask_size)[::-1]:
+    if tuple(image_size) == tuple(mask_size)[::-1] and _exif_rotates(image):
         # images are read as a viewer shows them: a camera's EXIF orientation tag rotates the pixels
         message += " (swapped: the image's EXIF orientation rotates it; rotate the mask to match)"
     return message
+
+
+def _exif_rotates(path: Path) -> bool:
+    """Whether an image file's EXIF orientation swaps its width and height."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            return img.getexif().get(_EXIF_ORIENTATION_TAG) in _EXIF_SWAPS_AXES
+    except Exception:  # only a hint in a message
+        return False

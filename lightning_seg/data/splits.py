@@ -69,9 +69,9 @@ def split_samples(
 
 
 def read_split_list(path: Path) -> list[str]:
-    """Stems from a split list: one per line; only the first field counts, directories and suffixes are
-    dropped when the full entry is not a stem (so SegNet's ``/SegNet/CamVid/train/x.png ...`` lines work).
-    Blank lines and ``#`` comments are skipped."""
+    """The entries of a split list: the first field of each line (SegNet's ``/SegNet/CamVid/train/x.png
+    /SegNet/...annot/x.png`` lines give the image path), blank lines and ``#`` comments skipped. The data
+    module resolves an entry to a sample (by relative stem, else by file name)."""
     if not path.is_file():
         raise ConfigError(f"{path}: split list not found")
     stems = []
