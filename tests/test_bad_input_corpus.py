@@ -260,7 +260,11 @@ def unknown_colour_in_rgb_mode(root: Path):
     args = folder_args(
         root, "--data.mask_mode", "rgb", "--data.colors", "[[0,0,0],[255,255,255]]", classes=None
     )
-    return [*args, "--data.check_files", "full"], r"masks/c2\.png: unknown colour \[1, 2, 3\]"
+    return [
+        *args,
+        "--data.check_files",
+        "full",
+    ], r"masks/c2\.png: unknown colour \[1, 2, 3\] in an RGB mask \(1 pixels, 1 unknown colours\)"
 
 
 def two_images_with_one_stem(root: Path):

@@ -98,21 +98,6 @@ def test_mask_value_out_of_range(tree: Path):
     )
 
 
-def test_unknown_colour_in_rgb_mask(tmp_path: Path):
-    root = tmp_path / "rgb"
-    for i in range(4):
-        labels = block_mask(16, 16, 2, seed=i)
-        rgb = torch.where(labels.bool(), 255, 0).to(torch.uint8).expand(3, -1, -1).clone()
-        if i == 2:
-            rgb[:, 3, 3] = torch.tensor([1, 2, 3], dtype=torch.uint8)
-        write_png(root / "images" / f"c{i}.png", image_for(labels))
-        write_png(root / "masks" / f"c{i}.png", rgb)
-    dm = module(
-        root, mask_mode="rgb", colors=[[0, 0, 0], [255, 255, 255]], class_names=None, check_files="full"
-    )
-    one_line_error(r"c2\.png: unknown colour \[1, 2, 3\] in an RGB mask \(1 pixels", lambda: dm.setup("fit"))
-
-
 def test_colour_mask_read_as_index_mask(tree: Path):
     write_png(tree / "masks" / "s6.png", torch.randint(0, 3, (3, 32, 32), dtype=torch.uint8))
     one_line_error(r"s6\.png: mask has colours", lambda: module(tree, check_files="full").setup("fit"))
@@ -331,3 +316,26 @@ def test_the_binary_hint_is_not_given_for_an_unrelated_absent_class(tree: Path):
         r"class 'c' \(2\) has no pixel", lambda: module(tree, train_list="train.txt").setup("fit")
     )
     assert "mask_mode: binary" not in message
+
+
+def test_images_rotated_by_exif_are_counted_at_setup(tree: Path):
+    from tests.test_bad_input_corpus import write_exif_jpeg
+
+    # a square image: no size check can tell whether its mask was drawn on the rotated view
+    write_exif_jpeg(tree / "images" / "s3.jpg", image_for(block_mask(32, 32, 3, seed=3)), orientation=6)
+    (tree / "images" / "s3.png").unlink()
+    with pytest.warns(UserWarning, match=r"1 (train|val) image\(s\) carry an EXIF orientation .*s3\.jpg"):
+        module(tree).setup("fit")
+
+
+def test_antialiased_rgb_masks_are_named_as_such(tmp_path: Path):
+    from lightning_seg.data.io import ColorMaskEncoder
+
+    labels = block_mask(16, 16, 2, seed=0).float()
+    smooth = torch.nn.functional.avg_pool2d(labels[None, None] * 255, 3, stride=1, padding=1)[0, 0]
+    rgb = torch.stack([smooth, torch.zeros_like(smooth), torch.zeros_like(smooth)]).round().to(torch.uint8)
+    path = write_png(tmp_path / "aa.png", rgb)
+    encoder = ColorMaskEncoder(((0, 0, 0), (255, 0, 0)))
+    one_line_error(
+        r"aa\.png: unknown colour .*the mask looks antialiased or resized", lambda: encoder.read(path)
+    )

@@ -23,6 +23,7 @@ from lightning_seg.data.augment import natural_image_augmentations
 from lightning_seg.data.base import SegDataModule
 from lightning_seg.data.files import SampleFile
 from lightning_seg.data.io import (
+    ImageHeader,
     MaskEncoder,
     image_header,
     image_size,
@@ -131,8 +132,8 @@ class ImageMaskDataset(Dataset):
 
 
 class _Probe(Dataset):
-    """Decodes each sample once (no resize) and reports its problem (or None) and its stored size: a full
-    check."""
+    """Decodes each sample once (no resize) and reports its problem (or None) and its size (as an
+    :class:`ImageHeader`): a full check."""
 
     def __init__(self, dataset: ImageMaskDataset):
         self.dataset = dataset
@@ -140,12 +141,12 @@ class _Probe(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int) -> tuple[str | None, tuple[int, int] | None]:
+    def __getitem__(self, index: int) -> tuple[str | None, ImageHeader | None]:
         try:
             image, _ = self.dataset.decode(index)
         except ConfigError as err:
             return str(err), None
-        return None, tuple(image.shape[-2:])
+        return None, ImageHeader(tuple(image.shape[-2:]))
 
 
 class ImageMaskDataModule(SegDataModule):
@@ -259,6 +260,9 @@ class ImageMaskDataModule(SegDataModule):
             return dataset
         if mode == "header":
             results = [self._header_check(sample, dataset.encoder) for sample in dataset.samples]
+            self._say_rotated(
+                split, [s for s, (_, h) in zip(dataset.samples, results, strict=True) if h and h.rotated]
+            )
         else:
             # decode everything once, in the module's worker processes
             results = list(map_in_workers(_Probe(dataset), self.num_workers))
@@ -278,7 +282,7 @@ class ImageMaskDataModule(SegDataModule):
             dataset = ImageMaskDataset(keep, dataset.encoder, dataset.size, dataset.image_value_range)
             results = [r for r in results if not r[0]]
         if self.size is None and self.batch_size > 1:
-            sizes = {size: i for i, (_, size) in enumerate(results) if size is not None}
+            sizes = {header.size: i for i, (_, header) in enumerate(results) if header is not None}
             if len(sizes) > 1:
                 (a, i), (b, j) = list(sizes.items())[:2]
                 raise ConfigError(
@@ -287,10 +291,19 @@ class ImageMaskDataModule(SegDataModule):
                 )
         return dataset
 
+    def _say_rotated(self, split: str, rotated: list[SampleFile]) -> None:
+        """Count the images an EXIF orientation rotates, once: their masks must match the rotated view, and
+        for a square image no size check can tell."""
+        if rotated and any(sample.mask is not None for sample in rotated):
+            rank_zero_warn(
+                f"{type(self).__name__}: {len(rotated)} {split} image(s) carry an EXIF orientation and are read "
+                f"rotated, as a viewer shows them (first: {rotated[0].image}); their masks must match that view"
+            )
+
     def _header_check(
         self, sample: SampleFile, encoder: MaskEncoder | None
-    ) -> tuple[str | None, tuple[int, int] | None]:
-        """A sample's problem from its file headers (or None), and its image's (height, width)."""
+    ) -> tuple[str | None, ImageHeader | None]:
+        """A sample's problem from its file headers (or None), and its image's header."""
         if sample.error:
             return sample.error, None
         try:
@@ -306,4 +319,4 @@ class ImageMaskDataModule(SegDataModule):
                     return problem, None
         except ConfigError as err:
             return str(err), None
-        return None, header.size
+        return None, header

@@ -260,11 +260,12 @@ def read_mask(path: str | Path, color: bool = False) -> torch.Tensor:
 
 @dataclasses.dataclass(frozen=True)
 class ImageHeader:
-    """What a file's header says: the (height, width) a viewer shows (EXIF orientation applied) and
-    whether the pixels are deeper than 8 bits per channel."""
+    """What a file's header says: the (height, width) a viewer shows (EXIF orientation applied), whether
+    the pixels are deeper than 8 bits per channel, and whether an EXIF orientation rotates them."""
 
     size: tuple[int, int]
-    deep: bool
+    deep: bool = False
+    rotated: bool = False
 
 
 def _without_alpha(raw: torch.Tensor, path: Path) -> torch.Tensor:
@@ -293,7 +294,8 @@ def image_header(path: str | Path) -> ImageHeader:
     try:
         with Image.open(path) as img:
             width, height = img.size
-            if img.getexif().get(_EXIF_ORIENTATION_TAG) in _EXIF_SWAPS_AXES:
+            orientation = img.getexif().get(_EXIF_ORIENTATION_TAG)
+            if orientation in _EXIF_SWAPS_AXES:
                 width, height = height, width
             # PIL opens 16-bit RGB PNGs and TIFFs as 8-bit RGB: the file's own bit depth is the truth there
             with path.open("rb") as file:
@@ -301,7 +303,7 @@ def image_header(path: str | Path) -> ImageHeader:
             deep = img.mode in _PIL_DEEP_MODES or (png is not None and png[0] > 8) or _deep_colour_tiff(img)
     except Exception as err:
         raise ConfigError(f"{path}: cannot read image header ({_short(err)})") from None
-    return ImageHeader((height, width), deep)
+    return ImageHeader((height, width), deep, rotated=orientation not in (None, 1))
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
@@ -469,9 +471,16 @@ class ColorMaskEncoder(MaskEncoder):
             unknown = pixels[~known]
             first = int(unknown[0])
             rgb = [first >> 16, (first >> 8) & 255, first & 255]
+            kinds = int(torch.unique(unknown).numel())
+            # many unknown colours are blends of the known ones: edges smoothed by antialiasing or resizing
+            hint = (
+                "the mask looks antialiased or resized: re-export it without smoothing"
+                if kinds > len(self.colors)
+                else "add it to data.colors or data.ignore_colors"
+            )
             raise ConfigError(
                 f"{path}: unknown colour {rgb} in an RGB mask ({int(unknown.numel())} pixels, "
-                f"{int(torch.unique(unknown).numel())} unknown colours); add it to data.colors or data.ignore_colors"
+                f"{kinds} unknown colours); {hint}"
             )
         return labels[pos]
 

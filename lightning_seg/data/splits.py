@@ -4,8 +4,9 @@ set neither leaks (a sample in train and in an evaluation split) nor double coun
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
@@ -13,6 +14,7 @@ from lightning_seg.data.files import SampleFile
 from lightning_seg.errors import ConfigError
 
 SPLIT_NAMES = ("train", "val", "test")
+T = TypeVar("T")
 
 
 def _largest_remainder(total: int, sizes: Sequence[int]) -> list[int]:
@@ -92,11 +94,10 @@ def check_split_lists(listed: dict[str, list[SampleFile]], list_files: dict[str,
     """
     owner: dict[str, str] = {}
     for split, samples in listed.items():
-        seen: set[str] = set()
+        repeated = _first_repeat(sample.name for sample in samples)
+        if repeated is not None:
+            raise ConfigError(f"{list_files[split]}: {repeated!r} is listed twice")
         for sample in samples:
-            if sample.name in seen:
-                raise ConfigError(f"{list_files[split]}: {sample.name!r} is listed twice")
-            seen.add(sample.name)
             if sample.name in owner:
                 other = owner[sample.name]
                 raise ConfigError(
@@ -113,11 +114,9 @@ def check_disjoint_splits(splits: dict[str, list[SampleFile]]) -> None:
     evaluation image never is.
     """
     for split, samples in splits.items():
-        seen: set[Path] = set()
-        for sample in samples:
-            if sample.image in seen:
-                raise ConfigError(f"{sample.image}: appears twice in the {split} split")
-            seen.add(sample.image)
+        repeated = _first_repeat(sample.image for sample in samples)
+        if repeated is not None:
+            raise ConfigError(f"{repeated}: appears twice in the {split} split")
     train = {sample.image for sample in splits.get("train", [])}
     for split in ("val", "test"):
         shared = [sample.image for sample in splits.get(split, []) if sample.image in train]
@@ -126,3 +125,13 @@ def check_disjoint_splits(splits: dict[str, list[SampleFile]]) -> None:
                 f"{shared[0]}: in both the train and the {split} split ({len(shared)} shared); "
                 "an evaluation image must not be trained on"
             )
+
+
+def _first_repeat(items: Iterable[T]) -> T | None:
+    """The first item seen a second time, or None."""
+    seen: set[T] = set()
+    for item in items:
+        if item in seen:
+            return item
+        seen.add(item)
+    return None
