@@ -156,3 +156,13 @@ def test_modules_without_identity_are_counted_directly(cache: Path):
     masks = torch.stack([dm.build_dataset("train")[i]["mask"] for i in range(6)])
     assert stats.pixel_counts.tolist() == torch.bincount(masks.flatten(), minlength=dm.num_classes).tolist()
     assert not cache.exists() or not list(cache.iterdir())
+
+
+def test_setup_checks_leave_the_global_random_stream_alone(tmp_path: Path):
+    """The label checks' pass over the masks must not shift the run's augmentation and shuffling."""
+    root = folder_tree(tmp_path / "data", count=8, num_classes=3, sizes=((24, 32),))
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    make_module(root, num_workers=0).setup("fit")
+    assert torch.equal(torch.rand(3), expected)

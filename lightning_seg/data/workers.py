@@ -31,7 +31,11 @@ def _collate_as_is(item):
 def map_in_workers(dataset: Dataset, num_workers: int) -> Iterator:
     """``dataset[0], dataset[1], ...`` computed in ``num_workers`` worker processes (0: in this process),
     one item at a time and uncollated, with one intra-op thread in this process while it runs."""
-    loader = DataLoader(dataset, batch_size=None, num_workers=num_workers, collate_fn=_collate_as_is)
+    # its own generator: a DataLoader draws its base seed from the global one, and a check at setup must not
+    # change the run's random stream (augmentation, shuffling) and with it the run's result
+    loader = DataLoader(
+        dataset, batch_size=None, num_workers=num_workers, collate_fn=_collate_as_is, generator=torch.Generator()
+    )
     with single_threaded():
         yield from loader
 
