@@ -4,7 +4,6 @@ whether a checkpoint fits the model, and whether the optimizer accepts its argum
 
 from __future__ import annotations
 
-import functools
 import inspect
 import os
 import pickle
@@ -111,11 +110,10 @@ def _is_int(value: Any) -> bool:
 
 
 def check_config_values(config: Namespace) -> None:
-    """Values Lightning or torch reject only once the run is under way, checked up front."""
+    """Trainer values Lightning does not check when it is built (it fails on them mid-run: a division by
+    zero, an empty loop); ``max_epochs`` and ``max_steps`` it checks itself (see ``trainer_error_line``)."""
     trainer = config.get("trainer") or Namespace()
     limits = {  # key: (least value, how to say it)
-        "max_epochs": (-1, "-1 (no limit) or >= 0"),
-        "max_steps": (-1, "-1 (no limit) or >= 0"),
         "accumulate_grad_batches": (1, ">= 1"),
         "check_val_every_n_epoch": (1, ">= 1 (or null: validate by steps)"),
     }
@@ -125,10 +123,9 @@ def check_config_values(config: Namespace) -> None:
             raise ConfigError(f"trainer.{name} must be {allowed}, got {value}")
 
 
-def check_output_folders(config: Namespace) -> None:
-    """The run's output folder can be created and written (checked on the nearest existing parent): the
-    logger's ``save_dir`` (logs, config.yaml, checkpoints), else ``default_root_dir``, which Lightning uses
-    only when no logger says where to write."""
+def output_folder(config: Namespace) -> tuple[str, str | None]:
+    """The key and value of the folder a run writes to: the logger's ``save_dir`` (logs, config.yaml,
+    checkpoints), else ``default_root_dir``, which Lightning uses only when no logger says where to write."""
     trainer = config.get("trainer") or Namespace()
     save_dir = (
         _init_args(trainer, "logger").get("save_dir")
@@ -136,43 +133,61 @@ def check_output_folders(config: Namespace) -> None:
         else None
     )
     if save_dir:
-        folders = [("trainer.logger.init_args.save_dir", save_dir)]
-    else:
-        folders = [("trainer.default_root_dir", trainer.get("default_root_dir"))]
-    for key, folder in folders:
-        if not folder or "://" in str(folder):
-            continue
-        existing = Path(folder).expanduser().absolute()
-        while not existing.exists() and existing != existing.parent:
-            existing = existing.parent
-        if not existing.is_dir():
-            raise ConfigError(f"{key}: {short_path(existing)} is a file, not a folder")
-        if not os.access(existing, os.W_OK | os.X_OK):
-            raise ConfigError(
-                truncate(
-                    f"{key}: cannot write to {short_path(existing)} (read-only); pass --{key} <a writable folder>"
-                )
+        return "trainer.logger.init_args.save_dir", str(save_dir)
+    folder = trainer.get("default_root_dir")
+    return "trainer.default_root_dir", str(folder) if folder else None
+
+
+def check_output_folders(config: Namespace) -> None:
+    """The run's output folder (:func:`output_folder`) can be created and written (checked on the nearest
+    existing parent)."""
+    key, folder = output_folder(config)
+    if not folder or "://" in folder:
+        return
+    existing = Path(folder).expanduser().absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{key}: {short_path(existing)} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(
+            truncate(
+                f"{key}: cannot write to {short_path(existing)} (read-only); pass --{key} <a writable folder>"
             )
+        )
 
 
 def resolved_by_lightning(ckpt_path: str) -> bool:
-    return ckpt_path in SPECIAL_CKPT_PATHS or ckpt_path == "registry" or ckpt_path.startswith("registry:")
+    """Names Lightning resolves itself (``last``, ``best``, the model registry) and remote or URL paths it
+    opens through fsspec (``s3://``, ``file://``): not checked here."""
+    return (
+        ckpt_path in SPECIAL_CKPT_PATHS
+        or ckpt_path == "registry"
+        or ckpt_path.startswith("registry:")
+        or "://" in ckpt_path
+    )
 
 
-def read_checkpoint(path: str) -> dict[str, Any]:
-    """Load a checkpoint (memory-mapped: tensors are read only when used) or say in one line why not."""
+def read_checkpoint(path: str, weights_only: bool | None = True) -> dict[str, Any]:
+    """Load a checkpoint (memory-mapped: tensors are read only when used) or say in one line why not.
+
+    ``weights_only``: as the run's ``--weights_only`` (None, Lightning's default, means True here)."""
     file = Path(path).expanduser()
     shown = short_path(path)
     if not file.exists():
         raise ConfigError(f"--ckpt_path {shown}: no such file")
     if file.is_dir():
-        found = sorted(file.rglob("last.ckpt")) or sorted(file.rglob("*.ckpt"))
-        hint = f"; e.g. {short_path(found[0], 60)}" if found else ""
+        # a few levels only: a folder like ~ must not be walked whole for a hint
+        patterns = ("last.ckpt", "checkpoints/last.ckpt", "*/checkpoints/last.ckpt", "*.ckpt", "*/*.ckpt")
+        found = next((match for pattern in patterns for match in sorted(file.glob(pattern))), None)
+        hint = f"; e.g. {short_path(found, 60)}" if found else ""
         raise ConfigError(truncate(f"--ckpt_path {shown}: is a folder, not a checkpoint file{hint}"))
     if file.stat().st_size == 0:
         raise ConfigError(f"--ckpt_path {shown}: empty file (0 bytes), not a checkpoint")
     try:
-        checkpoint = torch.load(file, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(file))
+        checkpoint = torch.load(
+            file, map_location="cpu", weights_only=weights_only is not False, mmap=zipfile.is_zipfile(file)
+        )
     except PermissionError as error:
         raise ConfigError(f"--ckpt_path {shown}: permission denied") from error
     except pickle.UnpicklingError as error:
@@ -181,7 +196,7 @@ def read_checkpoint(path: str) -> dict[str, Any]:
         if unsafe:
             raise ConfigError(
                 f"--ckpt_path {shown}: holds a Python object ({unsafe.group(1)}) that safe loading refuses; "
-                "not a checkpoint of this project?"
+                "if you trust the file, pass --weights_only false"
             ) from error
         raise ConfigError(f"--ckpt_path {shown}: not a readable checkpoint (truncated or corrupt)") from error
     except Exception as error:  # zip, EOF, pickle and OS errors of a damaged file
@@ -287,10 +302,7 @@ def check_optimizer(model: Any) -> None:
     scheduler = getattr(model, "scheduler_builder", None)
     if scheduler is None:
         return
-    keywords = getattr(scheduler, "keywords", {}) or {}
-    probe = scheduler
-    if "total_steps" in keywords and keywords["total_steps"] is None and keywords.get("epochs") is None:
-        probe = functools.partial(scheduler, total_steps=100)  # as configure_optimizers fills it in
+    probe = model.scheduler_with_total_steps(100)[0]  # as configure_optimizers fills in a null total_steps
     try:
         probe(optimizer)
     except ValueError as error:

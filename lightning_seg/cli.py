@@ -17,6 +17,7 @@ import inspect
 import os
 import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from lightning_seg.checks import (
     check_optimizer,
     check_output_folders,
     check_untrained,
+    output_folder,
     read_checkpoint,
     resolved_by_lightning,
     trainer_error_line,
@@ -47,9 +49,6 @@ DEBUG_ENV = "LIGHTNING_SEG_DEBUG"
 
 class SegCLI(LightningCLI):
     """LightningCLI with the data → model links of this project and one-line errors for bad input."""
-
-    _checkpoint_path: str | None = None
-    _checkpoint_state: dict[str, Any] | None = None
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         for name in ("num_classes", "ignore_index", "class_names", "label_names"):
@@ -110,36 +109,41 @@ class SegCLI(LightningCLI):
             check_untrained(subcommand, config)
             check_config_values(config)
             check_output_folders(config)
-            ckpt_path = config.get("ckpt_path")
-            if ckpt_path and not resolved_by_lightning(str(ckpt_path)):
-                checkpoint = read_checkpoint(str(ckpt_path))
-                self._checkpoint_path, self._checkpoint_state = str(ckpt_path), checkpoint["state_dict"]
-                if not checkpoint.get("hyper_parameters"):
-                    return  # nothing for LightningCLI to merge into the config: spare it a second read
+            checkpoint = self._read_checkpoint(config)
+            if checkpoint is not None and not checkpoint.get("hyper_parameters"):
+                return  # nothing for LightningCLI to merge into the config: spare it a second read
         super()._parse_ckpt_path()
+
+    @staticmethod
+    def _read_checkpoint(config: Namespace) -> dict[str, Any] | None:
+        """The run's ``--ckpt_path`` loaded (memory-mapped), or None where there is none to check here."""
+        ckpt_path = config.get("ckpt_path")
+        if not ckpt_path or resolved_by_lightning(str(ckpt_path)):
+            return None
+        return read_checkpoint(str(ckpt_path), config.get("weights_only"))
 
     def before_instantiate_classes(self) -> None:
         if self.subcommand == "fit":
-            config = self.config[self.subcommand]
-            given = config.get("ckpt_path")
-            resume_in_place(config)
-            if given == "last" and config.get("ckpt_path") != given:
-                self._checkpoint_path = str(config.ckpt_path)
-                self._checkpoint_state = read_checkpoint(self._checkpoint_path)["state_dict"]
+            resume_in_place(self.config[self.subcommand])  # may resolve --ckpt_path last to a file
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         # the model is built, the trainer not yet: the checks that need the model
-        if self._checkpoint_state is not None and self._checkpoint_path is not None:
-            check_checkpoint_fits(self._checkpoint_path, self._checkpoint_state, self.model)
-            self._checkpoint_state = None  # the trainer loads the checkpoint itself
+        config = self.config[self.subcommand] if self.subcommand else Namespace()
+        checkpoint = self._read_checkpoint(config)
+        if checkpoint is not None:
+            check_checkpoint_fits(str(config.ckpt_path), checkpoint["state_dict"], self.model)
         if self.subcommand == "fit":
             check_optimizer(self.model)
         try:
             return super().instantiate_trainer(**kwargs)
+        except ConfigError:
+            raise
         except (MisconfigurationException, ValueError, TypeError) as error:
-            # the Trainer's own checks of its arguments, which it names in backticks: `max_epochs` must
-            # be ..., `accelerator='tpuu'`
+            # the Trainer's own checks of its arguments, which name them in backticks (`max_epochs` must
+            # be ..., `accelerator='tpuu'`); anything else is a bug to show whole
             names = list(inspect.signature(self.trainer_class.__init__).parameters)
+            if not isinstance(error, MisconfigurationException) and not _names_an_argument(str(error), names):
+                raise
             raise ConfigError(trainer_error_line(str(error), names)) from error
 
     def _run_subcommand(self, subcommand: str) -> None:
@@ -160,9 +164,10 @@ class SegCLI(LightningCLI):
     def _write_error_line(self, error: OSError) -> str | None:
         """A full disk or a folder without write permission, met while the run writes its outputs."""
         path = error.filename or self._output_folder()
-        output = Path(self.trainer.default_root_dir).resolve()
+        key, folder = output_folder(self.config[self.subcommand])
+        output = Path(folder or self.trainer.default_root_dir).resolve()
         under_output = error.filename is None or output in Path(error.filename).resolve().parents
-        hint = "; pass --trainer.default_root_dir <{}>" if under_output else ""
+        hint = f"; pass --{key} <{{}}>" if under_output else ""
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
             return truncate(
                 f"{short_path(path)}: no space left on device{hint.format('a folder on another disk')}"
@@ -171,6 +176,11 @@ class SegCLI(LightningCLI):
             reason = "read-only file system" if error.errno == errno.EROFS else "permission denied"
             return truncate(f"{short_path(path)}: {reason}{hint.format('a writable folder')}")
         return None
+
+
+def _names_an_argument(text: str, names: Sequence[str]) -> bool:
+    """Whether an error message names one of the Trainer's arguments in backticks, as Lightning does."""
+    return any(f"`{name}`" in text or f"`{name}=" in text for name in names)
 
 
 def _logger_run_root(config: Namespace) -> tuple[Namespace, Path] | None:

@@ -325,18 +325,21 @@ class SegmentationModule(L.LightningModule):
         self._log_epoch_metrics("test")
 
     # ------------------------------------------------------------------------------------- optimizers
+    def scheduler_with_total_steps(self, total_steps: int) -> tuple[LRSchedulerCallable, bool]:
+        """The scheduler builder with a null ``total_steps`` filled in with ``total_steps`` (the run's
+        optimizer-step count), and whether it was; OneCycleLR given epochs + steps_per_epoch is left alone."""
+        builder = self.scheduler_builder
+        keywords = getattr(builder, "keywords", {}) or {}
+        if "total_steps" in keywords and keywords["total_steps"] is None and keywords.get("epochs") is None:
+            return functools.partial(builder, total_steps=total_steps), True
+        return builder, False
+
     def configure_optimizers(self) -> Any:
         # only trainable parameters: a finetuning callback adds the frozen backbone as its own group later
         optimizer = self.optimizer_builder([p for p in self.parameters() if p.requires_grad])
         if self.scheduler_builder is None:
             return optimizer
-        builder, filled = self.scheduler_builder, False
-        keywords = getattr(builder, "keywords", {})
-        # a null total_steps is the run's optimizer-step count (OneCycleLR may instead be given epochs +
-        # steps_per_epoch; those are left alone)
-        if "total_steps" in keywords and keywords["total_steps"] is None and keywords.get("epochs") is None:
-            builder = functools.partial(builder, total_steps=int(self.trainer.estimated_stepping_batches))
-            filled = True
+        builder, filled = self.scheduler_with_total_steps(int(self.trainer.estimated_stepping_batches))
         scheduler = builder(optimizer)
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             interval = "epoch"
