@@ -222,7 +222,10 @@ class CompoundLoss(nn.Module):
                 parts["aux"] = sum(self.weights[name] * value for name, value in aux_parts.items())
                 total = total + self.aux_weight * parts["aux"]
             if output.label is not None and label is not None and self.label_weight > 0:
-                parts["label"] = F.cross_entropy(output.label.float(), label)
+                # images whose target is unknown (-100: a derived label of a wholly ignored mask) count
+                # nowhere; a batch of only those gives 0, not NaN
+                known = (label != -100).any()
+                parts["label"] = torch.where(known, F.cross_entropy(output.label.float(), label), 0.0)
                 total = total + self.label_weight * parts["label"]
         parts["loss"] = total
         return parts

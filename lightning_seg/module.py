@@ -34,8 +34,13 @@ def _default_optimizer(params: Any) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-4)
 
 
+NO_LABEL = -100
+"""Image-level target of an image whose mask has no labelled pixel: left out of the label loss and metrics."""
+
+
 def dominant_class(mask: torch.Tensor, num_classes: int, ignore_index: int) -> torch.Tensor:
-    """Image-level label derived from a mask: the most frequent non-background class, or 0 if none.
+    """Image-level label derived from a mask: the most frequent non-background class, 0 if the labelled
+    pixels are all background, and :data:`NO_LABEL` if no pixel is labelled (nothing is known of the image).
 
     Args:
         mask: int64 B×H×W.
@@ -49,7 +54,9 @@ def dominant_class(mask: torch.Tensor, num_classes: int, ignore_index: int) -> t
         1, flat, valid.flatten(1).float()
     )
     counts[:, 0] = 0
-    return torch.where(counts.sum(1) > 0, counts.argmax(1), torch.zeros_like(counts[:, 0], dtype=torch.long))
+    label = torch.where(counts.sum(1) > 0, counts.argmax(1), torch.zeros_like(counts[:, 0], dtype=torch.long))
+    labelled = (mask != ignore_index).flatten(1).any(1)
+    return torch.where(labelled, label, NO_LABEL)
 
 
 def build_net(builder: NetBuilder, num_classes: int, num_labels: int | None) -> nn.Module:
@@ -145,8 +152,12 @@ class SegmentationModule(L.LightningModule):
             {
                 f"{stage}_": nn.ModuleDict(
                     {
-                        "label_f1": MulticlassF1Score(num_labels, average="macro", validate_args=False),
-                        "label_acc": MulticlassAccuracy(num_labels, average="micro", validate_args=False),
+                        "label_f1": MulticlassF1Score(
+                            num_labels, average="macro", ignore_index=NO_LABEL, validate_args=False
+                        ),
+                        "label_acc": MulticlassAccuracy(
+                            num_labels, average="micro", ignore_index=NO_LABEL, validate_args=False
+                        ),
                     }
                 )
                 for stage in STAGES

@@ -205,3 +205,18 @@ def test_an_ignored_only_batch_leaves_the_epoch_loss_a_true_mean(tmp_path) -> No
     assert ignored == 0.0 and labelled > 0
     epoch_loss = float(trainer.callback_metrics["train/loss_epoch"])
     assert epoch_loss == pytest.approx(labelled, rel=1e-6)  # not (labelled + 0) / 2, and not NaN
+
+
+def test_a_derived_image_label_of_a_wholly_ignored_mask_counts_nowhere() -> None:
+    """A class head trained on labels derived from masks: an image without a labelled pixel has no label,
+    not "background"."""
+    from lightning_seg.module import NO_LABEL, dominant_class
+
+    masks = torch.tensor([[[0, 2], [2, 1]], [[IGNORE, IGNORE], [IGNORE, IGNORE]], [[0, 0], [IGNORE, 0]]])
+    assert dominant_class(masks, 3, IGNORE).tolist() == [2, NO_LABEL, 0]
+    loss = _loss({"ce": 1.0}, num_classes=3)
+    label_logits = torch.randn(2, 3, requires_grad=True)
+    out = loss(NetOutput(mask=torch.randn(2, 3, 2, 2), label=label_logits), masks[1:2].expand(2, -1, -1),
+               torch.tensor([NO_LABEL, NO_LABEL]))  # fmt: skip
+    out["loss"].backward()
+    assert float(out["label"]) == 0.0 and torch.equal(label_logits.grad, torch.zeros_like(label_logits))

@@ -11,7 +11,7 @@ from conftest import tiny_args
 
 from lightning_seg.cli import run_cli
 from lightning_seg.models import MicroUNet, SMPNet, UNet
-from lightning_seg.module import SegmentationModule, dominant_class
+from lightning_seg.module import NO_LABEL, SegmentationModule, dominant_class
 
 
 def test_num_labels_comes_from_the_data_labels() -> None:
@@ -45,8 +45,10 @@ def test_dominant_class_of_a_mask() -> None:
     mask = torch.zeros(3, 4, 4, dtype=torch.long)
     mask[0, :2] = 2
     mask[0, 3, :1] = 1
-    mask[1, :, :] = 255  # all ignored → background
+    mask[1, :, :] = 255  # all ignored: nothing is known of the image, so no label (not "background")
     mask[2, 0, 0] = 3
+    assert dominant_class(mask, 4, 255).tolist() == [2, NO_LABEL, 3]
+    mask[1, 0, 0] = 0  # one labelled background pixel: background
     assert dominant_class(mask, 4, 255).tolist() == [2, 0, 3]
 
 
