@@ -453,3 +453,34 @@ def test_the_private_lightning_hooks_this_cli_overrides_still_exist() -> None:
 
     for name in ("_parse_ckpt_path", "_prepare_subcommand_parser", "_run_subcommand"):
         assert callable(getattr(LightningCLI, name, None)), name
+
+
+def test_full_disk_while_writing_prediction_pngs_names_the_file(tmp_path: Path, monkeypatch, capsys) -> None:
+    """Prediction PNGs are written by Python, not torchvision's ``write_png`` (which ignores write errors:
+    a full disk left empty files without a word)."""
+    checkpoint = make_checkpoint(tmp_path / "trained")
+    real_write_bytes = Path.write_bytes
+
+    def full_for_pngs(self: Path, data: bytes) -> int:
+        if ".png" in self.name:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write_bytes(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full_for_pngs)
+    args = ["predict", *tiny_args(tmp_path / "runs"), "--ckpt_path", str(checkpoint)]
+    capsys.readouterr()
+    assert main(args) == 2
+    line = assert_one_error_line(capsys, ".png: no space left on device")
+    assert "predictions" in line
+    assert not list((tmp_path / "trained").rglob("*.tmp"))  # no half-written leftovers
+
+
+def test_save_png_writes_what_torchvision_decodes(tmp_path: Path) -> None:
+    import torch
+    from torchvision.io import decode_png, read_file
+
+    from lightning_seg.data.workers import save_png
+
+    image = torch.randint(0, 255, (3, 8, 10), dtype=torch.uint8)
+    save_png(image, tmp_path / "x.png")
+    assert torch.equal(decode_png(read_file(str(tmp_path / "x.png"))), image)

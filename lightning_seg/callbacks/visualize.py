@@ -8,11 +8,11 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
-from torchvision.io import write_png
 from torchvision.utils import make_grid
 
 from lightning_seg.callbacks.summary import run_directory
 from lightning_seg.callbacks.writer import colourize, default_palette
+from lightning_seg.data.workers import save_png
 
 
 class SampleOverlays(L.Callback):
@@ -78,4 +78,4 @@ class SampleOverlays(L.Callback):
                 logger.log_image(key=tag, images=[grid.permute(1, 2, 0).numpy()], step=trainer.global_step)
         out = log_dir / "samples"
         out.mkdir(parents=True, exist_ok=True)
-        write_png(grid, str(out / f"epoch_{trainer.current_epoch:03d}.png"))
+        save_png(grid, str(out / f"epoch_{trainer.current_epoch:03d}.png"))

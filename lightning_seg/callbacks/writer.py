@@ -9,9 +9,9 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
-from torchvision.io import write_png
 
 from lightning_seg.callbacks.summary import run_directory
+from lightning_seg.data.workers import save_png
 from lightning_seg.errors import ConfigError
 
 
@@ -81,13 +81,13 @@ class MaskWriter(BasePredictionWriter):
             # names are relative stems ("cat/img_01" for nested folders): keep the folders, not collide
             target = self.resolved_dir / str(name)
             target.parent.mkdir(parents=True, exist_ok=True)
-            write_png(colourize(mask, self.palette), f"{target}.png")
+            save_png(colourize(mask, self.palette), f"{target}.png")
             if self.save_index:
                 if mask.max() > 255:  # PNG index images here are 8-bit; never wrap a class silently
                     raise ConfigError(
                         f"{target}_index.png: class {int(mask.max())} does not fit an 8-bit PNG"
                     )
-                write_png(mask.to(torch.uint8)[None], f"{target}_index.png")
+                save_png(mask.to(torch.uint8)[None], f"{target}_index.png")
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero:
