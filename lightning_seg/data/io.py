@@ -531,11 +531,8 @@ def size_mismatch_message(
 
 
 def _exif_rotates(path: Path) -> bool:
-    """Whether an image file's EXIF orientation swaps its width and height."""
-    from PIL import Image
-
+    """Whether an image file carries an EXIF orientation that rotates it (from its header)."""
     try:
-        with Image.open(path) as img:
-            return img.getexif().get(_EXIF_ORIENTATION_TAG) in _EXIF_SWAPS_AXES
-    except Exception:  # only a hint in a message
+        return image_header(path).rotated
+    except ConfigError:  # only a hint in a message
         return False
