@@ -24,7 +24,12 @@ from typing import Any
 from jsonargparse import ArgumentError, Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.plugins.io import CheckpointIO
 
+from lightning_seg import runs
+from lightning_seg.callbacks.divergence import DivergenceGuard
+from lightning_seg.callbacks.schedule_time import ScheduleTimeCheck
+from lightning_seg.checkpoint_io import AtomicCheckpointIO
 from lightning_seg.checks import (
     EVAL_SUBCOMMANDS,
     UNTRAINED_OPTION,
@@ -39,12 +44,19 @@ from lightning_seg.checks import (
     resolved_by_lightning,
     trainer_error_line,
 )
+from lightning_seg.config_record import ConfigRecord
 from lightning_seg.data.base import SegDataModule
-from lightning_seg.errors import ConfigError, closest, short_path, truncate
+from lightning_seg.errors import ConfigError, NothingToDo, TrainingDiverged, closest, short_path, truncate
 from lightning_seg.module import SegmentationModule
 from lightning_seg.parse_errors import reduce_parse_error
 
 DEBUG_ENV = "LIGHTNING_SEG_DEBUG"
+
+LIGHTNING_MODEL_CHECKPOINT = "lightning.pytorch.callbacks.ModelCheckpoint"
+OUR_MODEL_CHECKPOINT = "lightning_seg.callbacks.ModelCheckpoint"
+
+ALWAYS_ON_CALLBACKS = (DivergenceGuard, ScheduleTimeCheck)
+"""Added with their defaults when a config lists none (list one to set its options)."""
 
 
 class SegCLI(LightningCLI):
@@ -109,6 +121,7 @@ class SegCLI(LightningCLI):
             check_untrained(subcommand, config)
             check_config_values(config)
             check_output_folders(config)
+            runs.resolve_checkpoint(config, training=subcommand == "fit")
             checkpoint = self._read_checkpoint(config)
             if checkpoint is not None and not checkpoint.get("hyper_parameters"):
                 return  # nothing for LightningCLI to merge into the config: spare it a second read
@@ -123,8 +136,17 @@ class SegCLI(LightningCLI):
         return read_checkpoint(str(ckpt_path), config.get("weights_only"))
 
     def before_instantiate_classes(self) -> None:
+        self.run_folder = None
+        if not self.subcommand:
+            return  # built without running (run=False): nothing is written
+        config = self.config[self.subcommand]
+        # the config record keeps the folder arguments as given, not the folder chosen here
+        self.save_config_kwargs["as_given"] = runs.folder_arguments(config)
         if self.subcommand == "fit":
-            resume_in_place(self.config[self.subcommand])  # may resolve --ckpt_path last to a file
+            _use_our_model_checkpoint(config)
+            self.run_folder = runs.claim_training_folder(config)
+        else:
+            self.run_folder = runs.claim_record_folder(config, self.subcommand)
 
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         # the model is built, the trainer not yet: the checks that need the model
@@ -132,8 +154,20 @@ class SegCLI(LightningCLI):
         checkpoint = self._read_checkpoint(config)
         if checkpoint is not None:
             check_checkpoint_fits(str(config.ckpt_path), checkpoint["state_dict"], self.model)
+            if self.subcommand == "fit":
+                runs.check_resume(config, checkpoint)  # before the trainer reads any data
         if self.subcommand == "fit":
             check_optimizer(self.model)
+        trainer_config = self._get(self.config_init, "trainer", default={})
+        callbacks = list(trainer_config.get("callbacks") or [])
+        callbacks += [
+            kind() for kind in ALWAYS_ON_CALLBACKS if not any(isinstance(c, kind) for c in callbacks)
+        ]
+        plugins = trainer_config.get("plugins") or []
+        plugins = list(plugins) if isinstance(plugins, list | tuple) else [plugins]
+        if not any(isinstance(p, CheckpointIO) for p in plugins):
+            plugins.append(AtomicCheckpointIO())
+        kwargs = {"callbacks": callbacks, "plugins": plugins, **kwargs}
         try:
             return super().instantiate_trainer(**kwargs)
         except ConfigError:
@@ -154,6 +188,8 @@ class SegCLI(LightningCLI):
             if message is None:
                 raise
             raise ConfigError(message) from error
+        finally:
+            runs.finish(getattr(self, "run_folder", None))
 
     def _output_folder(self) -> str:
         try:
@@ -183,36 +219,12 @@ def _names_an_argument(text: str, names: Sequence[str]) -> bool:
     return any(f"`{name}`" in text or f"`{name}=" in text for name in names)
 
 
-def _logger_run_root(config: Namespace) -> tuple[Namespace, Path] | None:
-    """The logger's init args and its ``save_dir/name`` folder, for loggers that number their runs."""
-    logger = config.trainer.get("logger")
-    init_args = logger.get("init_args") if isinstance(logger, Namespace) else None
-    if init_args is None or "version" not in init_args or init_args.get("save_dir") is None:
-        return None
-    name = init_args.get("name") or ""
-    return init_args, Path(init_args.save_dir) / name
-
-
-def resume_in_place(config: Namespace) -> None:
-    """Make a resumed ``fit`` continue in the run directory it resumes from.
-
-    ``--ckpt_path last`` means the newest ``checkpoints/last.ckpt`` under the logger's ``save_dir/name``;
-    a path ``<save_dir>/<name>/<version>/checkpoints/x.ckpt`` reuses ``<version>``, so logs, checkpoints
-    and ``summary.json`` of one run stay in one folder. Anything else is left to Lightning.
-    """
-    found = _logger_run_root(config)
-    ckpt_path = config.get("ckpt_path")
-    if found is None or not ckpt_path or found[0].get("version") is not None:
-        return
-    init_args, run_root = found
-    if ckpt_path == "last":
-        candidates = sorted(run_root.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
-        if not candidates:
-            raise ConfigError(f"--ckpt_path last: no {run_root}/*/checkpoints/last.ckpt to resume from")
-        config.ckpt_path = str(candidates[-1])
-    ckpt = Path(config.ckpt_path)
-    if ckpt.parent.name == "checkpoints" and ckpt.parent.parent.parent.resolve() == run_root.resolve():
-        init_args.version = ckpt.parent.parent.name
+def _use_our_model_checkpoint(config: Namespace) -> None:
+    """Lightning's ModelCheckpoint with a monitor rewrites last.ckpt only when the score improves; use ours
+    (the same arguments, see :mod:`lightning_seg.callbacks.checkpoint`). The config record names it."""
+    for callback in config.trainer.get("callbacks") or []:
+        if isinstance(callback, Namespace) and callback.get("class_path") == LIGHTNING_MODEL_CHECKPOINT:
+            callback.class_path = OUR_MODEL_CHECKPOINT
 
 
 def build_cli(args: list[str] | None = None, run: bool = True) -> SegCLI:
@@ -223,7 +235,8 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> SegCLI:
         subclass_mode_model=True,
         subclass_mode_data=True,
         auto_configure_optimizers=False,
-        save_config_kwargs={"overwrite": True},
+        save_config_callback=ConfigRecord,
+        save_config_kwargs={},
         parser_kwargs={"exit_on_error": False},
         args=args,
         run=run,
@@ -246,10 +259,13 @@ def _one_line(error: BaseException) -> str:
 def run_cli(args: list[str] | None = None) -> SegCLI | None:
     """Run the CLI; on bad input print ``lightning-seg: error: <what and where>`` and return None.
 
-    Set ``LIGHTNING_SEG_DEBUG=1`` to get the full traceback instead.
+    A diverged run raises :class:`TrainingDiverged` and a command with nothing to do :class:`NothingToDo`
+    (``main`` prints them). Set ``LIGHTNING_SEG_DEBUG=1`` to get the full traceback instead.
     """
     try:
         return build_cli(args)
+    except (TrainingDiverged, NothingToDo):
+        raise
     except (ValueError, ArgumentError, FileNotFoundError) as error:
         # jsonargparse wraps errors raised while instantiating a class_path (e.g. our ConfigError) in a
         # ValueError listing every Union member; the cause is the useful line
@@ -272,5 +288,15 @@ def _config_error_in_chain(error: BaseException) -> ConfigError | None:
 
 
 def main(args: list[str] | None = None) -> int:
-    """Console entry point (``lightning-seg`` and ``python -m lightning_seg``): 0 on success, 2 on bad input."""
-    return 0 if run_cli(args) is not None else 2
+    """Console entry point (``lightning-seg`` and ``python -m lightning_seg``): 0 on success or when there
+    is nothing to do, 1 when training diverged, 2 on bad input (Ctrl-C: 1, from Lightning)."""
+    try:
+        return 0 if run_cli(args) is not None else 2
+    except NothingToDo as done:
+        print(f"lightning-seg: {done}", file=sys.stderr)
+        return 0
+    except TrainingDiverged as error:
+        if os.environ.get(DEBUG_ENV):
+            raise
+        print(f"lightning-seg: error: {error}", file=sys.stderr)
+        return 1

@@ -38,3 +38,12 @@ def closest(word: str, candidates: list[str] | tuple[str, ...]) -> str | None:
         found = difflib.get_close_matches(word.lower(), list(lowered), n=1, cutoff=0.6)
         found = [lowered[f] for f in found]
     return found[0] if found else None
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the weights became NaN or infinite: the run stops (exit code 1), its last finite
+    checkpoint kept. The message is one line naming the step and the loss terms."""
+
+
+class NothingToDo(Exception):
+    """A command that would do nothing (resuming a finished run): said in one line, exit code 0."""

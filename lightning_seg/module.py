@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
+from lightning_seg import random_state
 from lightning_seg.errors import ConfigError
 from lightning_seg.losses import CompoundLoss
 from lightning_seg.metrics import SegMetrics, WeightedMean
@@ -145,6 +146,8 @@ class SegmentationModule(L.LightningModule):
         # keyed "<stage>_" because a ModuleDict key "train" would shadow nn.Module.train
         # K×K confusion matrix of each stage's last epoch, for the run summary
         self.last_confusion: dict[str, torch.Tensor] = {}
+        # the generators' states of the checkpoint a fit resumes from, restored at on_train_start
+        self._resumed_random_state: dict[str, Any] | None = None
         self.eval_loss_means = nn.ModuleDict()  # "<stage>_<term>" → WeightedMean, created on first use
         self.metrics = nn.ModuleDict({f"{stage}_": SegMetrics(num_classes, ignore_index) for stage in STAGES})
         num_labels = len(self.label_names)
@@ -175,10 +178,39 @@ class SegmentationModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.loss.weight_tensor is not None:
             checkpoint["loss_class_weights"] = self.loss.weight_tensor.cpu()
+        if self._trainer is not None and self.trainer.state.fn == "fit":
+            checkpoint["random_state"] = self._random_state()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if checkpoint.get("loss_class_weights") is not None:
             self.loss.set_class_weights(checkpoint["loss_class_weights"])
+        self._resumed_random_state = checkpoint.get("random_state")
+
+    def _random_state(self) -> dict[str, Any]:
+        """The generators' states at this save; under DDP each rank's torch and CUDA states (Kornia's and
+        dropout's draws differ per rank), gathered since only rank 0 writes the file."""
+        state = random_state.capture()
+        if self.trainer.world_size > 1:
+            for key in ("torch", "cuda"):
+                if key in state:
+                    state[f"{key}_per_rank"] = self.all_gather(state[key].to(self.device)).cpu()
+        return state
+
+    def on_train_start(self) -> None:
+        # restored here, after the sanity check and the creation of the epoch's loader, so that the first
+        # draw after it is the first augmentation of the resumed batch, as in the uninterrupted run
+        state = self._resumed_random_state
+        if state is None:
+            return
+        self._resumed_random_state = None
+        rank = self.trainer.global_rank
+        for key in ("torch", "cuda"):
+            per_rank = state.get(f"{key}_per_rank")
+            if per_rank is not None and rank < len(per_rank):
+                # a copy, not a view: torch.set_rng_state reads a view with a storage offset out of
+                # bounds (a segmentation fault with torch 2.15)
+                state[key] = per_rank[rank].clone()
+        random_state.restore(state)
 
     # ---------------------------------------------------------------------------------------- forward
     def forward(self, image: torch.Tensor) -> NetOutput:
@@ -205,8 +237,9 @@ class SegmentationModule(L.LightningModule):
         return logits.argmax(1)
 
     # ------------------------------------------------------------------------------------------ steps
-    def _step(self, batch: dict[str, Any], stage: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Loss and metric updates of one batch; returns the loss and the int64 B×H×W predicted classes."""
+    def _step(self, batch: dict[str, Any], stage: str) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Loss and metric updates of one batch; returns the loss terms (``"loss"`` their weighted sum) and
+        the int64 B×H×W predicted classes."""
         image, mask = batch["image"], batch["mask"]
         out = self(image)
         label = None
@@ -240,7 +273,7 @@ class SegmentationModule(L.LightningModule):
             if out.label is not None:
                 for metric in self.label_metrics[f"{stage}_"].values():
                     metric.update(out.label.detach().argmax(1), label)
-        return losses["loss"], pred
+        return losses, pred
 
     def _log_eval_loss(self, stage: str, name: str, value: torch.Tensor, batch_size: torch.Tensor) -> None:
         """Log an evaluation loss as a batch-size-weighted mean over the whole split, across processes.
@@ -263,8 +296,11 @@ class SegmentationModule(L.LightningModule):
             metric_attribute=f"eval_loss_means.{key}",  # created after Lightning indexed the metrics
         )
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")[0]
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        losses = self._step(batch, "train")[0]
+        # the terms go to callbacks (DivergenceGuard names them when the loss turns non-finite)
+        terms = {name: value.detach() for name, value in losses.items() if name != "loss"}
+        return {"loss": losses["loss"], "loss_terms": terms}
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
         # the predictions go to callbacks (SampleOverlays) so they need no second forward pass

@@ -51,6 +51,7 @@ class WarmupCosineLR(LambdaLR):
         def cosine(progress: float) -> float:
             return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
+        self.total_steps = total_steps  # as OneCycleLR's: read by ScheduleTimeCheck
         super().__init__(optimizer, _warmup_then(total_steps, warmup, cosine))
 
 
@@ -67,6 +68,7 @@ class PolyLR(LambdaLR):
     def __init__(
         self, optimizer: Optimizer, total_steps: int | None = None, power: float = 0.9, warmup: float = 0.0
     ) -> None:
+        self.total_steps = total_steps  # as OneCycleLR's: read by ScheduleTimeCheck
         super().__init__(
             optimizer, _warmup_then(total_steps, warmup, lambda progress: (1 - progress) ** power)
         )

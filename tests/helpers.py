@@ -16,3 +16,49 @@ class StopAfterEpoch(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         trainer.should_stop = True
+
+
+class CrashAtStep(L.Callback):
+    """Fails at the end of optimizer step ``step`` (before any checkpoint of that step), like a killed job;
+    with ``hard`` the process is killed outright (SIGKILL: nothing runs after it, no cleanup)."""
+
+    def __init__(self, step: int, hard: bool = False) -> None:
+        self.step = step
+        self.hard = hard
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx
+    ) -> None:
+        if trainer.global_step == self.step:
+            if self.hard:
+                import os
+                import signal
+
+                os.kill(os.getpid(), signal.SIGKILL)
+            raise RuntimeError(f"simulated crash at step {self.step}")
+
+
+class NonFiniteBatchAtStep(L.Callback):
+    """Makes the batch of optimizer step ``step + 1`` NaN (its loss non-finite), as an overflow would."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx
+    ) -> None:
+        if trainer.global_step == self.step:
+            batch["image"].fill_(float("nan"))
+
+
+class InterruptAtStep(L.Callback):
+    """Presses Ctrl-C after optimizer step ``step``."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx
+    ) -> None:
+        if trainer.global_step == self.step:
+            raise KeyboardInterrupt

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -79,9 +78,8 @@ def test_validate_test_and_predict_from_checkpoint(run_root: Path) -> None:
         ]
     )
     assert plain is not None
-    shutil.rmtree(Path(best).parent.parent / "predictions")
     cli = run_cli(["predict", *tiny_args(run_root), "--ckpt_path", best])
-    out_dir = Path(best).parent.parent / "predictions"
+    out_dir = Path(cli.trainer.log_dir) / "predictions"  # each predict: a new <run>/predict/<date-time>/
     colour = sorted(out_dir.glob("*[0-9].png"))
     index = sorted(out_dir.glob("*_index.png"))
     assert len(colour) == len(index) == 4

@@ -14,9 +14,9 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-import lightning.fabric.plugins.io.torch_io as torch_io
 import pytest
 
+from lightning_seg import atomic, checkpoint_io
 from lightning_seg import checks as checks_module
 from lightning_seg import cli as cli_module
 from lightning_seg.cli import main
@@ -356,10 +356,10 @@ def test_read_only_output_folder_is_one_line(
 
 
 def test_full_disk_names_the_run_folder(tmp_path: Path, monkeypatch, capsys) -> None:
-    def no_space(checkpoint: dict, path: str) -> None:
+    def no_space(path, data, durable=False) -> None:  # an error that names no file
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(torch_io, "_atomic_save", no_space)
+    monkeypatch.setattr(checkpoint_io, "atomic_write", no_space)
     root = tmp_path / "runs"
     assert main(["fit", *tiny_args(root)]) == 2
     # the logger's save_dir decides where a run writes (tiny_args sets it): that is the key to change
@@ -368,10 +368,11 @@ def test_full_disk_names_the_run_folder(tmp_path: Path, monkeypatch, capsys) -> 
 
 
 def test_full_disk_with_a_file_name(tmp_path: Path, monkeypatch, capsys) -> None:
-    def no_space(checkpoint: dict, path: str) -> None:
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    def no_space(obj, handle) -> None:  # the disk fills up while the checkpoint is written
+        handle.write(b"partial")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(torch_io, "_atomic_save", no_space)
+    monkeypatch.setattr(checkpoint_io.torch, "save", no_space)
     assert main(["fit", *tiny_args(tmp_path / "runs")]) == 2
     assert_one_error_line(capsys, ".ckpt: no space left on device")
 
@@ -459,14 +460,13 @@ def test_full_disk_while_writing_prediction_pngs_names_the_file(tmp_path: Path, 
     """Prediction PNGs are written by Python, not torchvision's ``write_png`` (which ignores write errors:
     a full disk left empty files without a word)."""
     checkpoint = make_checkpoint(tmp_path / "trained")
-    real_write_bytes = Path.write_bytes
 
-    def full_for_pngs(self: Path, data: bytes) -> int:
-        if ".png" in self.name:
+    def full_for_pngs(path, mode="r", *args, **kwargs):
+        if ".png" in str(path):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real_write_bytes(self, data)
+        return open(path, mode, *args, **kwargs)
 
-    monkeypatch.setattr(Path, "write_bytes", full_for_pngs)
+    monkeypatch.setattr(atomic, "open", full_for_pngs, raising=False)
     args = ["predict", *tiny_args(tmp_path / "runs"), "--ckpt_path", str(checkpoint)]
     capsys.readouterr()
     assert main(args) == 2

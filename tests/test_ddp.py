@@ -22,10 +22,9 @@ def _validate(args: list[str], cwd: Path) -> dict:
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    summaries = sorted(
-        Path(args[args.index("--trainer.default_root_dir") + 1]).glob("**/summary.json"),
-        key=lambda p: p.stat().st_mtime,
-    )
+    # an evaluation writes its record beside the checkpoint's run: <run>/validate/<date-time>/
+    run = Path(args[args.index("--ckpt_path") + 1]).parent.parent
+    summaries = sorted((run / "validate").glob("*/summary.json"), key=lambda p: p.stat().st_mtime)
     return json.loads(summaries[-1].read_text())["metrics"]
 
 
@@ -78,3 +77,28 @@ def test_ddp_validation_metrics_equal_single_process(tmp_path: Path) -> None:
         if ddp[name] != pytest.approx(single[name], rel=1e-5, abs=1e-6)
     }
     assert not mismatched
+
+
+@pytest.mark.slow
+def test_ddp_fit_writes_one_run_folder_and_resumes_in_it(tmp_path: Path) -> None:
+    """Lightning starts rank 1 by re-running the command: it must take rank 0's run folder, not claim one."""
+    args = [
+        *tiny_args(tmp_path),
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=2",
+        "--trainer.strategy=ddp",
+        "--model.init_args.lr_scheduler=null",
+    ]
+
+    def fit(*extra: str) -> None:
+        command = [sys.executable, "-m", "lightning_seg", "fit", *args, *extra]
+        result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    fit()
+    fit("--trainer.max_epochs=2", "--ckpt_path", "last")
+    (run,) = (tmp_path / "default").iterdir()
+    assert run.name == "version_0" and not (run / ".lock").exists()
+    assert (run / "config.yaml").is_file() and (run / "config.resume-1.yaml").is_file()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["epochs_completed"] == 2

@@ -104,5 +104,5 @@ def test_every_net_fits_and_predicts_through_the_cli(run_root: Path, net: str) -
     best = fit.trainer.checkpoint_callback.best_model_path
     predict = run_cli(["predict", *tiny_args(run_root, *chosen), "--ckpt_path", best])
     assert predict is not None
-    written = sorted((Path(best).parent.parent / "predictions").glob("*_index.png"))
+    written = sorted((Path(best).parent.parent / "predict").glob("*/predictions/*_index.png"))
     assert len(written) == 4

@@ -1,8 +1,19 @@
 """Lightning callbacks of this project."""
 
+from lightning_seg.callbacks.checkpoint import ModelCheckpoint
+from lightning_seg.callbacks.divergence import DivergenceGuard
 from lightning_seg.callbacks.finetune import BackboneFinetuning
+from lightning_seg.callbacks.schedule_time import ScheduleTimeCheck
 from lightning_seg.callbacks.summary import RunSummary
 from lightning_seg.callbacks.visualize import SampleOverlays
 from lightning_seg.callbacks.writer import MaskWriter
 
-__all__ = ["BackboneFinetuning", "MaskWriter", "RunSummary", "SampleOverlays"]
+__all__ = [
+    "BackboneFinetuning",
+    "DivergenceGuard",
+    "MaskWriter",
+    "ModelCheckpoint",
+    "RunSummary",
+    "SampleOverlays",
+    "ScheduleTimeCheck",
+]

@@ -11,6 +11,9 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 
+from lightning_seg.atomic import atomic_write
+from lightning_seg.errors import TrainingDiverged
+
 
 def _plain(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
@@ -18,6 +21,31 @@ def _plain(value: Any) -> Any:
     if isinstance(value, float) and math.isnan(value):
         return None
     return value
+
+
+def _existing(path: str | None) -> str | None:
+    """A checkpoint path only if the file is there (Lightning names a file before writing it)."""
+    return path if path and Path(path).is_file() else None
+
+
+def _fit_status(trainer: L.Trainer) -> dict[str, Any]:
+    """How a ``fit`` that returned normally ended: all its epochs, or stopped early by what."""
+    from lightning.pytorch.callbacks import EarlyStopping, Timer
+
+    if trainer.max_steps not in (-1, None) and trainer.global_step >= trainer.max_steps:
+        return {"status": "stopped", "stopped_by": "max_steps"}
+    if trainer.max_epochs not in (-1, None) and trainer.current_epoch >= trainer.max_epochs:
+        return {"status": "completed"}
+    for callback in trainer.callbacks:
+        if (
+            isinstance(callback, Timer)
+            and callback.time_remaining() is not None
+            and callback.time_remaining() <= 0
+        ):
+            return {"status": "stopped", "stopped_by": "max_time"}
+        if isinstance(callback, EarlyStopping) and callback.stopped_epoch:
+            return {"status": "stopped", "stopped_by": "early_stopping"}
+    return {"status": "stopped" if trainer.should_stop else "completed"}
 
 
 def run_directory(trainer: L.Trainer) -> Path:
@@ -28,9 +56,15 @@ def run_directory(trainer: L.Trainer) -> Path:
 class RunSummary(L.Callback):
     """Print per-class IoU, mIoU and where the checkpoint and config are; write ``summary.json``.
 
-    ``summary.json`` lands in the run's log directory (beside ``config.yaml`` and ``checkpoints/``) with
-    ``{"stage", "metrics": {"val/mIoU": ..., "val/IoU/<class>": ...}, "best_checkpoint", "best_score",
-    "last_checkpoint", "config", "log_dir", "confusion"?}``.
+    ``summary.json`` lands in the command's folder (a training run's, beside ``config.yaml`` and
+    ``checkpoints/``; an evaluation's own ``<run>/<stage>/<date-time>/``) with ``{"stage", "status",
+    "metrics": {"val/mIoU": ..., "val/IoU/<class>": ...}, "epochs_completed", "global_step",
+    "best_checkpoint", "best_score", "last_checkpoint", "config", "log_dir", "confusion"?}``.
+
+    ``status`` of a ``fit``: "completed", "stopped" (with ``stopped_by``: max_time, early_stopping, max_steps),
+    "interrupted" (Ctrl-C: what was completed before it) or "diverged" (with ``last_finite_checkpoint``).
+    A summary is only replaced by a command that evaluated something: a resume with nothing left to do,
+    or one interrupted before its first validation, leaves the previous one.
 
     Args:
         print_table: print the table to the console (rich) as well as writing the file.
@@ -38,44 +72,94 @@ class RunSummary(L.Callback):
 
     def __init__(self, print_table: bool = True) -> None:
         self.print_table = print_table
+        self._evaluated = False
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._evaluated = False
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._evaluated = True
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._summarise(trainer, pl_module, "fit", "val")
+        if self._evaluated:
+            self._summarise(trainer, pl_module, "fit", "val", _fit_status(trainer))
+        elif trainer.is_global_zero:
+            print(f"nothing was trained or evaluated; {run_directory(trainer) / 'summary.json'} is unchanged")
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        if trainer.state.fn != "fit":
+            return
+        if isinstance(exception, KeyboardInterrupt):
+            status: dict[str, Any] = {"status": "interrupted"}
+        elif isinstance(exception, TrainingDiverged):
+            status = {"status": "diverged", "reason": str(exception)}
+        else:
+            return
+        if not trainer.is_global_zero:
+            return
+        # not run_directory(): a broadcast, and other ranks may not be here (an exception on one rank)
+        log_dir = Path(trainer.logger.log_dir if trainer.logger else trainer.default_root_dir)
+        if self._evaluated or not (log_dir / "summary.json").exists():
+            self._write(trainer, pl_module, "fit", "val", log_dir, status)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.state.fn == "validate":
-            self._summarise(trainer, pl_module, "validate", "val")
+            self._summarise(trainer, pl_module, "validate", "val", {"status": "completed"})
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._summarise(trainer, pl_module, "test", "test")
+        self._summarise(trainer, pl_module, "test", "test", {"status": "completed"})
 
-    def _summarise(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str, prefix: str) -> None:
+    def _summarise(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        stage: str,
+        prefix: str,
+        status: dict[str, Any],
+    ) -> None:
         log_dir = run_directory(trainer)  # every rank asks: a broadcast under DDP
-        self._write(trainer, pl_module, stage, prefix, log_dir)
+        self._write(trainer, pl_module, stage, prefix, log_dir, status)
 
     @rank_zero_only
     def _write(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str, prefix: str, log_dir: Path
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        stage: str,
+        prefix: str,
+        log_dir: Path,
+        status: dict[str, Any],
     ) -> None:
         metrics = {
             k: _plain(v) for k, v in sorted(trainer.callback_metrics.items()) if k.startswith(f"{prefix}/")
         }
         checkpoint = trainer.checkpoint_callback
+        best = _existing(getattr(checkpoint, "best_model_path", None))
+        last = _existing(getattr(checkpoint, "last_model_path", None))
         summary: dict[str, Any] = {
             "stage": stage,
+            **status,
             "metrics": metrics,
-            "best_checkpoint": getattr(checkpoint, "best_model_path", None) or None,
-            "best_score": _plain(getattr(checkpoint, "best_model_score", None)),
-            "last_checkpoint": getattr(checkpoint, "last_model_path", None) or None,
+            "best_checkpoint": best,
+            "best_score": _plain(getattr(checkpoint, "best_model_score", None)) if best else None,
+            "last_checkpoint": last,
             "evaluated_checkpoint": trainer.ckpt_path,
             "config": str(log_dir / "config.yaml") if (log_dir / "config.yaml").exists() else None,
             "log_dir": str(log_dir),
         }
+        if stage == "fit":
+            summary["epochs_completed"] = trainer.fit_loop.epoch_progress.current.completed
+            summary["global_step"] = trainer.global_step
+            if summary["status"] == "diverged":
+                summary["last_finite_checkpoint"] = last or best
         confusion = getattr(pl_module, "last_confusion", {}).get(prefix)
         if confusion is not None:
             summary["confusion"] = {"rows_target_cols_prediction": confusion.tolist()}
         log_dir.mkdir(parents=True, exist_ok=True)
-        (log_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        atomic_write(log_dir / "summary.json", json.dumps(summary, indent=2))
         if self.print_table:
             self._print(summary, prefix, log_dir)
 

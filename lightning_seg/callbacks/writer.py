@@ -34,8 +34,8 @@ class MaskWriter(BasePredictionWriter):
     """Write each predicted mask as ``<name>.png`` (colour) and optionally ``<name>_index.png``.
 
     Args:
-        output_dir: where to write; None: ``<run of the checkpoint>/predictions`` when predicting from a
-            checkpoint, else ``<log_dir>/predictions``.
+        output_dir: where to write (a new or empty folder: files of two invocations are never mixed);
+            None: ``predictions/`` in the command's own record folder, ``<run>/predict/<date-time>/``.
         palette: K RGB triples; None: a default palette with black background.
         save_index: also write the raw class-index PNG (what a submission or a metric script reads).
     """
@@ -53,11 +53,16 @@ class MaskWriter(BasePredictionWriter):
         self.resolved_dir: Path | None = None
 
     def _directory(self, trainer: L.Trainer) -> Path:
-        if self.output_dir is not None:
-            return Path(self.output_dir)
-        if trainer.ckpt_path and Path(trainer.ckpt_path).parent.name == "checkpoints":
-            return Path(trainer.ckpt_path).parent.parent / "predictions"
-        return run_directory(trainer) / "predictions"
+        if self.output_dir is None:
+            return run_directory(trainer) / "predictions"
+        folder = Path(self.output_dir)
+        # rank 0 only: other ranks may look after it has written its first files
+        if trainer.is_global_zero and folder.is_dir() and any(folder.iterdir()):
+            raise ConfigError(
+                f"MaskWriter.output_dir: {folder} already holds files (an earlier predict?); "
+                "pass a new or empty folder, or leave it null for a new folder of this run"
+            )
+        return folder
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.resolved_dir = self._directory(trainer)

@@ -12,6 +12,8 @@ links them into the model.
 
 from __future__ import annotations
 
+import os
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_seg.data.augment import SegAugmentation, natural_image_augmentations
+from lightning_seg.data.sampling import EpochSampler
 from lightning_seg.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -100,6 +103,9 @@ class SegDataModule(L.LightningDataModule):
         self._norm_tensors: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
         # the seed this module gave the global generator for its DDP rank (see _decorrelate_ranks)
         self._rank_seed: int | None = None
+        # the training order's seed (the same on every rank) and where a resumed run starts: (epoch, batch)
+        self._shuffle_seed: int | None = None
+        self._resume_position: tuple[int, int] | None = None
 
     # ----------------------------------------------------------------------------------------- classes
     @property
@@ -142,6 +148,8 @@ class SegDataModule(L.LightningDataModule):
                 if split != "predict":
                     self.check_labels(split)
         if stage == "fit":
+            if self._shuffle_seed is None:
+                self._shuffle_seed = self._shared_seed()
             self._decorrelate_ranks()
 
     def check_labels(self, split: str) -> None:
@@ -186,6 +194,40 @@ class SegDataModule(L.LightningDataModule):
             return 1, 0
         return trainer.world_size, trainer.global_rank
 
+    def _shared_seed(self) -> int:
+        """The run's seed (``seed_everything``'s), else rank 0's initial seed given to every rank."""
+        seed = int(os.environ.get("PL_GLOBAL_SEED", torch.initial_seed())) % 2**31
+        trainer = self.trainer
+        return int(trainer.strategy.broadcast(seed)) if trainer is not None else seed
+
+    # ----------------------------------------------------------------------------------- resuming
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in every checkpoint: the training order's seed and how far the current epoch got.
+
+        Read from Lightning's own progress counters at the moment of the save, not counted by the loader:
+        Lightning fetches one batch ahead, so the loader has always yielded one more than was trained on.
+        """
+        trainer = self.trainer
+        if trainer is None or self._shuffle_seed is None:
+            return {}
+        progress = trainer.fit_loop.epoch_loop.batch_progress.current
+        return {
+            "shuffle_seed": self._shuffle_seed,
+            "epoch": trainer.current_epoch,
+            "batches_done": progress.processed,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if "shuffle_seed" not in state_dict:
+            return  # a checkpoint written before the order was resumable
+        self._shuffle_seed = int(state_dict["shuffle_seed"])
+        self._resume_position = (int(state_dict["epoch"]), int(state_dict["batches_done"]))
+        # Lightning warns that a loader without state_dict() cannot resume mid-epoch; this one's position is
+        # restored here, from the data module's state, so the warning would be wrong
+        warnings.filterwarnings(
+            "ignore", message=r"You're resuming from a checkpoint that ended before the epoch"
+        )
+
     def _decorrelate_ranks(self) -> None:
         """Give each DDP rank its own global RNG stream.
 
@@ -204,7 +246,23 @@ class SegDataModule(L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         sampler = None
         world_size, rank = self._world()
-        if split in ("val", "test") and 1 < world_size <= len(self.datasets[split]):
+        # a generator of its own: without one, creating each epoch's iterator draws the workers' base seed
+        # from the global generator, shifting every augmentation draw after it
+        generator = torch.Generator().manual_seed(0)
+        if split == "train":
+            sampler = EpochSampler(
+                self.datasets[split],
+                num_replicas=world_size,
+                rank=rank,
+                shuffle=shuffle,
+                seed=self._shuffle_seed if self._shuffle_seed is not None else self._shared_seed(),
+                batch_size=self.batch_size,
+            )
+            if self._resume_position is not None:
+                sampler.resume_at(*self._resume_position)
+                self._resume_position = None
+            generator = sampler.worker_generator
+        elif split in ("val", "test") and 1 < world_size <= len(self.datasets[split]):
             # each sample evaluated exactly once: Lightning's default DistributedSampler pads the split with
             # repeated samples so that ranks get equal counts, which biases the metrics. Lightning leaves a
             # DataLoader that already has a DistributedSampler alone. Ranks may run one batch apart; that is
@@ -223,6 +281,7 @@ class SegDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
+            generator=generator,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -30,11 +30,12 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.io import encode_png
 
+from lightning_seg.atomic import atomic_write
 from lightning_seg.data.files import SampleFile
 from lightning_seg.data.image_mask import ImageMaskDataModule
 from lightning_seg.data.io import IndexMaskEncoder, MaskEncoder
 from lightning_seg.data.stats import default_cache_dir
-from lightning_seg.data.workers import atomic_write, map_in_workers
+from lightning_seg.data.workers import map_in_workers
 from lightning_seg.errors import ConfigError
 
 COCO_CATEGORIES = (

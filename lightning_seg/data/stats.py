@@ -28,7 +28,8 @@ from typing import Literal, get_args
 import torch
 from torch.utils.data import Dataset
 
-from lightning_seg.data.workers import atomic_write, map_in_workers
+from lightning_seg.atomic import atomic_write
+from lightning_seg.data.workers import map_in_workers
 from lightning_seg.errors import ConfigError
 
 WeightRule = Literal["inverse_frequency", "median_frequency", "enet"]

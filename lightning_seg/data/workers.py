@@ -1,14 +1,15 @@
-"""Per-sample CPU passes spread over DataLoader worker processes, and atomic file writes."""
+"""Per-sample CPU passes spread over DataLoader worker processes, and PNG files written atomically."""
 
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+from lightning_seg.atomic import atomic_write
 
 
 @contextlib.contextmanager
@@ -44,25 +45,8 @@ def map_in_workers(dataset: Dataset, num_workers: int) -> Iterator:
         yield from loader
 
 
-def atomic_write(path: Path, data: bytes | str) -> None:
-    """Write ``data`` to ``path`` through a temporary file and ``os.replace``: a concurrent reader never
-    sees half a file, and a killed process never leaves one. A failed write (a full disk) raises OSError
-    naming ``path`` and leaves no temporary file."""
-    path = Path(path)
-    tmp = path.with_suffix(f"{path.suffix}.{os.getpid()}.tmp")
-    try:
-        if isinstance(data, str):
-            tmp.write_text(data)
-        else:
-            tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except OSError as error:
-        tmp.unlink(missing_ok=True)
-        raise OSError(error.errno, error.strerror, str(path)) from error
-
-
 def save_png(image: torch.Tensor, path: Path | str) -> None:
-    """uint8 C×H×W → PNG file, atomically. Not torchvision's ``write_png``: it ignores write errors, so a
+    """uint8 C×H×W → PNG file, atomically (:func:`lightning_seg.atomic.atomic_write`). Not torchvision's ``write_png``: it ignores write errors, so a
     full disk leaves empty or cut files without a word (seen writing to /dev/full)."""
     from torchvision.io import encode_png
 

@@ -1,0 +1,70 @@
+"""``ConfigRecord``: the run's ``config.yaml``, written once by the run that trained and never rewritten.
+
+LightningCLI's ``SaveConfigCallback`` rewrites ``<log_dir>/config.yaml`` on every command that logs into
+the folder; after an attempt to extend a 3-epoch run the record said ``max_epochs: 4``. Here:
+
+* the first ``fit`` of a run writes ``config.yaml``; a resumed ``fit`` leaves it alone and writes
+  ``config.resume-<n>.yaml`` beside it (what the resume ran with, ``--ckpt_path`` included);
+* evaluation commands write into their own record folder (see :mod:`lightning_seg.runs`);
+* the logger's folder arguments are saved as the user gave them (a null ``version`` stays null), so the
+  record can be passed back as ``--config`` to start a new run or to evaluate this one.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from jsonargparse import Namespace
+from lightning.pytorch.cli import LightningArgumentParser, SaveConfigCallback
+
+
+class ConfigRecord(SaveConfigCallback):
+    """``SaveConfigCallback`` that never overwrites (see the module's docstring).
+
+    Args:
+        parser, config, config_filename, multifile: as ``SaveConfigCallback``'s.
+        overwrite: ignored: a record is never overwritten.
+        as_given: values by dotted key to save instead of the config's (the folder arguments before the CLI
+            chose the folder: :func:`lightning_seg.runs.folder_arguments`).
+    """
+
+    def __init__(
+        self,
+        parser: LightningArgumentParser,
+        config: Namespace,
+        config_filename: str = "config.yaml",
+        overwrite: bool = False,
+        multifile: bool = False,
+        as_given: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(
+            parser, config, config_filename=config_filename, overwrite=False, multifile=multifile
+        )
+        self.as_given = as_given or {}
+        self.written: Path | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.already_saved:
+            return
+        log_dir = Path(trainer.log_dir or trainer.default_root_dir)  # a broadcast: every rank asks
+        if trainer.is_global_zero:
+            log_dir.mkdir(parents=True, exist_ok=True)
+            target = log_dir / self.config_filename
+            number = 1
+            while target.exists():  # a resumed fit: the first record stays
+                target = log_dir / f"{Path(self.config_filename).stem}.resume-{number}.yaml"
+                number += 1
+            self.parser.save(
+                self._as_given(), str(target), skip_none=False, overwrite=False, multifile=self.multifile
+            )
+            self.written = target
+        self.already_saved = bool(trainer.strategy.broadcast(True))
+
+    def _as_given(self) -> Namespace:
+        config = copy.deepcopy(self.config)
+        for key, value in self.as_given.items():
+            config[key] = value
+        return config
