@@ -1,8 +1,9 @@
 """Files written whole or not at all: a temporary file beside the target, then ``os.replace``.
 
 A reader (or a resumed run) never sees half a file, and a kill or a full disk never replaces a good file
-with a cut one. Temporary files are named ``.<target name>.<process id>.tmp``; those of processes that no
-longer run are removed by the next write into the same folder.
+with a cut one. Temporary files are named ``.<target name>.<host>-<process id>.tmp``; those of processes of
+this host that no longer run are removed by the first write of a process into the same folder (once: a
+predict writes thousands of files into one folder).
 """
 
 from __future__ import annotations
@@ -10,11 +11,14 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.tmp$")
+TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<host>[^.]*)-(?P<pid>\d+)\.tmp$")
+HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())
+_cleaned: set[Path] = set()  # folders this process has already cleaned
 
 
 def process_alive(pid: int) -> bool:
@@ -29,11 +33,17 @@ def process_alive(pid: int) -> bool:
 
 
 def remove_orphans(folder: Path) -> list[Path]:
-    """Delete the temporary files in ``folder`` left by processes that no longer run."""
+    """Delete the temporary files in ``folder`` left by processes of this host that no longer run (another
+    host's, on a shared filesystem, cannot be judged from here and are left)."""
     removed = []
     for path in folder.glob(".*.tmp"):
         match = TEMPORARY.match(path.name)
-        if match and int(match["pid"]) != os.getpid() and not process_alive(int(match["pid"])):
+        if (
+            match
+            and match["host"] == HOST
+            and int(match["pid"]) != os.getpid()
+            and not process_alive(int(match["pid"]))
+        ):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
                 removed.append(path)
@@ -59,8 +69,10 @@ def atomic_write(
     and leaves no temporary file; the previous ``path`` is untouched.
     """
     path = Path(path)
-    remove_orphans(path.parent)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    if path.parent not in _cleaned:
+        remove_orphans(path.parent)
+        _cleaned.add(path.parent)
+    tmp = path.with_name(f".{path.name}.{HOST}-{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as handle:
             if callable(data):

@@ -20,12 +20,15 @@ import lightning as L
 from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningArgumentParser, SaveConfigCallback
 
+from lightning_seg.atomic import atomic_write
+
 
 class ConfigRecord(SaveConfigCallback):
     """``SaveConfigCallback`` that never overwrites (see the module's docstring).
 
     Args:
-        parser, config, config_filename, multifile: as ``SaveConfigCallback``'s.
+        parser, config, config_filename: as ``SaveConfigCallback``'s.
+        multifile: ignored: the record is one file.
         overwrite: ignored: a record is never overwritten.
         as_given: values by dotted key to save instead of the config's (the folder arguments before the CLI
             chose the folder: :func:`lightning_seg.runs.folder_arguments`).
@@ -53,13 +56,15 @@ class ConfigRecord(SaveConfigCallback):
         if trainer.is_global_zero:
             log_dir.mkdir(parents=True, exist_ok=True)
             target = log_dir / self.config_filename
+            # a resumed fit leaves the first record and writes what the resume ran with beside it; a fit that
+            # is no resume lands in an existing folder only with loggers that do not number runs
+            kind = "resume" if self.config.get("ckpt_path") and stage == "fit" else "run"
             number = 1
-            while target.exists():  # a resumed fit: the first record stays
-                target = log_dir / f"{Path(self.config_filename).stem}.resume-{number}.yaml"
+            while target.exists():
+                target = log_dir / f"{Path(self.config_filename).stem}.{kind}-{number}.yaml"
                 number += 1
-            self.parser.save(
-                self._as_given(), str(target), skip_none=False, overwrite=False, multifile=self.multifile
-            )
+            # written whole or not at all: a record cut by a full disk would stay cut (it is never rewritten)
+            atomic_write(target, self.parser.dump(self._as_given(), skip_none=False))
             self.written = target
         self.already_saved = bool(trainer.strategy.broadcast(True))
 

@@ -203,10 +203,13 @@ class SegmentationModule(L.LightningModule):
         if state is None:
             return
         self._resumed_random_state = None
-        rank = self.trainer.global_rank
+        rank, world_size = self.trainer.global_rank, self.trainer.world_size
+        saved_world = len(state["torch_per_rank"]) if "torch_per_rank" in state else 1
+        if saved_world != world_size:
+            return  # another number of processes: keep each rank's own seeding (the draws cannot repeat anyway)
         for key in ("torch", "cuda"):
             per_rank = state.get(f"{key}_per_rank")
-            if per_rank is not None and rank < len(per_rank):
+            if per_rank is not None:
                 # a copy, not a view: torch.set_rng_state reads a view with a storage offset out of
                 # bounds (a segmentation fault with torch 2.15)
                 state[key] = per_rank[rank].clone()

@@ -68,8 +68,8 @@ class RunLock:
     """An exclusive lock on a run folder for this process's lifetime (``<run>/.lock``).
 
     ``flock`` rather than the file's existence: the kernel drops it when the process dies, even by
-    ``kill -9``, so a crashed run never blocks its own resume. The file holds the process id for messages
-    and is removed when the process exits normally.
+    ``kill -9``, so a crashed run never blocks its own resume. The file holds the process id of the holder
+    for messages, and is emptied (not deleted) when it lets go.
     """
 
     _held: dict[Path, int] = {}  # folder → open file descriptor, for the life of the process
@@ -93,7 +93,7 @@ class RunLock:
                 _unlock(handle)
                 return None
             text = self.path.read_text().split()
-            return int(text[0]) if text and text[0].isdigit() else -1
+            return int(text[0]) if text and text[0].isdigit() else -1  # -1: held, no id written yet
         finally:
             os.close(handle)
 
@@ -105,7 +105,7 @@ class RunLock:
         handle = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         if not _try_lock(handle):
             os.close(handle)
-            pid = self.holder()
+            pid = self.holder() or "?"  # it may just have ended
             raise ConfigError(
                 truncate(
                     f"{short_path(self.folder)} is being trained by process {pid} ({LOCK_NAME}); {what}", 240
@@ -120,8 +120,10 @@ class RunLock:
         handle = self._held.pop(self.folder, None)
         if handle is None:
             return
+        # emptied, not deleted: a process waiting on this file's lock would otherwise lock a deleted file
+        # while a third creates a new one (two holders)
         with contextlib.suppress(OSError):
-            self.path.unlink()
+            os.ftruncate(handle, 0)
         _unlock(handle)
         os.close(handle)
 
@@ -176,23 +178,32 @@ def finish(folder: Path | None) -> None:
 
 # --------------------------------------------------------------------------------------- resuming
 def resolve_checkpoint(config: Namespace, training: bool) -> None:
-    """Turn ``--ckpt_path last`` into the newest run's ``last.ckpt`` (for ``fit``: of a run no live process
-    holds) and ``fit --ckpt_path <run folder>`` into that run's ``last.ckpt``."""
+    """Turn ``--ckpt_path last`` into a file: the newest run's ``last.ckpt`` (for ``fit``: of a run no live
+    process holds), the pinned ``version``'s, or without a numbered logger ``<default_root_dir>/checkpoints``'
+    (where Lightning puts them then); and ``fit --ckpt_path <run folder>`` into that run's ``last.ckpt``."""
     ckpt_path = config.get("ckpt_path")
     if not ckpt_path:
         return
     found = numbered_logger(config)
     handed = _folder_from_rank_zero()
-    if ckpt_path == "last" and training and handed is not None:
-        config.ckpt_path = str(handed / "checkpoints" / "last.ckpt")  # the run rank 0 resumes (and holds)
-    elif ckpt_path == "last" and found is not None and found[0].get("version") is None:
-        config.ckpt_path = str(_newest_last(found[1], skip_busy=training))
-    elif (
-        training
-        and ckpt_path != "last"
-        and Path(ckpt_path).is_dir()
-        and (Path(ckpt_path) / "checkpoints" / "last.ckpt").is_file()
-    ):
+    if ckpt_path == "last":
+        if training and handed is not None:
+            config.ckpt_path = str(handed / "checkpoints" / "last.ckpt")  # the run rank 0 resumes (and holds)
+        elif found is not None and found[0].get("version") is None:
+            config.ckpt_path = str(_newest_last(found[1], skip_busy=training))
+        elif found is not None or config.trainer.get("logger") is False:
+            folder = (
+                found[1] / str(found[0].version)
+                if found is not None
+                else Path(config.trainer.get("default_root_dir") or ".")
+            )
+            last = folder / "checkpoints" / "last.ckpt"
+            if not last.is_file():
+                raise ConfigError(
+                    f"--ckpt_path last: no {short_path(last)} to {'resume' if training else 'evaluate'}"
+                )
+            config.ckpt_path = str(last)
+    elif training and Path(ckpt_path).is_dir() and (Path(ckpt_path) / "checkpoints" / "last.ckpt").is_file():
         config.ckpt_path = str(Path(ckpt_path) / "checkpoints" / "last.ckpt")
 
 
@@ -295,7 +306,16 @@ def claim_record_folder(config: Namespace, stage: str) -> Path | None:
 
 
 def _new_timestamped_folder(parent: Path) -> Path:
-    parent.mkdir(parents=True, exist_ok=True)
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(
+            truncate(
+                f"{short_path(parent)}: cannot create this command's record folder beside the checkpoint's run "
+                f"({error.strerror}); copy the checkpoint into a writable folder",
+                240,
+            )
+        ) from error
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     for suffix in ("", *(f"-{i}" for i in range(2, 1000))):
         folder = parent / f"{stamp}{suffix}"
@@ -327,6 +347,8 @@ def check_resume(config: Namespace, checkpoint: dict[str, Any]) -> None:
     trainer = config.trainer
     ckpt = short_path(config.ckpt_path)
     progress = _progress(checkpoint)
+    if progress is None:
+        return
     max_steps = trainer.get("max_steps")
     max_steps = None if max_steps in (None, -1) else int(max_steps)
     max_epochs = trainer.get("max_epochs")
@@ -352,17 +374,24 @@ def check_resume(config: Namespace, checkpoint: dict[str, Any]) -> None:
     _check_one_cycle_length(config, checkpoint, progress, max_epochs, max_steps)
 
 
-def _progress(checkpoint: dict[str, Any]) -> dict[str, Any]:
-    """Completed epochs, global step and whether the checkpoint was written inside an epoch."""
-    loop = checkpoint.get("loops", {}).get("fit_loop", {})
+def _progress(checkpoint: dict[str, Any]) -> dict[str, Any] | None:
+    """Completed epochs, global step and whether the checkpoint was written inside an epoch; None for a
+    checkpoint without Lightning's loop state (nothing can be said of it)."""
+    loop = checkpoint.get("loops", {}).get("fit_loop")
+    if not loop:
+        return None
     epochs = loop.get("epoch_progress", {}).get("current", {})
-    batches = loop.get("epoch_loop.batch_progress", {}).get("current", {})
-    mid_epoch = epochs.get("started", 0) > epochs.get("processed", 0)
+    batches = loop.get("epoch_loop.batch_progress", {})
+    started, processed = int(epochs.get("started", 0)), int(epochs.get("processed", 0))
+    # a save at the end of a validation that closes an epoch comes before Lightning counts the epoch
+    # as processed; its batch progress says the epoch's last batch was done
+    epoch_done = started > processed and bool(batches.get("is_last_batch"))
+    mid_epoch = started > processed and not epoch_done
     return {
-        "epochs": int(epochs.get("processed", checkpoint.get("epoch", 0))),
+        "epochs": processed + int(epoch_done),
         "global_step": int(checkpoint.get("global_step", 0)),
         "mid_epoch": mid_epoch,
-        "batches_into_epoch": int(batches.get("processed", 0)) if mid_epoch else 0,
+        "batches_into_epoch": int(batches.get("current", {}).get("processed", 0)) if mid_epoch else 0,
     }
 
 

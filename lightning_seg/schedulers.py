@@ -28,6 +28,9 @@ def _warmup_then(
             return (step + 1) / warmup_steps
         return decay(min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps)))
 
+    # the schedule's length, read by ScheduleTimeCheck; on the function, not the scheduler, whose
+    # state_dict would restore a resumed run's old length over the one its schedule uses
+    factor.total_steps = total_steps  # type: ignore[attr-defined]
     return factor
 
 
@@ -51,7 +54,6 @@ class WarmupCosineLR(LambdaLR):
         def cosine(progress: float) -> float:
             return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
-        self.total_steps = total_steps  # as OneCycleLR's: read by ScheduleTimeCheck
         super().__init__(optimizer, _warmup_then(total_steps, warmup, cosine))
 
 
@@ -68,7 +70,6 @@ class PolyLR(LambdaLR):
     def __init__(
         self, optimizer: Optimizer, total_steps: int | None = None, power: float = 0.9, warmup: float = 0.0
     ) -> None:
-        self.total_steps = total_steps  # as OneCycleLR's: read by ScheduleTimeCheck
         super().__init__(
             optimizer, _warmup_then(total_steps, warmup, lambda progress: (1 - progress) ** power)
         )

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import REPO, tiny_args
 
 from lightning_seg.cli import run_cli
@@ -80,25 +81,40 @@ def test_ddp_validation_metrics_equal_single_process(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_ddp_fit_writes_one_run_folder_and_resumes_in_it(tmp_path: Path) -> None:
-    """Lightning starts rank 1 by re-running the command: it must take rank 0's run folder, not claim one."""
-    args = [
-        *tiny_args(tmp_path),
-        "--trainer.accelerator=cpu",
-        "--trainer.devices=2",
-        "--trainer.strategy=ddp",
-        "--model.init_args.lr_scheduler=null",
-    ]
+def test_ddp_fit_writes_one_run_folder_and_resumes_it_exactly(tmp_path: Path) -> None:
+    """Lightning starts rank 1 by re-running the command: it must take rank 0's run folder, not claim one;
+    and a 2-process run stopped after epoch 1 and resumed ends with the weights of an uninterrupted one
+    (each rank's random state and data shard restored)."""
 
-    def fit(*extra: str) -> None:
-        command = [sys.executable, "-m", "lightning_seg", "fit", *args, *extra]
-        result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    def fit(root: Path, *extra: str) -> Path:
+        args = [
+            *tiny_args(root),
+            "--trainer.accelerator=cpu",
+            "--trainer.devices=2",
+            "--trainer.strategy=ddp",
+            "--model.init_args.lr_scheduler=null",
+            "--trainer.deterministic=true",
+            *extra,
+        ]
+        result = subprocess.run(
+            [sys.executable, "-m", "lightning_seg", "fit", *args],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert result.returncode == 0, result.stderr[-3000:]
+        (run,) = (root / "default").iterdir()
+        return run
 
-    fit()
-    fit("--trainer.max_epochs=2", "--ckpt_path", "last")
-    (run,) = (tmp_path / "default").iterdir()
-    assert run.name == "version_0" and not (run / ".lock").exists()
+    reference = fit(tmp_path / "reference", "--trainer.max_epochs=2")
+    fit(tmp_path / "resumed")
+    run = fit(tmp_path / "resumed", "--trainer.max_epochs=2", "--ckpt_path", "last")
+    assert run.name == "version_0" and not (run / ".lock").read_text()  # released
     assert (run / "config.yaml").is_file() and (run / "config.resume-1.yaml").is_file()
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["epochs_completed"] == 2
+    expected, got = (
+        torch.load(r / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"] for r in (reference, run)
+    )
+    assert all(torch.equal(expected[k], got[k]) for k in expected)

@@ -79,6 +79,8 @@ class ModelCheckpoint(LightningModelCheckpoint):
             raise ValueError(f"last_every_n_train_steps must be >= 1, got {last_every_n_train_steps}")
         self.last_every_n_train_steps = last_every_n_train_steps
         self._last_saved_at_step: int | None = None
+        self._last_was_step_save = False
+        self._previous_step = 0
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self._evaluating = stage != "fit"
@@ -105,27 +107,40 @@ class ModelCheckpoint(LightningModelCheckpoint):
     def _save_last_checkpoint(self, trainer: L.Trainer, monitor_candidates: dict[str, torch.Tensor]) -> None:
         super()._save_last_checkpoint(trainer, monitor_candidates)
         self._last_saved_at_step = trainer.global_step
+        self._last_was_step_save = False
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        # a resumed run starts with its checkpoint's step already saved
+        self._last_saved_at_step = self._previous_step = trainer.global_step
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)
+        if self._last_was_step_save and self._last_saved_at_step == trainer.global_step:
+            self._last_saved_at_step = None  # written before this validation: rewrite it with its results
+        # where Lightning saves at the end of the training epoch (after this), so does last.ckpt: written
+        # here it would count as this step's save and Lightning would then skip the top-k one
         if self._may_save_last(trainer) and not self._should_save_on_train_epoch_end(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
-        if self._may_save_last(trainer) and self._should_save_on_train_epoch_end(trainer):
+        # the end of every epoch, validated or not (validation every n epochs, or inside the epoch); after
+        # a validation at the epoch's end this is the same step, already written
+        if self._may_save_last(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        stepped, self._previous_step = trainer.global_step != self._previous_step, trainer.global_step
         every = self.last_every_n_train_steps
         if (
             every
+            and stepped  # not inside a gradient accumulation window: its gradients are not in a checkpoint
             and trainer.global_step % every == 0
-            # the epoch's end writes it next anyway
-            and not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+            and not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch  # the epoch's end is next
             and self._may_save_last(trainer)
         ):
             # a step save must not count as "saved at this step" for the top-k save of a validation
@@ -133,6 +148,7 @@ class ModelCheckpoint(LightningModelCheckpoint):
             saved = self._last_global_step_saved, self._last_checkpoint_saved
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
             self._last_global_step_saved, self._last_checkpoint_saved = saved
+            self._last_was_step_save = True
 
     def __warn_if_dir_not_empty(self, dirpath: str) -> None:
         # overrides Lightning's (the same mangled name, this class being a ModelCheckpoint too): its

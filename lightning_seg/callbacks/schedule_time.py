@@ -29,13 +29,9 @@ class ScheduleTimeCheck(L.Callback):
         self._checked = True
         timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
         total = next(
-            (
-                getattr(c.scheduler, "total_steps", None)
-                for c in trainer.lr_scheduler_configs
-                if getattr(c.scheduler, "total_steps", None)
-            ),
-            None,
+            filter(None, (_schedule_length(c.scheduler) for c in trainer.lr_scheduler_configs)), None
         )
+
         if timer is None or timer._duration is None or not total or trainer.global_step == 0:
             return
         elapsed, remaining = timer.time_elapsed("train"), timer.time_remaining("train") or 0.0
@@ -50,3 +46,13 @@ class ScheduleTimeCheck(L.Callback):
             f"(its learning rate will not have come down); trainer.max_epochs: "
             f"{max(1, math.floor(reachable / per_epoch))} fits the schedule in the time"
         )
+
+
+def _schedule_length(scheduler: object) -> int | None:
+    """Optimizer steps of a step-measured schedule: OneCycleLR's ``total_steps``, or that of the factor of
+    :class:`~lightning_seg.schedulers.WarmupCosineLR` / ``PolyLR``; None for other schedules."""
+    if getattr(scheduler, "total_steps", None):
+        return int(scheduler.total_steps)  # type: ignore[attr-defined]
+    lambdas = getattr(scheduler, "lr_lambdas", None) or [None]
+    length = getattr(lambdas[0], "total_steps", None)
+    return int(length) if length else None

@@ -73,9 +73,15 @@ class RunSummary(L.Callback):
     def __init__(self, print_table: bool = True) -> None:
         self.print_table = print_table
         self._evaluated = False
+        self._start_step = 0
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._evaluated = False
+        self._start_step = trainer.global_step
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_step > self._start_step:  # a run without validation has trained something too
+            self._evaluated = True
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking:
@@ -101,7 +107,7 @@ class RunSummary(L.Callback):
         if not trainer.is_global_zero:
             return
         # not run_directory(): a broadcast, and other ranks may not be here (an exception on one rank)
-        log_dir = Path(trainer.logger.log_dir if trainer.logger else trainer.default_root_dir)
+        log_dir = Path(getattr(trainer.logger, "log_dir", None) or trainer.default_root_dir)
         if self._evaluated or not (log_dir / "summary.json").exists():
             self._write(trainer, pl_module, "fit", "val", log_dir, status)
 

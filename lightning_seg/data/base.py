@@ -210,12 +210,13 @@ class SegDataModule(L.LightningDataModule):
         trainer = self.trainer
         if trainer is None or self._shuffle_seed is None:
             return {}
-        progress = trainer.fit_loop.epoch_loop.batch_progress.current
-        return {
-            "shuffle_seed": self._shuffle_seed,
-            "epoch": trainer.current_epoch,
-            "batches_done": progress.processed,
-        }
+        progress = trainer.fit_loop.epoch_loop.batch_progress
+        epoch, done = trainer.current_epoch, progress.current.processed
+        if progress.is_last_batch or done >= trainer.num_training_batches:
+            # the epoch's batches are all done: a resume starts the next epoch (with workers the loader
+            # reads its sampler as soon as Lightning creates the iterator, before it calls set_epoch)
+            epoch, done = epoch + 1, 0
+        return {"shuffle_seed": self._shuffle_seed, "epoch": epoch, "batches_done": done}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if "shuffle_seed" not in state_dict:
