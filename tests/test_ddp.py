@@ -14,15 +14,15 @@ from conftest import REPO, tiny_args
 from lightning_seg.cli import run_cli
 
 
-def _validate(args: list[str], cwd: Path) -> dict:
-    result = subprocess.run(
-        [sys.executable, "-m", "lightning_seg", "validate", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+def _run(subcommand: str, args: list[str]) -> None:
+    """The CLI in a subprocess (DDP starts its other ranks by re-running the command)."""
+    command = [sys.executable, "-m", "lightning_seg", subcommand, *args]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def _validate(args: list[str]) -> dict:
+    _run("validate", args)
     # an evaluation writes its record beside the checkpoint's run: <run>/validate/<date-time>/
     run = Path(args[args.index("--ckpt_path") + 1]).parent.parent
     summaries = sorted((run / "validate").glob("*/summary.json"), key=lambda p: p.stat().st_mtime)
@@ -49,7 +49,6 @@ def test_ddp_validation_metrics_equal_single_process(tmp_path: Path) -> None:
             "--trainer.logger.init_args.save_dir",
             str(tmp_path / "one"),
         ],
-        REPO,
     )
     ddp = _validate(
         [
@@ -64,7 +63,6 @@ def test_ddp_validation_metrics_equal_single_process(tmp_path: Path) -> None:
             "--trainer.devices=2",
             "--trainer.strategy=ddp",
         ],
-        REPO,
     )
     assert set(single) == set(ddp)
     # the distributed sampler interleaves images, so batches differ; soft Dice is a per-batch quantity
@@ -96,14 +94,7 @@ def test_ddp_fit_writes_one_run_folder_and_resumes_it_exactly(tmp_path: Path) ->
             "--trainer.deterministic=true",
             *extra,
         ]
-        result = subprocess.run(
-            [sys.executable, "-m", "lightning_seg", "fit", *args],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
+        _run("fit", args)
         (run,) = (root / "default").iterdir()
         return run
 

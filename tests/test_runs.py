@@ -37,8 +37,10 @@ def _fit(root: Path, *extra: str, epochs: int = 1):
     return cli
 
 
-def _fit_exit_code(root: Path, *extra: str, epochs: int = 1) -> int:
-    return main(["fit", *tiny_args(root, *extra, epochs=epochs)])
+def _fit_exit_code(root: Path, *extra: str, epochs: int = 1, resume: bool = False) -> int:
+    return main(
+        ["fit", *tiny_args(root, *extra, epochs=epochs), *(["--ckpt_path", "last"] if resume else [])]
+    )
 
 
 def _state(path: Path) -> dict[str, torch.Tensor]:
@@ -105,17 +107,7 @@ def test_last_checkpoint_with_validation_inside_the_epoch_ends_at_the_last_step(
     last = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True)["global_step"] == cli.trainer.global_step == 8
     # and a resume of it has nothing left to do
-    assert (
-        main(
-            [
-                "fit",
-                *tiny_args(run_root, "--trainer.val_check_interval=0.75", epochs=2),
-                "--ckpt_path",
-                "last",
-            ]
-        )
-        == 0
-    )
+    assert _fit_exit_code(run_root, "--trainer.val_check_interval=0.75", epochs=2, resume=True) == 0
 
 
 def test_step_saves_wait_for_the_end_of_an_accumulation_window(run_root: Path, every_3_steps) -> None:
@@ -384,17 +376,7 @@ def test_resuming_a_run_stopped_by_max_time_says_so(run_root: Path, capsys) -> N
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "stopped" and summary["stopped_by"] == "max_time"
     capsys.readouterr()
-    assert (
-        main(
-            [
-                "fit",
-                *tiny_args(run_root, "--trainer.max_time=00:00:00:01", epochs=1000),
-                "--ckpt_path",
-                "last",
-            ]
-        )
-        == 0
-    )
+    assert _fit_exit_code(run_root, "--trainer.max_time=00:00:00:01", epochs=1000, resume=True) == 0
     assert "stopped by max_time" in _one_error_line(capsys)
 
 
