@@ -307,10 +307,14 @@ def test_a_fit_without_validation_still_writes_its_summary(run_root: Path) -> No
 
 
 def test_concurrent_claims_get_different_folders(run_root: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
     from lightning_seg.runs import _new_numbered_folder
 
-    folders = {_new_numbered_folder(run_root / "default") for _ in range(3)}
-    assert sorted(f.name for f in folders) == ["version_0", "version_1", "version_2"]
+    # eight claims racing (threads list the folder, then mkdir): each gets its own folder
+    with ThreadPoolExecutor(8) as pool:
+        folders = list(pool.map(lambda _: _new_numbered_folder(run_root / "default"), range(8)))
+    assert sorted(f.name for f in folders) == sorted(f"version_{i}" for i in range(8))
 
 
 # ------------------------------------------------------------------------------------ records
