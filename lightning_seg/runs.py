@@ -28,7 +28,7 @@ from typing import Any
 
 from jsonargparse import Namespace
 
-from lightning_seg.errors import ConfigError, short_path, truncate
+from lightning_seg.errors import ConfigError, NothingToDo, short_path, truncate
 
 RUN_FOLDER_ENV = "LIGHTNING_SEG_RUN_FOLDER"
 """``<pid of rank 0>:<folder>``, read by the processes rank 0 starts."""
@@ -339,10 +339,9 @@ def folder_arguments(config: Namespace) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------ what a resume does
 def check_resume(config: Namespace, checkpoint: dict[str, Any]) -> None:
-    """Before anything is built: a resumed ``fit`` with nothing left to do says so (:class:`NothingToDo`),
-    and one that would run a one-cycle schedule past its end is refused (it would fail after the sanity
-    check with a traceback)."""
-    from lightning_seg.errors import NothingToDo
+    """Before the trainer reads any data: a resumed ``fit`` with nothing left to do says so
+    (:class:`NothingToDo`), and one that would run a one-cycle schedule past its end is refused (it would
+    fail after the sanity check with a traceback)."""
 
     trainer = config.trainer
     ckpt = short_path(config.ckpt_path)

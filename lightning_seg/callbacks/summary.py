@@ -72,23 +72,23 @@ class RunSummary(L.Callback):
 
     def __init__(self, print_table: bool = True) -> None:
         self.print_table = print_table
-        self._evaluated = False
+        self._has_results = False
         self._start_step = 0
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._evaluated = False
+        self._has_results = False
         self._start_step = trainer.global_step
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.global_step > self._start_step:  # a run without validation has trained something too
-            self._evaluated = True
+        if trainer.global_step > self._start_step:  # a run without validation has results too: its training
+            self._has_results = True
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking:
-            self._evaluated = True
+            self._has_results = True
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._evaluated:
+        if self._has_results:
             self._summarise(trainer, pl_module, "fit", "val", _fit_status(trainer))
         elif trainer.is_global_zero:
             print(f"nothing was trained or evaluated; {run_directory(trainer) / 'summary.json'} is unchanged")
@@ -108,7 +108,7 @@ class RunSummary(L.Callback):
             return
         # not run_directory(): a broadcast, and other ranks may not be here (an exception on one rank)
         log_dir = Path(getattr(trainer.logger, "log_dir", None) or trainer.default_root_dir)
-        if self._evaluated or not (log_dir / "summary.json").exists():
+        if self._has_results or not (log_dir / "summary.json").exists():
             self._write(trainer, pl_module, "fit", "val", log_dir, status)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
