@@ -21,6 +21,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from lightning_seg import random_state
 from lightning_seg.errors import ConfigError
+from lightning_seg.inference import Inference
 from lightning_seg.losses import CompoundLoss
 from lightning_seg.metrics import SegMetrics, WeightedMean
 from lightning_seg.models.outputs import NetOutput, as_net_output, pad_to_multiple
@@ -93,6 +94,8 @@ class SegmentationModule(L.LightningModule):
         scheduler_monitor: metric that ReduceLROnPlateau watches (``val/loss`` or ``val/mIoU``).
         binary_threshold: probability threshold of a one-channel (sigmoid) head.
         predict_probabilities: also return per-class probabilities from ``predict`` (large: K floats per pixel).
+        inference: how ``test`` and ``predict`` turn images into probabilities (resize or sliding window,
+            flip and scale TTA); None: the whole image once. Validation inside ``fit`` always uses that.
         channels_last: run the net in channels-last memory format (faster convolutions on GPUs).
         compile: wrap the net in ``torch.compile``.
     """
@@ -111,6 +114,7 @@ class SegmentationModule(L.LightningModule):
         scheduler_monitor: str = "val/loss",
         binary_threshold: float = 0.5,
         predict_probabilities: bool = False,
+        inference: Inference | None = None,
         channels_last: bool = False,
         compile: bool = False,
     ) -> None:
@@ -138,6 +142,7 @@ class SegmentationModule(L.LightningModule):
         self.scheduler_monitor = scheduler_monitor
         self.binary_threshold = binary_threshold
         self.predict_probabilities = predict_probabilities
+        self.inference = inference if inference is not None else Inference()
         self.channels_last = channels_last
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
@@ -239,6 +244,17 @@ class SegmentationModule(L.LightningModule):
             return (logits[:, 0].float().sigmoid() > self.binary_threshold).long()
         return logits.argmax(1)
 
+    def classes_from_probabilities(self, probabilities: torch.Tensor) -> torch.Tensor:
+        """B×K×H×W probabilities → int64 B×H×W classes: the most probable class (a one-channel head: the
+        foreground where its probability exceeds ``binary_threshold``)."""
+        if probabilities.shape[1] == 1:
+            return (probabilities[:, 0] > self.binary_threshold).long()
+        return probabilities.argmax(1)
+
+    def _mask_logits(self, image: torch.Tensor) -> torch.Tensor:
+        """The net's mask logits (what :class:`Inference` calls, window by window when sliding)."""
+        return self(image).mask
+
     # ------------------------------------------------------------------------------------------ steps
     def _step(self, batch: dict[str, Any], stage: str) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Loss and metric updates of one batch; returns the loss terms (``"loss"`` their weighted sum) and
@@ -271,7 +287,11 @@ class SegmentationModule(L.LightningModule):
             for name, value in losses.items():
                 self._log_eval_loss(stage, name, value.detach(), batch_size)
         with torch.no_grad():
-            pred = self.classes_from_logits(out.mask.detach())
+            if stage == "test" and not self.inference.is_plain:
+                # the metrics score what predict writes: the configured inference (sliding, TTA)
+                pred = self.classes_from_probabilities(self.inference.probabilities(self._mask_logits, image))
+            else:
+                pred = self.classes_from_logits(out.mask.detach())
             self.metrics[f"{stage}_"].update(pred, mask)
             if out.label is not None:
                 for metric in self.label_metrics[f"{stage}_"].values():
@@ -318,25 +338,20 @@ class SegmentationModule(L.LightningModule):
         Returns:
             ``{"name": [str], "mask": [uint8 H_i×W_i]}`` (int64 when there are more than 256 classes), one
             entry per image, plus ``"probability": [float32 K×H_i×W_i]`` when ``predict_probabilities``.
-            Logits are resized back to ``orig_size`` before the argmax, so borders stay smooth. Lightning
-            keeps every prediction in host memory, hence compact masks and probabilities on request only.
+            Probabilities come from :attr:`inference` and are resized back to ``orig_size`` before the
+            decision, so borders stay smooth. Lightning keeps every prediction in host memory, hence compact
+            masks and probabilities on request only.
         """
-        logits = self(batch["image"]).mask.float()
-        sizes = (
-            batch["orig_size"].tolist() if "orig_size" in batch else [list(logits.shape[-2:])] * len(logits)
-        )
+        image = batch["image"]
+        probabilities = self.inference.probabilities(self._mask_logits, image)
+        sizes = batch["orig_size"].tolist() if "orig_size" in batch else [list(image.shape[-2:])] * len(image)
         mask_dtype = torch.uint8 if self.num_classes <= 256 else torch.int64
-        masks, probabilities = [], []
-        for item, size in zip(logits.split(1), sizes, strict=True):
-            if list(item.shape[-2:]) != list(size):
-                item = F.interpolate(item, size=tuple(size), mode="bilinear", align_corners=False)
-            masks.append(self.classes_from_logits(item)[0].to(mask_dtype))
-            if self.predict_probabilities:
-                probabilities.append(item[0].sigmoid() if item.shape[1] == 1 else item[0].softmax(0))
+        per_image = self.inference.at_sizes(probabilities, sizes)
+        masks = [self.classes_from_probabilities(item[None])[0].to(mask_dtype) for item in per_image]
         names = batch.get("name") or [f"{batch_idx:05d}_{i:03d}" for i in range(len(masks))]
         out: dict[str, Any] = {"name": list(names), "mask": masks}
         if self.predict_probabilities:
-            out["probability"] = probabilities
+            out["probability"] = per_image
         return out
 
     # -------------------------------------------------------------------------------------- epoch end
@@ -370,6 +385,12 @@ class SegmentationModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch_metrics("val")
+
+    def on_test_start(self) -> None:
+        from lightning.pytorch.utilities import rank_zero_info
+
+        # scored at the data module's size for now: the original resolution is issue 9's next step
+        rank_zero_info(f"test: inference {self.inference.describe()}, scored at the data module's image size")
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch_metrics("test")

@@ -156,6 +156,8 @@ class RunSummary(L.Callback):
             "config": str(log_dir / "config.yaml") if (log_dir / "config.yaml").exists() else None,
             "log_dir": str(log_dir),
         }
+        if stage == "test" and hasattr(pl_module, "inference"):
+            summary["inference"] = pl_module.inference.describe()
         if stage == "fit":
             summary["epochs_completed"] = trainer.fit_loop.epoch_progress.current.completed
             summary["global_step"] = trainer.global_step

@@ -1,0 +1,169 @@
+"""``Inference``: a normalised batch → float32 class probabilities at each image's original size.
+
+One object, configured in YAML as ``model.init_args.inference``, used by ``predict`` and ``test`` alike:
+
+* ``mode: resize`` — the net sees the whole image as the data module made it; probabilities are resized
+  back (bilinear) to each image's original size before any decision.
+* ``mode: slide`` — windows of ``crop`` pixels every ``stride`` pixels, batched on the device, their logits
+  blended where they overlap (``blend: gaussian`` weighs window centres more, ``constant`` averages),
+  through MONAI's ``sliding_window_inference`` (well tested, pads images smaller than a window).
+* test-time augmentation: ``hflip``, ``vflip`` and ``scales``; each variant's probabilities are mapped back
+  to the un-augmented frame and averaged. Flipped copies go through the net in one batch with the original.
+
+Probabilities are the softmax of the logits (sigmoid for a one-channel head), averaged over the variants;
+resizing and averaging probabilities keeps them probabilities. The class map is decided from them by the
+module (:meth:`SegmentationModule.classes_from_probabilities`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+import torch
+from torch.nn import functional as F
+
+from lightning_seg.errors import ConfigError
+
+Logits = Callable[[torch.Tensor], torch.Tensor]
+"""float32 B×3×H×W normalised images → float B×K×H×W logits at the input size."""
+
+
+def to_probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """B×K×H×W logits → float32 probabilities (softmax over K; sigmoid for a one-channel head)."""
+    logits = logits.float()
+    return logits.sigmoid() if logits.shape[1] == 1 else logits.softmax(1)
+
+
+class Inference:
+    """How ``predict`` and ``test`` turn images into class probabilities (see the module's docstring).
+
+    Args:
+        mode: "resize" (the whole image at once) or "slide" (windows of ``crop`` every ``stride``).
+        crop: window height and width for "slide".
+        stride: step between windows; None: half the crop (each pixel in up to four windows).
+        blend: weights of overlapping windows, "gaussian" or "constant".
+        window_batch_size: windows per forward pass.
+        hflip: also predict the horizontally flipped image.
+        vflip: also predict the vertically flipped image.
+        scales: image scales to predict at (1.0: as given); more than one is multi-scale TTA.
+    """
+
+    def __init__(
+        self,
+        mode: Literal["resize", "slide"] = "resize",
+        crop: tuple[int, int] | None = None,
+        stride: tuple[int, int] | None = None,
+        blend: Literal["gaussian", "constant"] = "gaussian",
+        window_batch_size: int = 8,
+        hflip: bool = False,
+        vflip: bool = False,
+        scales: Sequence[float] = (1.0,),
+    ) -> None:
+        if mode == "slide" and crop is None:
+            raise ConfigError("model.inference.crop: mode slide needs a window size, e.g. crop: [512, 512]")
+        if crop is not None and min(crop) < 1:
+            raise ConfigError(f"model.inference.crop must be positive, got {list(crop)}")
+        if (
+            stride is not None
+            and crop is not None
+            and not all(0 < s <= c for s, c in zip(stride, crop, strict=True))
+        ):
+            raise ConfigError(
+                f"model.inference.stride must be in (0, crop], got {list(stride)} for crop {list(crop)}"
+            )
+        if not scales or min(scales) <= 0:
+            raise ConfigError(f"model.inference.scales must be positive, got {list(scales)}")
+        if window_batch_size < 1:
+            raise ConfigError(f"model.inference.window_batch_size must be >= 1, got {window_batch_size}")
+        self.mode = mode
+        self.crop = tuple(crop) if crop is not None else None
+        self.stride = tuple(stride) if stride is not None else None
+        self.blend = blend
+        self.window_batch_size = window_batch_size
+        self.hflip = hflip
+        self.vflip = vflip
+        self.scales = tuple(float(s) for s in scales)
+
+    @property
+    def is_plain(self) -> bool:
+        """One forward pass of the whole image: the training step's own logits give the same result."""
+        return self.mode == "resize" and not self.hflip and not self.vflip and self.scales == (1.0,)
+
+    def describe(self) -> str:
+        """One line for logs and summaries, e.g. ``slide 512×512/256 gaussian + hflip``."""
+        text = self.mode
+        if self.mode == "slide" and self.crop is not None:
+            stride = self.stride or tuple(c // 2 for c in self.crop)
+            text += f" {self.crop[0]}×{self.crop[1]}/{stride[0]}×{stride[1]} {self.blend}"
+        extras = [name for name, on in (("hflip", self.hflip), ("vflip", self.vflip)) if on]
+        if self.scales != (1.0,):
+            extras.append("scales " + ",".join(f"{s:g}" for s in self.scales))
+        return text + (" + " + " + ".join(extras) if extras else "")
+
+    # ------------------------------------------------------------------------------------ the path
+    def probabilities(self, logits_of: Logits, image: torch.Tensor) -> torch.Tensor:
+        """Averaged probabilities over the augmented variants, at the input size.
+
+        Args:
+            logits_of: the net (see :data:`Logits`).
+            image: float32 B×3×H×W normalised images.
+
+        Returns:
+            float32 B×K×H×W probabilities.
+        """
+        height, width = image.shape[-2:]
+        total: torch.Tensor | None = None
+        count = 0
+        flips = [()] + ([(-1,)] if self.hflip else []) + ([(-2,)] if self.vflip else [])
+        for scale in self.scales:
+            scaled = (
+                image
+                if scale == 1.0
+                else F.interpolate(
+                    image,
+                    scale_factor=scale,
+                    mode="bilinear",
+                    align_corners=False,
+                    recompute_scale_factor=False,
+                )
+            )
+            # the flipped copies ride in the same batch as the original: one pass through the net
+            copies = torch.cat([scaled.flip(dims) if dims else scaled for dims in flips])
+            probabilities = to_probabilities(self._logits(logits_of, copies))
+            for index, dims in enumerate(flips):
+                part = probabilities[index * len(image) : (index + 1) * len(image)]
+                part = part.flip(dims) if dims else part
+                if part.shape[-2:] != (height, width):
+                    part = F.interpolate(part, size=(height, width), mode="bilinear", align_corners=False)
+                total = part if total is None else total + part
+                count += 1
+        assert total is not None
+        return total / count
+
+    def _logits(self, logits_of: Logits, image: torch.Tensor) -> torch.Tensor:
+        if self.mode == "resize":
+            return logits_of(image)
+        from monai.inferers import sliding_window_inference  # imported only when sliding
+
+        assert self.crop is not None
+        stride = self.stride or tuple(max(1, c // 2) for c in self.crop)
+        overlap = [1 - s / c for s, c in zip(stride, self.crop, strict=True)]
+        return sliding_window_inference(
+            image,
+            roi_size=self.crop,
+            sw_batch_size=self.window_batch_size,
+            predictor=logits_of,
+            overlap=overlap,
+            mode=self.blend,
+            padding_mode="constant",
+        )
+
+    def at_sizes(self, probabilities: torch.Tensor, sizes: Sequence[Sequence[int]]) -> list[torch.Tensor]:
+        """B×K×H×W probabilities → one K×H_i×W_i tensor per image at its original size (bilinear)."""
+        out = []
+        for item, size in zip(probabilities.split(1), sizes, strict=True):
+            if tuple(item.shape[-2:]) != tuple(size):
+                item = F.interpolate(item, size=tuple(size), mode="bilinear", align_corners=False)
+            out.append(item[0])
+        return out

@@ -1,0 +1,123 @@
+"""The inference path of test and predict: resize, sliding window, flip and scale TTA."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_args
+
+from lightning_seg.cli import main, run_cli
+from lightning_seg.inference import Inference
+from lightning_seg.metrics import SegMetrics
+
+
+def _pointwise_net(classes: int = 4) -> torch.nn.Module:
+    """A 1×1 convolution: the same output for a pixel whatever window or flip it is seen in."""
+    torch.manual_seed(0)
+    return torch.nn.Conv2d(3, classes, 1)
+
+
+def _image(height: int = 37, width: int = 53) -> torch.Tensor:
+    torch.manual_seed(1)
+    return torch.randn(2, 3, height, width)  # not symmetric: a flip that is not undone shows
+
+
+@torch.no_grad()
+def test_flip_tta_maps_each_prediction_back_before_averaging() -> None:
+    net, image = _pointwise_net(), _image()
+    plain = Inference().probabilities(net, image)
+    both = Inference(hflip=True, vflip=True).probabilities(net, image)
+    assert torch.allclose(plain, both, atol=1e-6)
+    assert torch.allclose(plain.sum(1), torch.ones(2, 37, 53), atol=1e-5)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("blend", ["gaussian", "constant"])
+def test_sliding_windows_reassemble_the_whole_image(blend: str) -> None:
+    net, image = _pointwise_net(), _image()
+    plain = Inference().probabilities(net, image)
+    one_window = Inference(mode="slide", crop=(37, 53)).probabilities(net, image)
+    assert torch.allclose(plain, one_window, atol=1e-6)
+    # overlapping windows, the last ones past the border (padded): the same probabilities everywhere
+    windows = Inference(mode="slide", crop=(16, 16), stride=(10, 12), blend=blend, window_batch_size=3)
+    assert torch.allclose(plain, windows.probabilities(net, image), atol=1e-5)
+
+
+@torch.no_grad()
+def test_sliding_windows_see_only_their_window() -> None:
+    """A net that looks at its whole input (here: its mean) gives other results window by window."""
+
+    def global_context(x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3), keepdim=True).expand(-1, -1, *x.shape[-2:])[:, :2] * 10
+
+    image = _image(64, 64)
+    plain = Inference().probabilities(global_context, image)
+    slid = Inference(mode="slide", crop=(16, 16)).probabilities(global_context, image)
+    assert not torch.allclose(plain, slid, atol=1e-3)
+
+
+@torch.no_grad()
+def test_scales_and_one_channel_heads() -> None:
+    image = _image()
+    multi = Inference(scales=(0.5, 1.0, 1.5)).probabilities(_pointwise_net(), image)
+    assert multi.shape == (2, 4, 37, 53) and torch.allclose(multi.sum(1), torch.ones(2, 37, 53), atol=1e-5)
+    binary = Inference(hflip=True).probabilities(_pointwise_net(1), image)
+    assert binary.shape == (2, 1, 37, 53) and 0 <= float(binary.min()) and float(binary.max()) <= 1
+    sized = Inference().at_sizes(multi, [(40, 50), (37, 53)])
+    assert [tuple(p.shape) for p in sized] == [(4, 40, 50), (4, 37, 53)]
+
+
+def test_describe_says_what_ran() -> None:
+    assert Inference().describe() == "resize"
+    text = Inference(mode="slide", crop=(64, 64), hflip=True, scales=(0.75, 1.0)).describe()
+    assert text == "slide 64×64/32×32 gaussian + hflip + scales 0.75,1"
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--model.init_args.inference.init_args.mode=slide"], "mode slide needs a window size"),
+        (
+            [
+                "--model.init_args.inference.init_args.crop=[8,8]",
+                "--model.init_args.inference.init_args.stride=[9,4]",
+            ],
+            "stride must be in (0, crop]",
+        ),
+        (["--model.init_args.inference.init_args.scales=[0]"], "scales must be positive"),
+    ],
+)
+def test_bad_inference_settings_are_one_line(run_root: Path, args: list[str], needle: str, capsys) -> None:
+    chosen = ["--model.init_args.inference=lightning_seg.inference.Inference", *args]
+    assert main(["test", *tiny_args(run_root, *chosen), "--allow_untrained=true"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0]
+
+
+def test_test_scores_what_predict_writes_with_sliding_window_and_tta(run_root: Path) -> None:
+    fit = run_cli(["fit", *tiny_args(run_root)])
+    best = fit.trainer.checkpoint_callback.best_model_path
+    inference = [
+        "--model.init_args.inference=lightning_seg.inference.Inference",
+        "--model.init_args.inference.init_args.mode=slide",
+        "--model.init_args.inference.init_args.crop=[16,16]",
+        "--model.init_args.inference.init_args.stride=[8,8]",
+        "--model.init_args.inference.init_args.hflip=true",
+    ]
+    tested = run_cli(["test", *tiny_args(run_root, *inference), "--ckpt_path", best])
+    assert tested is not None
+    mIoU = float(tested.trainer.callback_metrics["test/mIoU"])
+    plain = run_cli(["test", *tiny_args(run_root), "--ckpt_path", best])
+    assert float(plain.trainer.callback_metrics["test/mIoU"]) != mIoU  # the inference setting did change it
+    # predict_step on the test images, through the same object, scored independently
+    module, data = tested.model.eval(), tested.datamodule
+    data.setup("test")
+    metrics = SegMetrics(module.num_classes, module.ignore_index)
+    with torch.no_grad():
+        for batch in data.test_dataloader():
+            batch = data.prepare_batch(batch, train=False)
+            masks = module.predict_step(batch, 0)["mask"]
+            metrics.update(torch.stack(masks).long(), batch["mask"])
+    assert float(metrics.compute()["mIoU"]) == pytest.approx(mIoU, abs=1e-6)
