@@ -8,7 +8,8 @@ with each other.
 Averaging: IoU_c = TP_c / (TP_c + FP_c + FN_c) over every pixel of the whole evaluation (not per image);
 mIoU is the mean over classes whose union is non-empty, so a class absent from both targets and
 predictions in the whole evaluation does not count as 0 (nor as 1). Dice is averaged the same way.
-``dice_fg`` is the Kaggle-style mean Dice over the non-background classes (classes 1..K-1).
+``dice_fg`` is the mean over the non-background classes (1..K-1) of each class's Dice pooled over the whole
+evaluation, not a mean of per-image Dice scores.
 """
 
 from __future__ import annotations

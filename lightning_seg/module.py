@@ -22,6 +22,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from lightning_seg import random_state
 from lightning_seg.errors import ConfigError
 from lightning_seg.inference import Inference
+from lightning_seg.inference.predictor import to_probabilities
 from lightning_seg.losses import CompoundLoss
 from lightning_seg.metrics import SegMetrics, WeightedMean
 from lightning_seg.models.outputs import NetOutput, as_net_output, pad_to_multiple
@@ -143,6 +144,8 @@ class SegmentationModule(L.LightningModule):
         self.binary_threshold = binary_threshold
         self.predict_probabilities = predict_probabilities
         self.inference = inference if inference is not None else Inference()
+        # per stage: whether the last batch was scored at the masks' original size or the batch's
+        self.scored_at: dict[str, str] = {}
         self.channels_last = channels_last
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
@@ -287,16 +290,41 @@ class SegmentationModule(L.LightningModule):
             for name, value in losses.items():
                 self._log_eval_loss(stage, name, value.detach(), batch_size)
         with torch.no_grad():
-            if stage == "test" and not self.inference.is_plain:
-                # the metrics score what predict writes: the configured inference (sliding, TTA)
-                pred = self.classes_from_probabilities(self.inference.probabilities(self._mask_logits, image))
-            else:
-                pred = self.classes_from_logits(out.mask.detach())
-            self.metrics[f"{stage}_"].update(pred, mask)
+            pred = self._score(batch, stage, out.mask.detach())
+
             if out.label is not None:
                 for metric in self.label_metrics[f"{stage}_"].values():
                     metric.update(out.label.detach().argmax(1), label)
         return losses, pred
+
+    def _score(self, batch: dict[str, Any], stage: str, logits: torch.Tensor) -> torch.Tensor:
+        """Update the stage's metrics; returns the int64 B×H×W classes at the batch's size.
+
+        ``test`` decides through :attr:`inference` (sliding window, TTA), as ``predict`` does. A batch that
+        carries ``orig_mask`` (the data module's ``score_at_original_size``) is scored against each mask as
+        stored: probabilities resized back to it, as ``predict`` writes them. Otherwise against the mask
+        resized for batching.
+        """
+        metrics = self.metrics[f"{stage}_"]
+        originals = batch.get("orig_mask")
+        self.scored_at[stage] = "original size" if originals is not None else "batch size"
+        sliding_or_tta = stage == "test" and not self.inference.is_plain
+        if originals is None and not sliding_or_tta:  # the training step's path: no softmax needed
+            pred = self.classes_from_logits(logits)
+            metrics.update(pred, batch["mask"])
+            return pred
+        if sliding_or_tta:
+            probabilities = self.inference.probabilities(self._mask_logits, batch["image"])
+        else:
+            probabilities = to_probabilities(logits)
+        pred = self.classes_from_probabilities(probabilities)
+        if originals is None:
+            metrics.update(pred, batch["mask"])
+            return pred
+        resized = self.inference.at_sizes(probabilities, [original.shape for original in originals])
+        for item, original in zip(resized, originals, strict=True):  # sizes differ: one image at a time
+            metrics.update(self.classes_from_probabilities(item[None]), original[None].long())
+        return pred
 
     def _log_eval_loss(self, stage: str, name: str, value: torch.Tensor, batch_size: torch.Tensor) -> None:
         """Log an evaluation loss as a batch-size-weighted mean over the whole split, across processes.
@@ -389,8 +417,7 @@ class SegmentationModule(L.LightningModule):
     def on_test_start(self) -> None:
         from lightning.pytorch.utilities import rank_zero_info
 
-        # scored at the data module's size for now: the original resolution is issue 9's next step
-        rank_zero_info(f"test: inference {self.inference.describe()}, scored at the data module's image size")
+        rank_zero_info(f"test: inference {self.inference.describe()}")
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch_metrics("test")

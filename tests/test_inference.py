@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -121,3 +122,44 @@ def test_test_scores_what_predict_writes_with_sliding_window_and_tta(run_root: P
             masks = module.predict_step(batch, 0)["mask"]
             metrics.update(torch.stack(masks).long(), batch["mask"])
     assert float(metrics.compute()["mIoU"]) == pytest.approx(mIoU, abs=1e-6)
+
+
+def test_test_scores_at_the_original_size_what_predict_writes(tmp_path: Path) -> None:
+    """Non-square images of three sizes, trained and batched at 24×24: test's mIoU is computed against the
+    masks as stored, and equals the mIoU of predict's index PNGs against those masks."""
+    from data_trees import folder_tree
+    from torchvision.io import decode_png, read_file
+
+    data = folder_tree(tmp_path / "data", count=12, sizes=((32, 48), (40, 40), (27, 33)))
+    runs = tmp_path / "runs"
+    common = [
+        "--data", "lightning_seg.data.FolderDataModule",
+        "--data.root", str(data),
+        "--data.class_names", "[a,b,c]",
+        "--data.size", "[24,24]",
+        "--data.batch_size", "2",
+        "--data.val_fraction", "0.25",
+        "--data.test_fraction", "0.34",
+        "--data.max_ignored_fraction", "1.0",
+    ]  # fmt: skip
+    fit = run_cli(["fit", *tiny_args(runs, *common)])
+    best = fit.trainer.checkpoint_callback.best_model_path
+    tested = run_cli(["test", *tiny_args(runs, *common), "--ckpt_path", best])
+    summary = json.loads((Path(tested.trainer.log_dir) / "summary.json").read_text())
+    assert summary["scored_at"] == "original size"
+    resized = run_cli(
+        ["test", *tiny_args(runs, *common, "--data.score_at_original_size=[]"), "--ckpt_path", best]
+    )
+    predicted = run_cli(["predict", *tiny_args(runs, *common), "--ckpt_path", best])
+    metrics = SegMetrics(3, 255)
+    names = sorted((Path(predicted.trainer.log_dir) / "predictions").glob("*_index.png"))
+    assert len(names) == 4
+    for path in names:
+        prediction = decode_png(read_file(str(path)))[0].long()
+        truth = decode_png(read_file(str(data / "masks" / path.name.replace("_index", ""))))[0].long()
+        assert prediction.shape == truth.shape and prediction.shape != (24, 24)
+        metrics.update(prediction[None], truth[None])
+    expected = float(metrics.compute()["mIoU"])
+    assert summary["metrics"]["test/mIoU"] == pytest.approx(expected, abs=1e-6)
+    # scored against the masks resized for batching, the same predictions give another number
+    assert float(resized.trainer.callback_metrics["test/mIoU"]) != pytest.approx(expected, abs=1e-6)

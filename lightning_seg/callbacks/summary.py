@@ -158,6 +158,9 @@ class RunSummary(L.Callback):
         }
         if stage == "test" and hasattr(pl_module, "inference"):
             summary["inference"] = pl_module.inference.describe()
+        scored_at = getattr(pl_module, "scored_at", {}).get(prefix)
+        if scored_at:
+            summary["scored_at"] = scored_at  # "original size": against each mask as stored
         if stage == "fit":
             summary["epochs_completed"] = trainer.fit_loop.epoch_progress.current.completed
             summary["global_step"] = trainer.global_step

@@ -15,13 +15,13 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import lightning as L
 import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from lightning_seg.data.augment import SegAugmentation, natural_image_augmentations
 from lightning_seg.data.sampling import EpochSampler
@@ -33,6 +33,16 @@ if TYPE_CHECKING:
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 SPLITS = ("train", "val", "test", "predict")
+
+
+def collate_samples(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack the samples into a batch; ``orig_mask`` (each mask at its stored size, sizes differ) stays a
+    list of tensors."""
+    originals = [item.pop("orig_mask") for item in items] if "orig_mask" in items[0] else None
+    batch = default_collate(items)
+    if originals is not None:
+        batch["orig_mask"] = originals
+    return batch
 
 
 class SegDataModule(L.LightningDataModule):
@@ -57,6 +67,10 @@ class SegDataModule(L.LightningDataModule):
         allow_absent_classes: setup refuses a class with no pixel in the training masks (a net cannot
             learn it, and it usually means misread masks); True trains without it. With this True and
             ``max_ignored_fraction`` 1.0 setup skips the statistics pass altogether.
+        score_at_original_size: the evaluation splits whose metrics are computed against each mask as
+            stored (its own size), from probabilities resized back to it, instead of against the mask
+            resized for batching. "test" by default; add "val" to validate inside ``fit`` that way too
+            (slower: the masks travel as a list).
     """
 
     class_names: tuple[str, ...] = ()
@@ -77,6 +91,7 @@ class SegDataModule(L.LightningDataModule):
         std: Sequence[float] | None = None,
         max_ignored_fraction: float = 0.5,
         allow_absent_classes: bool = False,
+        score_at_original_size: Sequence[Literal["val", "test"]] = ("test",),
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -86,6 +101,10 @@ class SegDataModule(L.LightningDataModule):
         if not 0 <= max_ignored_fraction <= 1:
             raise ConfigError(f"data.max_ignored_fraction must be in [0, 1], got {max_ignored_fraction}")
         self.max_ignored_fraction = max_ignored_fraction
+        unknown = sorted(set(score_at_original_size) - {"val", "test"})
+        if unknown:
+            raise ConfigError(f"data.score_at_original_size: {unknown} are not evaluation splits (val, test)")
+        self.score_at_original_size = tuple(score_at_original_size)
         self.allow_absent_classes = allow_absent_classes
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -283,6 +302,7 @@ class SegDataModule(L.LightningDataModule):
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
             generator=generator,
+            collate_fn=collate_samples,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -36,6 +36,13 @@ from lightning_seg.data.workers import map_in_workers, single_threaded
 from lightning_seg.errors import ConfigError
 
 
+def compact_mask(mask: torch.Tensor) -> torch.Tensor:
+    """An int64 mask as uint8 when its values fit (8× less to carry to the device; widened there)."""
+    if mask.numel() and 0 <= int(mask.min()) and int(mask.max()) <= 255:
+        return mask.to(torch.uint8)
+    return mask
+
+
 class ImageMaskDataset(Dataset):
     """Samples decoded from files, made batchable by resizing to ``size``.
 
@@ -88,6 +95,9 @@ class ImageMaskDataset(Dataset):
                 return self._load(index)
         return self._load(index)
 
+    keep_original_mask = False
+    """Also return ``orig_mask``, the mask at its stored size (the splits scored at the original size)."""
+
     def decode(self, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Sample ``index`` at its stored size: uint8 3×H×W image and int64 H×W mask (None without an
         encoder). Raises ConfigError for a bad sample."""
@@ -101,10 +111,13 @@ class ImageMaskDataset(Dataset):
     def _load(self, index: int) -> dict:
         image, mask = self.decode(index)
         height, width = image.shape[-2:]
+        original = mask
         image, mask = resize_sample(image, mask, self.size)
         item = {"image": image}
         if mask is not None:
             item["mask"] = mask
+            if self.keep_original_mask and original is not None:
+                item["orig_mask"] = compact_mask(original)
         sample = self.samples[index]
         item["name"] = sample.name
         item["orig_size"] = torch.tensor([height, width], dtype=torch.int64)
@@ -252,6 +265,7 @@ class ImageMaskDataModule(SegDataModule):
         else:
             encoder = self.mask_encoder()
         dataset = ImageMaskDataset(samples, encoder, self.size, self.image_value_range)
+        dataset.keep_original_mask = split in self.score_at_original_size
         return self._check(split, dataset)
 
     def _check(self, split: str, dataset: ImageMaskDataset) -> ImageMaskDataset:
