@@ -5,8 +5,10 @@
 
 For each setting (resize; slide with windows of ``crop`` at half-window stride; the same + horizontal flip;
 resize + horizontal flip) it runs the test split through :class:`lightning_seg.inference.Inference` exactly
-as ``test`` does, and prints images/s (one synchronisation at each end) and test mIoU (scored at the data
-module's image size, as ``test`` does today). Timed after one untimed warm-up batch.
+as ``test`` does, and prints images/s (one synchronisation at each end) and test mIoU against the batch's
+masks (what ``test`` reports for data stored at the batch size, like the synthetic default; file datasets
+are scored by ``test`` at each mask's original size). Runs in float32 whatever the config's precision; the
+test split is held on the device. Timed after one untimed warm-up batch.
 """
 
 from __future__ import annotations

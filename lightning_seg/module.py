@@ -321,9 +321,9 @@ class SegmentationModule(L.LightningModule):
         if originals is None:
             metrics.update(pred, batch["mask"])
             return pred
-        resized = self.inference.at_sizes(probabilities, [original.shape for original in originals])
-        for item, original in zip(resized, originals, strict=True):  # sizes differ: one image at a time
-            metrics.update(self.classes_from_probabilities(item[None]), original[None].long())
+        for item, original in zip(probabilities, originals, strict=True):  # sizes differ: one at a time
+            resized = self.inference.at_size(item, original.shape)
+            metrics.update(self.classes_from_probabilities(resized[None]), original[None].long())
         return pred
 
     def _log_eval_loss(self, stage: str, name: str, value: torch.Tensor, batch_size: torch.Tensor) -> None:
@@ -374,8 +374,12 @@ class SegmentationModule(L.LightningModule):
         probabilities = self.inference.probabilities(self._mask_logits, image)
         sizes = batch["orig_size"].tolist() if "orig_size" in batch else [list(image.shape[-2:])] * len(image)
         mask_dtype = torch.uint8 if self.num_classes <= 256 else torch.int64
-        per_image = self.inference.at_sizes(probabilities, sizes)
-        masks = [self.classes_from_probabilities(item[None])[0].to(mask_dtype) for item in per_image]
+        masks, per_image = [], []
+        for item, size in zip(probabilities, sizes, strict=True):  # one image at full size at a time
+            resized = self.inference.at_size(item, size)
+            masks.append(self.classes_from_probabilities(resized[None])[0].to(mask_dtype))
+            if self.predict_probabilities:
+                per_image.append(resized)
         names = batch.get("name") or [f"{batch_idx:05d}_{i:03d}" for i in range(len(masks))]
         out: dict[str, Any] = {"name": list(names), "mask": masks}
         if self.predict_probabilities:

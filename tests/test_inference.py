@@ -66,8 +66,30 @@ def test_scales_and_one_channel_heads() -> None:
     assert multi.shape == (2, 4, 37, 53) and torch.allclose(multi.sum(1), torch.ones(2, 37, 53), atol=1e-5)
     binary = Inference(hflip=True).probabilities(_pointwise_net(1), image)
     assert binary.shape == (2, 1, 37, 53) and 0 <= float(binary.min()) and float(binary.max()) <= 1
-    sized = Inference().at_sizes(multi, [(40, 50), (37, 53)])
+    sized = [Inference().at_size(p, size) for p, size in zip(multi, [(40, 50), (37, 53)], strict=True)]
     assert [tuple(p.shape) for p in sized] == [(4, 40, 50), (4, 37, 53)]
+    # a smooth image: the average over scales stays close to the plain prediction (scales mapped back in place)
+    smooth = torch.nn.functional.interpolate(
+        _image(5, 7), size=(37, 53), mode="bilinear", align_corners=False
+    )
+    plain = Inference().probabilities(_pointwise_net(), smooth)
+    scaled = Inference(scales=(0.5, 1.0, 1.5)).probabilities(_pointwise_net(), smooth)
+    assert float((plain - scaled).abs().max()) < 0.05
+
+
+@torch.no_grad()
+def test_sliding_windows_step_by_the_configured_stride() -> None:
+    """96-pixel windows every 32 pixels over 160×160: 3 × 3 windows (a stride one pixel short makes 16)."""
+    corners = []
+
+    def recording(x: torch.Tensor) -> torch.Tensor:
+        corners.append(x.shape[0])
+        return torch.zeros(x.shape[0], 2, *x.shape[-2:])
+
+    Inference(mode="slide", crop=(96, 96), stride=(32, 32), window_batch_size=1).probabilities(
+        recording, torch.zeros(1, 3, 160, 160)
+    )
+    assert len(corners) == 9
 
 
 def test_describe_says_what_ran() -> None:
@@ -88,6 +110,7 @@ def test_describe_says_what_ran() -> None:
             "stride must be in (0, crop]",
         ),
         (["--model.init_args.inference.init_args.scales=[0]"], "scales must be positive"),
+        (["--model.init_args.inference.init_args.stride=[4,4]"], "stride needs a crop"),
     ],
 )
 def test_bad_inference_settings_are_one_line(run_root: Path, args: list[str], needle: str, capsys) -> None:
@@ -163,3 +186,21 @@ def test_test_scores_at_the_original_size_what_predict_writes(tmp_path: Path) ->
     assert summary["metrics"]["test/mIoU"] == pytest.approx(expected, abs=1e-6)
     # scored against the masks resized for batching, the same predictions give another number
     assert float(resized.trainer.callback_metrics["test/mIoU"]) != pytest.approx(expected, abs=1e-6)
+
+
+def test_skipped_bad_samples_keep_scoring_at_the_original_size(tmp_path: Path) -> None:
+    from data_trees import folder_tree
+
+    data = folder_tree(tmp_path / "data", count=12, sizes=((32, 48), (40, 40)))
+    (data / "masks" / "s3.png").write_bytes(b"not a png")  # one bad sample, skipped by on_bad_sample
+    args = [
+        "--data", "lightning_seg.data.FolderDataModule",
+        "--data.root", str(data),
+        "--data.class_names", "[a,b,c]",
+        "--data.size", "[24,24]",
+        "--data.test_fraction", "0.34",
+        "--data.max_ignored_fraction", "1.0",
+        "--data.on_bad_sample", "skip",
+    ]  # fmt: skip
+    tested = run_cli(["test", *tiny_args(tmp_path / "runs", *args), "--allow_untrained=true"])
+    assert tested is not None and tested.model.scored_at["test"] == "original size"

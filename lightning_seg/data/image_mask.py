@@ -264,9 +264,10 @@ class ImageMaskDataModule(SegDataModule):
             ]
         else:
             encoder = self.mask_encoder()
-        dataset = ImageMaskDataset(samples, encoder, self.size, self.image_value_range)
+        dataset = self._check(split, ImageMaskDataset(samples, encoder, self.size, self.image_value_range))
+        # after the check: with on_bad_sample "skip" it returns a new dataset of the good samples
         dataset.keep_original_mask = split in self.score_at_original_size
-        return self._check(split, dataset)
+        return dataset
 
     def _check(self, split: str, dataset: ImageMaskDataset) -> ImageMaskDataset:
         mode = "full" if self.on_bad_sample == "skip" else self.check_files

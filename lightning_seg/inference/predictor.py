@@ -60,10 +60,15 @@ class Inference:
         vflip: bool = False,
         scales: Sequence[float] = (1.0,),
     ) -> None:
+        if stride is not None and crop is None:
+            raise ConfigError("model.inference.stride needs a crop (the window size)")
         if mode == "slide" and crop is None:
             raise ConfigError("model.inference.crop: mode slide needs a window size, e.g. crop: [512, 512]")
-        if crop is not None and min(crop) < 1:
-            raise ConfigError(f"model.inference.crop must be positive, got {list(crop)}")
+        for name, value in (("crop", crop), ("stride", stride)):
+            if value is not None and (len(value) != 2 or min(value) < 1):
+                raise ConfigError(
+                    f"model.inference.{name} must be [height, width], positive, got {list(value)}"
+                )
         if (
             stride is not None
             and crop is not None
@@ -78,7 +83,12 @@ class Inference:
             raise ConfigError(f"model.inference.window_batch_size must be >= 1, got {window_batch_size}")
         self.mode = mode
         self.crop = tuple(crop) if crop is not None else None
-        self.stride = tuple(stride) if stride is not None else None
+        # half a window by default: each pixel in up to four windows
+        self.stride = (
+            tuple(stride)
+            if stride is not None
+            else (tuple(max(1, c // 2) for c in self.crop) if self.crop is not None else None)
+        )
         self.blend = blend
         self.window_batch_size = window_batch_size
         self.hflip = hflip
@@ -93,9 +103,8 @@ class Inference:
     def describe(self) -> str:
         """One line for logs and summaries, e.g. ``slide 512×512/256 gaussian + hflip``."""
         text = self.mode
-        if self.mode == "slide" and self.crop is not None:
-            stride = self.stride or tuple(c // 2 for c in self.crop)
-            text += f" {self.crop[0]}×{self.crop[1]}/{stride[0]}×{stride[1]} {self.blend}"
+        if self.mode == "slide" and self.crop is not None and self.stride is not None:
+            text += f" {self.crop[0]}×{self.crop[1]}/{self.stride[0]}×{self.stride[1]} {self.blend}"
         extras = [name for name, on in (("hflip", self.hflip), ("vflip", self.vflip)) if on]
         if self.scales != (1.0,):
             extras.append("scales " + ",".join(f"{s:g}" for s in self.scales))
@@ -117,17 +126,13 @@ class Inference:
         count = 0
         flips = [()] + ([(-1,)] if self.hflip else []) + ([(-2,)] if self.vflip else [])
         for scale in self.scales:
-            scaled = (
-                image
-                if scale == 1.0
-                else F.interpolate(
-                    image,
-                    scale_factor=scale,
-                    mode="bilinear",
-                    align_corners=False,
-                    recompute_scale_factor=False,
+            scaled = image
+            if scale != 1.0:
+                # to a whole size, so that resizing back maps pixel centres onto each other
+                size = (max(1, round(height * scale)), max(1, round(width * scale)))
+                scaled = F.interpolate(
+                    image, size=size, mode="bilinear", align_corners=False, antialias=scale < 1
                 )
-            )
             # the flipped copies ride in the same batch as the original: one pass through the net
             copies = torch.cat([scaled.flip(dims) if dims else scaled for dims in flips])
             probabilities = to_probabilities(self._logits(logits_of, copies))
@@ -146,9 +151,11 @@ class Inference:
             return logits_of(image)
         from monai.inferers import sliding_window_inference  # imported only when sliding
 
-        assert self.crop is not None
-        stride = self.stride or tuple(max(1, c // 2) for c in self.crop)
-        overlap = [1 - s / c for s, c in zip(stride, self.crop, strict=True)]
+        assert self.crop is not None and self.stride is not None
+        # MONAI derives the stride as int(crop * (1 - overlap)): 1 - stride/crop loses a little in floating
+        # point and comes out one pixel short (96/32 → 31: 16 windows instead of 9); half a pixel of margin
+        # gives the stride exactly
+        overlap = [(c - s - 0.5) / c if s < c else 0.0 for s, c in zip(self.stride, self.crop, strict=True)]
         return sliding_window_inference(
             image,
             roi_size=self.crop,
@@ -159,11 +166,9 @@ class Inference:
             padding_mode="constant",
         )
 
-    def at_sizes(self, probabilities: torch.Tensor, sizes: Sequence[Sequence[int]]) -> list[torch.Tensor]:
-        """B×K×H×W probabilities → one K×H_i×W_i tensor per image at its original size (bilinear)."""
-        out = []
-        for item, size in zip(probabilities.split(1), sizes, strict=True):
-            if tuple(item.shape[-2:]) != tuple(size):
-                item = F.interpolate(item, size=tuple(size), mode="bilinear", align_corners=False)
-            out.append(item[0])
-        return out
+    def at_size(self, probabilities: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+        """K×H×W probabilities of one image → K×h×w at its original size (bilinear). One image at a time:
+        a batch of them at full resolution can take gigabytes."""
+        if tuple(probabilities.shape[-2:]) == tuple(size):
+            return probabilities
+        return F.interpolate(probabilities[None], size=tuple(size), mode="bilinear", align_corners=False)[0]
