@@ -57,6 +57,11 @@ def is_run_folder(folder: Path) -> bool:
     return (folder / "config.yaml").is_file() or (folder / "checkpoints").is_dir()
 
 
+def last_checkpoint(run: Path) -> Path:
+    """Where a run's ``last.ckpt`` lives: ``<run>/checkpoints/last.ckpt``."""
+    return run / "checkpoints" / "last.ckpt"
+
+
 def run_of_checkpoint(ckpt_path: str | Path) -> Path | None:
     """``<run>`` of a checkpoint at ``<run>/checkpoints/<file>.ckpt``, else None."""
     path = Path(ckpt_path)
@@ -188,7 +193,7 @@ def resolve_checkpoint(config: Namespace, training: bool) -> None:
     handed = _folder_from_rank_zero()
     if ckpt_path == "last":
         if training and handed is not None:
-            config.ckpt_path = str(handed / "checkpoints" / "last.ckpt")  # the run rank 0 resumes (and holds)
+            config.ckpt_path = str(last_checkpoint(handed))  # the run rank 0 resumes (and holds)
         elif found is not None and found[0].get("version") is None:
             config.ckpt_path = str(_newest_last(found[1], skip_busy=training))
         elif found is not None or config.trainer.get("logger") is False:
@@ -197,14 +202,14 @@ def resolve_checkpoint(config: Namespace, training: bool) -> None:
                 if found is not None
                 else Path(config.trainer.get("default_root_dir") or ".")
             )
-            last = folder / "checkpoints" / "last.ckpt"
+            last = last_checkpoint(folder)
             if not last.is_file():
                 raise ConfigError(
                     f"--ckpt_path last: no {short_path(last)} to {'resume' if training else 'evaluate'}"
                 )
             config.ckpt_path = str(last)
-    elif training and Path(ckpt_path).is_dir() and (Path(ckpt_path) / "checkpoints" / "last.ckpt").is_file():
-        config.ckpt_path = str(Path(ckpt_path) / "checkpoints" / "last.ckpt")
+    elif training and Path(ckpt_path).is_dir() and last_checkpoint(Path(ckpt_path)).is_file():
+        config.ckpt_path = str(last_checkpoint(Path(ckpt_path)))
 
 
 def _newest_last(run_root: Path, skip_busy: bool) -> Path:

@@ -21,6 +21,12 @@ from lightning.pytorch.callbacks import ModelCheckpoint as LightningModelCheckpo
 from lightning_seg.errors import TrainingDiverged, short_path
 
 
+def written_checkpoint(*paths: str | None) -> str | None:
+    """The first of ``paths`` that is a file on disk. Lightning names a checkpoint (``last_model_path``,
+    ``best_model_path``) before writing it, so a name alone does not say the file exists."""
+    return next((path for path in paths if path and Path(path).is_file()), None)
+
+
 def nonfinite_tensors(module: torch.nn.Module) -> list[str]:
     """Names of the floating-point parameters and buffers of ``module`` holding a NaN or an infinity
     (one host read for the whole module)."""
@@ -165,16 +171,9 @@ class ModelCheckpoint(LightningModelCheckpoint):
                 callback.check(trainer)
         bad = nonfinite_tensors(trainer.lightning_module)
         if bad:
-            # Lightning names the file before writing it; whichever of these is on disk is finite (an
-            # existing last.ckpt is the previous, finite one: it is not replaced)
-            kept = next(
-                (
-                    p
-                    for p in (filepath, self.last_model_path, self.best_model_path)
-                    if p and Path(p).is_file()
-                ),
-                None,
-            )
+            # whichever of these is on disk is finite (an existing last.ckpt is the previous one: it is
+            # not replaced)
+            kept = written_checkpoint(filepath, self.last_model_path, self.best_model_path)
             raise TrainingDiverged(
                 f"training diverged: non-finite weights at step {trainer.global_step} ({', '.join(bad[:3])}"
                 f"{', …' if len(bad) > 3 else ''}); not saved"

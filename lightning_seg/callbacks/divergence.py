@@ -11,7 +11,6 @@ with defaults when a config lists none.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -166,10 +165,12 @@ class DivergenceGuard(L.Callback):
 
     @staticmethod
     def _message(trainer: L.Trainer, step: int, detail: str) -> str:
+        from lightning_seg.callbacks.checkpoint import written_checkpoint
+
         callback = trainer.checkpoint_callback
-        # Lightning names a checkpoint before writing it: only a file on disk is a finite checkpoint
-        candidates = (getattr(callback, "last_model_path", ""), getattr(callback, "best_model_path", ""))
-        kept = next((path for path in candidates if path and Path(path).is_file()), None)
+        kept = written_checkpoint(
+            getattr(callback, "last_model_path", ""), getattr(callback, "best_model_path", "")
+        )
         where = f"last finite checkpoint: {short_path(kept)}" if kept else "no checkpoint was written"
         return (
             f"training diverged: non-finite loss at step {step} ({detail}); {where}; "

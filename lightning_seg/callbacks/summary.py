@@ -12,6 +12,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 
 from lightning_seg.atomic import atomic_write
+from lightning_seg.callbacks.checkpoint import written_checkpoint
 from lightning_seg.errors import TrainingDiverged
 
 
@@ -21,11 +22,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, float) and math.isnan(value):
         return None
     return value
-
-
-def _existing(path: str | None) -> str | None:
-    """A checkpoint path only if the file is there (Lightning names a file before writing it)."""
-    return path if path and Path(path).is_file() else None
 
 
 def _fit_status(trainer: L.Trainer) -> dict[str, Any]:
@@ -143,8 +139,8 @@ class RunSummary(L.Callback):
             k: _plain(v) for k, v in sorted(trainer.callback_metrics.items()) if k.startswith(f"{prefix}/")
         }
         checkpoint = trainer.checkpoint_callback
-        best = _existing(getattr(checkpoint, "best_model_path", None))
-        last = _existing(getattr(checkpoint, "last_model_path", None))
+        best = written_checkpoint(getattr(checkpoint, "best_model_path", None))
+        last = written_checkpoint(getattr(checkpoint, "last_model_path", None))
         summary: dict[str, Any] = {
             "stage": stage,
             **status,
