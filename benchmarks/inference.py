@@ -1,14 +1,20 @@
-"""Cost and quality of the inference settings of ``test``/``predict`` on a trained checkpoint.
+"""Cost and quality of the inference path of ``test``/``predict`` on a trained checkpoint, and the cost of ``tune``.
 
     python benchmarks/inference.py --config configs/default.yaml --ckpt_path runs/.../last.ckpt \
-        [--crop 32] [CLI overrides...]
+        [--crop 32 32] [--stride 16 16] [--crf_images N] [CLI overrides...]
 
-For each setting (resize; slide with windows of ``crop`` at half-window stride; the same + horizontal flip;
-resize + horizontal flip) it runs the test split through :class:`lightning_seg.inference.Inference` exactly
-as ``test`` does, and prints images/s (one synchronisation at each end) and test mIoU against the batch's
-masks (what ``test`` reports for data stored at the batch size, like the synthetic default; file datasets
-are scored by ``test`` at each mask's original size). Runs in float32 whatever the config's precision; the
-test split is held on the device. Timed after one untimed warm-up batch.
+For each setting (resize; slide with windows of ``crop`` every ``stride``; the same + horizontal flip;
+resize + horizontal flip; resize + a dense CRF, when pydensecrf2 is installed) it scores the test split
+exactly as ``test`` does: the module's own path (the plain forward, the inference object, the
+post-processing chain, the decision), at each mask's original size when the data stores it so. It prints
+images/s (one synchronisation at each end) and test mIoU. The CRF rows run on the first ``--crf_images``
+test images (all by default), beside the plain setting on the same images.
+
+Then the cost of ``tune``: one evaluation pass over the val split (the whole path, resize) against one
+calibration pass (the same path filling the 101-threshold histograms), as a ratio.
+
+Runs in float32 whatever the config's precision; the batches are prepared and held on the device first,
+so loading and decoding are not timed. Each measurement follows one untimed warm-up batch.
 """
 
 from __future__ import annotations
@@ -19,14 +25,16 @@ import platform
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lightning_seg.cli import build_cli  # noqa: E402
+from lightning_seg.commands.tune import ThresholdSearch  # noqa: E402
 from lightning_seg.inference import Inference  # noqa: E402
-from lightning_seg.metrics import SegMetrics  # noqa: E402
+from lightning_seg.postprocess import PostProcess  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:
@@ -34,20 +42,48 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _reset(module: Any, stage: str) -> None:
+    module.metrics[f"{stage}_"].reset()
+    module.stage_names.pop(stage, None)
+    for key in [k for k in module.stage_metrics if k.startswith(f"{stage}_")]:
+        del module.stage_metrics[key]
+
+
 @torch.no_grad()
-def evaluate(module, batches: list[dict], inference: Inference, device: torch.device) -> tuple[float, float]:
-    """(images/s, mIoU) of one inference setting over prepared batches already on ``device``."""
-    metrics = SegMetrics(module.num_classes, module.ignore_index).to(device)
-    inference.probabilities(module._mask_logits, batches[0]["image"])  # warm-up
-    _sync(device)
-    start = time.perf_counter()
-    for batch in batches:
-        probabilities = inference.probabilities(module._mask_logits, batch["image"])
-        metrics.update(module.classes_from_probabilities(probabilities), batch["mask"])
-    _sync(device)
-    seconds = time.perf_counter() - start
+def score(module: Any, batches: list[dict], stage: str = "test") -> tuple[float, float]:
+    """(images/s, mIoU) of the module's whole path over prepared batches already on the device."""
+    device = module.device
+    for timed in (False, True):
+        _reset(module, stage)
+        chosen = batches if timed else batches[:1]
+        _sync(device)
+        start = time.perf_counter()
+        for batch in chosen:
+            out = module(batch["image"])
+            module._score(batch, stage, out.mask, out.label)
+        _sync(device)
+        seconds = time.perf_counter() - start
     images = sum(len(b["image"]) for b in batches)
-    return images / seconds, float(metrics.compute()["mIoU"])
+    miou = float(module.metrics[f"{stage}_"].compute()["mIoU"]) if module.threshold_search is None else 0.0
+    return images / seconds, miou
+
+
+def _prepared(data: Any, loader: Any, device: torch.device, limit: int | None = None) -> list[dict]:
+    batches, count = [], 0
+    for batch in loader:
+        moved = {
+            k: v.to(device)
+            if torch.is_tensor(v)
+            else [x.to(device) for x in v]
+            if k.startswith("orig_")
+            else v
+            for k, v in batch.items()
+        }
+        batches.append(data.prepare_batch(moved, train=False))
+        count += len(batch["image"])
+        if limit is not None and count >= limit:
+            break
+    return batches
 
 
 def main() -> None:
@@ -56,7 +92,12 @@ def main() -> None:
     )
     parser.add_argument("--config", required=True)
     parser.add_argument("--ckpt_path", required=True)
-    parser.add_argument("--crop", type=int, default=32, help="sliding-window size (square)")
+    parser.add_argument("--crop", type=int, nargs=2, default=[32, 32], help="sliding-window height and width")
+    parser.add_argument(
+        "--stride", type=int, nargs=2, default=None, help="window step (default: half a window)"
+    )
+    parser.add_argument("--crf_images", type=int, default=None, help="test images for the CRF rows")
+    parser.add_argument("--crf_iterations", type=int, default=10)
     args, overrides = parser.parse_known_args()
     cli = build_cli(["--config", args.config, *overrides], run=False)
     module, data = cli.model, cli.datamodule
@@ -64,27 +105,59 @@ def main() -> None:
     state = torch.load(args.ckpt_path, map_location="cpu", weights_only=True)["state_dict"]
     module.load_state_dict(state)
     module.to(device).eval()
+    data.score_at_original_size = ("val", "test")
     data.setup("test")
-    batches = [
-        data.prepare_batch({k: v.to(device) if torch.is_tensor(v) else v for k, v in b.items()}, train=False)
-        for b in data.test_dataloader()
+    data.setup("validate")
+    test = _prepared(data, data.test_dataloader(), device)
+    crop, stride = tuple(args.crop), tuple(args.stride) if args.stride else None
+    settings: list[tuple[Inference, list]] = [
+        (Inference(), []),
+        (Inference(mode="slide", crop=crop, stride=stride), []),
+        (Inference(mode="slide", crop=crop, stride=stride, hflip=True), []),
+        (Inference(hflip=True), []),
     ]
-    crop = (args.crop, args.crop)
-    settings = [
-        Inference(),
-        Inference(mode="slide", crop=crop),
-        Inference(mode="slide", crop=crop, hflip=True),
-        Inference(hflip=True),
-    ]
+    scored = "original size" if "orig_mask" in test[0] else "batch size"
     print(
         f"{dt.date.today()} {platform.processor() or platform.machine()} {device} "
-        f"image {tuple(batches[0]['image'].shape[-2:])}, {sum(len(b['image']) for b in batches)} test images"
+        f"batch image {tuple(test[0]['image'].shape[-2:])}, {sum(len(b['image']) for b in test)} test images, "
+        f"scored at the {scored}"
     )
     print("| setting | images/s | test mIoU |")
     print("| --- | --- | --- |")
-    for inference in settings:
-        speed, miou = evaluate(module, batches, inference, device)
-        print(f"| {inference.describe()} | {speed:.1f} | {miou:.4f} |")
+    for inference, steps in settings:
+        module.inference, module.postprocess = inference, PostProcess(steps)
+        speed, miou = score(module, test)
+        print(f"| {inference.describe()} | {speed:.2f} | {miou:.4f} |")
+    try:
+        from lightning_seg.postprocess import DenseCRF
+    except ImportError:
+        DenseCRF = None  # noqa: N806
+    if DenseCRF is not None:
+        module.postprocess = PostProcess([DenseCRF(iterations=args.crf_iterations)])
+        data.keep_original_image_of_evaluation_splits()
+        subset = _prepared(data, data.test_dataloader(), device, args.crf_images)
+        count = sum(len(b["image"]) for b in subset)
+        module.inference = Inference()
+        for steps in ([], [DenseCRF(iterations=args.crf_iterations)]):
+            module.postprocess = PostProcess(steps)
+            speed, miou = score(module, subset)
+            name = "resize" + (f" + {steps[0].describe()}" if steps else "")
+            print(f"| {name}, first {count} images | {speed:.2f} | {miou:.4f} |")
+            module.postprocess.close()
+
+    # the cost of tune: an evaluation pass against a calibration pass over val
+    val = _prepared(data, data.val_dataloader(), device)
+    module.inference, module.postprocess = Inference(), PostProcess([])
+    module.full_path_stages = {"val"}
+    evaluation, _ = score(module, val, "val")
+    module.threshold_search = ThresholdSearch(module.num_classes, module.ignore_index, None, 101).to(device)
+    calibration, _ = score(module, val, "val")
+    module.threshold_search = None
+    images = sum(len(b["image"]) for b in val)
+    print(
+        f"tune on {images} val images: evaluation pass {images / evaluation:.2f} s, calibration pass "
+        f"(101 thresholds) {images / calibration:.2f} s, ratio {evaluation / calibration:.2f}"
+    )
 
 
 if __name__ == "__main__":

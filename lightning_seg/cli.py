@@ -49,6 +49,7 @@ from lightning_seg.data.base import SegDataModule
 from lightning_seg.errors import ConfigError, NothingToDo, TrainingDiverged, closest, short_path, truncate
 from lightning_seg.module import SegmentationModule
 from lightning_seg.parse_errors import reduce_parse_error
+from lightning_seg.trainer import SegTrainer
 
 DEBUG_ENV = "LIGHTNING_SEG_DEBUG"
 
@@ -60,10 +61,24 @@ ALWAYS_ON_CALLBACKS = (DivergenceGuard, ScheduleTimeCheck)
 
 
 class SegCLI(LightningCLI):
-    """LightningCLI with the data → model links of this project and one-line errors for bad input."""
+    """LightningCLI with the data → model links of this project, its extra subcommands (``tune``) and
+    one-line errors for bad input."""
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        # each extra subcommand is a SegTrainer method; the set lists the arguments the CLI fills itself
+        return {**LightningCLI.subcommands(), "tune": {"model", "datamodule"}}
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        for name in ("num_classes", "ignore_index", "class_names", "label_names"):
+        for name in (
+            "num_classes",
+            "ignore_index",
+            "class_names",
+            "label_names",
+            "label_classes",
+            "mean",
+            "std",
+        ):
             parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
 
     def _prepare_subcommand_parser(
@@ -232,6 +247,7 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> SegCLI:
     return SegCLI(
         SegmentationModule,
         SegDataModule,
+        trainer_class=SegTrainer,
         subclass_mode_model=True,
         subclass_mode_data=True,
         auto_configure_optimizers=False,

@@ -16,6 +16,7 @@ YAML::
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 import segmentation_models_pytorch as smp
 import torch
@@ -24,9 +25,12 @@ from torch.nn import functional as F
 
 from lightning_seg.data.stats import WeightRule
 from lightning_seg.errors import ConfigError
+from lightning_seg.labels import NO_LABEL
 from lightning_seg.models.outputs import NetOutput
 
 PIXEL_TERMS = ("ce", "bce", "dice", "jaccard", "focal", "lovasz", "tversky")
+LABEL_LOSSES = {"single": ("ce", "focal"), "multi": ("bce", "focal")}
+"""The image-label losses each label mode takes (softmax ones for single, sigmoid ones for multi)."""
 
 
 class _BinaryCrossEntropy(nn.Module):
@@ -54,6 +58,63 @@ class _BinaryCrossEntropy(nn.Module):
         return (per_pixel * valid).sum() / valid.sum().clamp_min(1)
 
 
+WeightSource = Callable[[str], Sequence[float] | torch.Tensor]
+"""Computes weights from a rule name (the data module's class or label statistics)."""
+
+
+class RuleOrListWeights:
+    """Loss weights as configured: a list, a rule resolved from the data's statistics on first use (or
+    restored from a checkpoint with :meth:`set`), or None. One of these for pixel classes, one for labels.
+
+    Args:
+        given: the configured value (a list, a rule name, or None).
+        key: the config key, for messages ("loss.class_weights").
+        owner: what the values must match, for messages ("the data has {n} classes").
+        statistics: what a rule is computed from, for messages ("class statistics").
+    """
+
+    def __init__(self, given: Sequence[float] | str | None, key: str, owner: str, statistics: str) -> None:
+        self.given, self.key, self.owner, self.statistics = given, key, owner, statistics
+        self.size = 0
+        self.source: WeightSource | None = None
+        self.tensor: torch.Tensor | None = None  # resolved, on the CPU
+        self._on_device: torch.Tensor | None = None  # its copy on the device last asked for
+
+    def bind(self, size: int, source: WeightSource | None) -> None:
+        """The number of values expected, and where a rule gets its statistics."""
+        self.size, self.source = size, source
+        self.set(None if isinstance(self.given, str) else self.given)
+
+    @property
+    def pending(self) -> bool:
+        """A rule that is not resolved (nor restored from a checkpoint) yet."""
+        return isinstance(self.given, str) and self.tensor is None
+
+    def set(self, weights: Sequence[float] | torch.Tensor | None) -> None:
+        """Use these weights (given, resolved from a rule, or restored from a checkpoint)."""
+        if weights is not None and len(weights) != self.size:
+            raise ConfigError(f"{self.key} has {len(weights)} values, {self.owner.format(n=self.size)}")
+        self.tensor = torch.as_tensor(weights, dtype=torch.float32).cpu() if weights is not None else None
+        self._on_device = None
+
+    def resolved(self) -> torch.Tensor | None:
+        """float32 (size,) weights on the CPU, resolving a rule now if needed; None without weights."""
+        if self.pending:
+            if self.source is None:
+                raise ConfigError(f"{self.key}={self.given!r} needs a data module with {self.statistics}")
+            self.set(self.source(str(self.given)))
+        return self.tensor
+
+    def on(self, device: torch.device) -> torch.Tensor | None:
+        """:meth:`resolved` on ``device``, copied once rather than every step."""
+        tensor = self.resolved()
+        if tensor is None:
+            return None
+        if self._on_device is None or self._on_device.device != device:
+            self._on_device = tensor.to(device)
+        return self._on_device
+
+
 class CompoundLoss(nn.Module):
     """Weighted sum of pixel loss terms plus optional auxiliary-head and image-label terms.
 
@@ -68,7 +129,13 @@ class CompoundLoss(nn.Module):
         tversky_alpha: false-positive weight of the Tversky term.
         tversky_beta: false-negative weight of the Tversky term.
         aux_weight: weight of the same pixel terms on an auxiliary head's logits (torchvision aux classifier).
-        label_weight: weight of the image-level cross-entropy for nets with a class head.
+        label_weight: weight of the image-level term for nets with a class head.
+        label_loss: the image-level term: "ce" (single-label softmax cross-entropy), "bce" (multi-label
+            sigmoid BCE) or "focal" (softmax focal for single, sigmoid focal for multi; ``focal_gamma``);
+            None: "ce" for single-label heads, "bce" for multi-label ones.
+        label_class_weights: per-label weights (CE ``weight`` for single, BCE/focal ``pos_weight`` for
+            multi): a list of L floats, or a rule (inverse_frequency, median_frequency, enet) computed from
+            the training split's label frequencies as ``class_weights`` is from pixel frequencies.
     """
 
     def __init__(
@@ -81,6 +148,8 @@ class CompoundLoss(nn.Module):
         tversky_beta: float = 0.5,
         aux_weight: float = 0.4,
         label_weight: float = 0.5,
+        label_loss: Literal["ce", "bce", "focal"] | None = None,
+        label_class_weights: list[float] | WeightRule | None = None,
     ) -> None:
         super().__init__()
         self.weights = dict(weights) if weights is not None else {"ce": 1.0, "dice": 1.0}
@@ -95,13 +164,21 @@ class CompoundLoss(nn.Module):
         self.label_weight = label_weight
         self.num_classes = 0
         self.ignore_index = -100
-        self._weight_source: Callable[[str], Sequence[float] | torch.Tensor] | None = None
+        self.pixel_weights = RuleOrListWeights(
+            class_weights, "loss.class_weights", "the data has {n} classes", "class statistics"
+        )
         # The terms are rebuilt for the head's mode and device, and kept out of the module tree: their
         # class-weight buffers would otherwise enter checkpoints only after the first step, and a checkpoint
         # would then fail to load into a fresh module (the resolved weights are saved by the module instead).
         self._terms: dict[str, nn.Module] = {}
         self._terms_key: tuple[bool, torch.device] | None = None
-        self.weight_tensor: torch.Tensor | None = None
+        self.label_loss = label_loss
+        self.label_class_weights = label_class_weights
+        self.label_mode = "single"
+        self.num_labels = 0
+        self.label_weights = RuleOrListWeights(
+            label_class_weights, "loss.label_class_weights", "the class head has {n} labels", "label counts"
+        )
 
     def bind(
         self,
@@ -113,31 +190,88 @@ class CompoundLoss(nn.Module):
         rule gets its statistics. A rule is resolved on first use (or restored from a checkpoint with
         :meth:`set_class_weights`), so evaluating a checkpoint never needs the training data."""
         self.num_classes, self.ignore_index = num_classes, ignore_index
-        self._weight_source = class_weight_source
-        self.set_class_weights(None if isinstance(self.class_weights, str) else self.class_weights)
+        self.pixel_weights.bind(num_classes, class_weight_source)
+        self._terms_key = None
+
+    @property
+    def weight_tensor(self) -> torch.Tensor | None:
+        """The resolved per-class weights (float32 (K,), CPU), or None."""
+        return self.pixel_weights.tensor
 
     @property
     def weights_pending(self) -> bool:
         """A class-weight rule that is not resolved (nor restored from a checkpoint) yet."""
-        return isinstance(self.class_weights, str) and self.weight_tensor is None
+        return self.pixel_weights.pending
 
     def set_class_weights(self, weights: Sequence[float] | torch.Tensor | None) -> None:
         """Use these per-class weights (e.g. resolved from a rule, or restored from a checkpoint)."""
-        if weights is not None and len(weights) != self.num_classes:
-            raise ConfigError(
-                f"loss.class_weights has {len(weights)} values, the data has {self.num_classes} classes"
-            )
-        self.weight_tensor = (
-            torch.as_tensor(weights, dtype=torch.float32).cpu() if weights is not None else None
-        )
+        self.pixel_weights.set(weights)
         self._terms_key = None  # rebuilt lazily for the head's mode and device
 
-    def _resolve_rule(self) -> None:
-        if self._weight_source is None:
+    def bind_labels(
+        self,
+        mode: Literal["single", "multi"],
+        num_labels: int,
+        label_weight_source: Callable[[str], Sequence[float] | torch.Tensor] | None = None,
+    ) -> None:
+        """Learn the image-level task: the label mode, the number of labels, and where a
+        ``label_class_weights`` rule gets its label counts (resolved on first use, like ``class_weights``)."""
+        kind = self.label_loss or LABEL_LOSSES[mode][0]
+        if kind not in LABEL_LOSSES[mode]:
             raise ConfigError(
-                f"loss.class_weights={self.class_weights!r} needs a data module with class statistics"
+                f"loss.label_loss={kind!r} does not fit {mode}-label heads; use one of {list(LABEL_LOSSES[mode])}"
             )
-        self.set_class_weights(self._weight_source(self.class_weights))
+        self.label_mode, self.num_labels = mode, num_labels
+        self.label_weights.bind(num_labels, label_weight_source)
+
+    @property
+    def label_weight_tensor(self) -> torch.Tensor | None:
+        """The resolved per-label weights (float32 (L,), CPU), or None."""
+        return self.label_weights.tensor
+
+    @property
+    def label_weights_pending(self) -> bool:
+        """A label-weight rule that is not resolved (nor restored from a checkpoint) yet."""
+        return self.label_weights.pending
+
+    def set_label_class_weights(self, weights: Sequence[float] | torch.Tensor | None) -> None:
+        """Use these per-label weights (resolved from a rule, or restored from a checkpoint)."""
+        self.label_weights.set(weights)
+
+    def label_term(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The image-level loss, float32 scalar; 0 with a zero gradient when no target is known.
+
+        Args:
+            logits: float B×L.
+            target: int64 (B,) label indices (single) or float B×L 0/1 (multi); :data:`NO_LABEL` (-100)
+                where unknown (counted nowhere).
+
+        Single: ``sum_i w[y_i] · l_i / sum_i w[y_i]`` (torch's weighted CE mean), with
+        ``l_i = -log p_{y_i}`` for "ce" and ``(1 - p_{y_i})^gamma · -log p_{y_i}`` for "focal". Multi: the
+        mean over known entries of BCE with ``pos_weight`` = the label weights, times ``(1 - p_t)^gamma``
+        for "focal" (torchvision's ``sigmoid_focal_loss`` without alpha when unweighted).
+        """
+        logits = logits.float()
+        weights = self.label_weights.on(logits.device)
+        focal = (self.label_loss or LABEL_LOSSES[self.label_mode][0]) == "focal"
+        if self.label_mode == "single":
+            known = target != NO_LABEL
+            safe = torch.where(known, target, 0)
+            nll = -logits.log_softmax(1).gather(1, safe[:, None])[:, 0]
+            if focal:
+                nll = (1 - (-nll).exp()).pow(self.focal_gamma) * nll
+            weight = weights[safe] if weights is not None else torch.ones_like(nll)
+            weight = weight * known
+            # a sum over a clamped denominator, not torch's mean: 0 (not NaN) when nothing is known
+            return (weight * nll).sum() / weight.sum().clamp_min(torch.finfo(torch.float32).tiny)
+        known = target >= 0
+        soft = torch.where(known, target.float(), 0.0)
+        per_entry = F.binary_cross_entropy_with_logits(logits, soft, pos_weight=weights, reduction="none")
+        if focal:
+            p = logits.sigmoid()
+            p_t = p * soft + (1 - p) * (1 - soft)
+            per_entry = (1 - p_t).pow(self.focal_gamma) * per_entry
+        return (per_entry * known).sum() / known.sum().clamp_min(1)
 
     def _build_terms(self, binary: bool, device: torch.device) -> dict[str, nn.Module]:
         mode = "binary" if binary else "multiclass"
@@ -188,7 +322,8 @@ class CompoundLoss(nn.Module):
             mask: int64 B×H×W with values in [0, K) or ``ignore_index``.
         """
         if self.weights_pending:
-            self._resolve_rule()
+            self.pixel_weights.resolved()
+            self._terms_key = None  # built again with the weights
         key = (logits.shape[1] == 1, logits.device)
         if self._terms_key != key:
             self._terms = self._build_terms(*key)
@@ -209,7 +344,8 @@ class CompoundLoss(nn.Module):
         Args:
             output: the net's mask logits (B×K×H×W), optional aux logits and image-label logits (B×L).
             mask: int64 B×H×W target.
-            label: int64 B image-level target (needed when ``output.label`` is given).
+            label: image-level target (needed when ``output.label`` is given): int64 (B,) for a single-label
+                head, float B×L for a multi-label one (see :meth:`label_term`).
 
         Returns:
             ``{"loss": total, "<term>": value, "aux": ..., "label": ...}``, float32 scalars.
@@ -224,8 +360,7 @@ class CompoundLoss(nn.Module):
             if output.label is not None and label is not None and self.label_weight > 0:
                 # images whose target is unknown (-100: a derived label of a wholly ignored mask) count
                 # nowhere; a batch of only those gives 0, not NaN
-                known = (label != -100).any()
-                parts["label"] = torch.where(known, F.cross_entropy(output.label.float(), label), 0.0)
+                parts["label"] = self.label_term(output.label, label)
                 total = total + self.label_weight * parts["label"]
         parts["loss"] = total
         return parts

@@ -1,22 +1,31 @@
-"""Segmentation metrics from one torchmetrics confusion matrix per stage.
+"""Segmentation metrics of one stage from one per-image confusion matrix per step.
 
-Every pixel metric (IoU per class, mIoU, Dice/F1, pixel accuracy) is a function of the confusion matrix,
-so one confusion matrix is updated per step (a single ``index_add_`` on the device, synced across
-processes by torchmetrics) and all metrics are derived from it at epoch end — they can never disagree
-with each other.
+Every metric is a function of a confusion matrix, so each step builds one B×K×K confusion matrix, one per
+image (a single ``index_add_`` on the device, no host sync), and two torchmetrics states are updated from
+it: its sum over the images (the pooled K×K matrix) and the sums of per-image foreground scores. Both are
+synced across processes by torchmetrics and all metrics are derived from them at epoch end.
 
-Averaging: IoU_c = TP_c / (TP_c + FP_c + FN_c) over every pixel of the whole evaluation (not per image);
-mIoU is the mean over classes whose union is non-empty, so a class absent from both targets and
-predictions in the whole evaluation does not count as 0 (nor as 1). Dice is averaged the same way.
-``dice_fg`` is the mean over the non-background classes (1..K-1) of each class's Dice pooled over the whole
-evaluation, not a mean of per-image Dice scores.
+Pooled over every pixel of the whole evaluation (not per image), from the K×K matrix:
+IoU_c = TP_c / (TP_c + FP_c + FN_c); ``mIoU`` is the mean over classes whose union is non-empty, so a class
+absent from both targets and predictions in the whole evaluation does not count as 0 (nor as 1). ``dice``
+is averaged the same way. ``dice_fg`` is the mean over the non-background classes (1..K-1) of each class's
+Dice pooled over the whole evaluation, not a mean of per-image Dice scores. ``acc``: pixel accuracy.
+
+Per image (what medical papers usually report): ``image_dice_fg`` and ``image_IoU_fg``. For each image and
+each foreground class c the image's own Dice 2TP/(2TP+FP+FN) and IoU TP/(TP+FP+FN) are scored, 1.0 where c
+is absent from both the image's target and its prediction (nothing to find, nothing found); each class's
+scores are averaged over the images, then the K-1 class means are averaged. ``image_dice_per_class`` and
+``image_iou_per_class`` are the class means. An image whose target is wholly ``ignore_index`` is skipped
+(not counted). For two-class tasks ``image_IoU`` (= ``image_IoU_fg``) and the pooled ``IoU_fg`` are kept.
+
+Pixels whose target is ``ignore_index`` are excluded from every metric.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-from torchmetrics import MeanMetric, Metric
+from torchmetrics import Metric
 
 
 def scores_from_confusion(confusion: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -43,13 +52,39 @@ def scores_from_confusion(confusion: torch.Tensor) -> dict[str, torch.Tensor]:
     }
 
 
+def per_image_confusion(
+    pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int
+) -> torch.Tensor:
+    """One K×K confusion matrix per image (rows: target, columns: prediction), on the device.
+
+    One ``index_add_`` over the whole batch: pixel (b, target, pred) counts in bin ``b*K*K + target*K +
+    pred``; ignored pixels (target ``ignore_index`` or outside 0..K-1) go to one extra bin that is dropped.
+    No boolean indexing and no ``torch.bincount``, which would both wait for the GPU.
+
+    Args:
+        pred: int64 B×H×W predicted classes in 0..K-1.
+        target: int64 B×H×W target classes (may hold ``ignore_index``).
+
+    Returns:
+        int64 B×K×K counts.
+    """
+    k = num_classes
+    batch = target.shape[0]
+    valid = (target != ignore_index) & (target >= 0) & (target < k)
+    image = torch.arange(batch, device=target.device).view(-1, *([1] * (target.dim() - 1)))
+    index = torch.where(valid, image * (k * k) + target * k + pred, batch * k * k).flatten()
+    counts = torch.zeros(batch * k * k + 1, dtype=torch.long, device=index.device)
+    counts.index_add_(0, index, torch.ones_like(index))
+    return counts[:-1].view(batch, k, k)
+
+
 class ConfusionMatrix(Metric):
     """K×K pixel confusion matrix (rows: target, columns: prediction), summed across processes.
 
     Written here rather than using torchmetrics' ``MulticlassConfusionMatrix`` because that one removes
     ignored pixels by boolean indexing and counts with ``torch.bincount``: both wait for the GPU every
     step, and under ``deterministic=True`` its fallback builds an N×K² tensor (gigabytes for a batch of
-    street scenes). Here ignored pixels go to one extra bin and ``index_add_`` counts without a sync.
+    street scenes). Here the counts come from :func:`per_image_confusion` (``index_add_``, no sync).
     """
 
     full_state_update = False
@@ -62,17 +97,70 @@ class ConfusionMatrix(Metric):
             "confusion", torch.zeros(num_classes, num_classes, dtype=torch.long), dist_reduce_fx="sum"
         )
 
-    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
-        """int64 B×H×W predictions and targets (targets may hold ``ignore_index``)."""
-        k = self.num_classes
-        valid = (target != self.ignore_index) & (target >= 0) & (target < k)
-        index = torch.where(valid, target * k + pred, k * k).flatten()
-        counts = torch.zeros(k * k + 1, dtype=torch.long, device=index.device)
-        counts.index_add_(0, index, torch.ones_like(index))
-        self.confusion += counts[:-1].view(k, k)
+    def update(self, confusion: torch.Tensor) -> None:
+        """Add int64 B×K×K per-image confusion matrices (see :func:`per_image_confusion`)."""
+        self.confusion += confusion.sum(0)
 
     def compute(self) -> torch.Tensor:
         return self.confusion
+
+
+def per_image_scores(confusion: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Foreground Dice and IoU of each image from its confusion matrix; 1.0 where a class is absent from
+    both the image's target and its prediction.
+
+    Args:
+        confusion: int64 B×K×K per-image confusion matrices (rows: target, columns: prediction).
+
+    Returns:
+        float64 B×(K-1) Dice and IoU of classes 1..K-1, and bool (B,): whether the image has any pixel
+        that is not ignored (a wholly ignored image has no score and is not counted).
+    """
+    confusion = confusion.double()
+    tp = confusion.diagonal(dim1=1, dim2=2)  # B×K
+    fp = confusion.sum(1) - tp  # predicted c, target another class
+    fn = confusion.sum(2) - tp  # target c, predicted another class
+    tp, fp, fn = tp[:, 1:], fp[:, 1:], fn[:, 1:]
+    union = tp + fp + fn
+    one = torch.ones_like(union)
+    # empty-empty is a perfect answer: scored 1, so each counted image scores every class
+    dice = torch.where(union > 0, 2 * tp / (2 * tp + fp + fn).clamp_min(1), one)
+    iou = torch.where(union > 0, tp / union.clamp_min(1), one)
+    return dice, iou, confusion.sum((1, 2)) > 0
+
+
+class PerImageScores(Metric):
+    """Sums over images of each foreground class's per-image Dice and IoU, and the number of images,
+    summed across processes (see :func:`per_image_scores`)."""
+
+    full_state_update = False
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        foreground = num_classes - 1
+        self.add_state("dice", torch.zeros(foreground, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("iou", torch.zeros(foreground, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("images", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, confusion: torch.Tensor) -> None:
+        """Add int64 B×K×K per-image confusion matrices; wholly ignored images add nothing."""
+        dice, iou, counted = per_image_scores(confusion)
+        # multiplied by the mask rather than indexed by it: boolean indexing would wait for the GPU
+        weight = counted.double()[:, None]
+        self.dice += (dice * weight).sum(0)
+        self.iou += (iou * weight).sum(0)
+        self.images += counted.sum()
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        """float32 per-class means over images (K-1,) and their means; NaN when no image was counted."""
+        dice = self.dice / self.images
+        iou = self.iou / self.images
+        return {
+            "image_dice_per_class": dice.float(),
+            "image_iou_per_class": iou.float(),
+            "image_dice_fg": dice.mean().float(),
+            "image_IoU_fg": iou.mean().float(),
+        }
 
 
 class WeightedMean(Metric):
@@ -100,6 +188,9 @@ class WeightedMean(Metric):
 def per_image_foreground_iou(pred: torch.Tensor, target: torch.Tensor, ignore_index: int) -> torch.Tensor:
     """Foreground IoU of each image of a binary task; 1.0 where both are empty (nothing to find, nothing found).
 
+    A standalone helper (for one batch's scores); :class:`SegMetrics` accumulates the same per-image IoU
+    from its per-image confusion matrices, skipping wholly ignored images (which score 1.0 here).
+
     Args:
         pred, target: int64 B×H×W with labels {0, 1} (target may hold ``ignore_index``).
 
@@ -115,40 +206,48 @@ def per_image_foreground_iou(pred: torch.Tensor, target: torch.Tensor, ignore_in
 
 
 class SegMetrics(nn.Module):
-    """Confusion-matrix metrics of one stage, plus per-image foreground IoU for binary tasks.
+    """Pooled confusion-matrix metrics of one stage and per-image foreground Dice/IoU (see the module's
+    docstring).
 
     Args:
-        num_classes: classes including background.
+        num_classes: classes including background (K ≥ 2).
         ignore_index: target label excluded from every metric.
     """
 
     def __init__(self, num_classes: int, ignore_index: int) -> None:
         super().__init__()
+        self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.confusion = ConfusionMatrix(num_classes, ignore_index)
-        # nan_strategy="disable": the default checks for NaNs with a device sync every step
-        self.image_iou = MeanMetric(nan_strategy="disable") if num_classes == 2 else None
+        self.per_image = PerImageScores(num_classes)
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         """Accumulate int64 B×H×W predictions against int64 B×H×W targets, on the device."""
-        self.confusion.update(pred, target)
-        if self.image_iou is not None:
-            self.image_iou.update(per_image_foreground_iou(pred, target, self.ignore_index))
+        # one pass over the pixels feeds both the pooled and the per-image metrics
+        confusion = per_image_confusion(pred, target, self.num_classes, self.ignore_index)
+        self.confusion.update(confusion)
+        self.per_image.update(confusion)
 
     def compute(self) -> dict[str, torch.Tensor]:
-        """Scores over everything accumulated (synced across processes); see :func:`scores_from_confusion`."""
+        """Scores over everything accumulated (synced across processes).
+
+        Returns float32 tensors: ``iou`` (K,), ``mIoU``, ``dice``, ``dice_fg``, ``acc`` (pooled, see
+        :func:`scores_from_confusion`), ``image_dice_fg``, ``image_IoU_fg``, ``image_dice_per_class`` and
+        ``image_iou_per_class`` (K-1,) (per image, see :class:`PerImageScores`); int64 ``confusion`` (K×K);
+        for two-class tasks also ``IoU_fg`` (pooled) and ``image_IoU`` (= ``image_IoU_fg``).
+        """
         confusion = self.confusion.compute()
         scores = scores_from_confusion(confusion)
         scores["confusion"] = confusion
-        if self.image_iou is not None:
+        scores.update(self.per_image.compute())
+        if self.num_classes == 2:
             scores["IoU_fg"] = scores["iou"][1]
-            scores["image_IoU"] = self.image_iou.compute()
+            scores["image_IoU"] = scores["image_IoU_fg"]
         return scores
 
     def reset(self) -> None:
         self.confusion.reset()
-        if self.image_iou is not None:
-            self.image_iou.reset()
+        self.per_image.reset()
 
     @property
     def updated(self) -> bool:

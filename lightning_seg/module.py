@@ -17,15 +17,25 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from torch.nn import functional as F
-from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from lightning_seg import random_state
+from lightning_seg.data.base import IMAGENET_MEAN, IMAGENET_STD
 from lightning_seg.errors import ConfigError
 from lightning_seg.inference import Inference
 from lightning_seg.inference.predictor import to_probabilities
+from lightning_seg.labels import (  # noqa: F401  NO_LABEL, dominant_class: still imported from here
+    NO_LABEL,
+    LabelMode,
+    LabelTask,
+    dominant_class,
+    label_weight_source,
+    plain_scores,
+    resolve_label_mode,
+)
 from lightning_seg.losses import CompoundLoss
 from lightning_seg.metrics import SegMetrics, WeightedMean
 from lightning_seg.models.outputs import NetOutput, as_net_output, pad_to_multiple
+from lightning_seg.postprocess import PostProcess, Prediction, Step
 
 NetBuilder = Callable[[int], nn.Module]
 """A net class with its arguments but without ``num_classes``; YAML: ``class_path`` + ``init_args``."""
@@ -37,34 +47,16 @@ def _default_optimizer(params: Any) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-4)
 
 
-NO_LABEL = -100
-"""Image-level target of an image whose mask has no labelled pixel: left out of the label loss and metrics."""
-
-
-def dominant_class(mask: torch.Tensor, num_classes: int, ignore_index: int) -> torch.Tensor:
-    """Image-level label derived from a mask: the most frequent non-background class, 0 if the labelled
-    pixels are all background, and :data:`NO_LABEL` if no pixel is labelled (nothing is known of the image).
-
-    Args:
-        mask: int64 B×H×W.
-
-    Returns:
-        int64 (B,).
-    """
-    valid = (mask != ignore_index) & (mask > 0)
-    flat = torch.where(valid, mask, 0).flatten(1)
-    counts = torch.zeros(mask.shape[0], num_classes, device=mask.device).scatter_add_(
-        1, flat, valid.flatten(1).float()
-    )
-    counts[:, 0] = 0
-    label = torch.where(counts.sum(1) > 0, counts.argmax(1), torch.zeros_like(counts[:, 0], dtype=torch.long))
-    labelled = (mask != ignore_index).flatten(1).any(1)
-    return torch.where(labelled, label, NO_LABEL)
-
-
-def build_net(builder: NetBuilder, num_classes: int, num_labels: int | None) -> nn.Module:
+def build_net(
+    builder: NetBuilder, num_classes: int, num_labels: int | None, derived_labels: bool = False
+) -> nn.Module:
     """Call the net builder with ``num_classes``, and with ``num_labels`` when the data has image-level
-    classes and the net takes a ``num_labels`` the config left null (so a config never states it twice)."""
+    classes and the net takes a ``num_labels`` the config left null (so a config never states it twice).
+
+    With ``derived_labels`` (labels made from the masks) only a net that has a class head when its
+    ``num_labels`` is null (``label_head_by_default``, e.g. MicroUNet) is given ``num_labels``: its head is
+    sized for the labels, and a net without a head by default (SMPNet) does not grow one.
+    """
     kwargs: dict[str, Any] = {"num_classes": num_classes}
     if num_labels is not None:
         keywords = getattr(builder, "keywords", {})
@@ -72,9 +64,20 @@ def build_net(builder: NetBuilder, num_classes: int, num_labels: int | None) -> 
             parameters = inspect.signature(builder).parameters
         except (TypeError, ValueError):
             parameters = {}
-        if keywords.get("num_labels") is None and ("num_labels" in keywords or "num_labels" in parameters):
+        takes = keywords.get("num_labels") is None and (
+            "num_labels" in keywords or "num_labels" in parameters
+        )
+        if takes and (not derived_labels or getattr(_net_class(builder), "label_head_by_default", False)):
             kwargs["num_labels"] = num_labels
     return builder(**kwargs)
+
+
+def _net_class(builder: Any) -> type | None:
+    """The net class a builder makes: the class itself, or the class a partial (a CLI builder) calls."""
+    if isinstance(builder, type):
+        return builder
+    candidates = [getattr(builder, "func", None), *getattr(builder, "args", ())]
+    return next((c for c in candidates if isinstance(c, type) and issubclass(c, nn.Module)), None)
 
 
 class SegmentationModule(L.LightningModule):
@@ -85,7 +88,16 @@ class SegmentationModule(L.LightningModule):
         num_classes: classes including background (linked from the data module by the CLI).
         ignore_index: target label excluded from loss and metrics (linked from the data module).
         class_names: names for per-class metrics (linked from the data module).
-        label_names: image-level classes of a net with a class head (linked; empty: mask classes).
+        label_names: image-level classes of a net with a class head (linked; empty: derived from the
+            masks, see ``label_mode``).
+        label_classes: the mask class each data label says is present (None: none; linked from the data
+            module); empty: a label names the class of the same name.
+        label_mode: "single" (one class per image, softmax) or "multi" (several, sigmoid) for a net with a
+            class head; None: "single" when the data has ``label_names``, else "multi". Without data labels,
+            multi-label targets are the foreground classes present in the mask (L = K-1, named
+            ``class_names[1:]``) and single-label ones the dominant mask class (L = K). See
+            :mod:`lightning_seg.labels`.
+        label_thresholds: multi-label decision thresholds, one per label (or one for all); None: 0.5.
         loss: the loss; None means cross-entropy + Dice with weight 1 each.
         optimizer: builds the optimizer from the trainable parameters.
         lr_scheduler: builds the scheduler from the optimizer; a null ``total_steps`` is filled in with the
@@ -97,6 +109,12 @@ class SegmentationModule(L.LightningModule):
         predict_probabilities: also return per-class probabilities from ``predict`` (large: K floats per pixel).
         inference: how ``test`` and ``predict`` turn images into probabilities (resize or sliding window,
             flip and scale TTA); None: the whole image once. Validation inside ``fit`` always uses that.
+        postprocess: the steps after inference, in the order probabilities → decision → class map
+            (:mod:`lightning_seg.postprocess`: DenseCRF, ClassThresholds, LabelConsistency, SmallComponents);
+            applied by ``test``, ``predict`` and ``tune`` alike, never by validation inside ``fit``.
+        mean: the data's normalisation mean (linked from the data module; undoes it for steps that read
+            the image).
+        std: the data's normalisation std (linked from the data module).
         channels_last: run the net in channels-last memory format (faster convolutions on GPUs).
         compile: wrap the net in ``torch.compile``.
     """
@@ -108,6 +126,9 @@ class SegmentationModule(L.LightningModule):
         ignore_index: int = 255,
         class_names: Sequence[str] | None = None,
         label_names: Sequence[str] | None = None,
+        label_classes: Sequence[str | None] | None = None,
+        label_mode: LabelMode | None = None,
+        label_thresholds: Sequence[float] | None = None,
         loss: CompoundLoss | None = None,
         optimizer: OptimizerCallable = _default_optimizer,
         lr_scheduler: LRSchedulerCallable | None = None,
@@ -116,6 +137,9 @@ class SegmentationModule(L.LightningModule):
         binary_threshold: float = 0.5,
         predict_probabilities: bool = False,
         inference: Inference | None = None,
+        postprocess: list[Step] | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
         channels_last: bool = False,
         compile: bool = False,
     ) -> None:
@@ -132,11 +156,28 @@ class SegmentationModule(L.LightningModule):
             raise ConfigError(
                 f"model.class_names has {len(self.class_names)} names for {num_classes} classes"
             )
-        self.label_names = list(label_names) if label_names else self.class_names
-        self.net = build_net(net, num_classes, len(label_names) if label_names else None)
+        self.label_mode = resolve_label_mode(label_mode, label_names)
+        derived = not label_names
+        if derived:
+            names = self.class_names[1:] if self.label_mode == "multi" else self.class_names
+        else:
+            names = list(label_names)
+        self.label_names = list(names)
+        self.label_task = LabelTask(
+            self.label_mode,
+            names,
+            self.class_names,
+            derived,
+            label_thresholds,
+            num_classes,
+            ignore_index,
+            label_classes=label_classes or None,
+        )
+        self.net = build_net(net, num_classes, len(names), derived_labels=derived)
         self.size_divisor = int(getattr(self.net, "size_divisor", 1))
         self.loss = loss if loss is not None else CompoundLoss()
         self.loss.bind(num_classes, ignore_index)
+        self.loss.bind_labels(self.label_mode, len(names))
         self.optimizer_builder = optimizer
         self.scheduler_builder = lr_scheduler
         self.scheduler_interval = scheduler_interval
@@ -144,8 +185,24 @@ class SegmentationModule(L.LightningModule):
         self.binary_threshold = binary_threshold
         self.predict_probabilities = predict_probabilities
         self.inference = inference if inference is not None else Inference()
+        self.postprocess = PostProcess(postprocess or [])
+        for step in self.postprocess.steps:
+            bind = getattr(step, "bind", None)
+            if callable(bind):
+                bind(self.class_names)
+        self.mean = tuple(mean) if mean is not None else IMAGENET_MEAN
+        self.std = tuple(std) if std is not None else IMAGENET_STD
         # per stage: whether the last batch was scored at the masks' original size or the batch's
         self.scored_at: dict[str, str] = {}
+        # the stages scored through the whole path (inference, post-processing) with a stage table
+        self.full_path_stages: set[str] = {"test"}
+        # one SegMetrics per row of the stage table ("<stage>_<row>"), made when the stage starts
+        self.stage_metrics = nn.ModuleDict()
+        self.stage_names: dict[str, list[str]] = {}
+        self.stage_table: dict[str, list[dict[str, Any]]] = {}
+        # set by `tune` for its calibration pass (lightning_seg.commands.tune.ThresholdSearch)
+        self.threshold_search: Any = None
+        self._binary_head = False
         self.channels_last = channels_last
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
@@ -158,22 +215,10 @@ class SegmentationModule(L.LightningModule):
         self._resumed_random_state: dict[str, Any] | None = None
         self.eval_loss_means = nn.ModuleDict()  # "<stage>_<term>" → WeightedMean, created on first use
         self.metrics = nn.ModuleDict({f"{stage}_": SegMetrics(num_classes, ignore_index) for stage in STAGES})
-        num_labels = len(self.label_names)
-        self.label_metrics = nn.ModuleDict(
-            {
-                f"{stage}_": nn.ModuleDict(
-                    {
-                        "label_f1": MulticlassF1Score(
-                            num_labels, average="macro", ignore_index=NO_LABEL, validate_args=False
-                        ),
-                        "label_acc": MulticlassAccuracy(
-                            num_labels, average="micro", ignore_index=NO_LABEL, validate_args=False
-                        ),
-                    }
-                )
-                for stage in STAGES
-            }
-        )
+        self.label_metrics = nn.ModuleDict({f"{stage}_": self.label_task.new_metrics() for stage in STAGES})
+        # image-label scores of each stage's last epoch (confusion, per-label precision/recall), for the
+        # run summary
+        self.last_label_scores: dict[str, dict[str, Any]] = {}
 
     # ------------------------------------------------------------------------------------------ setup
     def setup(self, stage: str) -> None:
@@ -182,16 +227,28 @@ class SegmentationModule(L.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if self.loss.weights_pending:
             self.loss.bind(self.num_classes, self.ignore_index, getattr(datamodule, "class_weights", None))
+        if self.loss.label_weights_pending:  # the same for label weights, from the label counts
+            source = label_weight_source(datamodule, self.label_task)
+            self.loss.bind_labels(self.label_mode, len(self.label_names), source)
+        if stage != "fit" and self.postprocess.needs_image and datamodule is not None:
+            # the one hand-off back to the data: a CRF reads each image as stored, at the size it scores
+            keep = getattr(datamodule, "keep_original_image_of_evaluation_splits", None)
+            if callable(keep):
+                keep()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.loss.weight_tensor is not None:
             checkpoint["loss_class_weights"] = self.loss.weight_tensor.cpu()
+        if self.loss.label_weight_tensor is not None:
+            checkpoint["loss_label_class_weights"] = self.loss.label_weight_tensor.cpu()
         if self._trainer is not None and self.trainer.state.fn == "fit":
             checkpoint["random_state"] = self._random_state()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if checkpoint.get("loss_class_weights") is not None:
             self.loss.set_class_weights(checkpoint["loss_class_weights"])
+        if checkpoint.get("loss_label_class_weights") is not None:
+            self.loss.set_label_class_weights(checkpoint["loss_label_class_weights"])
         self._resumed_random_state = checkpoint.get("random_state")
 
     def _random_state(self) -> dict[str, Any]:
@@ -254,6 +311,33 @@ class SegmentationModule(L.LightningModule):
             return (probabilities[:, 0] > self.binary_threshold).long()
         return probabilities.argmax(1)
 
+    # ------------------------------------------------------------------------------ image-level labels
+    def label_targets(self, batch: dict[str, Any]) -> torch.Tensor | None:
+        """The batch's image-level target: int64 (B,) (single) or float32 B×L 0/1 (multi), -100 where
+        unknown; None when the data has labels but the batch carries none."""
+        return self.label_task.targets(batch.get("label"), batch["mask"])
+
+    def label_probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """B×L label logits → float32 B×L probabilities (softmax for single-label, sigmoid for multi)."""
+        return self.label_task.probabilities(logits)
+
+    def label_decisions(
+        self, probabilities: torch.Tensor, thresholds: torch.Tensor | Sequence[float] | None = None
+    ) -> torch.Tensor:
+        """float32 B×L probabilities → bool B×L: the argmax one-hot (single), or ``p >= threshold`` per label
+        (multi; ``thresholds`` (L,) or None for ``label_thresholds``)."""
+        return self.label_task.decisions(probabilities, thresholds)
+
+    def _tuned_label_thresholds(self) -> torch.Tensor | None:
+        """The multi-label thresholds ``tune`` found, when a ClassThresholds step loaded them (else None:
+        ``label_thresholds``)."""
+        thresholds = self.postprocess.thresholds
+        return thresholds.labels if thresholds is not None else None
+
+    def classes_of_labels(self, decisions: torch.Tensor) -> torch.Tensor:
+        """bool B×L label decisions → bool B×K: the mask classes they say are present (background always)."""
+        return self.label_task.classes_of_labels(decisions)
+
     def _mask_logits(self, image: torch.Tensor) -> torch.Tensor:
         """The net's mask logits (what :class:`Inference` calls, window by window when sliding)."""
         return self(image).mask
@@ -266,9 +350,8 @@ class SegmentationModule(L.LightningModule):
         out = self(image)
         label = None
         if out.label is not None:
-            label = batch.get("label")
-            if label is None:
-                label = dominant_class(mask, self.num_classes, self.ignore_index)
+            self.label_task.check_head(out.label)
+            label = self.label_targets(batch)
         losses = self.loss(out, mask, label)
         # epoch means weigh each batch by its images with a labelled pixel: a batch of wholly ignored masks
         # has loss 0 and weight 0 (a device tensor: no host sync)
@@ -290,41 +373,185 @@ class SegmentationModule(L.LightningModule):
             for name, value in losses.items():
                 self._log_eval_loss(stage, name, value.detach(), batch_size)
         with torch.no_grad():
-            pred = self._score(batch, stage, out.mask.detach())
+            pred = self._score(batch, stage, out.mask.detach(), out.label)
 
-            if out.label is not None:
-                for metric in self.label_metrics[f"{stage}_"].values():
-                    metric.update(out.label.detach().argmax(1), label)
+            if out.label is not None and label is not None:
+                probabilities = self.label_probabilities(out.label.detach())
+                decisions = self.label_decisions(probabilities)
+                self.label_metrics[f"{stage}_"].update(probabilities, decisions, label)
         return losses, pred
 
-    def _score(self, batch: dict[str, Any], stage: str, logits: torch.Tensor) -> torch.Tensor:
-        """Update the stage's metrics; returns the int64 B×H×W classes at the batch's size.
+    def _score(
+        self,
+        batch: dict[str, Any],
+        stage: str,
+        logits: torch.Tensor,
+        label_logits: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Update the stage's metrics; returns the int64 B×H×W plain classes at the batch's size.
 
-        ``test`` decides through :attr:`inference` (sliding window, TTA), as ``predict`` does. A batch that
-        carries ``orig_mask`` (the data module's ``score_at_original_size``) is scored against each mask as
-        stored: probabilities resized back to it, as ``predict`` writes them. Otherwise against the mask
-        resized for batching.
+        The stages in :attr:`full_path_stages` (``test``) are scored through the whole path that
+        ``predict`` takes (:meth:`_full_path`). Others decide from the training step's own logits: against
+        each mask as stored when the batch carries ``orig_mask`` (probabilities resized back to it), else
+        against the mask resized for batching.
         """
         metrics = self.metrics[f"{stage}_"]
         originals = batch.get("orig_mask")
         self.scored_at[stage] = "original size" if originals is not None else "batch size"
-        sliding_or_tta = stage == "test" and not self.inference.is_plain
-        if originals is None and not sliding_or_tta:  # the training step's path: no softmax needed
-            pred = self.classes_from_logits(logits)
+        pred = self.classes_from_logits(logits)
+        if stage in self.full_path_stages or self.threshold_search is not None:
+            self._full_path(batch, stage, logits, label_logits)
+            return pred
+        if originals is None:  # the training step's path: no softmax needed
             metrics.update(pred, batch["mask"])
             return pred
-        if sliding_or_tta:
-            probabilities = self.inference.probabilities(self._mask_logits, batch["image"])
-        else:
-            probabilities = to_probabilities(logits)
-        pred = self.classes_from_probabilities(probabilities)
-        if originals is None:
-            metrics.update(pred, batch["mask"])
-            return pred
+        probabilities = to_probabilities(logits)
         for item, original in zip(probabilities, originals, strict=True):  # sizes differ: one at a time
             resized = self.inference.at_size(item, original.shape)
             metrics.update(self.classes_from_probabilities(resized[None]), original[None].long())
         return pred
+
+    # ------------------------------------------------------------------------ the inference path
+    def _two_channels(self, probabilities: torch.Tensor) -> torch.Tensor:
+        """B×K×H×W probabilities with a one-channel (sigmoid) head given as [1 - p, p], so every step and
+        decision sees K ≥ 2 channels."""
+        self._binary_head = probabilities.shape[1] == 1
+        return torch.cat([1 - probabilities, probabilities], 1) if self._binary_head else probabilities
+
+    def _decide_plain(self, prediction: Prediction) -> None:
+        """The decision without thresholds: the argmax (a one-channel head: ``p > binary_threshold``)."""
+        probabilities = prediction.probabilities
+        if self._binary_head:
+            prediction.classes = (probabilities[1] > self.binary_threshold).long()
+        else:
+            prediction.classes = probabilities.argmax(0)
+
+    def inference_probabilities(
+        self, image: torch.Tensor, logits: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """float32 B×K×H×W probabilities of :attr:`inference` (K ≥ 2, see :meth:`_two_channels`), at the
+        batch's size; ``logits`` (the plain pass, when already computed) spare a forward pass."""
+        if self.inference.is_plain:
+            if logits is None:
+                logits = self._mask_logits(image)
+            return self._two_channels(to_probabilities(logits))
+        return self._two_channels(self.inference.probabilities(self._mask_logits, image))
+
+    def _original_images(self, batch: dict[str, Any], sizes: list[tuple[int, int]]) -> list[torch.Tensor]:
+        """uint8 3×h×w images at the sizes predictions are made at: as stored (``orig_image``), else the
+        batch's images with the normalisation undone (and resized, when the data gave no original)."""
+        if "orig_image" in batch:
+            return list(batch["orig_image"])
+        image = batch["image"]
+        mean = torch.tensor(self.mean, device=image.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=image.device).view(1, -1, 1, 1)
+        rgb = (image * std + mean).clamp(0, 1)
+        out = []
+        for item, size in zip(rgb, sizes, strict=True):
+            if tuple(item.shape[-2:]) != tuple(size):
+                item = F.interpolate(item[None], size=tuple(size), mode="bilinear", align_corners=False)[0]
+            out.append((item * 255).round().to(torch.uint8))
+        return out
+
+    def _predictions(
+        self,
+        probabilities: torch.Tensor,
+        batch: dict[str, Any],
+        sizes: list[tuple[int, int]],
+        label_logits: torch.Tensor | None,
+        truths: list[torch.Tensor] | None = None,
+    ) -> list[Prediction]:
+        """One :class:`Prediction` per image at its size, with what the post-processing steps read."""
+        images = self._original_images(batch, sizes) if self.postprocess.needs_image else None
+        present = self._present_classes(label_logits, truths)
+        return [
+            Prediction(
+                probabilities=self.inference.at_size(item, size),
+                image=images[i] if images is not None else None,
+                present_classes=present[i] if present is not None else None,
+            )
+            for i, (item, size) in enumerate(zip(probabilities, sizes, strict=True))
+        ]
+
+    def _present_classes(
+        self, label_logits: torch.Tensor | None, truths: list[torch.Tensor] | None
+    ) -> torch.Tensor | None:
+        """bool B×K: the mask classes each image holds according to the image-level head (its tuned
+        thresholds when loaded), or to the true masks for LabelConsistency's oracle ablation."""
+        from lightning_seg.postprocess import LabelConsistency
+
+        consistency = self.postprocess.find(LabelConsistency)
+        if consistency is None:
+            return None
+        if getattr(consistency, "oracle", False):
+            if truths is None:
+                raise ConfigError(
+                    "model.postprocess LabelConsistency oracle: true needs masks (test, not predict)"
+                )
+            classes = torch.arange(self.num_classes, device=truths[0].device)
+            return torch.stack([(t.long().flatten()[:, None] == classes).any(0) for t in truths])
+        if label_logits is None:
+            return None
+        decisions = self.label_decisions(
+            self.label_probabilities(label_logits), self._tuned_label_thresholds()
+        )
+        return self.classes_of_labels(decisions)
+
+    def _stage_rows(self, stage: str) -> list[str]:
+        """The names of the stage table's rows: the plain pass, + inference, + each post-processing step."""
+        rows = ["raw"]
+        if not self.inference.is_plain:
+            rows.append("+ " + self.inference.describe())
+        return rows + ["+ " + name for name in self.postprocess.describe()]
+
+    def _full_path(
+        self, batch: dict[str, Any], stage: str, logits: torch.Tensor, label_logits: torch.Tensor | None
+    ) -> None:
+        """Score a batch as ``predict`` sees it: inference → post-processing → decision, at each mask's
+        stored size, updating one metric per row of the stage table (the last row is the stage's metrics).
+        During ``tune``'s calibration pass, the probabilities before the decision fill its histograms."""
+        originals = batch.get("orig_mask")
+        truths = [o.long() for o in originals] if originals is not None else list(batch["mask"])
+        sizes = [tuple(t.shape[-2:]) for t in truths]
+        probabilities = self.inference_probabilities(batch["image"], logits)
+        predictions = self._predictions(probabilities, batch, sizes, label_logits, truths)
+        if self.threshold_search is not None:
+            for step in self.postprocess.before_decision():
+                step.apply(predictions)
+            search = self.threshold_search
+            label_probabilities = label_targets = None
+            if search.labels is not None and label_logits is not None:
+                label_probabilities = self.label_probabilities(label_logits)
+                label_targets = self.label_targets(batch)
+            search.update(predictions, truths, label_probabilities, label_targets)
+            return
+        names = self.stage_names.setdefault(stage, self._stage_rows(stage))
+        rows = iter(range(len(names)))
+
+        def report(_: str, items: list[Prediction]) -> None:
+            row = self._stage_metric(stage, next(rows))
+            for item, truth in zip(items, truths, strict=True):
+                assert item.classes is not None
+                row.update(item.classes[None], truth[None])
+
+        if not self.inference.is_plain:  # the raw row: the plain pass's own logits, resized back
+            plain = self._two_channels(to_probabilities(logits))
+            raw = [Prediction(self.inference.at_size(p, size)) for p, size in zip(plain, sizes, strict=True)]
+            self.postprocess._decide_all(raw, self._decide_plain)
+            report("raw", raw)
+        self.postprocess._decide_all(predictions, self._decide_plain)
+        report("inference", predictions)
+        self.postprocess.run(predictions, self._decide_plain, report)
+        metrics = self.metrics[f"{stage}_"]
+        for item, truth in zip(predictions, truths, strict=True):
+            assert item.classes is not None
+            metrics.update(item.classes[None], truth[None])
+
+    def _stage_metric(self, stage: str, row: int) -> SegMetrics:
+        key = f"{stage}_{row}"
+        if key not in self.stage_metrics:
+            self.stage_metrics[key] = SegMetrics(self.num_classes, self.ignore_index).to(self.device)
+        return self.stage_metrics[key]
 
     def _log_eval_loss(self, stage: str, name: str, value: torch.Tensor, batch_size: torch.Tensor) -> None:
         """Log an evaluation loss as a batch-size-weighted mean over the whole split, across processes.
@@ -366,24 +593,30 @@ class SegmentationModule(L.LightningModule):
         Returns:
             ``{"name": [str], "mask": [uint8 H_i×W_i]}`` (int64 when there are more than 256 classes), one
             entry per image, plus ``"probability": [float32 K×H_i×W_i]`` when ``predict_probabilities``.
-            Probabilities come from :attr:`inference` and are resized back to ``orig_size`` before the
-            decision, so borders stay smooth. Lightning keeps every prediction in host memory, hence compact
-            masks and probabilities on request only.
+            Probabilities come from :attr:`inference` and are resized back to ``orig_size``, then go
+            through :attr:`postprocess` to the decision, as in ``test``. Lightning keeps every prediction
+            in host memory, hence compact masks and probabilities on request only.
         """
         image = batch["image"]
-        probabilities = self.inference.probabilities(self._mask_logits, image)
+        out_plain = self(image)
+        probabilities = self.inference_probabilities(image, out_plain.mask)
         sizes = batch["orig_size"].tolist() if "orig_size" in batch else [list(image.shape[-2:])] * len(image)
+        predictions = self._predictions(probabilities, batch, [tuple(s) for s in sizes], out_plain.label)
+        self.postprocess.run(predictions, self._decide_plain)
         mask_dtype = torch.uint8 if self.num_classes <= 256 else torch.int64
-        masks, per_image = [], []
-        for item, size in zip(probabilities, sizes, strict=True):  # one image at full size at a time
-            resized = self.inference.at_size(item, size)
-            masks.append(self.classes_from_probabilities(resized[None])[0].to(mask_dtype))
-            if self.predict_probabilities:
-                per_image.append(resized)
+        masks = [p.classes.to(mask_dtype) for p in predictions if p.classes is not None]
         names = batch.get("name") or [f"{batch_idx:05d}_{i:03d}" for i in range(len(masks))]
         out: dict[str, Any] = {"name": list(names), "mask": masks}
         if self.predict_probabilities:
-            out["probability"] = per_image
+            # what the decision read (after a CRF); a one-channel head keeps its one channel
+            out["probability"] = [
+                p.probabilities[1:] if self._binary_head else p.probabilities for p in predictions
+            ]
+        if out_plain.label is not None:  # a class head: float32 B×L probabilities, bool B×L decisions
+            out["label_probability"] = self.label_probabilities(out_plain.label)
+            out["label_decision"] = self.label_decisions(
+                out["label_probability"], self._tuned_label_thresholds()
+            )
         return out
 
     # -------------------------------------------------------------------------------------- epoch end
@@ -394,7 +627,7 @@ class SegmentationModule(L.LightningModule):
         scores = metrics.compute()
         # already synced across processes by torchmetrics; no sync_dist needed
         logged = {f"{stage}/{name}": scores[name] for name in ("dice", "dice_fg", "acc")}
-        for name in ("IoU_fg", "image_IoU"):
+        for name in ("IoU_fg", "image_IoU", "image_dice_fg", "image_IoU_fg"):
             if name in scores:
                 logged[f"{stage}/{name}"] = scores[name]
         # one host copy for the NaN test (classes absent from the whole evaluation are not logged)
@@ -403,14 +636,50 @@ class SegmentationModule(L.LightningModule):
         ):
             if present:
                 logged[f"{stage}/IoU/{class_name}"] = value
-        for name, metric in self.label_metrics[f"{stage}_"].items():
-            if metric.update_count:
-                logged[f"{stage}/{name}"] = metric.compute()
-                metric.reset()
+        label_metric = self.label_metrics[f"{stage}_"]
+        if label_metric.update_count:
+            label_scores = label_metric.compute()  # synced across processes by torchmetrics
+            label_metric.reset()
+            for name in ("f1", "acc", "mAP"):
+                if name in label_scores:
+                    logged[f"{stage}/label_{name}"] = label_scores[name]
+            record = plain_scores(label_scores, self.label_mode, self.label_names)  # one host copy
+            self.last_label_scores[stage] = record
+            for kind in ("precision", "recall"):
+                for label_name, value, known in zip(
+                    self.label_names, label_scores[kind], record[kind], strict=True
+                ):
+                    if known is not None:  # undefined (no prediction / no target of the label): not logged
+                        logged[f"{stage}/label_{kind}/{label_name}"] = value
         self.log_dict(logged, prog_bar=False)
         self.log(f"{stage}/mIoU", scores["mIoU"], prog_bar=True)
         self.last_confusion[stage] = scores["confusion"].cpu()
         metrics.reset()
+        if stage in self.stage_names:
+            self.stage_table[stage] = self._stage_table(stage)
+
+    def _stage_table(self, stage: str) -> list[dict[str, Any]]:
+        """One row per stage of the path (raw; + inference; + each post-processing step): mIoU, Dice, the
+        per-image foreground Dice and the per-class IoU. Synced across processes by torchmetrics."""
+        table = []
+        for row, name in enumerate(self.stage_names[stage]):
+            key = f"{stage}_{row}"
+            if key not in self.stage_metrics:
+                continue
+            metric = self.stage_metrics[key]
+            scores = metric.compute()
+            entry: dict[str, Any] = {"stage": name}
+            for field in ("mIoU", "dice", "dice_fg", "image_dice_fg", "image_IoU_fg", "acc"):
+                if field in scores:
+                    value = float(scores[field])
+                    entry[field] = None if value != value else round(value, 6)
+            entry["IoU"] = {
+                class_name: None if value != value else round(value, 6)
+                for class_name, value in zip(self.class_names, scores["iou"].tolist(), strict=True)
+            }
+            table.append(entry)
+            metric.reset()
+        return table
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch_metrics("train")
@@ -418,13 +687,51 @@ class SegmentationModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         self._log_epoch_metrics("val")
 
-    def on_test_start(self) -> None:
+    def _start_full_path(self, stage: str) -> None:
+        """Before a stage scored (or predicted) through the whole path: read the tuned thresholds of the
+        evaluated checkpoint, reset the stage table, and say in the log what runs."""
         from lightning.pytorch.utilities import rank_zero_info
 
-        rank_zero_info(f"test: inference {self.inference.describe()}")
+        thresholds = self.postprocess.thresholds
+        if thresholds is not None and self.threshold_search is None:
+            thresholds.load(self.class_names, self.trainer.ckpt_path)
+        self.stage_names.pop(stage, None)
+        for key in [k for k in self.stage_metrics if k.startswith(f"{stage}_")]:
+            del self.stage_metrics[key]
+        steps = " → ".join(self.postprocess.describe()) or "none"
+        rank_zero_info(f"{stage}: inference {self.inference.describe()}; post-processing: {steps}")
+
+    def on_fit_start(self) -> None:
+        from lightning.pytorch.utilities import rank_zero_info
+
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None and "val" in getattr(datamodule, "score_at_original_size", ()):
+            rank_zero_info("validation: the whole image once, scored at each mask's original size")
+        else:
+            rank_zero_info(
+                "validation: the whole image once, scored at the batch size (fast); test scores at the "
+                "original size through model.inference and model.postprocess "
+                "(data.score_at_original_size: [val, test] validates at the original size)"
+            )
+
+    def on_test_start(self) -> None:
+        self._start_full_path("test")
+
+    def on_predict_start(self) -> None:
+        self._start_full_path("predict")
+
+    def on_validation_start(self) -> None:
+        if "val" in self.full_path_stages and not self.trainer.sanity_checking:
+            self._start_full_path("val")
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch_metrics("test")
+
+    def on_test_end(self) -> None:
+        self.postprocess.close()
+
+    def on_predict_end(self) -> None:
+        self.postprocess.close()
 
     # ------------------------------------------------------------------------------------- optimizers
     def scheduler_with_total_steps(self, total_steps: int) -> tuple[LRSchedulerCallable, bool]:

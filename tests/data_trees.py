@@ -300,3 +300,33 @@ def write_tiff16_rgb(path: Path, rgb: np.ndarray) -> Path:
             out += struct.pack("<HHII", tag, kind, count, value)
     path.write_bytes(out + struct.pack("<I", 0) + struct.pack("<HHH", 16, 16, 16) + data)
     return path
+
+
+def folder_args(data: Path) -> list[str]:
+    """CLI arguments for a FolderDataModule over ``folder_tree`` data (classes a, b, c), batched at 24×24."""
+    return [
+        "--data", "lightning_seg.data.FolderDataModule",
+        "--data.root", str(data),
+        "--data.class_names", "[a,b,c]",
+        "--data.size", "[24,24]",
+        "--data.batch_size", "2",
+        "--data.val_fraction", "0.25",
+        "--data.test_fraction", "0.34",
+        "--data.max_ignored_fraction", "1.0",
+    ]  # fmt: skip
+
+
+def miou_of_index_pngs(predictions: Path, masks: Path, num_classes: int = 3) -> tuple[float, int]:
+    """(mIoU, files) of predict's ``*_index.png`` files against the masks of the same name as stored."""
+    from torchvision.io import decode_png, read_file
+
+    from lightning_seg.metrics import SegMetrics
+
+    metrics = SegMetrics(num_classes, 255)
+    names = sorted(predictions.glob("*_index.png"))
+    for path in names:
+        prediction = decode_png(read_file(str(path)))[0].long()
+        truth = decode_png(read_file(str(masks / path.name.replace("_index", ""))))[0].long()
+        assert prediction.shape == truth.shape, path
+        metrics.update(prediction[None], truth[None])
+    return float(metrics.compute()["mIoU"]), len(names)

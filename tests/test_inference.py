@@ -150,21 +150,11 @@ def test_test_scores_what_predict_writes_with_sliding_window_and_tta(run_root: P
 def test_test_scores_at_the_original_size_what_predict_writes(tmp_path: Path) -> None:
     """Non-square images of three sizes, trained and batched at 24×24: test's mIoU is computed against the
     masks as stored, and equals the mIoU of predict's index PNGs against those masks."""
-    from data_trees import folder_tree
-    from torchvision.io import decode_png, read_file
+    from data_trees import folder_args, folder_tree, miou_of_index_pngs
 
     data = folder_tree(tmp_path / "data", count=12, sizes=((32, 48), (40, 40), (27, 33)))
     runs = tmp_path / "runs"
-    common = [
-        "--data", "lightning_seg.data.FolderDataModule",
-        "--data.root", str(data),
-        "--data.class_names", "[a,b,c]",
-        "--data.size", "[24,24]",
-        "--data.batch_size", "2",
-        "--data.val_fraction", "0.25",
-        "--data.test_fraction", "0.34",
-        "--data.max_ignored_fraction", "1.0",
-    ]  # fmt: skip
+    common = folder_args(data)
     fit = run_cli(["fit", *tiny_args(runs, *common)])
     best = fit.trainer.checkpoint_callback.best_model_path
     tested = run_cli(["test", *tiny_args(runs, *common), "--ckpt_path", best])
@@ -174,15 +164,8 @@ def test_test_scores_at_the_original_size_what_predict_writes(tmp_path: Path) ->
         ["test", *tiny_args(runs, *common, "--data.score_at_original_size=[]"), "--ckpt_path", best]
     )
     predicted = run_cli(["predict", *tiny_args(runs, *common), "--ckpt_path", best])
-    metrics = SegMetrics(3, 255)
-    names = sorted((Path(predicted.trainer.log_dir) / "predictions").glob("*_index.png"))
-    assert len(names) == 4
-    for path in names:
-        prediction = decode_png(read_file(str(path)))[0].long()
-        truth = decode_png(read_file(str(data / "masks" / path.name.replace("_index", ""))))[0].long()
-        assert prediction.shape == truth.shape and prediction.shape != (24, 24)
-        metrics.update(prediction[None], truth[None])
-    expected = float(metrics.compute()["mIoU"])
+    expected, count = miou_of_index_pngs(Path(predicted.trainer.log_dir) / "predictions", data / "masks")
+    assert count == 4
     assert summary["metrics"]["test/mIoU"] == pytest.approx(expected, abs=1e-6)
     # scored against the masks resized for batching, the same predictions give another number
     assert float(resized.trainer.callback_metrics["test/mIoU"]) != pytest.approx(expected, abs=1e-6)
@@ -204,3 +187,20 @@ def test_skipped_bad_samples_keep_scoring_at_the_original_size(tmp_path: Path) -
     ]  # fmt: skip
     tested = run_cli(["test", *tiny_args(tmp_path / "runs", *args), "--allow_untrained=true"])
     assert tested is not None and tested.model.scored_at["test"] == "original size"
+
+
+def test_a_window_larger_than_the_image_without_padding_is_one_line() -> None:
+    from lightning_seg.errors import ConfigError
+
+    inference = Inference(mode="slide", crop=(64, 64), pad=False)
+    with pytest.raises(
+        ConfigError, match=r"crop \[64, 64\] is larger than the image \(37×53\) and pad is false"
+    ):
+        inference.probabilities(_pointwise_net(), _image())
+    # padded (the default), the same window works
+    assert Inference(mode="slide", crop=(64, 64)).probabilities(_pointwise_net(), _image()).shape == (
+        2,
+        4,
+        37,
+        53,
+    )

@@ -94,3 +94,119 @@ def test_weighted_mean_weights_by_batch_size() -> None:
     mean.update(torch.tensor(1.0), 4)
     mean.update(torch.tensor(2.0), 3)
     assert mean.compute().item() == pytest.approx((4 * 1.0 + 3 * 2.0) / 7)
+
+
+def _reference_per_image(preds, targets, num_classes):
+    """Per-image foreground Dice/IoU with NumPy, one image and one class at a time (K-1 class means)."""
+    dice_scores, iou_scores = [], []
+    for pred, target in zip(preds, targets, strict=True):
+        for p, t in zip(pred.numpy(), target.numpy(), strict=True):
+            keep = t != IGNORE
+            if not keep.any():  # wholly ignored: not counted
+                continue
+            p, t = p[keep], t[keep]
+            dice, iou = [], []
+            for c in range(1, num_classes):
+                tp = np.sum((p == c) & (t == c))
+                fp = np.sum((p == c) & (t != c))
+                fn = np.sum((p != c) & (t == c))
+                dice.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0)
+                iou.append(tp / (tp + fp + fn) if tp + fp + fn else 1.0)
+            dice_scores.append(dice)
+            iou_scores.append(iou)
+    return np.mean(dice_scores, 0), np.mean(iou_scores, 0)
+
+
+def _hand_example():
+    target = torch.tensor(
+        [
+            [[0, 1, 1, 2], [0, 1, IGNORE, 2]],
+            # class 2 is predicted on ignored pixels only: absent from both once they are excluded
+            [[1, 1, 0, 0], [IGNORE, IGNORE, 0, 0]],
+            [[IGNORE] * 4] * 2,  # wholly ignored: skipped, whatever is predicted
+        ]
+    )
+    pred = torch.tensor(
+        [
+            [[0, 1, 2, 2], [1, 1, 0, 2]],
+            [[1, 0, 0, 0], [2, 2, 0, 0]],
+            [[1, 1, 2, 2], [1, 1, 2, 2]],
+        ]
+    )
+    return pred, target
+
+
+def test_per_image_dice_and_iou_by_hand() -> None:
+    pred, target = _hand_example()
+    # image 0: class 1 TP 2, FP 1, FN 1 → Dice 4/6, IoU 2/4; class 2 TP 2, FP 1, FN 0 → Dice 4/5, IoU 2/3
+    # image 1: class 1 TP 1, FP 0, FN 1 → Dice 2/3, IoU 1/2; class 2 absent from both → 1, 1
+    # image 2: skipped
+    dice = [(4 / 6 + 2 / 3) / 2, (4 / 5 + 1.0) / 2]
+    iou = [(2 / 4 + 1 / 2) / 2, (2 / 3 + 1.0) / 2]
+    batched = SegMetrics(3, IGNORE)
+    batched.update(pred, target)
+    one_by_one = SegMetrics(3, IGNORE)  # as test scores images of different sizes: one at a time
+    for p, t in zip(pred, target, strict=True):
+        one_by_one.update(p[None], t[None])
+    for metrics in (batched, one_by_one):
+        scores = metrics.compute()
+        assert metrics.per_image.images.item() == 2
+        assert scores["image_dice_per_class"].dtype == torch.float32
+        assert scores["image_dice_per_class"].shape == (2,)
+        assert scores["image_dice_per_class"].tolist() == pytest.approx(dice)
+        assert scores["image_iou_per_class"].tolist() == pytest.approx(iou)
+        assert scores["image_dice_fg"].item() == pytest.approx(np.mean(dice))
+        assert scores["image_IoU_fg"].item() == pytest.approx(np.mean(iou))
+        assert "image_IoU" not in scores and "IoU_fg" not in scores  # two-class keys only
+    batched.reset()
+    assert batched.per_image.images.item() == 0 and batched.per_image.dice.sum().item() == 0
+
+
+@pytest.mark.parametrize("num_classes", [2, 4])
+def test_per_image_scores_match_a_python_reference(num_classes) -> None:
+    generator = torch.Generator().manual_seed(1)
+    metrics = SegMetrics(num_classes, IGNORE)
+    preds, targets = [], []
+    for _ in range(2):
+        target = torch.randint(0, num_classes, (3, 16, 20), generator=generator)
+        pred = torch.randint(0, num_classes, (3, 16, 20), generator=generator)
+        # image 1 holds the last class nowhere (empty-empty scores 1); image 2 is mostly ignored
+        target[1][target[1] == num_classes - 1] = 0
+        pred[1][pred[1] == num_classes - 1] = 0
+        target[2, :, 3:] = IGNORE
+        target[torch.rand(target.shape, generator=generator) < 0.2] = IGNORE
+        metrics.update(pred, target)
+        preds.append(pred)
+        targets.append(target)
+    scores = metrics.compute()
+    dice, iou = _reference_per_image(preds, targets, num_classes)
+    np.testing.assert_allclose(scores["image_dice_per_class"].numpy(), dice, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(scores["image_iou_per_class"].numpy(), iou, rtol=0, atol=1e-6)
+    assert scores["image_dice_fg"].item() == pytest.approx(dice.mean(), abs=1e-6)
+    assert scores["image_IoU_fg"].item() == pytest.approx(iou.mean(), abs=1e-6)
+    if num_classes == 2:  # the two-class key: the same per-image foreground IoU
+        expected = torch.cat(
+            [per_image_foreground_iou(p, t, IGNORE) for p, t in zip(preds, targets, strict=True)]
+        )
+        assert scores["image_IoU"].item() == pytest.approx(expected.mean().item(), abs=1e-6)
+
+
+def test_per_image_scores_are_nan_before_any_image_is_counted() -> None:
+    metrics = SegMetrics(3, IGNORE)
+    metrics.update(torch.zeros(1, 2, 2, dtype=torch.long), torch.full((1, 2, 2), IGNORE))
+    scores = metrics.compute()
+    assert torch.isnan(scores["image_dice_fg"]) and torch.isnan(scores["image_IoU_fg"])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_update_does_not_wait_for_the_gpu() -> None:
+    pred, target = _hand_example()
+    metrics = SegMetrics(3, IGNORE).cuda()
+    pred, target = pred.cuda(), target.cuda()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        metrics.update(pred, target)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert metrics.compute()["image_dice_fg"].item() == pytest.approx((2 / 3 + 0.9) / 2)

@@ -49,13 +49,30 @@ def run_directory(trainer: L.Trainer) -> Path:
     return Path(trainer.log_dir or trainer.default_root_dir)
 
 
+def print_stage_table(console: Any, rows: list[dict[str, Any]], title: str) -> None:
+    """The stage table (raw; + inference; + each post-processing step) as a rich table."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    fields = ("mIoU", "dice", "dice_fg", "image_dice_fg")
+    table.add_column("stage")
+    for field in fields:
+        table.add_column(field, justify="right")
+    for row in rows:
+        table.add_row(row["stage"], *("n/a" if row.get(f) is None else f"{row[f]:.4f}" for f in fields))
+    console.print(table)
+
+
 class RunSummary(L.Callback):
     """Print per-class IoU, mIoU and where the checkpoint and config are; write ``summary.json``.
 
     ``summary.json`` lands in the command's folder (a training run's, beside ``config.yaml`` and
     ``checkpoints/``; an evaluation's own ``<run>/<stage>/<date-time>/``) with ``{"stage", "status",
     "metrics": {"val/mIoU": ..., "val/IoU/<class>": ...}, "epochs_completed", "global_step",
-    "best_checkpoint", "best_score", "last_checkpoint", "config", "log_dir", "confusion"?}``.
+    "best_checkpoint", "best_score", "last_checkpoint", "config", "log_dir", "confusion"?, "labels"?}``;
+    ``labels`` (a net with a class head): ``mode``, ``names``, the L×L ``rows_target_cols_prediction``
+    (single-label; null for multi), per-label ``precision``/``recall`` (null where undefined), ``f1``,
+    ``acc`` and for multi-label per-label ``ap`` and ``mAP``.
 
     ``status`` of a ``fit``: "completed", "stopped" (with ``stopped_by``: max_time, early_stopping, max_steps),
     "interrupted" (Ctrl-C: what was completed before it) or "diverged" (with ``last_finite_checkpoint``).
@@ -108,7 +125,8 @@ class RunSummary(L.Callback):
             self._write(trainer, pl_module, "fit", "val", log_dir, status)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.state.fn == "validate":
+        # `tune` validates twice and writes its own record
+        if trainer.state.fn == "validate" and not getattr(trainer, "tuning", False):
             self._summarise(trainer, pl_module, "validate", "val", {"status": "completed"})
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -162,9 +180,17 @@ class RunSummary(L.Callback):
             summary["global_step"] = trainer.global_step
             if summary["status"] == "diverged":
                 summary["last_finite_checkpoint"] = last or best
+        stages = getattr(pl_module, "stage_table", {}).get(prefix) if stage != "fit" else None
+        if stages:
+            # one row per stage of the inference path: what each post-processing step buys
+            summary["stages"] = stages
+            summary["postprocess"] = pl_module.postprocess.describe()
         confusion = getattr(pl_module, "last_confusion", {}).get(prefix)
         if confusion is not None:
             summary["confusion"] = {"rows_target_cols_prediction": confusion.tolist()}
+        labels = getattr(pl_module, "last_label_scores", {}).get(prefix)
+        if labels is not None:  # the image-level head: label confusion (single), per-label precision/recall
+            summary["labels"] = labels
         log_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(log_dir / "summary.json", json.dumps(summary, indent=2))
         if self.print_table:
@@ -184,6 +210,8 @@ class RunSummary(L.Callback):
             table.add_row(name, "n/a" if value is None else f"{value:.4f}")
         console = Console()
         console.print(table)
+        if len(summary.get("stages") or []) > 1:
+            print_stage_table(console, summary["stages"], f"{summary['stage']}: {prefix} by stage of the path")
         for key in ("best_checkpoint", "last_checkpoint", "config"):
             if summary.get(key):
                 console.print(f"{key}: {summary[key]}")

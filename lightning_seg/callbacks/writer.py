@@ -1,7 +1,9 @@
-"""``MaskWriter``: writes predictions as PNG files (colour masks, optionally raw class indices)."""
+"""``MaskWriter``: writes predictions as PNG files (colour masks, optionally raw class indices), and the
+image-level head's predictions as ``labels.csv``."""
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,12 @@ def colourize(mask: torch.Tensor, palette: torch.Tensor) -> torch.Tensor:
 class MaskWriter(BasePredictionWriter):
     """Write each predicted mask as ``<name>.png`` (colour) and optionally ``<name>_index.png``.
 
+    A net with a class head also gets ``labels.csv`` in the same folder, a row per image appended batch by
+    batch: ``name,label,probability`` (single-label: the most probable label and its probability) or
+    ``name,labels,<label 1>,...,<label L>`` (multi-label: the labels decided present, joined by ``;``, empty
+    when none, then each label's probability). Under DDP each process writes its own
+    ``labels.rank<k>.csv`` (its share of the images), as it writes its own masks.
+
     Args:
         output_dir: where to write (a new or empty folder: files of two invocations are never mixed);
             None: ``predictions/`` in the command's own record folder, ``<run>/predict/<date-time>/``.
@@ -51,6 +59,7 @@ class MaskWriter(BasePredictionWriter):
         self.palette = torch.tensor(palette, dtype=torch.uint8) if palette is not None else None
         self.save_index = save_index
         self.resolved_dir: Path | None = None
+        self.labels_file: Path | None = None  # labels.csv once a batch with image-level labels is written
 
     def _directory(self, trainer: L.Trainer) -> Path:
         if self.output_dir is None:
@@ -67,6 +76,7 @@ class MaskWriter(BasePredictionWriter):
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.resolved_dir = self._directory(trainer)
         self.resolved_dir.mkdir(parents=True, exist_ok=True)
+        self.labels_file = None
         if self.palette is None:
             self.palette = default_palette(getattr(pl_module, "num_classes", 21))
 
@@ -93,6 +103,40 @@ class MaskWriter(BasePredictionWriter):
                         f"{target}_index.png: class {int(mask.max())} does not fit an 8-bit PNG"
                     )
                 save_png(mask.to(torch.uint8)[None], f"{target}_index.png")
+        if "label_probability" in prediction:
+            self._write_labels(trainer, pl_module, prediction)
+
+    def _write_labels(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, prediction: dict[str, Any]
+    ) -> None:
+        """Append one batch's image-level predictions to ``labels.csv`` (header on the first batch)."""
+        assert self.resolved_dir is not None
+        names = list(getattr(pl_module, "label_names", []))
+        multi = getattr(pl_module, "label_mode", "single") == "multi"
+        probabilities = prediction["label_probability"].float().cpu()
+        decisions = prediction["label_decision"].cpu()
+        if len(names) != probabilities.shape[1]:
+            names = [f"label_{i}" for i in range(probabilities.shape[1])]
+        header = ["name", "labels", *names] if multi else ["name", "label", "probability"]
+        rows = []
+        for name, p, decided in zip(
+            prediction["name"], probabilities.tolist(), decisions.tolist(), strict=True
+        ):
+            if multi:
+                present = ";".join(n for n, d in zip(names, decided, strict=True) if d)
+                rows.append([str(name), present, *(f"{v:.6f}" for v in p)])
+            else:
+                best = max(range(len(p)), key=p.__getitem__)
+                rows.append([str(name), names[best], f"{p[best]:.6f}"])
+        if self.labels_file is None:
+            suffix = f".rank{trainer.global_rank}" if trainer.world_size > 1 else ""
+            self.labels_file = self.resolved_dir / f"labels{suffix}.csv"
+            rows.insert(0, header)
+            mode = "w"
+        else:
+            mode = "a"
+        with self.labels_file.open(mode, newline="") as handle:
+            csv.writer(handle).writerows(rows)
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero:

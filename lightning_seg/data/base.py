@@ -35,13 +35,16 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 SPLITS = ("train", "val", "test", "predict")
 
 
+ORIGINALS = ("orig_mask", "orig_image")
+"""Sample keys holding a tensor at the sample's stored size (sizes differ: batched as lists)."""
+
+
 def collate_samples(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack the samples into a batch; ``orig_mask`` (each mask at its stored size, sizes differ) stays a
-    list of tensors."""
-    originals = [item.pop("orig_mask") for item in items] if "orig_mask" in items[0] else None
+    """Stack the samples into a batch; ``orig_mask`` and ``orig_image`` (each at its stored size, sizes
+    differ) stay lists of tensors."""
+    originals = {key: [item.pop(key) for item in items] for key in ORIGINALS if key in items[0]}
     batch = default_collate(items)
-    if originals is not None:
-        batch["orig_mask"] = originals
+    batch.update(originals)
     return batch
 
 
@@ -71,13 +74,23 @@ class SegDataModule(L.LightningDataModule):
             stored (its own size), from probabilities resized back to it, instead of against the mask
             resized for batching. "test" by default; add "val" to validate inside ``fit`` that way too
             (slower: the masks travel as a list).
+        balanced_labels: draw the training order with probability ∝ 1 / the frequency of each sample's
+            image label (with replacement, the same epoch length; deterministic from the seed and epoch,
+            resumable): the data's labels, or without them each image's rarest present mask class (one
+            pass over the training masks at setup), so rare image classes are seen as often as common ones.
     """
 
     class_names: tuple[str, ...] = ()
     ignore_index: int = 255
-    # image-level classes (e.g. MSD's None/Scratch/Stain/Oil); empty: a net's class head predicts the
-    # dominant mask class instead, derived from the mask by the module
+    # image-level classes (e.g. MSD's None/Scratch/Stain/Oil); empty: a net's class head predicts labels
+    # derived from the mask by the module (the classes present, or the dominant one; model.label_mode)
     label_names: tuple[str, ...] = ()
+    # the mask class each image-level label says is present (None: none), for post-processing that checks a
+    # class map against the labels; empty: a label names the class of the same name
+    label_classes: tuple[str | None, ...] = ()
+    # whether evaluation samples also carry ``orig_image`` (set by the model when a post-processing step
+    # reads the image, see keep_original_image_of_evaluation_splits)
+    keep_original_images: bool = False
 
     def __init__(
         self,
@@ -92,6 +105,7 @@ class SegDataModule(L.LightningDataModule):
         max_ignored_fraction: float = 0.5,
         allow_absent_classes: bool = False,
         score_at_original_size: Sequence[Literal["val", "test"]] = ("test",),
+        balanced_labels: bool = False,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -106,6 +120,8 @@ class SegDataModule(L.LightningDataModule):
             raise ConfigError(f"data.score_at_original_size: {unknown} are not evaluation splits (val, test)")
         self.score_at_original_size = tuple(score_at_original_size)
         self.allow_absent_classes = allow_absent_classes
+        self.balanced_labels = balanced_labels
+        self._balance_weights: torch.Tensor | None = None  # per training sample, computed once
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
@@ -143,6 +159,14 @@ class SegDataModule(L.LightningDataModule):
                 f"{type(self).__name__}: ignore_index {self.ignore_index} collides with a class index "
                 f"(num_classes={self.num_classes})"
             )
+
+    def keep_original_image_of_evaluation_splits(self) -> None:
+        """Make val, test and predict samples also carry ``orig_image``, the uint8 image as stored (a dense
+        CRF reads the image at the size it scores). Datasets built already are switched too."""
+        self.keep_original_images = True
+        for split, dataset in self.datasets.items():
+            if split != "train" and hasattr(dataset, "keep_original_image"):
+                dataset.keep_original_image = True
 
     # ---------------------------------------------------------------------------------------- datasets
     def build_dataset(self, split: str) -> Dataset:
@@ -277,6 +301,7 @@ class SegDataModule(L.LightningDataModule):
                 shuffle=shuffle,
                 seed=self._shuffle_seed if self._shuffle_seed is not None else self._shared_seed(),
                 batch_size=self.batch_size,
+                weights=self.balance_weights() if self.balanced_labels and shuffle else None,
             )
             if self._resume_position is not None:
                 sampler.resume_at(*self._resume_position)
@@ -335,6 +360,37 @@ class SegDataModule(L.LightningDataModule):
     def class_weights(self, rule: str = "median_frequency", split: str = "train") -> torch.Tensor:
         """float32 (num_classes,) loss weights: rule "inverse_frequency", "median_frequency" (frequency) or "enet" (1/ln(1.02+p))."""
         return self.class_statistics(split).weights(rule)
+
+    def sample_labels(self, split: str = "train") -> torch.Tensor | None:
+        """int64 (N,): each sample's image-level label (``label_names`` index, -100 where a sample has
+        none); None when the data has no image labels. Read from the dataset's ``samples`` (file-based
+        datasets) without decoding anything, else from its items."""
+        if not self.label_names:
+            return None
+        dataset = self.datasets.get(split)
+        if dataset is None:
+            dataset = self.build_dataset(split)
+        samples = getattr(dataset, "samples", None)
+        if samples is not None and all(hasattr(sample, "label") for sample in samples):
+            labels = [sample.label for sample in samples]
+        else:
+            labels = [dataset[i].get("label") for i in range(len(dataset))]
+        return torch.tensor([-100 if label is None else int(label) for label in labels], dtype=torch.int64)
+
+    def balance_weights(self, split: str = "train") -> torch.Tensor:
+        """float64 (N,) sampling weights of ``data.balanced_labels`` (computed once): ∝ 1 / the frequency
+        of each sample's image label, or without data labels of its rarest present mask class."""
+        if self._balance_weights is None:
+            from lightning_seg.data.stats import image_presence
+            from lightning_seg.labels import balancing_weights, rarest_present_class
+
+            groups = self.sample_labels(split)
+            if groups is None:
+                dataset = self.datasets[split] if split in self.datasets else self.build_dataset(split)
+                presence = image_presence(dataset, self.num_classes, self.ignore_index, self.num_workers)
+                groups = rarest_present_class(presence)
+            self._balance_weights = balancing_weights(groups)
+        return self._balance_weights
 
     # ------------------------------------------------------------------------------- device-side work
     @property

@@ -97,6 +97,9 @@ class ImageMaskDataset(Dataset):
 
     keep_original_mask = False
     """Also return ``orig_mask``, the mask at its stored size (the splits scored at the original size)."""
+    keep_original_image = False
+    """Also return ``orig_image``, the uint8 image at its stored size (for post-processing that reads the
+    image, such as a dense CRF)."""
 
     def decode(self, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Sample ``index`` at its stored size: uint8 3×H×W image and int64 H×W mask (None without an
@@ -111,9 +114,11 @@ class ImageMaskDataset(Dataset):
     def _load(self, index: int) -> dict:
         image, mask = self.decode(index)
         height, width = image.shape[-2:]
-        original = mask
+        original, original_image = mask, image
         image, mask = resize_sample(image, mask, self.size)
         item = {"image": image}
+        if self.keep_original_image:
+            item["orig_image"] = original_image
         if mask is not None:
             item["mask"] = mask
             if self.keep_original_mask and original is not None:
@@ -267,6 +272,7 @@ class ImageMaskDataModule(SegDataModule):
         dataset = self._check(split, ImageMaskDataset(samples, encoder, self.size, self.image_value_range))
         # after the check: with on_bad_sample "skip" it returns a new dataset of the good samples
         dataset.keep_original_mask = split in self.score_at_original_size
+        dataset.keep_original_image = self.keep_original_images and split != "train"
         return dataset
 
     def _check(self, split: str, dataset: ImageMaskDataset) -> ImageMaskDataset:

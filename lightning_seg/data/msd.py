@@ -79,8 +79,11 @@ class MSDDataModule(ImageMaskDataModule):
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         if mask_mode == "binary":
             self.class_names = ("background", "defect")
+            # every defect type shows as the one "defect" class; "None" names no class
+            self.label_classes = (None, *(["defect"] * (len(MSD_LABELS) - 1)))
         else:
             self.class_names = ("background", *(name.lower() for name in MSD_LABELS[1:]))
+            self.label_classes = (None, *self.class_names[1:])
 
     def mask_encoder(self) -> MaskEncoder:
         # masks are lossless and drawn in dark palette colours: any non-black pixel is defect

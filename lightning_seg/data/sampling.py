@@ -29,6 +29,9 @@ class EpochSampler(DistributedSampler):
         shuffle: shuffle each epoch; False keeps the dataset's order.
         seed: the shuffle seed (the run's, stored in its checkpoints).
         batch_size: the loader's batch size, to turn a number of batches into a number of indices.
+        weights: float (N,) per-sample weights: each epoch then draws its indices with replacement, with
+            probability ∝ weight (a class-balanced order), from the same ``(seed, epoch)`` generator, as many
+            as a shuffled epoch has; None: a permutation.
     """
 
     def __init__(
@@ -39,9 +42,11 @@ class EpochSampler(DistributedSampler):
         shuffle: bool,
         seed: int,
         batch_size: int,
+        weights: torch.Tensor | None = None,
     ) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
         self.batch_size = batch_size
+        self.weights = weights.double() if weights is not None else None
         # the DataLoader draws its workers' base seed from this generator when an epoch's iterator is
         # created: re-seeded with the epoch, so workers are seeded the same after a resume
         self.worker_generator = torch.Generator()
@@ -66,8 +71,16 @@ class EpochSampler(DistributedSampler):
             return 0
         return self._resume[1] * self.batch_size
 
+    def _weighted(self) -> list[int]:
+        """This rank's share of ``total_size`` draws with replacement ∝ ``weights`` (every rank draws the
+        same sequence from the ``(seed, epoch)`` generator and keeps every ``num_replicas``-th)."""
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        drawn = torch.multinomial(self.weights, self.total_size, replacement=True, generator=generator)
+        return drawn[self.rank : self.total_size : self.num_replicas].tolist()
+
     def __iter__(self) -> Iterator[int]:
-        indices = list(super().__iter__())
+        weighted = self.weights is not None and self.shuffle
+        indices = self._weighted() if weighted else list(super().__iter__())
         skipped = self._skipped()
         self._resume = None  # a second pass over the same epoch (a reloaded loader) starts at 0
         return iter(indices[skipped:])

@@ -139,6 +139,16 @@ def count_classes(
     return ClassStatistics(pixel_counts, image_pixels, image_counts, ignored, len(dataset))
 
 
+def image_presence(
+    dataset: Dataset, num_classes: int, ignore_index: int, num_workers: int = 0
+) -> torch.Tensor:
+    """bool N×C: whether each class has a pixel in each mask (one pass, as :func:`count_classes`; not
+    cached). What a class-balanced sampler without image labels groups the images by."""
+    counted = map_in_workers(_MaskCounts(dataset, num_classes, ignore_index), num_workers)
+    rows = [counts > 0 for counts, _ in counted]
+    return torch.stack(rows) if rows else torch.zeros(0, num_classes, dtype=torch.bool)
+
+
 def class_statistics(
     dataset: Dataset,
     num_classes: int,

@@ -47,6 +47,8 @@ class Inference:
         hflip: also predict the horizontally flipped image.
         vflip: also predict the vertically flipped image.
         scales: image scales to predict at (1.0: as given); more than one is multi-scale TTA.
+        pad: pad an image smaller than a window (constant 0, i.e. the mean colour after normalisation);
+            False refuses such an image instead.
     """
 
     def __init__(
@@ -59,6 +61,7 @@ class Inference:
         hflip: bool = False,
         vflip: bool = False,
         scales: Sequence[float] = (1.0,),
+        pad: bool = True,
     ) -> None:
         if stride is not None and crop is None:
             raise ConfigError("model.inference.stride needs a crop (the window size)")
@@ -94,6 +97,7 @@ class Inference:
         self.hflip = hflip
         self.vflip = vflip
         self.scales = tuple(float(s) for s in scales)
+        self.pad = pad
 
     @property
     def is_plain(self) -> bool:
@@ -152,6 +156,11 @@ class Inference:
         from monai.inferers import sliding_window_inference  # imported only when sliding
 
         assert self.crop is not None and self.stride is not None
+        if not self.pad and any(c > s for c, s in zip(self.crop, image.shape[-2:], strict=True)):
+            raise ConfigError(
+                f"model.inference.crop {list(self.crop)} is larger than the image "
+                f"({image.shape[-2]}×{image.shape[-1]}) and pad is false; use a smaller crop or pad: true"
+            )
         # MONAI derives the stride as int(crop * (1 - overlap)): 1 - stride/crop loses a little in floating
         # point and comes out one pixel short (96/32 → 31: 16 windows instead of 9); half a pixel of margin
         # gives the stride exactly

@@ -97,6 +97,8 @@ class MicroUNet(nn.Module):
     """
 
     size_divisor: int = 16
+    # a null num_labels still makes a head: the module sizes it for labels derived from the masks too
+    label_head_by_default: bool = True
 
     def __init__(
         self,

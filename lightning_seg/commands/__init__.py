@@ -1,0 +1,1 @@
+"""Subcommands beyond Lightning's fit/validate/test/predict, one module each (methods of ``SegTrainer``)."""

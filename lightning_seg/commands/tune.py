@@ -1,0 +1,228 @@
+"""``tune``: per-class probability thresholds from the validation split, in one pass.
+
+``python -m lightning_seg tune --config X.yaml --ckpt_path <checkpoint>`` runs the model's own inference
+path and the post-processing steps that come before the decision (a CRF) over the val split, at each
+mask's stored size, and fills one :class:`~lightning_seg.postprocess.thresholds.ThresholdHistogram` (and
+one for a multi-label image head). Each class then takes the threshold that maximises its one-vs-rest
+Dice (or IoU). The thresholds go beside the checkpoint (``<name>.thresholds.json``, read by a
+``ClassThresholds`` step in ``test`` and ``predict``) and into the command's record folder
+``<run>/tune/<date-time>/``. A second pass over val, through the whole chain with the new thresholds,
+gives the before/after table that ``tune`` prints and records.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from lightning_seg.atomic import atomic_write
+from lightning_seg.errors import ConfigError, short_path
+from lightning_seg.postprocess import ClassThresholds, PostProcess, Prediction
+from lightning_seg.postprocess.thresholds import (
+    THRESHOLDS_FORMAT,
+    ThresholdHistogram,
+    best_thresholds,
+    file_digest,
+    grid,
+    scores,
+    thresholds_path,
+)
+
+if TYPE_CHECKING:
+    import lightning as L
+
+    from lightning_seg.module import SegmentationModule
+
+
+class ThresholdSearch(nn.Module):
+    """The histograms of one calibration pass: pixels per class, and images per label of a multi-label
+    image head. The module feeds it from its validation step (see ``SegmentationModule._full_path``).
+
+    Args:
+        num_classes: K.
+        ignore_index: target pixels left out.
+        num_labels: L of a multi-label head, else None.
+        steps: thresholds in the grid.
+    """
+
+    def __init__(self, num_classes: int, ignore_index: int, num_labels: int | None, steps: int) -> None:
+        super().__init__()
+        self.ignore_index = ignore_index
+        self.classes = ThresholdHistogram(num_classes, steps)
+        self.labels = ThresholdHistogram(num_labels, steps) if num_labels else None
+
+    def update(
+        self,
+        predictions: list[Prediction],
+        truths: list[torch.Tensor],
+        label_probabilities: torch.Tensor | None,
+        label_targets: torch.Tensor | None,
+    ) -> None:
+        """Count one batch: each image's K×H×W probabilities against its int64 H×W mask; B×L label
+        probabilities against float B×L 0/1 targets (rows of an unknown target hold -1, left out)."""
+        for prediction, truth in zip(predictions, truths, strict=True):
+            probabilities = prediction.probabilities
+            classes = torch.arange(probabilities.shape[0], device=truth.device).view(-1, 1, 1)
+            self.classes.update(
+                probabilities[None], (truth[None] == classes)[None], (truth != self.ignore_index)[None]
+            )
+        if self.labels is not None and label_probabilities is not None and label_targets is not None:
+            known = (label_targets >= 0).all(1)
+            self.labels.update(label_probabilities, label_targets > 0.5, known)
+
+
+def _check_arguments(split: str, steps: int, model: Any) -> None:
+    if split == "test":
+        raise ConfigError(
+            "tune --split test: thresholds are tuned on a calibration split, never on test (test would "
+            "then score its own tuning); use --split val"
+        )
+    if split != "val":
+        raise ConfigError(f"tune --split {split}: thresholds are tuned on the val split")
+    if steps < 2:
+        raise ConfigError(f"tune --steps must be >= 2 (a grid from 0 to 1), got {steps}")
+    if not hasattr(model, "postprocess"):
+        raise ConfigError("tune needs lightning_seg's SegmentationModule as the model")
+
+
+def _verification_chain(model: SegmentationModule, path: Path) -> PostProcess:
+    """The model's chain with the new thresholds as its decision (inserted after the steps on
+    probabilities when the config has no ClassThresholds step, so the table shows what they change)."""
+    steps = list(model.postprocess.steps)
+    current = model.postprocess.thresholds
+    step = ClassThresholds(
+        path=str(path),
+        rule=current.rule if current else "probability",
+        fallback=current.fallback if current else "background",
+    )
+    if current is not None:
+        steps[steps.index(current)] = step
+    else:
+        steps.insert(len(model.postprocess.before_decision()), step)
+    return PostProcess(steps)
+
+
+def tune_thresholds(
+    trainer: L.Trainer,
+    model: SegmentationModule,
+    datamodule: Any,
+    ckpt_path: str | None,
+    split: str,
+    metric: str,
+    steps: int,
+) -> dict[str, Any]:
+    """Run the calibration pass, write the thresholds, verify them; returns the record written."""
+    _check_arguments(split, steps, model)
+    if datamodule is None:
+        raise ConfigError("tune needs a data module (data: in the config) with a val split")
+    if "val" not in datamodule.score_at_original_size:
+        # calibrate on the masks as stored, at the size test and predict decide at
+        datamodule.score_at_original_size = (*datamodule.score_at_original_size, "val")
+    # a multi-label head's thresholds too (its histogram stays empty for a net without a head)
+    multi_label = getattr(model, "label_mode", None) == "multi"
+    search = ThresholdSearch(
+        model.num_classes, model.ignore_index, len(model.label_names) if multi_label else None, steps
+    )
+    model.threshold_search = search.to(model.device)
+    trainer.tuning = True  # RunSummary leaves the record to this command
+    try:
+        trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
+        checkpoint = trainer.ckpt_path
+        search.to(model.device)
+        result = best_thresholds(search.classes, metric)
+        at_half = _score_at(search.classes, metric, 0.5)
+        labels = (
+            best_thresholds(search.labels, "dice")  # per label F1 over images
+            if search.labels is not None and search.labels.update_count
+            else None
+        )
+    finally:
+        model.threshold_search = None
+    record: dict[str, Any] = {
+        "format": THRESHOLDS_FORMAT,
+        "checkpoint": str(checkpoint) if checkpoint else None,
+        "checkpoint_sha256": file_digest(checkpoint) if checkpoint and Path(checkpoint).is_file() else None,
+        "class_names": list(model.class_names),
+        "split": split,
+        "metric": metric,
+        "grid": {"start": 0.0, "stop": 1.0, "steps": steps},
+        "inference": model.inference.describe(),
+        "tuned_after": [step.describe() for step in model.postprocess.before_decision()],
+        "classes": {**result, "score_at_0.5": at_half},
+    }
+    if labels is not None:
+        record["labels"] = {**labels, "names": list(model.label_names)}
+    target = thresholds_path(checkpoint) if checkpoint else Path(trainer.default_root_dir) / "thresholds.json"
+    if trainer.is_global_zero:
+        atomic_write(target, json.dumps(record, indent=2))
+    trainer.strategy.barrier()
+
+    # the before/after table: val through the whole chain with the new thresholds
+    configured, model.postprocess = model.postprocess, _verification_chain(model, target)
+    model.full_path_stages.add("val")
+    try:
+        trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
+        table = model.stage_table.get("val", [])
+    finally:
+        model.postprocess = configured
+        model.full_path_stages.discard("val")
+        trainer.tuning = False
+    record["stages"] = table
+    record["thresholds_file"] = str(target)
+    if trainer.is_global_zero:
+        folder = Path(trainer.default_root_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write(
+            folder / "summary.json", json.dumps({"stage": "tune", "status": "completed", **record}, indent=2)
+        )
+        _print(record, target, folder, configured.thresholds is None)
+    return record
+
+
+def _score_at(histogram: ThresholdHistogram, metric: str, threshold: float) -> list[float | None]:
+    """Each class's one-vs-rest score at one threshold of the grid (for the printout's reference)."""
+    index = int(torch.argmin((grid(histogram.steps) - threshold).abs()))
+    counts = histogram.compute()
+    values = scores(counts["tp"][:, index], counts["fp"][:, index], counts["fn"][:, index], metric)
+    return [None if v != v else round(float(v), 6) for v in values.tolist()]
+
+
+def _print(record: dict[str, Any], target: Path, folder: Path, not_configured: bool) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    metric = record["metric"]
+    classes = record["classes"]
+    table = Table(title=f"tune: thresholds on {record['split']} (one-vs-rest {metric})")
+    for column in ("class", "threshold", f"{metric} at 0.5", f"{metric} at threshold", "pixels"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    for i, name in enumerate(record["class_names"]):
+        untuned = i in classes["untuned"]
+        half, best = classes["score_at_0.5"][i], classes["score"][i]
+        table.add_row(
+            name,
+            "untuned" if untuned else f"{classes['thresholds'][i]:.2f}",
+            "n/a" if half is None else f"{half:.4f}",
+            "n/a" if best is None else f"{best:.4f}",
+            str(classes["positives"][i]),
+        )
+    console.print(table)
+    stages = Table(title=f"{record['split']} through the whole path, before and after the thresholds")
+    for column in ("stage", "mIoU", "dice", "image dice fg"):
+        stages.add_column(column, justify="left" if column == "stage" else "right")
+    for row in record["stages"]:
+        cells = [row.get(k) for k in ("mIoU", "dice", "image_dice_fg")]
+        stages.add_row(row["stage"], *("n/a" if v is None else f"{v:.4f}" for v in cells))
+    console.print(stages)
+    console.print(f"thresholds: {short_path(str(target))}")
+    console.print(f"summary: {folder / 'summary.json'}")
+    if not_configured:
+        console.print(
+            "test and predict use them with ClassThresholds in model.postprocess, e.g. "
+            "--model.init_args.postprocess+=lightning_seg.postprocess.ClassThresholds"
+        )

@@ -1,0 +1,285 @@
+"""Per-class probability thresholds: the decision rule, the one-pass search that tunes them, their file.
+
+The decision rule (with thresholds ``t``, one per class):
+
+* a pixel's candidates are the classes whose probability is at least their threshold, ``p_c >= t_c``;
+* the winner is the most probable candidate (``rule: margin``: the candidate with the largest
+  ``p_c - t_c``);
+* a pixel without a candidate gets the background, class 0 (``fallback: argmax``: its most probable class,
+  for label sets without a background class such as CamVid's).
+
+Without thresholds the class map is the argmax (for a one-channel head: ``p > binary_threshold``).
+A threshold of 0 makes its class always a candidate, so thresholds all 0 give the argmax.
+
+Search (``tune``): for each class c and each threshold ``t_j`` of a grid (0.00 to 1.00 by 0.01), the
+one-vs-rest counts TP, FP, FN of the decision ``p_c >= t_j`` over the calibration split. One pass: each
+pixel's probability is binned once per class, and the counts for every threshold follow from cumulative
+sums of the bins (a pixel with ``p >= t_j`` is one in bin j or above), so 101 thresholds cost one histogram,
+not 101 passes. Then each class takes the threshold that maximises its Dice (or IoU); ties go to the
+threshold closest to 0.5.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torchmetrics import Metric
+
+from lightning_seg.errors import ConfigError, short_path
+from lightning_seg.postprocess.base import Prediction, Step
+
+THRESHOLDS_FORMAT = "lightning_seg.thresholds/1"
+THRESHOLDS_SUFFIX = ".thresholds.json"
+
+Rule = Literal["probability", "margin"]
+Fallback = Literal["background", "argmax"]
+
+
+def decide(
+    probabilities: torch.Tensor,
+    thresholds: torch.Tensor | None = None,
+    rule: Rule = "probability",
+    fallback: Fallback = "background",
+) -> torch.Tensor:
+    """The class map from probabilities (see the module's docstring for the rule).
+
+    Args:
+        probabilities: float32 K×H×W (or B×K×H×W) probabilities, K ≥ 2.
+        thresholds: float32 (K,) or None (argmax).
+
+    Returns:
+        int64 H×W (or B×H×W).
+    """
+    if thresholds is None:
+        return probabilities.argmax(-3)
+    shape = (-1, 1, 1)
+    t = thresholds.to(probabilities.device, probabilities.dtype).view(shape)
+    candidate = probabilities >= t
+    score = probabilities - t if rule == "margin" else probabilities
+    # non-candidates score below every candidate (probabilities and margins are >= -1)
+    winner = torch.where(candidate, score, -2.0).argmax(-3)
+    none = ~candidate.any(-3)
+    otherwise = probabilities.argmax(-3) if fallback == "argmax" else torch.zeros_like(winner)
+    return torch.where(none, otherwise, winner)
+
+
+def grid(steps: int) -> torch.Tensor:
+    """float64 (steps,) thresholds 0 .. 1 evenly spaced (101 steps: 0.00, 0.01, ..., 1.00)."""
+    return torch.linspace(0.0, 1.0, steps, dtype=torch.float64)
+
+
+class ThresholdHistogram(Metric):
+    """Counts of (probability bin, class) for positive and negative samples, summed across processes.
+
+    A sample is a pixel (or an image, for image-level labels). ``positive[c, j]`` counts the samples of
+    class c (one-vs-rest truth) whose probability of c falls in bin j, where bin j holds ``[t_j, t_{j+1})``
+    and the last bin holds exactly 1.0. Counting ``p >= t_j`` is then a reversed cumulative sum.
+
+    Args:
+        num_classes: C, the classes (or labels) tuned.
+        steps: thresholds in the grid (101: 0.00 .. 1.00 by 0.01).
+    """
+
+    full_state_update = False
+
+    def __init__(self, num_classes: int, steps: int = 101) -> None:
+        super().__init__()
+        if steps < 2:
+            raise ConfigError(f"tune: the threshold grid needs at least 2 steps, got {steps}")
+        self.num_classes, self.steps = num_classes, steps
+        shape = (num_classes, steps)
+        self.add_state("positive", torch.zeros(shape, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("negative", torch.zeros(shape, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, probabilities: torch.Tensor, positive: torch.Tensor, valid: torch.Tensor) -> None:
+        """Count one batch.
+
+        Args:
+            probabilities: float N×C×(*) probabilities (pixels: N×C×H×W; image labels: N×C).
+            positive: bool N×C×(*) one-vs-rest truth, the same shape.
+            valid: bool N×(*) samples that count (not ``ignore_index``).
+        """
+        c, steps = self.num_classes, self.steps
+        # p ≥ t_j ⇔ bin ≥ j for t_j = j/(steps-1); the float32 product can land a hair below an exact
+        # grid point (0.29*100 = 28.999998), so round to 1e-4 of a step first
+        scaled = probabilities.float() * (steps - 1)
+        bins = (scaled + 1e-4).floor().clamp_(0, steps - 1).long()
+        classes = torch.arange(c, device=bins.device).view(1, c, *([1] * (bins.dim() - 2)))
+        index = classes * steps + bins + torch.where(positive, 0, c * steps)
+        index = torch.where(valid.unsqueeze(1), index, 2 * c * steps)  # excluded samples: one extra bin
+        counts = torch.zeros(2 * c * steps + 1, dtype=torch.long, device=index.device)
+        counts.index_add_(
+            0, index.flatten(), torch.ones(index.numel(), dtype=torch.long, device=index.device)
+        )
+        self.positive += counts[: c * steps].view(c, steps)
+        self.negative += counts[c * steps : 2 * c * steps].view(c, steps)
+
+    def counts(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """int64 C×steps TP, FP, FN of the decision ``p_c >= t_j`` for every class and threshold, from
+        this process's counts (:meth:`compute` gives them summed across processes)."""
+        tp = self.positive.flip(1).cumsum(1).flip(1)
+        fp = self.negative.flip(1).cumsum(1).flip(1)
+        fn = self.positive.sum(1, keepdim=True) - tp
+        return tp, fp, fn
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        """``tp``, ``fp``, ``fn`` (int64 C×steps) summed across processes."""
+        tp, fp, fn = self.counts()
+        return {"tp": tp, "fp": fp, "fn": fn}
+
+
+def scores(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor, metric: str) -> torch.Tensor:
+    """float64 Dice (F1) or IoU from counts (any shape); NaN where the class is absent and never predicted."""
+    tp, fp, fn = tp.double(), fp.double(), fn.double()
+    if metric == "iou":
+        numerator, denominator = tp, tp + fp + fn
+    else:
+        numerator, denominator = 2 * tp, 2 * tp + fp + fn
+    return torch.where(denominator > 0, numerator / denominator.clamp_min(1), torch.nan)
+
+
+def best_thresholds(histogram: ThresholdHistogram, metric: str) -> dict[str, Any]:
+    """The threshold of each class that maximises its one-vs-rest score, from a filled histogram.
+
+    Returns a dict of lists, one entry per class: ``thresholds`` (float; 0.0 for a class with no positive
+    sample in the calibration data: it is left to the argmax), ``score`` (the score there), ``positives``
+    (calibration samples of the class); and ``untuned`` (the indices left at 0).
+    """
+    counts = histogram.compute()  # summed across processes
+    tp, fp, fn = counts["tp"], counts["fp"], counts["fn"]
+    score = scores(tp, fp, fn, metric).nan_to_num(-1.0)
+    values = grid(histogram.steps)
+    # ties go to the threshold closest to 0.5 (a plateau of equal scores has no better point)
+    closeness = -(values - 0.5).abs().to(score.device).expand_as(score)
+    at_best = score == score.max(1, keepdim=True).values
+    index = torch.where(at_best, closeness, -torch.inf).argmax(1)
+    positives = tp[:, 0] + fn[:, 0]  # p ≥ 0 holds for every sample
+    untuned = positives == 0
+    chosen = torch.where(untuned, 0.0, values.to(score.device)[index])
+    best_score = score.gather(1, index[:, None])[:, 0]
+    return {
+        "thresholds": [round(float(v), 6) for v in chosen.tolist()],
+        "score": [
+            None if u else float(s) for s, u in zip(best_score.tolist(), untuned.tolist(), strict=True)
+        ],
+        "positives": positives.tolist(),
+        "untuned": [i for i, u in enumerate(untuned.tolist()) if u],
+    }
+
+
+# ------------------------------------------------------------------------------------------- the file
+def thresholds_path(checkpoint: str | Path) -> Path:
+    """Where ``tune`` writes the thresholds of a checkpoint: beside it, ``<name>.thresholds.json``."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(checkpoint.stem + THRESHOLDS_SUFFIX)
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-256 of a file (a checkpoint), to tell whether thresholds were tuned for this very file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_thresholds(
+    path: str | Path, class_names: Sequence[str], checkpoint: str | Path | None
+) -> dict[str, Any]:
+    """Load and check a thresholds file: its format, its classes against the model's, and that the
+    checkpoint it was tuned for is the one evaluated (same content). Raises ConfigError in one line."""
+    path = Path(path)
+    where = short_path(str(path))
+    if not path.is_file():
+        raise ConfigError(
+            f"{where}: no thresholds file; run `python -m lightning_seg tune` with this config and "
+            "checkpoint first, or remove ClassThresholds from model.postprocess"
+        )
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ConfigError(f"{where}: not a readable thresholds file ({error})") from error
+    if not isinstance(data, dict) or data.get("format") != THRESHOLDS_FORMAT:
+        raise ConfigError(f"{where}: not a lightning_seg thresholds file (format {THRESHOLDS_FORMAT})")
+    names = list(data.get("class_names") or [])
+    thresholds = (data.get("classes") or {}).get("thresholds") or []
+    if len(thresholds) != len(class_names) or len(names) != len(class_names):
+        raise ConfigError(
+            f"{where}: thresholds for {len(thresholds)} classes, the model has {len(class_names)}; "
+            "tune again for this model"
+        )
+    if names != list(class_names):
+        raise ConfigError(f"{where}: tuned for classes {names}, the model's are {list(class_names)}")
+    tuned_for = data.get("checkpoint_sha256")
+    if checkpoint is not None and tuned_for and Path(checkpoint).is_file():
+        if file_digest(checkpoint) != tuned_for:
+            raise ConfigError(
+                f"{where}: tuned for another version of {short_path(str(checkpoint))} (it changed since); "
+                "run tune again"
+            )
+    return data
+
+
+class ClassThresholds(Step):
+    """The decision by per-class thresholds tuned with ``tune`` (see the module's docstring for the rule).
+
+    Args:
+        path: the thresholds file; None: the one ``tune`` wrote beside the evaluated checkpoint
+            (``<checkpoint>.thresholds.json``).
+        rule: "probability" (the most probable candidate wins) or "margin" (the largest ``p - t``).
+        fallback: a pixel without a candidate gets "background" (class 0) or its "argmax".
+        label_thresholds: also decide an image-level head's multi-label output with the tuned label
+            thresholds of the file (else 0.5).
+    """
+
+    acts_on = "decision"
+    name = "thresholds"
+
+    def __init__(
+        self,
+        path: str | None = None,
+        rule: Rule = "probability",
+        fallback: Fallback = "background",
+        label_thresholds: bool = True,
+    ) -> None:
+        self.path = path
+        self.rule: Rule = rule
+        self.fallback: Fallback = fallback
+        self.label_thresholds = label_thresholds
+        self.thresholds: torch.Tensor | None = None
+        self.labels: torch.Tensor | None = None
+        self.source: Path | None = None
+
+    def load(self, class_names: Sequence[str], checkpoint: str | None) -> None:
+        """Read the thresholds for this model and checkpoint (called when test or predict starts)."""
+        if self.path is None and checkpoint is None:
+            raise ConfigError(
+                "model.postprocess ClassThresholds: no path and no --ckpt_path to find the tuned "
+                "thresholds beside; give ClassThresholds.path"
+            )
+        source = Path(self.path) if self.path is not None else thresholds_path(str(checkpoint))
+        data = read_thresholds(source, class_names, checkpoint)
+        self.thresholds = torch.tensor(data["classes"]["thresholds"], dtype=torch.float32)
+        labels = (data.get("labels") or {}).get("thresholds")
+        self.labels = (
+            torch.tensor(labels, dtype=torch.float32)
+            if labels is not None and self.label_thresholds
+            else None
+        )
+        self.source = source
+
+    def apply(self, predictions: list[Prediction]) -> None:
+        if self.thresholds is None:
+            raise ConfigError(
+                "model.postprocess ClassThresholds: thresholds not loaded (internal order error)"
+            )
+        for prediction in predictions:
+            prediction.classes = decide(prediction.probabilities, self.thresholds, self.rule, self.fallback)
+
+    def describe(self) -> str:
+        return "thresholds" + (" (margin)" if self.rule == "margin" else "")

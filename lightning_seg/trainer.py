@@ -1,0 +1,38 @@
+"""``SegTrainer``: Lightning's Trainer with this project's extra subcommands as methods.
+
+LightningCLI turns each subcommand into a call of the Trainer method of the same name, with that method's
+arguments as command-line options; the methods here only hand over to :mod:`lightning_seg.commands`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import lightning as L
+
+from lightning_seg.commands.tune import tune_thresholds
+
+
+class SegTrainer(L.Trainer):
+    """A Lightning Trainer that also tunes post-processing thresholds."""
+
+    def tune(
+        self,
+        model: L.LightningModule,
+        datamodule: L.LightningDataModule | None = None,
+        ckpt_path: str | None = None,
+        split: Literal["val", "test"] = "val",
+        metric: Literal["dice", "iou"] = "dice",
+        steps: int = 101,
+    ) -> dict[str, Any]:
+        """Tune per-class probability thresholds on the validation split and write them beside the checkpoint.
+
+        Args:
+            model: the segmentation module (its inference and post-processing before the decision are used).
+            datamodule: the data; its val split calibrates.
+            ckpt_path: the checkpoint whose thresholds are tuned (``<name>.thresholds.json`` beside it).
+            split: the calibration split: val (test is refused: thresholds tuned on test inflate its score).
+            metric: the one-vs-rest score each class's threshold maximises: dice (F1) or iou.
+            steps: thresholds in the grid 0..1 (101: steps of 0.01).
+        """
+        return tune_thresholds(self, model, datamodule, ckpt_path, split, metric, steps)
