@@ -83,9 +83,11 @@ def presence_labels(mask: torch.Tensor, num_classes: int, ignore_index: int) -> 
 
 
 def resolve_label_mode(mode: LabelMode | None, data_label_names: Sequence[str] | None) -> LabelMode:
-    """The configured mode, or "single" when the data gives image labels and "multi" when it does not."""
+    """The configured mode, or "single" (data labels such as MSD's, or the dominant mask class when the data
+    gives none: the behaviour of checkpoints trained before multi-label heads existed). Multi-label heads
+    (several classes per image, as in VOC) are asked for with ``label_mode: multi``."""
     if mode is None:
-        return "single" if data_label_names else "multi"
+        return "single"
     if mode not in ("single", "multi"):
         raise ConfigError(f"model.label_mode must be 'single', 'multi' or null, got {mode!r}")
     return mode
@@ -156,8 +158,11 @@ def label_class_map(
 
 def classes_of_labels(decisions: torch.Tensor, class_map: torch.Tensor) -> torch.Tensor:
     """bool B×L decisions → bool B×K: the mask classes they say are present (background always True)."""
-    present = (decisions[:, :, None] & class_map[None].to(decisions.device)).any(1)
+    class_map = class_map.to(decisions.device)
+    present = (decisions[:, :, None] & class_map[None]).any(1)
     present[:, 0] = True
+    # a class that no label speaks about is never ruled out by the labels
+    present |= ~class_map.any(0)[None]
     return present
 
 

@@ -230,7 +230,12 @@ class SegmentationModule(L.LightningModule):
         if self.loss.label_weights_pending:  # the same for label weights, from the label counts
             source = label_weight_source(datamodule, self.label_task)
             self.loss.bind_labels(self.label_mode, len(self.label_names), source)
-        if stage != "fit" and self.postprocess.needs_image and datamodule is not None:
+        evaluated = (
+            stage in ("test", "predict")
+            or self.threshold_search is not None
+            or "val" in self.full_path_stages
+        )
+        if evaluated and self.postprocess.needs_image and datamodule is not None:
             # the one hand-off back to the data: a CRF reads each image as stored, at the size it scores
             keep = getattr(datamodule, "keep_original_image_of_evaluation_splits", None)
             if callable(keep):
@@ -377,7 +382,9 @@ class SegmentationModule(L.LightningModule):
 
             if out.label is not None and label is not None:
                 probabilities = self.label_probabilities(out.label.detach())
-                decisions = self.label_decisions(probabilities)
+                # test decides the labels as predict does: with the tuned thresholds when loaded
+                tuned = self._tuned_label_thresholds() if stage in self.full_path_stages else None
+                decisions = self.label_decisions(probabilities, tuned)
                 self.label_metrics[f"{stage}_"].update(probabilities, decisions, label)
         return losses, pred
 
@@ -622,7 +629,8 @@ class SegmentationModule(L.LightningModule):
     # -------------------------------------------------------------------------------------- epoch end
     def _log_epoch_metrics(self, stage: str) -> None:
         metrics = self.metrics[f"{stage}_"]
-        if not metrics.updated:
+        if not metrics.updated:  # e.g. tune's calibration pass: nothing to log, nothing to carry over
+            self.label_metrics[f"{stage}_"].reset()
             return
         scores = metrics.compute()
         # already synced across processes by torchmetrics; no sync_dist needed
@@ -694,7 +702,14 @@ class SegmentationModule(L.LightningModule):
 
         thresholds = self.postprocess.thresholds
         if thresholds is not None and self.threshold_search is None:
-            thresholds.load(self.class_names, self.trainer.ckpt_path)
+            thresholds.load(
+                self.class_names,
+                self.trainer.ckpt_path,
+                inference=self.inference.describe(),
+                tuned_after=[step.describe() for step in self.postprocess.before_decision()],
+                label_names=self.label_names if self.label_mode == "multi" else None,
+            )
+        self._check_label_consistency()
         self.stage_names.pop(stage, None)
         for key in [k for k in self.stage_metrics if k.startswith(f"{stage}_")]:
             del self.stage_metrics[key]
@@ -714,6 +729,25 @@ class SegmentationModule(L.LightningModule):
                 "(data.score_at_original_size: [val, test] validates at the original size)"
             )
 
+    def _check_label_consistency(self) -> None:
+        """LabelConsistency reads a multi-label head, or a single-label one on labels that name classes;
+        refuse what it would misread (before a pass over the data, not at its first batch)."""
+        from lightning_seg.postprocess import LabelConsistency
+
+        step = self.postprocess.find(LabelConsistency)
+        if step is None or getattr(step, "oracle", False):
+            return
+        if getattr(self.net, "label_head", None) is None:
+            raise ConfigError(
+                f"model.postprocess LabelConsistency: the net ({type(self.net).__name__}) has no image-level "
+                "head; use a net with one (MicroUNet) or oracle: true for the ablation"
+            )
+        if self.label_mode == "single" and self.label_task.derived:
+            raise ConfigError(
+                "model.postprocess LabelConsistency: a single-label head trained on each mask's dominant class "
+                "would remove every other class of an image; train with model.label_mode: multi"
+            )
+
     def on_test_start(self) -> None:
         self._start_full_path("test")
 
@@ -729,6 +763,10 @@ class SegmentationModule(L.LightningModule):
 
     def on_test_end(self) -> None:
         self.postprocess.close()
+
+    def on_validation_end(self) -> None:
+        if "val" in self.full_path_stages or self.threshold_search is not None:
+            self.postprocess.close()  # tune's passes: the CRF's process pool
 
     def on_predict_end(self) -> None:
         self.postprocess.close()

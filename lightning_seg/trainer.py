@@ -24,6 +24,7 @@ class SegTrainer(L.Trainer):
         split: Literal["val", "test"] = "val",
         metric: Literal["dice", "iou"] = "dice",
         steps: int = 101,
+        weights_only: bool | None = None,
     ) -> dict[str, Any]:
         """Tune per-class probability thresholds on the validation split and write them beside the checkpoint.
 
@@ -34,5 +35,6 @@ class SegTrainer(L.Trainer):
             split: the calibration split: val (test is refused: thresholds tuned on test inflate its score).
             metric: the one-vs-rest score each class's threshold maximises: dice (F1) or iou.
             steps: thresholds in the grid 0..1 (101: steps of 0.01).
+            weights_only: how the checkpoint is loaded (as for ``validate``; a run's config.yaml states it).
         """
-        return tune_thresholds(self, model, datamodule, ckpt_path, split, metric, steps)
+        return tune_thresholds(self, model, datamodule, ckpt_path, split, metric, steps, weights_only)

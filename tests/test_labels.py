@@ -53,9 +53,12 @@ def test_multi_label_targets_are_the_classes_present_in_the_mask() -> None:
 def test_label_mode_and_head_size_follow_the_data() -> None:
     names = ["background", "a", "b", "c"]
     multi = SegmentationModule(
-        net=functools.partial(MicroUNet, base_width=4), num_classes=4, class_names=names
+        net=functools.partial(MicroUNet, base_width=4), num_classes=4, class_names=names, label_mode="multi"
     )
     assert multi.label_mode == "multi" and multi.label_names == ["a", "b", "c"]
+    # without data labels the default stays the dominant class (checkpoints of before load unchanged)
+    default = SegmentationModule(net=functools.partial(MicroUNet, base_width=4), num_classes=4, class_names=names)
+    assert default.label_mode == "single" and default.label_names == names
     assert multi(torch.randn(2, 3, 32, 32)).label.shape == (2, 3)  # K-1 labels, not K
     single = SegmentationModule(
         net=functools.partial(MicroUNet, base_width=4), num_classes=4, class_names=names, label_mode="single"
@@ -89,6 +92,7 @@ def test_probabilities_decisions_and_the_classes_they_imply() -> None:
         net=functools.partial(MicroUNet, base_width=4),
         num_classes=4,
         class_names=["background", "a", "b", "c"],
+        label_mode="multi",
         label_thresholds=[0.5, 0.2, 0.9],
     )
     logits = torch.tensor([[0.0, -1.0, 2.0], [-3.0, 3.0, -3.0]])
@@ -365,6 +369,7 @@ def test_multi_label_from_masks_through_fit_test_and_predict(run_root: Path) -> 
         *micro,
         "--model.init_args.loss.init_args.label_class_weights=median_frequency",
         "--model.init_args.label_thresholds=[0.4]",
+        "--model.init_args.label_mode=multi",
     )
     fit = run_cli(["fit", *tiny_args(run_root, *options)])
     model = fit.model

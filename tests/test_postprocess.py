@@ -101,7 +101,7 @@ def test_pixel_histogram_ignores_ignored_pixels_and_leaves_absent_classes_untune
     assert histogram.positive.sum(1).tolist() == [5, 10, 0]
     assert histogram.positive.sum() + histogram.negative.sum() == 3 * 15
     result = best_thresholds(histogram, "iou")
-    assert result["untuned"] == [2] and result["thresholds"][2] == 0.0
+    assert result["untuned"] == [2] and result["thresholds"][2] is None
 
 
 # ---------------------------------------------------------------------------------------- the chain
@@ -269,3 +269,77 @@ def test_crf_in_the_chain_reads_each_image_as_stored(tmp_path: Path) -> None:
     assert [row["stage"] for row in rows] == ["raw", "+ crf (3 iterations)"]
     assert tested.datamodule.datasets["test"].keep_original_image
     assert float(tested.trainer.callback_metrics["test/mIoU"]) == pytest.approx(rows[-1]["mIoU"], abs=1e-6)
+
+
+def test_a_class_without_a_threshold_is_left_to_the_argmax() -> None:
+    # class 1 untuned (NaN); thresholds bg 0.6, class 2 0.5: pixel (0.55, 0.05, 0.40) has no tuned candidate,
+    # and class 1 is not its argmax: background, not the class with p = 0.05
+    p = torch.tensor([[0.55, 0.05, 0.40], [0.2, 0.7, 0.1]]).T.reshape(3, 1, 2)
+    t = torch.tensor([0.6, float("nan"), 0.5])
+    assert decide(p, t).tolist() == [[0, 1]]  # pixel 1: class 1 is its argmax, so a candidate
+    assert decide(p, t, rule="margin").tolist() == [[0, 1]]
+
+
+def test_classes_no_label_speaks_about_are_never_removed() -> None:
+    from lightning_seg.labels import classes_of_labels, label_class_map
+
+    # MSD-like: labels None/Scratch/Stain and classes background/scratch/stain/dust (dust has no label)
+    table = label_class_map(
+        ["None", "Scratch", "Stain"], ["background", "scratch", "stain", "dust"], "single", False
+    )
+    present = classes_of_labels(torch.tensor([[False, True, False]]), table)
+    assert present.tolist() == [[True, True, False, True]]
+    # binary MSD masks: every defect label names the one "defect" class
+    binary = label_class_map(
+        ["None", "Scratch", "Stain"], ["background", "defect"], "single", False, (None, "defect", "defect")
+    )
+    assert classes_of_labels(torch.tensor([[False, False, True]]), binary).tolist() == [[True, True]]
+    assert classes_of_labels(torch.tensor([[True, False, False]]), binary).tolist() == [[True, False]]
+
+
+def test_thresholds_tuned_on_other_probabilities_are_refused(tmp_path: Path, capsys) -> None:
+    runs = tmp_path / "runs"
+    fit = run_cli(["fit", *tiny_args(runs)])
+    best = Path(fit.trainer.checkpoint_callback.best_model_path)
+    # tuned into the configured file, which test then reads
+    configured = tmp_path / "mine.json"
+    chain = [
+        "--model.init_args.postprocess+=lightning_seg.postprocess.ClassThresholds",
+        f"--model.init_args.postprocess.path={configured}",
+    ]
+    assert run_cli(["tune", *tiny_args(runs, *chain), "--ckpt_path", str(best)]) is not None
+    assert configured.is_file() and not best.with_name(best.stem + ".thresholds.json").exists()
+    assert run_cli(["test", *tiny_args(runs, *chain), "--ckpt_path", str(best)]) is not None
+    capsys.readouterr()
+    tta = [
+        "--model.init_args.inference=lightning_seg.inference.Inference",
+        "--model.init_args.inference.hflip=true",
+    ]
+    assert main(["test", *tiny_args(runs, *chain, *tta), "--ckpt_path", str(best)]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "tuned with inference 'resize', this run uses 'resize + hflip'" in err[0], err
+
+
+def test_label_consistency_needs_an_image_level_head(run_root: Path, capsys) -> None:
+    chain = ["--model.init_args.postprocess+=lightning_seg.postprocess.LabelConsistency"]
+    assert main(["test", *tiny_args(run_root, *chain), "--allow_untrained=true"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "has no image-level head" in err[0], err
+    # the oracle ablation needs no head, and says what it is
+    oracle = [*chain, "--model.init_args.postprocess.oracle=true"]
+    tested = run_cli(["test", *tiny_args(run_root, *oracle), "--allow_untrained=true"])
+    assert [row["stage"] for row in tested.model.stage_table["test"]] == [
+        "raw",
+        "+ consistency (oracle labels)",
+    ]
+
+
+def test_tune_runs_from_a_runs_recorded_config(run_root: Path) -> None:
+    """The README's way: a run's config.yaml (which records fit's weights_only) drives tune as it drives test."""
+    fit = run_cli(["fit", *tiny_args(run_root)])
+    run = Path(fit.trainer.log_dir)
+    best = fit.trainer.checkpoint_callback.best_model_path
+    tuned = run_cli(["tune", "--config", str(run / "config.yaml"), "--ckpt_path", best])
+    assert tuned is not None
+    assert Path(tuned.trainer.default_root_dir).parent == run / "tune"
+    assert json.loads((Path(tuned.trainer.default_root_dir) / "summary.json").read_text())["stage"] == "tune"

@@ -211,7 +211,9 @@ class RunSummary(L.Callback):
         console = Console()
         console.print(table)
         if len(summary.get("stages") or []) > 1:
-            print_stage_table(console, summary["stages"], f"{summary['stage']}: {prefix} by stage of the path")
+            print_stage_table(
+                console, summary["stages"], f"{summary['stage']}: {prefix} by stage of the path"
+            )
         for key in ("best_checkpoint", "last_checkpoint", "config"):
             if summary.get(key):
                 console.print(f"{key}: {summary[key]}")

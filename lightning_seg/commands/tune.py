@@ -98,6 +98,7 @@ def _verification_chain(model: SegmentationModule, path: Path) -> PostProcess:
         path=str(path),
         rule=current.rule if current else "probability",
         fallback=current.fallback if current else "background",
+        label_thresholds=current.label_thresholds if current else True,
     )
     if current is not None:
         steps[steps.index(current)] = step
@@ -114,9 +115,11 @@ def tune_thresholds(
     split: str,
     metric: str,
     steps: int,
+    weights_only: bool | None = None,
 ) -> dict[str, Any]:
     """Run the calibration pass, write the thresholds, verify them; returns the record written."""
     _check_arguments(split, steps, model)
+    model._check_label_consistency()  # before the pass, not after it
     if datamodule is None:
         raise ConfigError("tune needs a data module (data: in the config) with a val split")
     if "val" not in datamodule.score_at_original_size:
@@ -130,7 +133,9 @@ def tune_thresholds(
     model.threshold_search = search.to(model.device)
     trainer.tuning = True  # RunSummary leaves the record to this command
     try:
-        trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
+        trainer.validate(
+            model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False, weights_only=weights_only
+        )
         checkpoint = trainer.ckpt_path
         search.to(model.device)
         result = best_thresholds(search.classes, metric)
@@ -156,19 +161,28 @@ def tune_thresholds(
     }
     if labels is not None:
         record["labels"] = {**labels, "names": list(model.label_names)}
-    target = thresholds_path(checkpoint) if checkpoint else Path(trainer.default_root_dir) / "thresholds.json"
+    configured = model.postprocess.thresholds
+    if configured is not None and configured.path is not None:
+        target = Path(configured.path)  # where this config's test and predict will read them
+    elif checkpoint:
+        target = thresholds_path(checkpoint)
+    else:
+        target = Path(trainer.default_root_dir) / "thresholds.json"
     if trainer.is_global_zero:
         atomic_write(target, json.dumps(record, indent=2))
     trainer.strategy.barrier()
 
     # the before/after table: val through the whole chain with the new thresholds
-    configured, model.postprocess = model.postprocess, _verification_chain(model, target)
+    chain, model.postprocess = model.postprocess, _verification_chain(model, target)
     model.full_path_stages.add("val")
     try:
-        trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
+        trainer.validate(
+            model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False, weights_only=weights_only
+        )
         table = model.stage_table.get("val", [])
     finally:
-        model.postprocess = configured
+        model.postprocess.close()
+        model.postprocess = chain
         model.full_path_stages.discard("val")
         trainer.tuning = False
     record["stages"] = table
@@ -179,7 +193,7 @@ def tune_thresholds(
         atomic_write(
             folder / "summary.json", json.dumps({"stage": "tune", "status": "completed", **record}, indent=2)
         )
-        _print(record, target, folder, configured.thresholds is None)
+        _print(record, target, folder, chain.thresholds is None)
     return record
 
 

@@ -72,8 +72,8 @@ class SegDataModule(L.LightningDataModule):
             ``max_ignored_fraction`` 1.0 setup skips the statistics pass altogether.
         score_at_original_size: the evaluation splits whose metrics are computed against each mask as
             stored (its own size), from probabilities resized back to it, instead of against the mask
-            resized for batching. "test" by default; add "val" to validate inside ``fit`` that way too
-            (slower: the masks travel as a list).
+            resized for batching. Always "test" (what ``predict`` writes is what ``test`` scores); add
+            "val" to validate inside ``fit`` that way too (slower: the masks travel as a list).
         balanced_labels: draw the training order with probability ∝ 1 / the frequency of each sample's
             image label (with replacement, the same epoch length; deterministic from the seed and epoch,
             resumable): the data's labels, or without them each image's rarest present mask class (one
@@ -118,6 +118,11 @@ class SegDataModule(L.LightningDataModule):
         unknown = sorted(set(score_at_original_size) - {"val", "test"})
         if unknown:
             raise ConfigError(f"data.score_at_original_size: {unknown} are not evaluation splits (val, test)")
+        if "test" not in score_at_original_size:
+            raise ConfigError(
+                "data.score_at_original_size: test always scores at the original size (what predict writes); "
+                "use [test] or [val, test]"
+            )
         self.score_at_original_size = tuple(score_at_original_size)
         self.allow_absent_classes = allow_absent_classes
         self.balanced_labels = balanced_labels

@@ -178,6 +178,10 @@ class SmallComponents(Step):
             masked = probabilities.scatter(
                 0, own, torch.where(removed[None], -1.0, probabilities.gather(0, own))
             )
+            if prediction.present_classes is not None:  # after LabelConsistency: not a class it ruled out
+                allowed = prediction.present_classes.to(masked.device).clone()
+                allowed[0] = True
+                masked = torch.where(allowed.view(-1, 1, 1), masked, -2.0)
             prediction.classes = torch.where(removed, masked.argmax(0), classes)
 
     def describe(self) -> str:

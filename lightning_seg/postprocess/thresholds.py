@@ -9,7 +9,8 @@ The decision rule (with thresholds ``t``, one per class):
   for label sets without a background class such as CamVid's).
 
 Without thresholds the class map is the argmax (for a one-channel head: ``p > binary_threshold``).
-A threshold of 0 makes its class always a candidate, so thresholds all 0 give the argmax.
+A class that ``tune`` could not tune (no pixel of it in the calibration split) has no threshold (null in
+the file): it is a candidate where it is the most probable class, as without thresholds.
 
 Search (``tune``): for each class c and each threshold ``t_j`` of a grid (0.00 to 1.00 by 0.01), the
 one-vs-rest counts TP, FP, FN of the decision ``p_c >= t_j`` over the calibration split. One pass: each
@@ -50,7 +51,8 @@ def decide(
 
     Args:
         probabilities: float32 K×H×W (or B×K×H×W) probabilities, K ≥ 2.
-        thresholds: float32 (K,) or None (argmax).
+        thresholds: float32 (K,) or None (argmax); NaN for a class without a threshold (a candidate
+            where it is the argmax).
 
     Returns:
         int64 H×W (or B×H×W).
@@ -59,12 +61,15 @@ def decide(
         return probabilities.argmax(-3)
     shape = (-1, 1, 1)
     t = thresholds.to(probabilities.device, probabilities.dtype).view(shape)
-    candidate = probabilities >= t
-    score = probabilities - t if rule == "margin" else probabilities
+    argmax = probabilities.argmax(-3, keepdim=True)
+    classes = torch.arange(probabilities.shape[-3], device=probabilities.device).view(shape)
+    untuned = t.isnan()
+    candidate = torch.where(untuned, argmax == classes, probabilities >= t)
+    score = probabilities - t.nan_to_num(0.0) if rule == "margin" else probabilities
     # non-candidates score below every candidate (probabilities and margins are >= -1)
     winner = torch.where(candidate, score, -2.0).argmax(-3)
     none = ~candidate.any(-3)
-    otherwise = probabilities.argmax(-3) if fallback == "argmax" else torch.zeros_like(winner)
+    otherwise = argmax[..., 0, :, :] if fallback == "argmax" else torch.zeros_like(winner)
     return torch.where(none, otherwise, winner)
 
 
@@ -146,9 +151,9 @@ def scores(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor, metric: str) ->
 def best_thresholds(histogram: ThresholdHistogram, metric: str) -> dict[str, Any]:
     """The threshold of each class that maximises its one-vs-rest score, from a filled histogram.
 
-    Returns a dict of lists, one entry per class: ``thresholds`` (float; 0.0 for a class with no positive
-    sample in the calibration data: it is left to the argmax), ``score`` (the score there), ``positives``
-    (calibration samples of the class); and ``untuned`` (the indices left at 0).
+    Returns a dict of lists, one entry per class: ``thresholds`` (float; None for a class with no positive
+    sample in the calibration data, see :func:`decide`), ``score`` (the score there), ``positives``
+    (calibration samples of the class); and ``untuned`` (the indices without a threshold).
     """
     counts = histogram.compute()  # summed across processes
     tp, fp, fn = counts["tp"], counts["fp"], counts["fn"]
@@ -160,10 +165,12 @@ def best_thresholds(histogram: ThresholdHistogram, metric: str) -> dict[str, Any
     index = torch.where(at_best, closeness, -torch.inf).argmax(1)
     positives = tp[:, 0] + fn[:, 0]  # p ≥ 0 holds for every sample
     untuned = positives == 0
-    chosen = torch.where(untuned, 0.0, values.to(score.device)[index])
+    chosen = values.to(score.device)[index]
     best_score = score.gather(1, index[:, None])[:, 0]
     return {
-        "thresholds": [round(float(v), 6) for v in chosen.tolist()],
+        "thresholds": [
+            None if u else round(float(v), 6) for v, u in zip(chosen.tolist(), untuned.tolist(), strict=True)
+        ],
         "score": [
             None if u else float(s) for s, u in zip(best_score.tolist(), untuned.tolist(), strict=True)
         ],
@@ -255,8 +262,18 @@ class ClassThresholds(Step):
         self.labels: torch.Tensor | None = None
         self.source: Path | None = None
 
-    def load(self, class_names: Sequence[str], checkpoint: str | None) -> None:
-        """Read the thresholds for this model and checkpoint (called when test or predict starts)."""
+    def load(
+        self,
+        class_names: Sequence[str],
+        checkpoint: str | None,
+        inference: str | None = None,
+        tuned_after: Sequence[str] | None = None,
+        label_names: Sequence[str] | None = None,
+    ) -> None:
+        """Read the thresholds for this model and checkpoint (called when test or predict starts), and
+        refuse a file tuned on other probabilities: another inference setting (``inference``, e.g.
+        ``slide ... + hflip``) or other steps before the decision (``tuned_after``, e.g. a CRF), or for
+        other image labels (``label_names``)."""
         if self.path is None and checkpoint is None:
             raise ConfigError(
                 "model.postprocess ClassThresholds: no path and no --ckpt_path to find the tuned "
@@ -264,13 +281,36 @@ class ClassThresholds(Step):
             )
         source = Path(self.path) if self.path is not None else thresholds_path(str(checkpoint))
         data = read_thresholds(source, class_names, checkpoint)
-        self.thresholds = torch.tensor(data["classes"]["thresholds"], dtype=torch.float32)
-        labels = (data.get("labels") or {}).get("thresholds")
-        self.labels = (
-            torch.tensor(labels, dtype=torch.float32)
-            if labels is not None and self.label_thresholds
-            else None
+        where = short_path(str(source))
+        for key, current in (("inference", inference), ("tuned_after", tuned_after)):
+            tuned = data.get(key)
+            if (
+                current is not None
+                and tuned is not None
+                and tuned != (list(current) if key == "tuned_after" else current)
+            ):
+                what = "inference" if key == "inference" else "post-processing before the decision"
+                raise ConfigError(
+                    f"{where}: tuned with {what} {tuned!r}, this run uses {current!r}; run tune with this "
+                    "config (thresholds fit the probabilities they were tuned on)"
+                )
+        nan = float("nan")
+        self.thresholds = torch.tensor(
+            [nan if t is None else t for t in data["classes"]["thresholds"]], dtype=torch.float32
         )
+        labels = data.get("labels")
+        self.labels = None
+        if labels and self.label_thresholds:
+            names = labels.get("names") or []
+            if label_names is not None and list(names) != list(label_names):
+                raise ConfigError(
+                    f"{where}: label thresholds for {list(names)}, the model's labels are {list(label_names)}; "
+                    "tune again for this model"
+                )
+            # a label without a threshold (no positive image in the calibration split) keeps 0.5
+            self.labels = torch.tensor(
+                [0.5 if t is None else t for t in labels["thresholds"]], dtype=torch.float32
+            )
         self.source = source
 
     def apply(self, predictions: list[Prediction]) -> None:
