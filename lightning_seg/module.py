@@ -442,7 +442,7 @@ class SegmentationModule(L.LightningModule):
             if logits is None:
                 logits = self._mask_logits(image)
             return self._two_channels(to_probabilities(logits))
-        return self._two_channels(self.inference.probabilities(self._mask_logits, image))
+        return self._two_channels(self.inference.probabilities(self._mask_logits, image, logits))
 
     def _original_images(self, batch: dict[str, Any], sizes: list[tuple[int, int]]) -> list[torch.Tensor]:
         """uint8 3×h×w images at the sizes predictions are made at: as stored (``orig_image``), else the

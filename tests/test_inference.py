@@ -204,3 +204,19 @@ def test_a_window_larger_than_the_image_without_padding_is_one_line() -> None:
         37,
         53,
     )
+
+
+@torch.no_grad()
+def test_flip_tta_reuses_the_plain_pass_when_given() -> None:
+    net, image = _pointwise_net(), _image()
+    seen = []
+
+    def counting(x: torch.Tensor) -> torch.Tensor:
+        seen.append(x.shape[0])
+        return net(x)
+
+    inference = Inference(hflip=True, vflip=True)
+    expected = inference.probabilities(net, image)
+    reused = inference.probabilities(counting, image, plain_logits=net(image))
+    assert seen == [4]  # the two flipped copies of both images, not the un-flipped ones again
+    assert torch.allclose(expected, reused, atol=1e-6)

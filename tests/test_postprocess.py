@@ -343,3 +343,28 @@ def test_tune_runs_from_a_runs_recorded_config(run_root: Path) -> None:
     assert tuned is not None
     assert Path(tuned.trainer.default_root_dir).parent == run / "tune"
     assert json.loads((Path(tuned.trainer.default_root_dir) / "summary.json").read_text())["stage"] == "tune"
+
+
+def test_a_multi_label_head_gets_tuned_thresholds_that_consistency_reads(run_root: Path) -> None:
+    micro = [
+        "--model.init_args.net=lightning_seg.models.MicroUNet",
+        "--model.init_args.net.base_width=8",
+        "--model.init_args.label_mode=multi",
+    ]
+    fit = run_cli(["fit", *tiny_args(run_root, *micro)])
+    best = Path(fit.trainer.checkpoint_callback.best_model_path)
+    assert run_cli(["tune", *tiny_args(run_root, *micro), "--ckpt_path", str(best)]) is not None
+    record = json.loads(best.with_name(best.stem + ".thresholds.json").read_text())
+    assert record["labels"]["names"] == ["disc", "square", "triangle", "ring"]
+    assert len(record["labels"]["thresholds"]) == 4
+    chain = [
+        "--model.init_args.postprocess+=lightning_seg.postprocess.ClassThresholds",
+        "--model.init_args.postprocess+=lightning_seg.postprocess.LabelConsistency",
+    ]
+    tested = run_cli(["test", *tiny_args(run_root, *micro, *chain), "--ckpt_path", str(best)])
+    tuned = [0.5 if t is None else t for t in record["labels"]["thresholds"]]
+    assert tested.model._tuned_label_thresholds().tolist() == pytest.approx(tuned)
+    rows = [row["stage"] for row in tested.model.stage_table["test"]]
+    assert rows == ["raw", "+ thresholds", "+ consistency"]
+    summary = json.loads((Path(tested.trainer.log_dir) / "summary.json").read_text())
+    assert summary["labels"]["names"] == record["labels"]["names"]

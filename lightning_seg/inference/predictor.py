@@ -115,12 +115,17 @@ class Inference:
         return text + (" + " + " + ".join(extras) if extras else "")
 
     # ------------------------------------------------------------------------------------ the path
-    def probabilities(self, logits_of: Logits, image: torch.Tensor) -> torch.Tensor:
+    def probabilities(
+        self, logits_of: Logits, image: torch.Tensor, plain_logits: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Averaged probabilities over the augmented variants, at the input size.
 
         Args:
             logits_of: the net (see :data:`Logits`).
             image: float32 B×3×H×W normalised images.
+            plain_logits: the net's B×K×H×W logits of ``image`` as it is, when already computed (``test``
+                has them from its loss): in resize mode they stand for the un-flipped variant at scale 1,
+                sparing that forward pass.
 
         Returns:
             float32 B×K×H×W probabilities.
@@ -137,9 +142,17 @@ class Inference:
                 scaled = F.interpolate(
                     image, size=size, mode="bilinear", align_corners=False, antialias=scale < 1
                 )
+            reuse = plain_logits is not None and scale == 1.0 and self.mode == "resize"
+            variants = flips[1:] if reuse else flips
             # the flipped copies ride in the same batch as the original: one pass through the net
-            copies = torch.cat([scaled.flip(dims) if dims else scaled for dims in flips])
-            probabilities = to_probabilities(self._logits(logits_of, copies))
+            parts = []
+            if variants:
+                copies = torch.cat([scaled.flip(dims) if dims else scaled for dims in variants])
+                parts.append(self._logits(logits_of, copies))
+            if reuse:
+                assert plain_logits is not None
+                parts.insert(0, plain_logits)
+            probabilities = to_probabilities(torch.cat(parts))
             for index, dims in enumerate(flips):
                 part = probabilities[index * len(image) : (index + 1) * len(image)]
                 part = part.flip(dims) if dims else part
