@@ -757,6 +757,14 @@ class SegmentationModule(L.LightningModule):
     def on_validation_start(self) -> None:
         if "val" in self.full_path_stages and not self.trainer.sanity_checking:
             self._start_full_path("val")
+        elif self.trainer.state.fn == "validate" and self.threshold_search is None:
+            from lightning.pytorch.utilities import rank_zero_info
+
+            # never silently: validate's numbers are the plain path's, not the configured chain's
+            rank_zero_info(
+                "validate: the whole image once, without model.inference's windows/TTA and without "
+                "model.postprocess (those run in test, predict and tune)"
+            )
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch_metrics("test")
