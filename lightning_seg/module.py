@@ -428,10 +428,9 @@ class SegmentationModule(L.LightningModule):
     def _decide_plain(self, prediction: Prediction) -> None:
         """The decision without thresholds: the argmax (a one-channel head: ``p > binary_threshold``)."""
         probabilities = prediction.probabilities
-        if self._binary_head:
-            prediction.classes = (probabilities[1] > self.binary_threshold).long()
-        else:
-            prediction.classes = probabilities.argmax(0)
+        if self._binary_head:  # back to the head's one channel for classes_from_probabilities
+            probabilities = probabilities[1:]
+        prediction.classes = self.classes_from_probabilities(probabilities[None])[0]
 
     def inference_probabilities(
         self, image: torch.Tensor, logits: torch.Tensor | None = None
@@ -544,17 +543,16 @@ class SegmentationModule(L.LightningModule):
         if not self.inference.is_plain:  # the raw row: the plain pass's own logits, resized back
             plain = self._two_channels(to_probabilities(logits))
             raw = [Prediction(self.inference.at_size(p, size)) for p, size in zip(plain, sizes, strict=True)]
-            self.postprocess._decide_all(raw, self._decide_plain)
+            PostProcess.decide_all(raw, self._decide_plain)
             report("raw", raw)
-        self.postprocess._decide_all(predictions, self._decide_plain)
+        PostProcess.decide_all(predictions, self._decide_plain)
         report("inference", predictions)
         self.postprocess.run(predictions, self._decide_plain, report)
-        metrics = self.metrics[f"{stage}_"]
-        for item, truth in zip(predictions, truths, strict=True):
-            assert item.classes is not None
-            metrics.update(item.classes[None], truth[None])
 
     def _stage_metric(self, stage: str, row: int) -> SegMetrics:
+        """The metrics of one row of the stage table; the last row's are the stage's own (what it logs)."""
+        if row == len(self.stage_names[stage]) - 1:
+            return self.metrics[f"{stage}_"]
         key = f"{stage}_{row}"
         if key not in self.stage_metrics:
             self.stage_metrics[key] = SegMetrics(self.num_classes, self.ignore_index).to(self.device)
@@ -662,20 +660,25 @@ class SegmentationModule(L.LightningModule):
         self.log_dict(logged, prog_bar=False)
         self.log(f"{stage}/mIoU", scores["mIoU"], prog_bar=True)
         self.last_confusion[stage] = scores["confusion"].cpu()
-        metrics.reset()
         if stage in self.stage_names:
-            self.stage_table[stage] = self._stage_table(stage)
+            self.stage_table[stage] = self._stage_table(stage, scores)
+        metrics.reset()
 
-    def _stage_table(self, stage: str) -> list[dict[str, Any]]:
+    def _stage_table(self, stage: str, final: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
         """One row per stage of the path (raw; + inference; + each post-processing step): mIoU, Dice, the
-        per-image foreground Dice and the per-class IoU. Synced across processes by torchmetrics."""
+        per-image foreground Dice and the per-class IoU. Synced across processes by torchmetrics. The last
+        row is ``final``, the stage's own scores."""
         table = []
-        for row, name in enumerate(self.stage_names[stage]):
+        names = self.stage_names[stage]
+        for row, name in enumerate(names):
             key = f"{stage}_{row}"
-            if key not in self.stage_metrics:
+            if row == len(names) - 1:
+                scores = final
+            elif key in self.stage_metrics:
+                scores = self.stage_metrics[key].compute()
+                self.stage_metrics[key].reset()
+            else:
                 continue
-            metric = self.stage_metrics[key]
-            scores = metric.compute()
             entry: dict[str, Any] = {"stage": name}
             for field in ("mIoU", "dice", "dice_fg", "image_dice_fg", "image_IoU_fg", "acc"):
                 if field in scores:
@@ -686,7 +689,6 @@ class SegmentationModule(L.LightningModule):
                 for class_name, value in zip(self.class_names, scores["iou"].tolist(), strict=True)
             }
             table.append(entry)
-            metric.reset()
         return table
 
     def on_train_epoch_end(self) -> None:

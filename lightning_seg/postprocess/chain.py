@@ -73,7 +73,7 @@ class PostProcess:
         decided = False  # the class maps are up to date with the probabilities
         for step in self.steps:
             if step.acts_on == "classes" and not decided:
-                self._decide_all(predictions, decide)
+                self.decide_all(predictions, decide)
                 decided = True
             step.apply(predictions)
             if step.acts_on == "decision":
@@ -81,15 +81,16 @@ class PostProcess:
             elif step.acts_on == "probabilities":
                 decided = False
                 if report is not None:
-                    self._decide_all(predictions, decide)
+                    self.decide_all(predictions, decide)
                     decided = True
             if report is not None:
                 report(step.describe(), predictions)
         if not decided:
-            self._decide_all(predictions, decide)
+            self.decide_all(predictions, decide)
 
     @staticmethod
-    def _decide_all(predictions: list[Prediction], decide: Decide) -> None:
+    def decide_all(predictions: list[Prediction], decide: Decide) -> None:
+        """The plain decision for each prediction (the chain's own fallback, and the stage table's rows)."""
         for prediction in predictions:
             decide(prediction)
 
