@@ -1,7 +1,8 @@
 """``CompoundLoss``: a weighted sum of segmentation loss terms, each named in YAML.
 
-The terms are segmentation-models-pytorch's losses and torch's cross-entropy; this module only chooses the
-mode from the logits (one channel → binary/sigmoid, K channels → multiclass/softmax), passes
+The terms are segmentation-models-pytorch's losses (dice, jaccard, tversky), torch's cross-entropy, and
+SMP's focal and Lovász formulas without their host syncs (:mod:`lightning_seg.loss_terms`); this module only
+chooses the mode from the logits (one channel → binary/sigmoid, K channels → multiclass/softmax), passes
 ``ignore_index`` and class weights to every term, and runs them in float32 (Dice/Jaccard sums overflow fp16).
 
 YAML::
@@ -26,36 +27,12 @@ from torch.nn import functional as F
 from lightning_seg.data.stats import WeightRule
 from lightning_seg.errors import ConfigError
 from lightning_seg.labels import NO_LABEL
+from lightning_seg.loss_terms import BinaryCrossEntropy, FocalLoss, LovaszLoss
 from lightning_seg.models.outputs import NetOutput
 
 PIXEL_TERMS = ("ce", "bce", "dice", "jaccard", "focal", "lovasz", "tversky")
 LABEL_LOSSES = {"single": ("ce", "focal"), "multi": ("bce", "focal")}
 """The image-label losses each label mode takes (softmax ones for single, sigmoid ones for multi)."""
-
-
-class _BinaryCrossEntropy(nn.Module):
-    """BCE on a one-channel head, averaged over the non-ignored pixels only.
-
-    Written here because SMP's ``SoftBCEWithLogitsLoss`` zeroes ignored pixels but still divides by all
-    pixels, so its scale shrinks with the fraction of ignored pixels.
-    """
-
-    def __init__(self, ignore_index: int, smooth_factor: float, pos_weight: torch.Tensor | None) -> None:
-        super().__init__()
-        self.ignore_index = ignore_index
-        self.smooth_factor = smooth_factor
-        self.register_buffer("pos_weight", pos_weight, persistent=False)
-
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """logits float B×1×H×W; target int64 B×H×W in {0, 1, ignore_index} → scalar."""
-        valid = (target != self.ignore_index).unsqueeze(1)
-        soft = torch.where(valid, target.unsqueeze(1), 0).to(logits.dtype)
-        if self.smooth_factor:
-            soft = soft * (1 - self.smooth_factor) + (1 - soft) * self.smooth_factor
-        per_pixel = F.binary_cross_entropy_with_logits(
-            logits, soft, pos_weight=self.pos_weight, reduction="none"
-        )
-        return (per_pixel * valid).sum() / valid.sum().clamp_min(1)
 
 
 WeightSource = Callable[[str], Sequence[float] | torch.Tensor]
@@ -291,17 +268,15 @@ class CompoundLoss(nn.Module):
                     raise ConfigError(
                         "loss.weights.bce needs a one-channel (binary) head; use ce for K classes"
                     )
-                terms[name] = _BinaryCrossEntropy(ii, self.label_smoothing, pos_weight)
+                terms[name] = BinaryCrossEntropy(ii, self.label_smoothing, pos_weight)
             elif name == "dice":
                 terms[name] = smp.losses.DiceLoss(mode, ignore_index=ii, class_weights=cw)
             elif name == "jaccard":
                 terms[name] = smp.losses.JaccardLoss(mode, ignore_index=ii, class_weights=cw)
-            elif name == "focal":
-                terms[name] = smp.losses.FocalLoss(
-                    mode, gamma=self.focal_gamma, ignore_index=ii, class_weights=cw
-                )
+            elif name == "focal":  # SMP's formulas, without its host syncs (see loss_terms)
+                terms[name] = FocalLoss(ii, gamma=self.focal_gamma, class_weights=cw)
             elif name == "lovasz":
-                terms[name] = smp.losses.LovaszLoss(mode, ignore_index=ii)
+                terms[name] = LovaszLoss(ii)
             elif name == "tversky":
                 alpha, beta = self.tversky
                 terms[name] = smp.losses.TverskyLoss(

@@ -362,11 +362,15 @@ class SegmentationModule(L.LightningModule):
         # has loss 0 and weight 0 (a device tensor: no host sync)
         batch_size = (mask != self.ignore_index).flatten(1).any(1).sum()
         if stage == "train":
-            # per-process values: syncing training losses would stall every step
+            # Per-process values: syncing training losses would stall every step. The step values go to the
+            # logger only (read on the host every log_every_n_steps); the progress bar shows the epoch mean,
+            # because Lightning turns every step-level progress-bar value into a float with .item() on
+            # every step, which waits for the device.
+            self.log("train/loss_step", losses["loss"], on_step=True, on_epoch=False, batch_size=batch_size)
             self.log(
-                "train/loss",
+                "train/loss_epoch",
                 losses["loss"],
-                on_step=True,
+                on_step=False,
                 on_epoch=True,
                 prog_bar=True,
                 batch_size=batch_size,

@@ -57,7 +57,9 @@ def test_label_mode_and_head_size_follow_the_data() -> None:
     )
     assert multi.label_mode == "multi" and multi.label_names == ["a", "b", "c"]
     # without data labels the default stays the dominant class (checkpoints of before load unchanged)
-    default = SegmentationModule(net=functools.partial(MicroUNet, base_width=4), num_classes=4, class_names=names)
+    default = SegmentationModule(
+        net=functools.partial(MicroUNet, base_width=4), num_classes=4, class_names=names
+    )
     assert default.label_mode == "single" and default.label_names == names
     assert multi(torch.randn(2, 3, 32, 32)).label.shape == (2, 3)  # K-1 labels, not K
     single = SegmentationModule(

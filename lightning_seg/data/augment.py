@@ -14,6 +14,15 @@ import kornia.augmentation as K
 import torch
 from torch import nn
 
+COLOR_ORDER = (0, 1, 2, 3)
+"""The order in which ``kornia.augmentation.ColorJitter`` applies brightness, contrast, saturation and hue.
+
+A fixed order, because Kornia's default random order is read back to the host (``order.tolist()``) and
+each step is guarded by a Python ``if factors.any()``: host syncs on every batch. With a fixed order Kornia
+selects each step's result with ``torch.where`` on the device. Give ``order: [0, 1, 2, 3]`` to a
+ColorJitter in YAML for the same.
+"""
+
 
 class SegAugmentation(nn.Module):
     """Apply one Kornia pipeline to a batch of images and their masks.
@@ -77,5 +86,7 @@ def natural_image_augmentations(
     if degrees:
         augs.append(K.RandomAffine(degrees=degrees, p=0.3))
     if color_jitter:
-        augs.append(K.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02, p=0.5))
+        augs.append(
+            K.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02, p=0.5, order=COLOR_ORDER)
+        )
     return augs

@@ -1,0 +1,180 @@
+"""The training step's hot path: no host reads of device values between logging steps.
+
+On a GPU, reading a device value on the host (``.item()``, ``.tolist()``, ``.cpu()``, ``.numpy()``, a tensor
+in a Python ``if``) makes the host wait for every queued kernel, and so does an op whose output size depends
+on the data (``nonzero``, boolean-mask indexing, ``unique``, ``bincount``...): the host must learn the size
+before it can allocate. On the CPU nothing waits, so this test counts both kinds of call: the methods are
+patched, and the ops are seen by a ``TorchDispatchMode`` (below the Python API, so also inside libraries).
+It keeps the next change honest without a GPU.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from conftest import tiny_args
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from lightning_seg.cli import run_cli
+
+HOST_READS = ("item", "tolist", "cpu", "numpy", "__bool__", "__int__", "__float__")
+"""Tensor methods that copy a value to the host."""
+
+aten = torch.ops.aten
+DATA_DEPENDENT = {
+    aten._local_scalar_dense.default,  # .item(), bool(), int(), float() below the Python API
+    aten.nonzero.default,
+    aten.masked_select.default,
+    aten._unique2.default,
+    aten.unique_dim.default,
+    aten.unique_consecutive.default,
+    aten.bincount.default,  # CUDA reads the maximum to size its output
+    aten.repeat_interleave.Tensor,
+}
+"""Ops that make the host wait on a GPU whatever their arguments."""
+INDEXING = {aten.index.Tensor, aten.index_put.default, aten.index_put_.default, aten._index_put_impl_.default}
+"""Ops that wait when an index is a boolean mask (turned into positions by a nonzero)."""
+
+# Host work by design, not reads of device values: the loader (CPU tensors in the dataset and collate,
+# anywhere below a DataLoader) and torch's optimizers (their step counters live on the host unless
+# ``capturable``; only the optimizer's own calls: the training step itself runs inside optimizer.step).
+LOADER = "torch/utils/data/"
+OPTIMIZERS = "torch/optim/"
+INTERNALS = ("/torch/", "tests/test_hot_path.py")
+
+
+class HostReads:
+    """Host reads per training batch, from the batch's arrival on the device (augmentation included) to the
+    next batch's: the step, the backward, the callbacks, the progress bar and Lightning's logger."""
+
+    def __init__(self) -> None:
+        self.batch = -1
+        self.where: dict[int, list[str]] = {}
+        self.exempt = 0  # inside a call whose host read happens on the CPU only
+
+    def record(self, name: str) -> None:
+        if self.exempt:
+            return
+        stack = list(_frames(sys._getframe(1)))
+        files = [frame.f_code.co_filename.replace("\\", "/") for frame in stack]
+        inner = [file for file in files if any(part in file for part in INTERNALS)]
+        first_outside = next((i for i, file in enumerate(files) if file not in inner), len(files))
+        if any(OPTIMIZERS in file for file in files[:first_outside]) or any(LOADER in f for f in files):
+            return
+        caller = stack[first_outside] if first_outside < len(stack) else stack[-1]
+        self.where.setdefault(self.batch, []).append(
+            f"{name} at {caller.f_code.co_filename}:{caller.f_lineno} ({caller.f_code.co_name})"
+        )
+
+
+def _frames(frame: Any) -> Iterator[Any]:
+    while frame is not None:
+        yield frame
+        frame = frame.f_back
+
+
+class DataDependentOps(TorchDispatchMode):
+    """Records the ops that wait for the device on a GPU (see :data:`DATA_DEPENDENT`)."""
+
+    def __init__(self, reads: HostReads) -> None:
+        super().__init__()
+        self.reads = reads
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        kwargs = kwargs or {}
+        if func in DATA_DEPENDENT:
+            self.reads.record(str(func))
+        elif func in INDEXING:
+            indices = args[1] if len(args) > 1 else ()
+            if any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in indices or ()):
+                self.reads.record(f"{func} with a boolean mask")
+        return func(*args, **kwargs)
+
+
+@pytest.fixture
+def host_reads(monkeypatch: pytest.MonkeyPatch) -> Iterator[HostReads]:
+    reads = HostReads()
+    for name in HOST_READS:
+        original = getattr(torch.Tensor, name)
+
+        def patched(self: torch.Tensor, *args: Any, _original=original, _name=name, **kwargs: Any) -> Any:
+            reads.record(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, patched)
+    # F.one_hot checks its input's range with .item() on the CPU only; on CUDA it relies on device asserts
+    one_hot = torch.nn.functional.one_hot
+
+    def exempt_one_hot(*args: Any, **kwargs: Any) -> torch.Tensor:
+        reads.exempt += 1
+        try:
+            return one_hot(*args, **kwargs)
+        finally:
+            reads.exempt -= 1
+
+    monkeypatch.setattr(torch.nn.functional, "one_hot", exempt_one_hot)
+    from lightning_seg.data.base import SegDataModule
+
+    transfer = SegDataModule.on_after_batch_transfer
+
+    def counted_transfer(self: SegDataModule, batch: dict[str, Any], dataloader_idx: int) -> Any:
+        if self.trainer is not None and self.trainer.training:
+            reads.batch += 1  # a training batch has reached the device
+        return transfer(self, batch, dataloader_idx)
+
+    monkeypatch.setattr(SegDataModule, "on_after_batch_transfer", counted_transfer)
+    with DataDependentOps(reads):
+        yield reads
+
+
+SETUPS = {
+    "default": [],
+    # an image-level head with its label loss and label metrics, class weights from the statistics, and
+    # every pixel term that takes ignore_index and class weights
+    "label head, multi-label, class weights": [
+        "--model.init_args.net=lightning_seg.models.MicroUNet",
+        "--model.init_args.net.base_width=8",
+        "--model.init_args.label_mode=multi",
+        "--model.init_args.loss.init_args.class_weights=median_frequency",
+        "--model.init_args.loss.init_args.label_class_weights=inverse_frequency",
+        "--model.init_args.loss.init_args.weights={ce: 1.0, dice: 1.0, jaccard: 1.0, tversky: 1.0}",
+    ],
+    "label head, single-label": [
+        "--model.init_args.net=lightning_seg.models.MicroUNet",
+        "--model.init_args.net.base_width=8",
+        "--model.init_args.label_mode=single",
+        "--model.init_args.loss.init_args.weights={ce: 1.0, focal: 1.0, lovasz: 1.0}",
+    ],
+}
+
+
+@pytest.mark.parametrize("setup", SETUPS)
+def test_training_steps_read_nothing_back_between_logging_steps(
+    run_root: Path, host_reads: HostReads, setup: str
+) -> None:
+    batches = 8
+    run_cli(
+        [
+            "fit",
+            *tiny_args(run_root),
+            "--trainer.log_every_n_steps=50",
+            "--trainer.enable_progress_bar=true",
+            f"--data.init_args.num_train={4 * batches}",
+            "--data.init_args.num_val=4",
+            *SETUPS[setup],
+        ]
+    )
+    assert host_reads.batch == batches - 1
+    # batch 0 builds things once (loss terms, counters); the last batch's window holds the epoch's end,
+    # and that window is not empty: the detector sees the epoch's metrics read back
+    assert host_reads.where.get(batches - 1)
+    steady = range(1, batches - 1)
+    reads = {b: host_reads.where[b] for b in steady if b in host_reads.where}
+    assert not reads, "host reads inside training steps:\n" + "\n".join(
+        f"batch {b}: {line}" for b, lines in reads.items() for line in sorted(set(lines))
+    )
