@@ -1,6 +1,7 @@
 """Training throughput of ``fit`` against a bare PyTorch loop: our pipeline efficiency.
 
-    python benchmarks/throughput.py --config configs/default.yaml [--steps 60] [--warmup 10] [CLI overrides...]
+    python benchmarks/throughput.py --config configs/default.yaml [--steps 60] [--warmup 10] [--profile]
+        [CLI overrides...]
 
 * pipeline: ``Trainer.fit`` exactly as the CLI builds it from the config (data loading, device transfer,
   Kornia augmentation, net, loss, metric updates, logging), timed from step ``warmup`` to step ``steps``
@@ -8,7 +9,10 @@
 * bare: the same net (a fresh copy of the config's), batch size, crop size, precision and device; random
   tensors already on the device; forward, the module's loss, backward, optimizer step; nothing else.
 
-Prints both in images/s and their ratio (pipeline / bare). Extra arguments are CLI overrides.
+Both are timed the same way: one device synchronisation at the start of step ``warmup`` and one after the
+last step. Prints both in images/s and their ratio (pipeline / bare); ``--profile`` adds a third run under
+Lightning's SimpleProfiler and the median milliseconds per step of each phase (load, transfer, augment,
+forward + loss + metrics, backward, optimizer). Extra arguments are CLI overrides.
 """
 
 from __future__ import annotations
@@ -33,10 +37,12 @@ from lightning_seg.models.outputs import NetOutput  # noqa: E402
 
 
 class StepTimer(L.Callback):
-    """Wall time from the start of batch ``warmup`` to the end of the last batch, synchronising the device."""
+    """Wall time from the start of batch ``warmup`` to the end of the last batch, with one device
+    synchronisation at each end (as the bare loop is timed): a sync per step would hide the pipeline's
+    overlap of host and device work, and its own host stalls."""
 
-    def __init__(self, warmup: int) -> None:
-        self.warmup = warmup
+    def __init__(self, warmup: int, last: int) -> None:
+        self.warmup, self.last = warmup, last
         self.start = self.end = 0.0
         self.timed_batches = 0
         self.batch_size = 0
@@ -54,14 +60,52 @@ class StepTimer(L.Callback):
         if batch_idx >= self.warmup:
             self.timed_batches += 1
             self.batch_size = batch["image"].shape[0]
+        if batch_idx == self.last:
             self._sync(pl_module)
             self.end = time.perf_counter()
 
 
-def measure_pipeline(cli_args: list[str], steps: int, warmup: int):
+def profile_phases(cli_args: list[str], steps: int, warmup: int) -> dict[str, float]:
+    """Median milliseconds per step of each phase of ``fit``, from Lightning's SimpleProfiler over the
+    timed steps. Its actions nest: ``batch_to_device`` holds the data module's ``on_after_batch_transfer``
+    (augmentation), and the optimizer step's closure holds the training step and the backward."""
+    import tempfile
+
+    from lightning.pytorch.profilers import SimpleProfiler
+
     cli = build_cli(cli_args, run=False)
-    timer = StepTimer(warmup)
-    trainer = L.Trainer(
+    profiler = SimpleProfiler(dirpath=tempfile.mkdtemp(), filename="profile")  # the report to a file
+    trainer = _trainer(cli, steps, [], profiler)
+    trainer.fit(cli.model, datamodule=cli.datamodule)
+    data, module, strategy = type(cli.datamodule).__name__, "SegmentationModule", "SingleDeviceStrategy"
+
+    def ms(action: str) -> float:
+        values = sorted(profiler.recorded_durations.get(action, [])[warmup:])
+        return 1000 * values[len(values) // 2] if values else 0.0
+
+    augment = ms(f"[LightningDataModule]{data}.on_after_batch_transfer")
+    to_device = ms(f"[Strategy]{strategy}.batch_to_device")
+    forward, backward = ms(f"[Strategy]{strategy}.training_step"), ms(f"[Strategy]{strategy}.backward")
+    optimizer_step, zero_grad = (
+        ms(f"[LightningModule]{module}.optimizer_step"),
+        ms(f"[LightningModule]{module}.optimizer_zero_grad"),
+    )
+    batch, load = ms("run_training_batch"), ms("[_TrainingEpochLoop].train_dataloader_next")
+    return {
+        "load (next batch from the loader)": load,
+        "transfer to the device": to_device - augment,
+        "augment + normalise (on_after_batch_transfer)": augment,
+        "forward + loss + metric updates (training_step)": forward,
+        "backward": backward,
+        "optimizer update": optimizer_step - forward - backward,
+        "zero_grad": zero_grad,
+        "hooks, callbacks, logging": batch - optimizer_step - zero_grad,
+        "step": batch + load + to_device,
+    }
+
+
+def _trainer(cli, steps: int, callbacks: list, profiler=None) -> L.Trainer:
+    return L.Trainer(
         accelerator=cli.trainer.strategy.root_device.type,
         devices=1,
         precision=cli.trainer.precision,
@@ -72,8 +116,15 @@ def measure_pipeline(cli_args: list[str], steps: int, warmup: int):
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[timer],
+        callbacks=callbacks,
+        profiler=profiler,
     )
+
+
+def measure_pipeline(cli_args: list[str], steps: int, warmup: int):
+    cli = build_cli(cli_args, run=False)
+    timer = StepTimer(warmup, steps - 1)
+    trainer = _trainer(cli, steps, [timer])
     bare_net = copy.deepcopy(cli.model.net)  # untrained copy for the bare loop
     trainer.fit(cli.model, datamodule=cli.datamodule)
     images = timer.timed_batches * timer.batch_size
@@ -125,6 +176,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60, help="training steps per measurement")
     parser.add_argument("--warmup", type=int, default=10, help="steps excluded from the timing")
     parser.add_argument("--json", type=Path, help="also write the result here")
+    parser.add_argument("--profile", action="store_true", help="also a third run: the step by phase")
     args, overrides = parser.parse_known_args()
     cli_args = ["--config", args.config, *overrides]
 
@@ -145,6 +197,9 @@ def main() -> None:
         "bare_images_per_s": float(f"{bare:.4g}"),
         "efficiency": round(pipeline / bare, 3),
     }
+    if args.profile:
+        phases = profile_phases(cli_args, args.steps, args.warmup)
+        result["phases_ms_per_step"] = {name: round(value, 2) for name, value in phases.items()}
     print(json.dumps(result, indent=2))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

@@ -93,6 +93,10 @@ class SegCLI(LightningCLI):
                 default=False,
                 help="Run without --ckpt_path on purpose, with untrained (randomly initialised) weights.",
             )
+        if subcommand == "predict":
+            # MaskWriter writes each batch: Lightning need not keep every prediction in host memory too
+            # (its default, None, keeps them); --return_predictions true still asks for them
+            parser.set_defaults(return_predictions=False)
         return parser
 
     # ------------------------------------------------------------------------------- config alone

@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 
-def _targets(
+def one_vs_rest_targets(
     logits: torch.Tensor, target: torch.Tensor, ignore_index: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """float B×K×H×W one-vs-rest targets (the 0/1 mask itself for a binary head), 0 at ignored pixels, and
@@ -48,15 +48,22 @@ class BinaryCrossEntropy(nn.Module):
         self.smooth_factor = smooth_factor
         self.register_buffer("pos_weight", pos_weight, persistent=False)
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """logits float B×1×H×W; target int64 B×H×W in {0, 1, ignore_index} → scalar."""
-        soft, valid = _targets(logits, target, self.ignore_index)
+    def sums(self, logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The loss summed over the valid pixels, (1,), and their number, a scalar."""
+        soft, valid = one_vs_rest_targets(logits, target, self.ignore_index)
         if self.smooth_factor:
             soft = soft * (1 - self.smooth_factor) + (1 - soft) * self.smooth_factor
         per_pixel = F.binary_cross_entropy_with_logits(
             logits, soft, pos_weight=self.pos_weight, reduction="none"
         )
-        return (per_pixel * valid).sum() / valid.sum().clamp_min(1)
+        return (per_pixel * valid).sum((0, 2, 3)), valid.sum()
+
+    def from_sums(self, total: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+        return total[0] / pixels.clamp_min(1)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """logits float B×1×H×W; target int64 B×H×W in {0, 1, ignore_index} → scalar."""
+        return self.from_sums(*self.sums(logits, target))
 
 
 class FocalLoss(nn.Module):
@@ -76,13 +83,21 @@ class FocalLoss(nn.Module):
         weights = torch.as_tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
         self.register_buffer("class_weights", weights, persistent=False)
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        soft, valid = _targets(logits, target, self.ignore_index)
+    def sums(self, logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each class's term summed over the valid pixels, (K,), and their number, a scalar."""
+        soft, valid = one_vs_rest_targets(logits, target, self.ignore_index)
         per_pixel = focal_loss_with_logits(logits, soft, gamma=self.gamma, alpha=None, reduction="none")
-        per_class = (per_pixel * valid).sum((0, 2, 3)) / valid.sum().clamp_min(1)  # (K,)
+        return (per_pixel * valid).sum((0, 2, 3)), valid.sum()
+
+    def from_sums(self, per_class: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+        per_class = per_class / pixels.clamp_min(1)  # each class's mean over the valid pixels
         if self.class_weights is None:
             return per_class.mean()
-        return (per_class * self.class_weights).sum() / self.class_weights.sum()
+        weights = self.class_weights.to(per_class)
+        return (per_class * weights).sum() / weights.sum()
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.from_sums(*self.sums(logits, target))
 
 
 def _lovasz_gradient(truth_sorted: torch.Tensor) -> torch.Tensor:
@@ -108,7 +123,7 @@ class LovaszLoss(nn.Module):
         self.ignore_index = ignore_index
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        truth, valid = _targets(logits, target, self.ignore_index)
+        truth, valid = one_vs_rest_targets(logits, target, self.ignore_index)
         truth = truth.movedim(1, 0).flatten(1)  # K×P
         valid = valid.flatten().to(logits.dtype)  # (P,)
         if logits.shape[1] == 1:  # hinge on the logit, the margin 1 - s·y with s = ±1

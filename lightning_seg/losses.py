@@ -29,6 +29,7 @@ from lightning_seg.errors import ConfigError
 from lightning_seg.labels import NO_LABEL
 from lightning_seg.loss_terms import BinaryCrossEntropy, FocalLoss, LovaszLoss
 from lightning_seg.models.outputs import NetOutput
+from lightning_seg.split_loss import term_from_sums, term_sums
 
 PIXEL_TERMS = ("ce", "bce", "dice", "jaccard", "focal", "lovasz", "tversky")
 LABEL_LOSSES = {"single": ("ce", "focal"), "multi": ("bce", "focal")}
@@ -105,8 +106,10 @@ class CompoundLoss(nn.Module):
         focal_gamma: focusing parameter of the focal term.
         tversky_alpha: false-positive weight of the Tversky term.
         tversky_beta: false-negative weight of the Tversky term.
-        aux_weight: weight of the same pixel terms on an auxiliary head's logits (torchvision aux classifier).
-        label_weight: weight of the image-level term for nets with a class head.
+        aux_weight: weight of the same pixel terms on an auxiliary head's logits (torchvision aux classifier);
+            0: SegmentationModule builds the net without that head.
+        label_weight: weight of the image-level term for nets with a class head; 0: SegmentationModule
+            builds the net without it.
         label_loss: the image-level term: "ce" (single-label softmax cross-entropy), "bce" (multi-label
             sigmoid BCE) or "focal" (softmax focal for single, sigmoid focal for multi; ``focal_gamma``);
             None: "ce" for single-label heads, "bce" for multi-label ones.
@@ -228,6 +231,14 @@ class CompoundLoss(nn.Module):
         mean over known entries of BCE with ``pos_weight`` = the label weights, times ``(1 - p_t)^gamma``
         for "focal" (torchvision's ``sigmoid_focal_loss`` without alpha when unweighted).
         """
+        total, weight = self.label_sums(logits, target)
+        # a sum over a clamped denominator, not torch's mean: 0 (not NaN) when nothing is known
+        return total / weight.clamp_min(torch.finfo(torch.float32).tiny)
+
+    def label_sums(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The image-level loss's numerator and denominator (see :meth:`label_term`), float32 (2,):
+        ``[sum_i w[y_i] · l_i, sum_i w[y_i]]`` (single) or ``[the sum over known entries, their number]``
+        (multi)."""
         logits = logits.float()
         weights = self.label_weights.on(logits.device)
         focal = (self.label_loss or LABEL_LOSSES[self.label_mode][0]) == "focal"
@@ -239,8 +250,7 @@ class CompoundLoss(nn.Module):
                 nll = (1 - (-nll).exp()).pow(self.focal_gamma) * nll
             weight = weights[safe] if weights is not None else torch.ones_like(nll)
             weight = weight * known
-            # a sum over a clamped denominator, not torch's mean: 0 (not NaN) when nothing is known
-            return (weight * nll).sum() / weight.sum().clamp_min(torch.finfo(torch.float32).tiny)
+            return torch.stack([(weight * nll).sum(), weight.sum()])
         known = target >= 0
         soft = torch.where(known, target.float(), 0.0)
         per_entry = F.binary_cross_entropy_with_logits(logits, soft, pos_weight=weights, reduction="none")
@@ -248,7 +258,7 @@ class CompoundLoss(nn.Module):
             p = logits.sigmoid()
             p_t = p * soft + (1 - p) * (1 - soft)
             per_entry = (1 - p_t).pow(self.focal_gamma) * per_entry
-        return (per_entry * known).sum() / known.sum().clamp_min(1)
+        return torch.stack([(per_entry * known).sum(), known.sum().float()])
 
     def _build_terms(self, binary: bool, device: torch.device) -> dict[str, nn.Module]:
         mode = "binary" if binary else "multiclass"
@@ -296,6 +306,15 @@ class CompoundLoss(nn.Module):
             logits: float B×K×H×W (K = 1 for a binary head).
             mask: int64 B×H×W with values in [0, K) or ``ignore_index``.
         """
+        terms = self._terms_for(logits)
+        logits = logits.float()
+        # a batch without a labelled pixel has nothing to learn: every term is 0 with a zero gradient, never
+        # NaN (torch's CE and SMP's Dice divide 0 by 0 there)
+        has_labels = (mask != self.ignore_index).any()
+        return {name: torch.where(has_labels, term(logits, mask), 0.0).sum() for name, term in terms.items()}
+
+    def _terms_for(self, logits: torch.Tensor) -> dict[str, nn.Module]:
+        """The term modules for this head (one channel: binary) and device, built on first use."""
         if self.weights_pending:
             self.pixel_weights.resolved()
             self._terms_key = None  # built again with the weights
@@ -303,13 +322,50 @@ class CompoundLoss(nn.Module):
         if self._terms_key != key:
             self._terms = self._build_terms(*key)
             self._terms_key = key
-        logits = logits.float()
-        # a batch without a labelled pixel has nothing to learn: every term is 0 with a zero gradient, never
-        # NaN (torch's CE and SMP's focal divide 0 by 0 there; SMP's lovasz returns an empty tensor)
-        has_labels = (mask != self.ignore_index).any()
-        return {
-            name: torch.where(has_labels, term(logits, mask), 0.0).sum() for name, term in self._terms.items()
-        }
+        return self._terms
+
+    # ------------------------------------------------------------------- evaluation over a whole split
+    def split_sums(
+        self, output: NetOutput, mask: torch.Tensor, label: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """One batch's share of every term's split value (:mod:`lightning_seg.split_loss`): float64 sums
+        by name (each pixel term, ``aux/<term>``, ``label``), to be added over the split and read with
+        :meth:`from_split_sums`. Arguments as :meth:`forward`."""
+        with torch.no_grad(), torch.autocast(device_type=output.mask.device.type, enabled=False):
+            heads = {"": output.mask}
+            if output.aux is not None and self.aux_weight > 0:
+                heads["aux/"] = output.aux
+            sums = {}
+            for prefix, logits in heads.items():
+                terms = self._terms_for(logits)
+                for name, term in terms.items():
+                    sums[prefix + name] = term_sums(name, term, logits.float(), mask, self.ignore_index)
+            if output.label is not None and label is not None and self.label_weight > 0:
+                sums["label"] = self.label_sums(output.label, label).double()
+        return sums
+
+    def from_split_sums(self, sums: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The terms and the total over a split from the added :meth:`split_sums`: the keys of
+        :meth:`forward`, float32 scalars."""
+        parts: dict[str, torch.Tensor] = {}
+        total = torch.zeros((), dtype=torch.float32, device=next(iter(sums.values())).device)
+        for prefix, weight in (("", 1.0), ("aux/", self.aux_weight)):
+            named = {name: sums[prefix + name] for name in self._terms if prefix + name in sums}
+            if not named:
+                continue
+            values = {name: term_from_sums(name, self._terms[name], value) for name, value in named.items()}
+            head = sum(self.weights[name] * value for name, value in values.items())
+            if prefix:
+                parts["aux"] = head
+            else:
+                parts.update(values)
+            total = total + weight * head
+        if "label" in sums:
+            numerator, denominator = sums["label"]
+            parts["label"] = (numerator / denominator.clamp_min(torch.finfo(torch.float64).tiny)).float()
+            total = total + self.label_weight * parts["label"]
+        parts["loss"] = total
+        return parts
 
     def forward(
         self, output: NetOutput, mask: torch.Tensor, label: torch.Tensor | None = None

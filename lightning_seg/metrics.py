@@ -58,23 +58,31 @@ def per_image_confusion(
     """One K×K confusion matrix per image (rows: target, columns: prediction), on the device.
 
     One ``index_add_`` over the whole batch: pixel (b, target, pred) counts in bin ``b*K*K + target*K +
-    pred``; ignored pixels (target ``ignore_index`` or outside 0..K-1) go to one extra bin that is dropped.
-    No boolean indexing and no ``torch.bincount``, which would both wait for the GPU.
+    pred``; ignored pixels (target outside 0..K-1, which ``ignore_index`` always is) go to one extra bin
+    that is dropped. No boolean indexing and no ``torch.bincount``, which would both wait for the GPU. One
+    B·H·W temporary: the bin index, built in place, int32 when the bins fit (the counted ones are a
+    broadcast scalar, not a tensor of ones).
 
     Args:
-        pred: int64 B×H×W predicted classes in 0..K-1.
-        target: int64 B×H×W target classes (may hold ``ignore_index``).
+        pred: integer B×H×W predicted classes in 0..K-1.
+        target: integer B×H×W target classes (may hold ``ignore_index``).
 
     Returns:
         int64 B×K×K counts.
     """
     k = num_classes
     batch = target.shape[0]
-    valid = (target != ignore_index) & (target >= 0) & (target < k)
-    image = torch.arange(batch, device=target.device).view(-1, *([1] * (target.dim() - 1)))
-    index = torch.where(valid, image * (k * k) + target * k + pred, batch * k * k).flatten()
-    counts = torch.zeros(batch * k * k + 1, dtype=torch.long, device=index.device)
-    counts.index_add_(0, index, torch.ones_like(index))
+    bins = batch * k * k
+    dtype = torch.int32 if bins < torch.iinfo(torch.int32).max else torch.int64
+    index = target.to(dtype) * k
+    index += pred
+    index += torch.arange(0, bins, k * k, device=target.device, dtype=dtype).view(
+        -1, *([1] * (target.dim() - 1))
+    )
+    index.masked_fill_((target < 0) | (target >= k), bins)
+    counts = torch.zeros(bins + 1, dtype=torch.long, device=index.device)
+    one = torch.ones((), dtype=torch.long, device=index.device)
+    counts.index_add_(0, index.flatten(), one.expand(index.numel()))
     return counts[:-1].view(batch, k, k)
 
 
@@ -163,26 +171,30 @@ class PerImageScores(Metric):
         }
 
 
-class WeightedMean(Metric):
-    """Weighted mean of scalars, summed across processes (for evaluation losses weighted by batch size).
+class NamedSums(Metric):
+    """Sums of named float64 vectors, summed across processes: each evaluation loss term's numerators and
+    denominators over a split (:mod:`lightning_seg.split_loss`), divided once at the end.
 
-    Written here because torchmetrics' ``MeanMetric`` (1.9) replaces the weights by ones when
-    ``nan_strategy="disable"``, and its other strategies test for NaNs with a device sync every update.
+    A state is added for each name on its first update (the terms of a net are known only from its first
+    output: an aux head, an image-label head); every process sees the same names.
     """
 
     full_state_update = False
 
     def __init__(self) -> None:
         super().__init__()
-        self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("weight", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.names: dict[str, str] = {}  # state attribute → name ("aux/dice" → "sum_aux__dice")
 
-    def update(self, value: torch.Tensor, weight: float) -> None:
-        self.total += value.detach().double() * weight
-        self.weight += weight
+    def update(self, sums: dict[str, torch.Tensor]) -> None:
+        for name, value in sums.items():
+            key = "sum_" + name.replace("/", "__")
+            if key not in self.names:
+                self.add_state(key, torch.zeros_like(value, dtype=torch.float64), dist_reduce_fx="sum")
+                self.names[key] = name
+            setattr(self, key, getattr(self, key) + value)
 
-    def compute(self) -> torch.Tensor:
-        return (self.total / self.weight).float()
+    def compute(self) -> dict[str, torch.Tensor]:
+        return {name: getattr(self, key) for key, name in self.names.items()}
 
 
 def per_image_foreground_iou(pred: torch.Tensor, target: torch.Tensor, ignore_index: int) -> torch.Tensor:

@@ -33,7 +33,7 @@ from lightning_seg.labels import (  # noqa: F401  NO_LABEL, dominant_class: stil
     resolve_label_mode,
 )
 from lightning_seg.losses import CompoundLoss
-from lightning_seg.metrics import SegMetrics, WeightedMean
+from lightning_seg.metrics import NamedSums, SegMetrics
 from lightning_seg.models.outputs import NetOutput, as_net_output, pad_to_multiple
 from lightning_seg.postprocess import PostProcess, Prediction, Step
 
@@ -48,7 +48,13 @@ def _default_optimizer(params: Any) -> torch.optim.Optimizer:
 
 
 def build_net(
-    builder: NetBuilder, num_classes: int, num_labels: int | None, derived_labels: bool = False
+    builder: NetBuilder,
+    num_classes: int,
+    num_labels: int | None,
+    derived_labels: bool = False,
+    *,
+    aux_head: bool = True,
+    label_head: bool = True,
 ) -> nn.Module:
     """Call the net builder with ``num_classes``, and with ``num_labels`` when the data has image-level
     classes and the net takes a ``num_labels`` the config left null (so a config never states it twice).
@@ -56,18 +62,44 @@ def build_net(
     With ``derived_labels`` (labels made from the masks) only a net that has a class head when its
     ``num_labels`` is null (``label_head_by_default``, e.g. MicroUNet) is given ``num_labels``: its head is
     sized for the labels, and a net without a head by default (SMPNet) does not grow one.
+
+    ``aux_head=False`` / ``label_head=False`` (the loss gives that head weight 0) build the net without it:
+    an untrained head would cost a forward pass per step, and its parameters, without gradients, stop DDP
+    (which runs without ``find_unused_parameters``). A net that takes ``aux_loss`` gets ``aux_loss=False``;
+    no net is given ``num_labels``, except ``num_labels=0`` (no head) for a net with a head by default. A
+    config that asks for the head itself (``aux_loss: true``, ``num_labels`` > 0) raises ConfigError.
     """
     kwargs: dict[str, Any] = {"num_classes": num_classes}
-    if num_labels is not None:
-        keywords = getattr(builder, "keywords", {})
-        try:
-            parameters = inspect.signature(builder).parameters
-        except (TypeError, ValueError):
-            parameters = {}
-        takes = keywords.get("num_labels") is None and (
-            "num_labels" in keywords or "num_labels" in parameters
-        )
-        if takes and (not derived_labels or getattr(_net_class(builder), "label_head_by_default", False)):
+    # a CLI builder is a partial whose keywords hold every init_arg, the defaults included
+    keywords = getattr(builder, "keywords", None) or {}
+    try:
+        parameters = inspect.signature(builder).parameters
+    except (TypeError, ValueError):
+        parameters = {}
+
+    def takes(name: str) -> bool:
+        return name in keywords or name in parameters
+
+    if not aux_head and takes("aux_loss"):
+        if keywords.get("aux_loss"):
+            raise ConfigError(
+                "model.net aux_loss: true contradicts model.loss aux_weight: 0 (the aux head would run "
+                "untrained and leave DDP parameters without gradients); set aux_loss: null (or false) or aux_weight > 0"
+            )
+        kwargs["aux_loss"] = False
+    given = keywords.get("num_labels")
+    by_default = getattr(_net_class(builder), "label_head_by_default", False)
+    if not label_head:
+        if given:
+            raise ConfigError(
+                f"model.net num_labels: {given} contradicts model.loss label_weight: 0 (the image-level head "
+                "would run untrained and leave DDP parameters without gradients); set num_labels: null (or 0) or "
+                "label_weight > 0"
+            )
+        if given is None and by_default and takes("num_labels"):
+            kwargs["num_labels"] = 0
+    elif num_labels is not None and given is None and takes("num_labels"):
+        if not derived_labels or by_default:
             kwargs["num_labels"] = num_labels
     return builder(**kwargs)
 
@@ -173,9 +205,18 @@ class SegmentationModule(L.LightningModule):
             ignore_index,
             label_classes=label_classes or None,
         )
-        self.net = build_net(net, num_classes, len(names), derived_labels=derived)
+        # the loss first: a head it gives weight 0 is not built (see build_net)
+        loss = loss if loss is not None else CompoundLoss()
+        self.net = build_net(
+            net,
+            num_classes,
+            len(names),
+            derived_labels=derived,
+            aux_head=loss.aux_weight > 0,
+            label_head=loss.label_weight > 0,
+        )
         self.size_divisor = int(getattr(self.net, "size_divisor", 1))
-        self.loss = loss if loss is not None else CompoundLoss()
+        self.loss = loss
         self.loss.bind(num_classes, ignore_index)
         self.loss.bind_labels(self.label_mode, len(names))
         self.optimizer_builder = optimizer
@@ -213,7 +254,10 @@ class SegmentationModule(L.LightningModule):
         self.last_confusion: dict[str, torch.Tensor] = {}
         # the generators' states of the checkpoint a fit resumes from, restored at on_train_start
         self._resumed_random_state: dict[str, Any] | None = None
-        self.eval_loss_means = nn.ModuleDict()  # "<stage>_<term>" → WeightedMean, created on first use
+        # each evaluation stage's loss sums (numerators and denominators), divided once at the epoch's end
+        self.eval_loss_sums = nn.ModuleDict(
+            {f"{stage}_": NamedSums() for stage in STAGES if stage != "train"}
+        )
         self.metrics = nn.ModuleDict({f"{stage}_": SegMetrics(num_classes, ignore_index) for stage in STAGES})
         self.label_metrics = nn.ModuleDict({f"{stage}_": self.label_task.new_metrics() for stage in STAGES})
         # image-label scores of each stage's last epoch (confusion, per-label precision/recall), for the
@@ -230,6 +274,8 @@ class SegmentationModule(L.LightningModule):
         if self.loss.label_weights_pending:  # the same for label weights, from the label counts
             source = label_weight_source(datamodule, self.label_task)
             self.loss.bind_labels(self.label_mode, len(self.label_names), source)
+        if stage == "fit" and self.trainer.ckpt_path is None:
+            self._resolve_weights_on_rank_zero()
         evaluated = (
             stage in ("test", "predict")
             or self.threshold_search is not None
@@ -240,6 +286,19 @@ class SegmentationModule(L.LightningModule):
             keep = getattr(datamodule, "keep_original_image_of_evaluation_splits", None)
             if callable(keep):
                 keep()
+
+    def _resolve_weights_on_rank_zero(self) -> None:
+        """Resolve class- and label-weight rules before training starts: rank 0 reads the data's statistics
+        (one cached pass over the training masks) and broadcasts the weights, so the other DDP ranks neither
+        repeat the pass nor stall inside the first step. A resumed fit restores them from its checkpoint."""
+        strategy = self.trainer.strategy
+        for pending, weights, assign in (
+            (self.loss.weights_pending, self.loss.pixel_weights, self.loss.set_class_weights),
+            (self.loss.label_weights_pending, self.loss.label_weights, self.loss.set_label_class_weights),
+        ):
+            if pending:
+                resolved = weights.resolved() if self.trainer.is_global_zero else None
+                assign(strategy.broadcast(resolved, src=0))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.loss.weight_tensor is not None:
@@ -349,38 +408,20 @@ class SegmentationModule(L.LightningModule):
 
     # ------------------------------------------------------------------------------------------ steps
     def _step(self, batch: dict[str, Any], stage: str) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """Loss and metric updates of one batch; returns the loss terms (``"loss"`` their weighted sum) and
-        the int64 B×H×W predicted classes."""
+        """Loss and metric updates of one batch; returns the loss terms (``"loss"`` their weighted sum;
+        training only, evaluation adds to the split's sums) and the int64 B×H×W predicted classes."""
         image, mask = batch["image"], batch["mask"]
         out = self(image)
         label = None
         if out.label is not None:
             self.label_task.check_head(out.label)
             label = self.label_targets(batch)
-        losses = self.loss(out, mask, label)
-        # epoch means weigh each batch by its images with a labelled pixel: a batch of wholly ignored masks
-        # has loss 0 and weight 0 (a device tensor: no host sync)
-        batch_size = (mask != self.ignore_index).flatten(1).any(1).sum()
         if stage == "train":
-            # Per-process values: syncing training losses would stall every step. The step values go to the
-            # logger only (read on the host every log_every_n_steps); the progress bar shows the epoch mean,
-            # because Lightning turns every step-level progress-bar value into a float with .item() on
-            # every step, which waits for the device.
-            self.log("train/loss_step", losses["loss"], on_step=True, on_epoch=False, batch_size=batch_size)
-            self.log(
-                "train/loss_epoch",
-                losses["loss"],
-                on_step=False,
-                on_epoch=True,
-                prog_bar=True,
-                batch_size=batch_size,
-            )
-            for name, value in losses.items():
-                if name != "loss":
-                    self.log(f"train/loss/{name}", value, on_step=False, on_epoch=True, batch_size=batch_size)
-        else:
-            for name, value in losses.items():
-                self._log_eval_loss(stage, name, value.detach(), batch_size)
+            losses = self.loss(out, mask, label)
+            self._log_training_losses(losses, mask)
+        else:  # the split's sums; the terms are computed once from them at the epoch's end
+            losses = {}
+            self.eval_loss_sums[f"{stage}_"].update(self.loss.split_sums(out, mask, label))
         with torch.no_grad():
             pred = self._score(batch, stage, out.mask.detach(), out.label)
 
@@ -391,6 +432,27 @@ class SegmentationModule(L.LightningModule):
                 decisions = self.label_decisions(probabilities, tuned)
                 self.label_metrics[f"{stage}_"].update(probabilities, decisions, label)
         return losses, pred
+
+    def _log_training_losses(self, losses: dict[str, torch.Tensor], mask: torch.Tensor) -> None:
+        """Per-process values: syncing training losses would stall every step. The step values go to the
+        logger only (read on the host every log_every_n_steps); the progress bar shows the epoch mean,
+        because Lightning turns every step-level progress-bar value into a float with .item() on every
+        step, which waits for the device."""
+        # epoch means weigh each batch by its images with a labelled pixel: a batch of wholly ignored masks
+        # has loss 0 and weight 0 (a device tensor: no host sync)
+        batch_size = (mask != self.ignore_index).flatten(1).any(1).sum()
+        self.log("train/loss_step", losses["loss"], on_step=True, on_epoch=False, batch_size=batch_size)
+        self.log(
+            "train/loss_epoch",
+            losses["loss"],
+            on_step=False,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=batch_size,
+        )
+        for name, value in losses.items():
+            if name != "loss":
+                self.log(f"train/loss/{name}", value, on_step=False, on_epoch=True, batch_size=batch_size)
 
     def _score(
         self,
@@ -562,27 +624,6 @@ class SegmentationModule(L.LightningModule):
             self.stage_metrics[key] = SegMetrics(self.num_classes, self.ignore_index).to(self.device)
         return self.stage_metrics[key]
 
-    def _log_eval_loss(self, stage: str, name: str, value: torch.Tensor, batch_size: torch.Tensor) -> None:
-        """Log an evaluation loss as a batch-size-weighted mean over the whole split, across processes.
-
-        A metric summed over processes, then divided, rather than ``sync_dist``: with uneven shards the
-        latter averages the processes' means, which is not the split's mean.
-        """
-        key = f"{stage}_{name}"
-        if key not in self.eval_loss_means:
-            self.eval_loss_means[key] = WeightedMean().to(value.device)
-        metric = self.eval_loss_means[key]
-        metric.update(value, weight=batch_size)
-        log_name = f"{stage}/loss" if name == "loss" else f"{stage}/loss/{name}"
-        self.log(
-            log_name,
-            metric,
-            on_step=False,
-            on_epoch=True,
-            prog_bar=name == "loss",
-            metric_attribute=f"eval_loss_means.{key}",  # created after Lightning indexed the metrics
-        )
-
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         losses = self._step(batch, "train")[0]
         # the terms go to callbacks (DivergenceGuard names them when the loss turns non-finite)
@@ -603,8 +644,10 @@ class SegmentationModule(L.LightningModule):
             ``{"name": [str], "mask": [uint8 H_i×W_i]}`` (int64 when there are more than 256 classes), one
             entry per image, plus ``"probability": [float32 K×H_i×W_i]`` when ``predict_probabilities``.
             Probabilities come from :attr:`inference` and are resized back to ``orig_size``, then go
-            through :attr:`postprocess` to the decision, as in ``test``. Lightning keeps every prediction
-            in host memory, hence compact masks and probabilities on request only.
+            through :attr:`postprocess` to the decision, as in ``test``. ``MaskWriter`` copies each batch's
+            masks to the host and writes them on a background thread; the CLI's ``predict`` keeps no
+            predictions (``--return_predictions true`` makes Lightning keep them all in host memory).
+            Compact masks, and probabilities on request only, keep each batch's copy small.
         """
         image = batch["image"]
         out_plain = self(image)
@@ -631,12 +674,16 @@ class SegmentationModule(L.LightningModule):
     # -------------------------------------------------------------------------------------- epoch end
     def _log_epoch_metrics(self, stage: str) -> None:
         metrics = self.metrics[f"{stage}_"]
+        losses = self._split_losses(stage)
         if not metrics.updated:  # e.g. tune's calibration pass: nothing to log, nothing to carry over
             self.label_metrics[f"{stage}_"].reset()
             return
         scores = metrics.compute()
         # already synced across processes by torchmetrics; no sync_dist needed
         logged = {f"{stage}/{name}": scores[name] for name in ("dice", "dice_fg", "acc")}
+        logged.update({f"{stage}/loss/{name}": value for name, value in losses.items() if name != "loss"})
+        if "loss" in losses:
+            self.log(f"{stage}/loss", losses["loss"], prog_bar=True)
         for name in ("IoU_fg", "image_IoU", "image_dice_fg", "image_IoU_fg"):
             if name in scores:
                 logged[f"{stage}/{name}"] = scores[name]
@@ -667,6 +714,16 @@ class SegmentationModule(L.LightningModule):
         if stage in self.stage_names:
             self.stage_table[stage] = self._stage_table(stage, scores)
         metrics.reset()
+
+    def _split_losses(self, stage: str) -> dict[str, torch.Tensor]:
+        """An evaluation stage's loss terms over the whole split (summed across processes, divided once:
+        :mod:`lightning_seg.split_loss`), and the sums reset; {} for training or without an update."""
+        sums = self.eval_loss_sums[f"{stage}_"] if f"{stage}_" in self.eval_loss_sums else None
+        if sums is None or not sums.update_count:
+            return {}
+        losses = self.loss.from_split_sums(sums.compute())
+        sums.reset()
+        return losses
 
     def _stage_table(self, stage: str, final: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
         """One row per stage of the path (raw; + inference; + each post-processing step): mIoU, Dice, the
@@ -746,7 +803,8 @@ class SegmentationModule(L.LightningModule):
         if getattr(self.net, "label_head", None) is None:
             raise ConfigError(
                 f"model.postprocess LabelConsistency: the net ({type(self.net).__name__}) has no image-level "
-                "head; use a net with one (MicroUNet) or oracle: true for the ablation"
+                "head; use a net with one (MicroUNet) and model.loss label_weight > 0, or oracle: true for the "
+                "ablation"
             )
         if self.label_mode == "single" and self.label_task.derived:
             raise ConfigError(
@@ -795,9 +853,24 @@ class SegmentationModule(L.LightningModule):
             return functools.partial(builder, total_steps=total_steps), True
         return builder, False
 
+    def _check_optimizer_precision(self, optimizer: torch.optim.Optimizer) -> None:
+        """Refuse an ``eps`` that is 0 in the weights' dtype: with ``precision: 16-true`` Adam's state is
+        float16, its default eps 1e-8 rounds to 0 there, and a parameter without gradient divides 0 by 0
+        (NaN at the first step)."""
+        dtype = next((p.dtype for p in self.parameters() if p.is_floating_point()), torch.float32)
+        for group in optimizer.param_groups:
+            eps = group.get("eps")
+            if isinstance(eps, float) and 0 < eps and torch.tensor(eps, dtype=dtype) == 0:
+                raise ConfigError(
+                    f"model.optimizer eps {eps:g} is 0 in {dtype} (trainer.precision "
+                    f"{self.trainer.precision}): {type(optimizer).__name__} would divide by it; set "
+                    "model.optimizer.init_args.eps: 1e-4, or use a mixed precision (16-mixed, bf16-mixed)"
+                )
+
     def configure_optimizers(self) -> Any:
         # only trainable parameters: a finetuning callback adds the frozen backbone as its own group later
         optimizer = self.optimizer_builder([p for p in self.parameters() if p.requires_grad])
+        self._check_optimizer_precision(optimizer)
         if self.scheduler_builder is None:
             return optimizer
         builder, filled = self.scheduler_with_total_steps(int(self.trainer.estimated_stepping_batches))

@@ -39,6 +39,9 @@ GEOMETRIC = {
     "RandomHorizontalFlip": lambda **kw: K.RandomHorizontalFlip(p=1.0),
     "RandomVerticalFlip": lambda **kw: K.RandomVerticalFlip(p=1.0),
     "RandomResizedCrop": lambda **kw: K.RandomResizedCrop((H, W), scale=(0.2, 1.0), p=1.0, **kw),
+    "RandomResizedCrop resample": lambda **kw: K.RandomResizedCrop(
+        (H, W), scale=(0.2, 1.0), p=1.0, cropping_mode="resample", **kw
+    ),
     "RandomAffine": lambda **kw: K.RandomAffine(
         degrees=30.0, translate=(0.2, 0.2), scale=(0.7, 1.3), p=1.0, **kw
     ),
@@ -246,3 +249,20 @@ def test_module_pipeline_uses_its_ignore_index(tmp_path: Path):
         {"image": torch.full((B, 3, H, W), 128, dtype=torch.uint8), "mask": mask}, train=True
     )
     assert set(batch["mask"].unique().tolist()) == {0, 11}
+
+
+def test_default_crops_are_batched_and_invent_no_pixels(tmp_path: Path):
+    """The default pipelines crop the whole batch with one warp (Kornia's "resample" mode; "slice" loops over
+    the images in Python), and a crop inside the image invents no ignore_index pixel."""
+    crops = [
+        aug
+        for augs in default_pipelines(tmp_path).values()
+        for aug in augs
+        if isinstance(aug, K.RandomResizedCrop)
+    ]
+    assert crops and all(crop.flags["cropping_mode"] == "resample" for crop in crops)
+    mask = torch.stack([block_mask(H, W, NUM_CLASSES, seed=30 + i) for i in range(B)])
+    for seed in range(5):
+        _, out_mask = run([crops[0]], encode(mask), mask, seed=seed)
+        check_labels(out_mask)
+        assert not (out_mask == IGNORE).any()

@@ -118,7 +118,7 @@ def test_skip_counts_bad_samples_and_trains_on_the_rest(tree: Path):
     assert kept == {"s0", "s5", "s6", "s7"}
     for split in ("train", "val"):
         batch = next(iter(dm._loader(split, shuffle=False)))
-        assert batch["mask"].dtype == torch.int64
+        assert batch["mask"].dtype == torch.uint8  # on the wire; widened to int64 on the device
 
 
 def test_skip_with_everything_bad(tmp_path: Path):

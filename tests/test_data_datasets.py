@@ -20,6 +20,7 @@ from lightning_seg.data import (
     SegDataModule,
     VOCDataModule,
 )
+from lightning_seg.data.base import mask_wire_dtype
 from lightning_seg.data.camvid import CAMVID_CLASSES
 from lightning_seg.data.io import read_mask
 from lightning_seg.errors import ConfigError
@@ -45,7 +46,8 @@ def first_batch(dm: SegDataModule, split: str = "train") -> dict:
 
 
 def assert_labels(mask: torch.Tensor, num_classes: int, ignore_index: int) -> None:
-    assert mask.dtype == torch.int64
+    # a batch's masks travel in the narrowest dtype (widened on the device), a sample's are int64
+    assert mask.dtype == mask_wire_dtype(num_classes, ignore_index) or mask.dtype == torch.int64
     assert bool(((mask >= 0) & (mask < num_classes) | (mask == ignore_index)).all()), mask.unique()
 
 

@@ -29,7 +29,7 @@ def check_batch(
     batch: dict, batch_size: int, size: tuple[int, int], num_classes: int, ignore_index: int = 255
 ):
     assert batch["image"].dtype == torch.uint8 and batch["image"].shape == (batch_size, 3, *size)
-    assert batch["mask"].dtype == torch.int64 and batch["mask"].shape == (batch_size, *size)
+    assert batch["mask"].dtype == torch.uint8 and batch["mask"].shape == (batch_size, *size)  # on the wire
     labels = batch["mask"].unique()
     assert bool(((labels >= 0) & (labels < num_classes) | (labels == ignore_index)).all()), labels
     assert batch["orig_size"].dtype == torch.int64 and batch["orig_size"].shape == (batch_size, 2)

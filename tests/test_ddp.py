@@ -109,3 +109,33 @@ def test_ddp_fit_writes_one_run_folder_and_resumes_it_exactly(tmp_path: Path) ->
         torch.load(r / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"] for r in (reference, run)
     )
     assert all(torch.equal(expected[k], got[k]) for k in expected)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("aux_weight", [None, 0.0], ids=["default_aux_weight", "aux_weight_0"])
+def test_ddp_fit_with_torchvision_aux_head(tmp_path: Path, aux_weight: float | None) -> None:
+    """configs/trainer/ddp.yaml (no ``find_unused_parameters``) on 2 CPU processes with a torchvision net
+    that has an aux head. With ``aux_weight=0`` the head must not be built: a head that runs without
+    entering the loss gets no gradient, and DDP stops at the second step on the unused parameters."""
+    args = [
+        # the U-Net's width/depth overrides do not fit TorchvisionNet
+        *(a for a in tiny_args(tmp_path) if not a.startswith("--model.init_args.net.")),
+        "--config",
+        str(REPO / "configs" / "trainer" / "ddp.yaml"),
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=2",
+        # torch's SyncBatchNorm runs on GPUs only
+        "--trainer.sync_batchnorm=false",
+        "--model.init_args.net=lightning_seg.models.TorchvisionNet",
+        # the smallest arch with an aux head (lraspp has none)
+        "--model.init_args.net.init_args.arch=deeplabv3_mobilenet_v3_large",
+    ]
+    if aux_weight is not None:
+        args.append(f"--model.init_args.loss.init_args.aux_weight={aux_weight}")
+    _run("fit", args)
+    (run,) = (tmp_path / "default").iterdir()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["epochs_completed"] == 1
+    state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    has_aux = any(".aux_classifier." in key for key in state)
+    assert has_aux == (aux_weight is None)

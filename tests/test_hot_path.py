@@ -10,11 +10,13 @@ It keeps the next change honest without a GPU.
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import pytest
 import torch
 from conftest import tiny_args
@@ -178,3 +180,96 @@ def test_training_steps_read_nothing_back_between_logging_steps(
     assert not reads, "host reads inside training steps:\n" + "\n".join(
         f"batch {b}: {line}" for b, lines in reads.items() for line in sorted(set(lines))
     )
+
+
+def test_masks_travel_in_the_narrowest_dtype_and_arrive_as_int64() -> None:
+    from lightning_seg.data.base import collate_samples, mask_wire_dtype
+    from lightning_seg.data.synthetic import SyntheticDataModule
+
+    assert mask_wire_dtype(5, 255) == torch.uint8  # 1 byte a pixel instead of int64's 8
+    assert mask_wire_dtype(21, -100) == torch.int16
+    assert mask_wire_dtype(300, 1000) == torch.int16
+    assert mask_wire_dtype(300, 70000) == torch.int32
+    data = SyntheticDataModule(num_train=8, num_val=4, size=32, batch_size=4, train_augmentations=[])
+    data.setup("fit")
+    batch = next(iter(data.val_dataloader()))
+    assert batch["mask"].dtype == torch.uint8
+    wide = [data.datasets["val"][i]["mask"] for i in range(4)]
+    prepared = data.prepare_batch({**batch, "mask": batch["mask"].clone()}, train=False)
+    assert prepared["mask"].dtype == torch.int64
+    assert torch.equal(prepared["mask"], torch.stack(wide))
+    # a value the wire dtype cannot hold is refused, never wrapped
+    sample = {"image": torch.zeros(3, 2, 2, dtype=torch.uint8), "mask": torch.full((2, 2), 300), "name": "x7"}
+    with pytest.raises(ValueError, match="x7: mask value 300 is outside torch.uint8"):
+        collate_samples([sample], mask_dtype=torch.uint8)
+
+
+class WeightsAtFitStart(L.Callback):
+    """Records the loss's weights as training starts."""
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        loss = pl_module.loss
+        self.pending = (loss.weights_pending, loss.label_weights_pending)
+        self.weights = (loss.weight_tensor, loss.label_weight_tensor)
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_weight_rules_are_resolved_on_rank_zero_and_broadcast_before_training(
+    monkeypatch: pytest.MonkeyPatch, rank: int
+) -> None:
+    from lightning.pytorch.strategies import SingleDeviceStrategy
+
+    import lightning_seg.labels as labels
+    from lightning_seg import SegmentationModule
+    from lightning_seg.data.synthetic import SyntheticDataModule
+    from lightning_seg.losses import CompoundLoss
+    from lightning_seg.models import MicroUNet
+
+    passes: list[str] = []  # the loss's reads of the pixel and label statistics
+    for owner, name in ((SyntheticDataModule, "class_weights"), (labels, "label_counts")):
+        original = getattr(owner, name)
+
+        def counted(*args: Any, _original=original, _name=name, **kwargs: Any) -> Any:
+            passes.append(_name)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, counted)
+    # rank 1 receives rank 0's weights; rank 0 sends its own
+    from_rank_zero = [torch.tensor([0.5, 1.0, 2.0, 3.0, 4.0]), torch.tensor([1.0, 2.0, 3.0, 4.0])]
+    sent: list[Any] = []
+
+    def broadcast(self: Any, obj: Any, src: int = 0) -> Any:
+        if obj is not None and not isinstance(obj, torch.Tensor):
+            return obj  # Lightning's and the data's own broadcasts (a folder, a seed)
+        sent.append(obj)
+        return obj if rank == 0 else from_rank_zero[len(sent) - 1]
+
+    monkeypatch.setattr(SingleDeviceStrategy, "broadcast", broadcast)
+    monkeypatch.setattr(L.Trainer, "is_global_zero", property(lambda self: rank == 0))
+    data = SyntheticDataModule(num_train=8, num_val=4, size=32, batch_size=4)
+    model = SegmentationModule(
+        net=functools.partial(MicroUNet, base_width=8),
+        num_classes=data.num_classes,
+        class_names=data.class_names,
+        label_mode="multi",
+        loss=CompoundLoss(class_weights="median_frequency", label_class_weights="inverse_frequency"),
+    )
+    seen = WeightsAtFitStart()
+    trainer = L.Trainer(
+        max_steps=1, limit_val_batches=0, logger=False, enable_checkpointing=False, callbacks=[seen],
+        enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    trainer.fit(model, data)
+    assert seen.pending == (False, False)  # resolved in setup, not inside the first step
+    assert len(sent) == 2
+    if rank == 0:
+        assert passes == [
+            "class_weights",
+            "label_counts",
+        ]  # rank 0 read the statistics and sent the weights it found
+        assert torch.equal(sent[0], seen.weights[0]) and torch.equal(sent[1], seen.weights[1])
+    else:
+        assert not passes and sent == [None, None]  # no pass over the data; rank 0's weights used
+        assert torch.equal(seen.weights[0], from_rank_zero[0]) and torch.equal(
+            seen.weights[1], from_rank_zero[1]
+        )

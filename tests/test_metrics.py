@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn.metrics import confusion_matrix
 
-from lightning_seg.metrics import SegMetrics, WeightedMean, per_image_foreground_iou, scores_from_confusion
+from lightning_seg.metrics import NamedSums, SegMetrics, per_image_foreground_iou, scores_from_confusion
 
 IGNORE = 255
 
@@ -89,11 +89,16 @@ def test_scores_from_confusion_handles_an_empty_matrix() -> None:
     assert torch.isnan(scores["mIoU"]) and scores["acc"].item() == 0.0
 
 
-def test_weighted_mean_weights_by_batch_size() -> None:
-    mean = WeightedMean()
-    mean.update(torch.tensor(1.0), 4)
-    mean.update(torch.tensor(2.0), 3)
-    assert mean.compute().item() == pytest.approx((4 * 1.0 + 3 * 2.0) / 7)
+def test_named_sums_add_each_name_and_reset() -> None:
+    sums = NamedSums()
+    sums.update({"ce": torch.tensor([1.0, 4.0]), "aux/dice": torch.tensor([1.0, 2.0, 3.0])})
+    sums.update({"ce": torch.tensor([2.0, 3.0]), "aux/dice": torch.tensor([1.0, 1.0, 1.0])})
+    total = sums.compute()
+    assert total["ce"].tolist() == [3.0, 7.0] and total["aux/dice"].tolist() == [2.0, 3.0, 4.0]
+    assert total["ce"].dtype == torch.float64
+    sums.reset()
+    sums.update({"ce": torch.tensor([1.0, 1.0])})
+    assert sums.compute()["ce"].tolist() == [1.0, 1.0]
 
 
 def _reference_per_image(preds, targets, num_classes):
@@ -210,3 +215,41 @@ def test_update_does_not_wait_for_the_gpu() -> None:
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert metrics.compute()["image_dice_fg"].item() == pytest.approx((2 / 3 + 0.9) / 2)
+
+
+def test_confusion_update_allocates_no_int64_pixel_temporaries() -> None:
+    """The per-step confusion update makes one B·H·W temporary (the bin index, int32 here), not int64 ones
+    (a bin index and a tensor of ones, 16 bytes a pixel)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Allocations(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.int64_pixel_buffers: list[str] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+            out = func(*args, **(kwargs or {}))
+            for tensor in out if isinstance(out, tuple | list) else [out]:
+                if (
+                    isinstance(tensor, torch.Tensor)
+                    and tensor.dtype == torch.int64
+                    and tensor.untyped_storage().nbytes() >= pixels * 8
+                    and not any(tensor.untyped_storage().data_ptr() == p for p in inputs)
+                ):
+                    self.int64_pixel_buffers.append(str(func))
+            return out
+
+    pred = torch.randint(0, 5, (4, 32, 40))
+    target = torch.randint(0, 5, (4, 32, 40))
+    target[:, :3] = IGNORE
+    pixels = target.numel()
+    inputs = [pred.untyped_storage().data_ptr(), target.untyped_storage().data_ptr()]
+    metrics = SegMetrics(5, IGNORE)
+    with Allocations() as seen:
+        metrics.update(pred, target)
+    assert not seen.int64_pixel_buffers
+    valid = target != IGNORE
+    expected = torch.zeros(5, 5, dtype=torch.long)
+    for t, p in zip(target[valid].tolist(), pred[valid].tolist(), strict=True):
+        expected[t, p] += 1
+    assert torch.equal(metrics.compute()["confusion"], expected)

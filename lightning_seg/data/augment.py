@@ -82,7 +82,13 @@ def natural_image_augmentations(
         augs.append(K.RandomVerticalFlip())
     if size is not None:
         aspect = size[1] / size[0]
-        augs.append(K.RandomResizedCrop(size=tuple(size), scale=scale, ratio=(aspect * 0.75, aspect / 0.75)))
+        # "resample": one batched warp for the whole batch (Kornia's default "slice" crops and resizes image
+        # by image in a Python loop); masks are still sampled nearest, labels exact
+        augs.append(
+            K.RandomResizedCrop(
+                size=tuple(size), scale=scale, ratio=(aspect * 0.75, aspect / 0.75), cropping_mode="resample"
+            )
+        )
     if degrees:
         augs.append(K.RandomAffine(degrees=degrees, p=0.3))
     if color_jitter:

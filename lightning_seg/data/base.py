@@ -12,6 +12,7 @@ links them into the model.
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from collections.abc import Sequence
@@ -39,9 +40,38 @@ ORIGINALS = ("orig_mask", "orig_image")
 """Sample keys holding a tensor at the sample's stored size (sizes differ: batched as lists)."""
 
 
-def collate_samples(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack the samples into a batch; ``orig_mask`` and ``orig_image`` (each at its stored size, sizes
-    differ) stay lists of tensors."""
+def mask_wire_dtype(num_classes: int, ignore_index: int) -> torch.dtype:
+    """The narrowest integer dtype holding every mask value (0..K-1 and ``ignore_index``): masks travel to
+    the device in it (uint8 for up to 255 classes with ignore 255: an eighth of int64's bytes) and are
+    widened to int64 there."""
+    low, high = min(0, ignore_index), max(num_classes - 1, ignore_index)
+    for dtype in (torch.uint8, torch.int16, torch.int32):
+        info = torch.iinfo(dtype)
+        if info.min <= low and high <= info.max:
+            return dtype
+    return torch.int64
+
+
+def _narrow(mask: torch.Tensor, dtype: torch.dtype, name: Any) -> torch.Tensor:
+    """``mask`` in ``dtype``, refusing a value that would not survive the cast (never wrap a label)."""
+    if mask.dtype == dtype or mask.numel() == 0:
+        return mask
+    info = torch.iinfo(dtype)
+    low, high = torch.aminmax(mask)  # on the CPU, in a loader worker
+    if low < info.min or high > info.max:
+        raise ValueError(
+            f"{name}: mask value {int(high) if high > info.max else int(low)} is outside {dtype}"
+        )
+    return mask.to(dtype)
+
+
+def collate_samples(items: list[dict[str, Any]], mask_dtype: torch.dtype = torch.int64) -> dict[str, Any]:
+    """Stack the samples into a batch, masks in ``mask_dtype`` (see :func:`mask_wire_dtype`); ``orig_mask``
+    and ``orig_image`` (each at its stored size, sizes differ) stay lists of tensors."""
+    for item in items:
+        for key in ("mask", "orig_mask"):
+            if key in item:
+                item[key] = _narrow(item[key], mask_dtype, item.get("name", key))
     originals = {key: [item.pop(key) for item in items] for key in ORIGINALS if key in items[0]}
     batch = default_collate(items)
     batch.update(originals)
@@ -332,7 +362,9 @@ class SegDataModule(L.LightningDataModule):
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
             generator=generator,
-            collate_fn=collate_samples,
+            collate_fn=functools.partial(
+                collate_samples, mask_dtype=mask_wire_dtype(self.num_classes, self.ignore_index)
+            ),
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -434,15 +466,23 @@ class SegDataModule(L.LightningDataModule):
         return (image * std + mean).clamp(0, 1)
 
     def prepare_batch(self, batch: dict[str, Any], train: bool) -> dict[str, Any]:
-        """uint8 batch on the device → augmented, normalised float32 batch (masks stay int64)."""
+        """Batch on the device (uint8 images, masks in :func:`mask_wire_dtype`) → augmented, normalised
+        float32 images and int64 masks (``orig_mask`` stays narrow; its readers widen it)."""
         image = batch["image"].to(torch.float32).div_(255)
+        mask = batch.get("mask")
         augmenter = self.augmenters["train" if train else "eval"]
-        image, mask = augmenter(image, batch.get("mask"))
+        image, mask = augmenter(image, mask.long() if mask is not None else None)
         batch["image"] = self.normalize(image).contiguous()
         if mask is not None:
             batch["mask"] = mask
         return batch
 
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
-        training = self.trainer is not None and self.trainer.training
-        return self.prepare_batch(batch, train=training)
+        trainer = self.trainer
+        batch = self.prepare_batch(batch, train=trainer is not None and trainer.training)
+        if trainer is not None:
+            # the precision plugin's own input conversion (bf16-true, 16-true, 64-true): Lightning applies
+            # it before the transfer, when the image is still uint8, so it is applied again to the float
+            # image made here (mixed precision leaves it float32; autocast casts inside the net)
+            batch = trainer.precision_plugin.convert_input(batch)
+        return batch

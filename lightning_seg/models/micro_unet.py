@@ -88,6 +88,9 @@ class MicroUNet(nn.Module):
         expand_ratio: hidden-width multiplier of the inverted-residual blocks.
         bilinear: bilinear upsampling + 1×1 conv (True) or transposed convolution (False) in the decoder.
         num_labels: outputs of the image-level head; ``None`` = ``num_classes``, ``0`` = no label head.
+            SegmentationModule fills a null one in: the data's label count, or 0 when the loss's
+            ``label_weight`` is 0 (an untrained head costs compute, and DDP refuses its gradient-less
+            parameters).
         binary_head: one mask channel (a sigmoid / binary task) instead of ``num_classes``.
         label_dropout: dropout before the label head's linear layer.
 
@@ -97,7 +100,8 @@ class MicroUNet(nn.Module):
     """
 
     size_divisor: int = 16
-    # a null num_labels still makes a head: the module sizes it for labels derived from the masks too
+    # a null num_labels still makes a head: the module sizes it for labels derived from the masks too, or
+    # passes 0 (no head) when the loss gives the labels weight 0
     label_head_by_default: bool = True
 
     def __init__(

@@ -83,8 +83,9 @@ class SMPNet(nn.Module):
         in_channels: input image channels.
         encoder_depth: encoder stages used; ``None`` = the architecture's own default (5; PSPNet 3; DPT 4).
         num_labels: outputs of SMP's image-level classification head on the deepest feature, returned as
-            ``"label"``; ``None`` = no head. Left null, it is filled in by the module when the data module
-            has image-level classes (``label_names``), so the head is trained whenever there are labels.
+            ``"label"``; ``None`` or ``0`` = no head. Left null, it is filled in by the module when the data
+            module has image-level classes (``label_names``) and the loss's ``label_weight`` is not 0, so the
+            head is trained whenever there are labels and never built untrained.
         label_dropout: dropout before that head's linear layer.
         decoder_kwargs: further keyword arguments of the architecture class, e.g.
             ``{"decoder_channels": [128, 64, 32, 16, 8]}`` for Unet or ``{"encoder_output_stride": 16}`` for
@@ -92,7 +93,7 @@ class SMPNet(nn.Module):
         encoder_kwargs: keyword arguments for a timm (``"tu-"``) encoder, e.g. ``{"drop_path_rate": 0.1}``.
 
     Shapes: float32 B×in_channels×H×W → ``{"mask": B×num_classes×H×W}`` plus ``"label": B×num_labels`` when
-    ``num_labels`` is set; H and W multiples of ``size_divisor``: the encoder's output stride (32 for most
+    ``num_labels`` is positive; H and W multiples of ``size_divisor``: the encoder's output stride (32 for most
     archs at the default depth, 16 for DeepLabV3Plus, 8 for PSPNet and DeepLabV3; ``2**encoder_depth`` when
     shallower), 32 for DPT with a 4-stage ViT. ``backbone`` is the SMP encoder.
     """
@@ -143,7 +144,7 @@ class SMPNet(nn.Module):
         kwargs: dict[str, Any] = {**decoder_kwargs, **encoder_kwargs}
         if encoder_depth is not None:
             kwargs["encoder_depth"] = encoder_depth
-        if num_labels is not None:
+        if num_labels:
             kwargs["aux_params"] = {"classes": num_labels, "dropout": label_dropout}
         try:
             self.model = smp.create_model(
@@ -172,6 +173,11 @@ class SMPNet(nn.Module):
     def backbone(self) -> nn.Module:
         """The SMP encoder (what ``encoder_weights`` initialises)."""
         return self.model.encoder
+
+    @property
+    def label_head(self) -> nn.Module | None:
+        """SMP's image-level classification head (``"label"``), or None without one (``num_labels`` null or 0)."""
+        return self.model.classification_head
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         out = self.model(x)

@@ -46,11 +46,15 @@ class TorchvisionNet(nn.Module):
         weights_backbone: ``None`` = random init (the default: nothing is downloaded; note torchvision's own
             default would download ImageNet weights) or a weight name of the backbone, e.g. ``"IMAGENET1K_V1"``
             or ``"ResNet50_Weights.IMAGENET1K_V2"``, downloaded on first use.
-        aux_loss: build the auxiliary FCN head on the stride-8/16 features (returned as ``"aux"``). Ignored by
+        aux_loss: build the auxiliary FCN head on the stride-8/16 features (returned as ``"aux"``). ``None``
+            (the default): built, unless SegmentationModule passes ``False`` because the loss's
+            ``aux_weight`` is 0 (an untrained head costs compute, and DDP refuses its gradient-less
+            parameters); ``True`` with ``aux_weight`` 0 is refused there. Ignored by
             ``lraspp_mobilenet_v3_large``, which has none.
 
-    Shapes: float32 B×in×H×W (3 channels) → ``{"mask": B×num_classes×H×W, "aux": B×num_classes×H×W}``; any H, W
-    work, ``size_divisor`` (8 for ResNets, 16 for MobileNetV3) avoids misaligned strided features.
+    Shapes: float32 B×in×H×W (3 channels) → ``{"mask": B×num_classes×H×W, "aux": B×num_classes×H×W}`` (no
+    ``"aux"`` without the aux head); any H, W work, ``size_divisor`` (8 for ResNets, 16 for MobileNetV3) avoids
+    misaligned strided features.
     ``backbone`` is ``model.backbone`` (the ResNet / MobileNetV3 feature extractor). The DeepLabV3 ASPP pooling
     branch has BatchNorm on a 1×1 map: train with batch size >= 2.
     """
@@ -60,7 +64,7 @@ class TorchvisionNet(nn.Module):
         num_classes: int,
         arch: str = "deeplabv3_resnet50",
         weights_backbone: str | None = None,
-        aux_loss: bool = True,
+        aux_loss: bool | None = None,
     ) -> None:
         super().__init__()
         if arch not in _ARCHS:
@@ -70,7 +74,7 @@ class TorchvisionNet(nn.Module):
             backbone = arch.split("_", 1)[1]
             verify_torchvision_weights(backbone, weights_backbone, "TorchvisionNet: unknown weights_backbone")
         builder = getattr(tv_seg, arch)
-        kwargs = {} if arch.startswith("lraspp") else {"aux_loss": aux_loss}
+        kwargs = {} if arch.startswith("lraspp") else {"aux_loss": True if aux_loss is None else aux_loss}
         # weights=None always: full-model weights fix num_classes to 21 (COCO-with-VOC-labels)
         self.model = builder(
             weights=None, weights_backbone=weights_backbone, num_classes=num_classes, **kwargs
