@@ -51,6 +51,9 @@ class StepTimer(L.Callback):
         if module.device.type == "cuda":
             torch.cuda.synchronize(module.device)
 
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.last = min(self.last, trainer.num_training_batches - 1)  # an epoch shorter than --steps
+
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if batch_idx == self.warmup:
             self._sync(pl_module)

@@ -226,8 +226,10 @@ def check_checkpoint_fits(ckpt_path: str, state: dict[str, Any], model: torch.nn
     """The checkpoint's weights load into ``model`` (strictly, as Lightning loads them), else one line
     saying how they differ: the number of classes, or the net."""
     own = model.state_dict()
+    unbuilt = getattr(model, "unbuilt_head_keys", None)
+    dropped = set(unbuilt(state)) if callable(unbuilt) else set()  # left out when loading (see the module)
     missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
+    unexpected = [k for k in state if k not in own and k not in dropped]
     resized = [
         (k, tuple(state[k].shape), tuple(own[k].shape))
         for k in own

@@ -340,8 +340,14 @@ class CompoundLoss(nn.Module):
                 terms = self._terms_for(logits)
                 for name, term in terms.items():
                     sums[prefix + name] = term_sums(name, term, logits.float(), mask, self.ignore_index)
-            if output.label is not None and label is not None and self.label_weight > 0:
-                sums["label"] = self.label_sums(output.label, label).double()
+            if output.label is not None and self.label_weight > 0:
+                # always present with a label head, zeros for a batch without labels: every DDP process
+                # then accumulates the same names (their sums are synced name by name)
+                sums["label"] = (
+                    self.label_sums(output.label, label).double()
+                    if label is not None
+                    else torch.zeros(2, dtype=torch.float64, device=output.label.device)
+                )
         return sums
 
     def from_split_sums(self, sums: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -360,7 +366,7 @@ class CompoundLoss(nn.Module):
             else:
                 parts.update(values)
             total = total + weight * head
-        if "label" in sums:
+        if "label" in sums and sums["label"][1] > 0:  # (the epoch's end: a host read is fine)
             numerator, denominator = sums["label"]
             parts["label"] = (numerator / denominator.clamp_min(torch.finfo(torch.float64).tiny)).float()
             total = total + self.label_weight * parts["label"]

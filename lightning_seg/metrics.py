@@ -58,8 +58,8 @@ def per_image_confusion(
     """One K×K confusion matrix per image (rows: target, columns: prediction), on the device.
 
     One ``index_add_`` over the whole batch: pixel (b, target, pred) counts in bin ``b*K*K + target*K +
-    pred``; ignored pixels (target outside 0..K-1, which ``ignore_index`` always is) go to one extra bin
-    that is dropped. No boolean indexing and no ``torch.bincount``, which would both wait for the GPU. One
+    pred``; ignored pixels (target ``ignore_index`` or outside 0..K-1) go to one extra bin that is
+    dropped. No boolean indexing and no ``torch.bincount``, which would both wait for the GPU. One
     B·H·W temporary: the bin index, built in place, int32 when the bins fit (the counted ones are a
     broadcast scalar, not a tensor of ones).
 
@@ -79,7 +79,7 @@ def per_image_confusion(
     index += torch.arange(0, bins, k * k, device=target.device, dtype=dtype).view(
         -1, *([1] * (target.dim() - 1))
     )
-    index.masked_fill_((target < 0) | (target >= k), bins)
+    index.masked_fill_((target < 0) | (target >= k) | (target == ignore_index), bins)
     counts = torch.zeros(bins + 1, dtype=torch.long, device=index.device)
     one = torch.ones((), dtype=torch.long, device=index.device)
     counts.index_add_(0, index.flatten(), one.expand(index.numel()))

@@ -41,6 +41,9 @@ NetBuilder = Callable[[int], nn.Module]
 """A net class with its arguments but without ``num_classes``; YAML: ``class_path`` + ``init_args``."""
 
 STAGES = ("train", "val", "test")
+UNBUILT_HEAD_MARKERS = (".aux_classifier.", ".label_head.", ".classification_head.")
+"""Parameter names of the heads that are not built when their loss weight is 0 (torchvision's aux
+classifier, MicroUNet's and SMP's image-level heads)."""
 
 
 def _default_optimizer(params: Any) -> torch.optim.Optimizer:
@@ -148,7 +151,9 @@ class SegmentationModule(L.LightningModule):
             the image).
         std: the data's normalisation std (linked from the data module).
         channels_last: run the net in channels-last memory format (faster convolutions on GPUs).
-        compile: wrap the net in ``torch.compile``.
+        compile: wrap the net in ``torch.compile``. Under DDP the compiled net runs inside DDP's forward,
+            where Dynamo splits its graph at DDP's gradient buckets (DDPOptimizer, torch's default), so the
+            all-reduces overlap the backward (tests/test_ddp.py checks the condition).
     """
 
     def __init__(
@@ -296,9 +301,21 @@ class SegmentationModule(L.LightningModule):
             (self.loss.weights_pending, self.loss.pixel_weights, self.loss.set_class_weights),
             (self.loss.label_weights_pending, self.loss.label_weights, self.loss.set_label_class_weights),
         ):
-            if pending:
-                resolved = weights.resolved() if self.trainer.is_global_zero else None
-                assign(strategy.broadcast(resolved, src=0))
+            if not pending:
+                continue
+            payload: tuple[torch.Tensor | None, str | None] | None = None
+            failure: Exception | None = None
+            if self.trainer.is_global_zero:
+                try:
+                    payload = (weights.resolved(), None)
+                except Exception as error:  # sent to every rank, so that all stop (none waits in broadcast)
+                    failure, payload = error, (None, str(error))
+            resolved, message = strategy.broadcast(payload, src=0)
+            if failure is not None:
+                raise failure
+            if message is not None:
+                raise ConfigError(message)
+            assign(resolved)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.loss.weight_tensor is not None:
@@ -308,7 +325,24 @@ class SegmentationModule(L.LightningModule):
         if self._trainer is not None and self.trainer.state.fn == "fit":
             checkpoint["random_state"] = self._random_state()
 
+    def unbuilt_head_keys(self, state: dict[str, Any]) -> list[str]:
+        """The keys of ``state`` that belong to a head this model does not build (an aux or image-label
+        head whose loss weight is 0): a checkpoint written before such heads were left out holds them, and
+        they never shaped a mask (trained with weight 0, they were never trained)."""
+        own = self.state_dict()
+        return [k for k in state if k not in own and any(marker in k for marker in UNBUILT_HEAD_MARKERS)]
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        dropped = self.unbuilt_head_keys(checkpoint.get("state_dict", {}))
+        if dropped:
+            from lightning.pytorch.utilities import rank_zero_info
+
+            for key in dropped:
+                del checkpoint["state_dict"][key]
+            rank_zero_info(
+                f"checkpoint: left out {len(dropped)} weights of a head this model does not build "
+                f"({dropped[0]}, ...; its loss weight is 0)"
+            )
         if checkpoint.get("loss_class_weights") is not None:
             self.loss.set_class_weights(checkpoint["loss_class_weights"])
         if checkpoint.get("loss_label_class_weights") is not None:
@@ -443,7 +477,7 @@ class SegmentationModule(L.LightningModule):
         batch_size = (mask != self.ignore_index).flatten(1).any(1).sum()
         self.log("train/loss_step", losses["loss"], on_step=True, on_epoch=False, batch_size=batch_size)
         self.log(
-            "train/loss_epoch",
+            "train/loss",
             losses["loss"],
             on_step=False,
             on_epoch=True,

@@ -1,8 +1,11 @@
 """Small classes the tests name by class_path in YAML."""
 
+import os
+
 import lightning as L
 
 from lightning_seg.data.synthetic import SyntheticDataModule
+from lightning_seg.models import UNet
 
 
 class OneClassDataModule(SyntheticDataModule):
@@ -62,3 +65,19 @@ class InterruptAtStep(L.Callback):
     ) -> None:
         if trainer.global_step == self.step:
             raise KeyboardInterrupt
+
+
+class RecordsDDPForward(UNet):
+    """A U-Net that appends to ``$LIGHTNING_SEG_DDP_RECORD.<rank>`` whether each training forward runs inside
+    DistributedDataParallel's forward: where ``model.compile``'s compiled net runs, and what Dynamo checks to
+    split the compiled graph at DDP's gradient buckets (DDPOptimizer) so all-reduces overlap the backward."""
+
+    def forward(self, x):  # noqa: ANN001, ANN201
+        path = os.environ.get("LIGHTNING_SEG_DDP_RECORD")
+        if self.training and path:
+            from torch.nn.parallel import DistributedDataParallel
+
+            inside = DistributedDataParallel._get_active_ddp_module() is not None
+            with open(f"{path}.{os.environ.get('LOCAL_RANK', '0')}", "a") as record:
+                record.write(f"{inside}\n")
+        return super().forward(x)

@@ -38,7 +38,7 @@ def test_fit_writes_summary_checkpoints_and_config(run_root: Path) -> None:
     assert confusion.shape == (5, 5) and confusion.sum() > 0
     # metric names follow stage/name everywhere
     logged = cli.trainer.callback_metrics
-    assert {"train/loss_epoch", "train/mIoU", "val/mIoU", "train/loss/ce", "train/loss/dice"} <= set(logged)
+    assert {"train/loss", "train/mIoU", "val/mIoU", "train/loss/ce", "train/loss/dice"} <= set(logged)
 
 
 def test_cli_links_classes_from_data_into_model(run_root: Path) -> None:

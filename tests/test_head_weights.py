@@ -200,3 +200,23 @@ def test_label_consistency_refuses_a_net_whose_head_was_not_built(net: str) -> N
     module(0.5)._check_label_consistency()  # a head: accepted
     with pytest.raises(ConfigError, match="has no image-level head.*label_weight > 0"):
         module(0.0)._check_label_consistency()
+
+
+def test_a_checkpoint_with_a_head_loads_into_a_model_that_does_not_build_it(
+    run_root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A checkpoint written with the head (as every run with weight 0 was before heads at weight 0 were
+    left out) loads: the head's weights are left out, in one line, and the masks are unchanged."""
+    micro = ["--model.init_args.net=lightning_seg.models.MicroUNet", "--model.init_args.net.base_width=8"]
+    fit = run_cli(["fit", *tiny_args(run_root, *micro)])
+    ckpt = fit.trainer.checkpoint_callback.last_model_path
+    state = torch.load(ckpt, weights_only=True)["state_dict"]
+    assert any(".label_head." in key for key in state)
+    without = "--model.init_args.loss.init_args.label_weight=0"
+    tested = run_cli(["test", *tiny_args(run_root, *micro, without), "--ckpt_path", ckpt])
+    assert tested is not None and getattr(tested.model.net, "label_head", None) is None
+    assert "left out 2 weights of a head this model does not build (net.label_head.3.weight" in caplog.text
+    with_head = run_cli(["test", *tiny_args(run_root, *micro), "--ckpt_path", ckpt])
+    assert float(tested.trainer.callback_metrics["test/mIoU"]) == float(
+        with_head.trainer.callback_metrics["test/mIoU"]
+    )

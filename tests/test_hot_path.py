@@ -20,9 +20,10 @@ import lightning as L
 import pytest
 import torch
 from conftest import tiny_args
+from data_trees import folder_args, folder_tree
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from lightning_seg.cli import run_cli
+from lightning_seg.cli import main, run_cli
 
 HOST_READS = ("item", "tolist", "cpu", "numpy", "__bool__", "__int__", "__float__")
 """Tensor methods that copy a value to the host."""
@@ -47,6 +48,10 @@ INDEXING = {aten.index.Tensor, aten.index_put.default, aten.index_put_.default, 
 # ``capturable``; only the optimizer's own calls: the training step itself runs inside optimizer.step).
 LOADER = "torch/utils/data/"
 OPTIMIZERS = "torch/optim/"
+# Kornia draws augmentation parameters on the host (its samplers stay on the CPU: our pipelines are never
+# moved to the device), and its container reads the size a crop makes from them (batch_prob, output_size):
+# host values, not device values
+KORNIA_HOST_PARAMETERS = "_get_new_batch_shape"
 INTERNALS = ("/torch/", "tests/test_hot_path.py")
 
 
@@ -67,6 +72,8 @@ class HostReads:
         inner = [file for file in files if any(part in file for part in INTERNALS)]
         first_outside = next((i for i, file in enumerate(files) if file not in inner), len(files))
         if any(OPTIMIZERS in file for file in files[:first_outside]) or any(LOADER in f for f in files):
+            return
+        if any(frame.f_code.co_name == KORNIA_HOST_PARAMETERS for frame in stack[: first_outside + 1]):
             return
         caller = stack[first_outside] if first_outside < len(stack) else stack[-1]
         self.where.setdefault(self.batch, []).append(
@@ -146,6 +153,8 @@ SETUPS = {
         "--model.init_args.loss.init_args.label_class_weights=inverse_frequency",
         "--model.init_args.loss.init_args.weights={ce: 1.0, dice: 1.0, jaccard: 1.0, tversky: 1.0}",
     ],
+    # the natural-image pipeline of photographs (CamVid, VOC, folders): crop, flips, rotation, jitter
+    "folder data, default crop pipeline": ["FOLDER"],
     "label head, single-label": [
         "--model.init_args.net=lightning_seg.models.MicroUNet",
         "--model.init_args.net.base_width=8",
@@ -157,18 +166,26 @@ SETUPS = {
 
 @pytest.mark.parametrize("setup", SETUPS)
 def test_training_steps_read_nothing_back_between_logging_steps(
-    run_root: Path, host_reads: HostReads, setup: str
+    run_root: Path, tmp_path: Path, host_reads: HostReads, setup: str
 ) -> None:
     batches = 8
+    if SETUPS[setup] == ["FOLDER"]:
+        data = folder_tree(tmp_path / "data", count=40, sizes=((24, 32), (30, 30)))
+        extra = [
+            *folder_args(data),
+            "--data.batch_size=4",
+            "--data.val_fraction=0.1",
+            "--data.test_fraction=0.1",
+        ]
+    else:
+        extra = [f"--data.init_args.num_train={4 * batches}", "--data.init_args.num_val=4", *SETUPS[setup]]
     run_cli(
         [
             "fit",
-            *tiny_args(run_root),
+            *tiny_args(run_root, *extra),
             "--trainer.log_every_n_steps=50",
             "--trainer.enable_progress_bar=true",
-            f"--data.init_args.num_train={4 * batches}",
-            "--data.init_args.num_val=4",
-            *SETUPS[setup],
+            f"--trainer.limit_train_batches={batches}",
         ]
     )
     assert host_reads.batch == batches - 1
@@ -239,10 +256,10 @@ def test_weight_rules_are_resolved_on_rank_zero_and_broadcast_before_training(
     sent: list[Any] = []
 
     def broadcast(self: Any, obj: Any, src: int = 0) -> Any:
-        if obj is not None and not isinstance(obj, torch.Tensor):
+        if obj is not None and not isinstance(obj, tuple):
             return obj  # Lightning's and the data's own broadcasts (a folder, a seed)
-        sent.append(obj)
-        return obj if rank == 0 else from_rank_zero[len(sent) - 1]
+        sent.append(obj)  # (weights, error message) from rank 0, None from the others
+        return obj if rank == 0 else (from_rank_zero[len(sent) - 1], None)
 
     monkeypatch.setattr(SingleDeviceStrategy, "broadcast", broadcast)
     monkeypatch.setattr(L.Trainer, "is_global_zero", property(lambda self: rank == 0))
@@ -267,9 +284,40 @@ def test_weight_rules_are_resolved_on_rank_zero_and_broadcast_before_training(
             "class_weights",
             "label_counts",
         ]  # rank 0 read the statistics and sent the weights it found
-        assert torch.equal(sent[0], seen.weights[0]) and torch.equal(sent[1], seen.weights[1])
+        assert torch.equal(sent[0][0], seen.weights[0]) and torch.equal(sent[1][0], seen.weights[1])
     else:
         assert not passes and sent == [None, None]  # no pass over the data; rank 0's weights used
         assert torch.equal(seen.weights[0], from_rank_zero[0]) and torch.equal(
             seen.weights[1], from_rank_zero[1]
         )
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_a_weight_rule_that_fails_on_rank_zero_stops_every_rank(
+    run_root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, rank: int
+) -> None:
+    """Rank 0 sends its error with the weights, so the other ranks raise it too instead of waiting in the
+    broadcast (under NCCL until the process group's timeout)."""
+    from lightning.pytorch.strategies import SingleDeviceStrategy
+
+    message = (
+        "loss.label_class_weights='inverse_frequency' needs data labels or model.label_mode multi "
+        "(dominant-class labels are not counted)"
+    )
+
+    def broadcast(self: Any, obj: Any, src: int = 0) -> Any:
+        if obj is not None and not isinstance(obj, tuple):
+            return obj
+        return obj if rank == 0 else (None, message)
+
+    monkeypatch.setattr(SingleDeviceStrategy, "broadcast", broadcast)
+    monkeypatch.setattr(L.Trainer, "is_global_zero", property(lambda self: rank == 0))
+    args = [
+        *tiny_args(run_root),
+        "--model.init_args.net=lightning_seg.models.MicroUNet",
+        "--model.init_args.net.base_width=8",
+        "--model.init_args.label_mode=single",  # dominant-class labels are not counted: the rule fails
+        "--model.init_args.loss.init_args.label_class_weights=inverse_frequency",
+    ]
+    assert main(["fit", *args]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"lightning-seg: error: {message}"

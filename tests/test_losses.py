@@ -203,7 +203,7 @@ def test_an_ignored_only_batch_leaves_the_epoch_loss_a_true_mean(tmp_path) -> No
     trainer.fit(module, loader)
     labelled, ignored = StepLosses.losses
     assert ignored == 0.0 and labelled > 0
-    epoch_loss = float(trainer.callback_metrics["train/loss_epoch"])
+    epoch_loss = float(trainer.callback_metrics["train/loss"])
     assert epoch_loss == pytest.approx(labelled, rel=1e-6)  # not (labelled + 0) / 2, and not NaN
 
 

@@ -253,3 +253,13 @@ def test_confusion_update_allocates_no_int64_pixel_temporaries() -> None:
     for t, p in zip(target[valid].tolist(), pred[valid].tolist(), strict=True):
         expected[t, p] += 1
     assert torch.equal(metrics.compute()["confusion"], expected)
+
+
+def test_an_ignore_index_inside_the_class_range_is_still_ignored() -> None:
+    """Data modules refuse an ignore_index in 0..K-1, but the metric alone honours it whatever it is."""
+    from lightning_seg.metrics import per_image_confusion
+
+    target = torch.tensor([[[0, 1, 2, 0]]])
+    pred = torch.tensor([[[1, 1, 2, 0]]])
+    confusion = per_image_confusion(pred, target, 3, ignore_index=0)[0]
+    assert confusion[0].sum() == 0 and confusion.sum() == 2

@@ -25,7 +25,7 @@ def _scheduler(cli):
 
 def test_bf16_mixed_precision_and_channels_last(run_root: Path) -> None:
     cli = _fit(run_root, "--trainer.precision=bf16-mixed", "--model.init_args.channels_last=true")
-    assert torch.isfinite(cli.trainer.callback_metrics["train/loss_epoch"])
+    assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
     first_conv = cli.model.net.stem[0].weight
     assert first_conv.is_contiguous(memory_format=torch.channels_last)
     # weights stay float32 under mixed precision
@@ -98,7 +98,7 @@ def test_early_stopping_and_deterministic(run_root: Path) -> None:
 @pytest.mark.slow
 def test_torch_compile_trains(run_root: Path) -> None:
     cli = _fit(run_root, "--model.init_args.compile=true")
-    assert torch.isfinite(cli.trainer.callback_metrics["train/loss_epoch"])
+    assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
     # the checkpoint holds the plain net's keys, loadable without compile
     state = torch.load(cli.trainer.checkpoint_callback.best_model_path, weights_only=False)["state_dict"]
     assert any(key.startswith("net.") for key in state) and not any("_orig_mod" in key for key in state)

@@ -108,7 +108,8 @@ class MaskWriter(BasePredictionWriter):
     batches waiting, so the device does not wait for zlib or the disk. Every file is written when
     ``predict`` returns; an error of the writer thread (a full disk, a class that does not fit an 8-bit
     PNG) is raised in the main thread at the next batch or at the end, and a failed run stops the thread.
-    ``predict`` keeps no predictions in memory (``--return_predictions true`` asks Lightning for them).
+    The CLI's ``predict`` keeps no predictions in memory (``--return_predictions true`` asks Lightning for
+    them; ``Trainer.predict`` called directly keeps them unless given ``return_predictions=False``).
 
     A net with a class head also gets ``labels.csv`` in the same folder, a row per image appended batch by
     batch: ``name,label,probability`` (single-label: the most probable label and its probability) or

@@ -4,9 +4,10 @@ A dataset's ``__getitem__`` runs in a CPU worker and only decodes and makes the 
 
     {"image": uint8 3×H×W, "mask": int64 H×W, "name": str, "orig_size": int64 (2,), "label"?: int64 ()}
 
-The default collate turns those into a dict batch. After the batch reaches the device,
-``on_after_batch_transfer`` converts to float, runs the split's Kornia pipeline once for the whole batch,
-and normalises. ``num_classes``, ``ignore_index`` and ``class_names`` live here and only here; the CLI
+:func:`collate_samples` turns those into a dict batch, masks narrowed to :func:`mask_wire_dtype` (uint8 for
+up to 255 classes). After the batch reaches the device, ``on_after_batch_transfer`` converts the image to
+float and the mask to int64, runs the split's Kornia pipeline once for the whole batch, normalises, and
+applies the precision plugin's input conversion (bf16-true, 16-true, 64-true). ``num_classes``, ``ignore_index`` and ``class_names`` live here and only here; the CLI
 links them into the model.
 """
 
