@@ -12,7 +12,8 @@
 Both are timed the same way: one device synchronisation at the start of step ``warmup`` and one after the
 last step. Prints both in images/s and their ratio (pipeline / bare); ``--profile`` adds a third run under
 Lightning's SimpleProfiler and the median milliseconds per step of each phase (load, transfer, augment,
-forward + loss + metrics, backward, optimizer). Extra arguments are CLI overrides.
+forward + loss + metrics, backward, optimizer), and the bare loop's phases (forward, loss, backward,
+optimizer update) timed the same way, so the gap can be read phase by phase. Extra arguments are CLI overrides.
 """
 
 from __future__ import annotations
@@ -144,7 +145,10 @@ def measure_bare(
     precision: str,
     steps: int,
     warmup: int,
+    phases: dict[str, list[float]] | None = None,
 ) -> float:
+    """Images/s of the bare loop; with ``phases`` (a dict to fill) each step's phases are also timed, with a
+    device synchronisation around each (so that run's images/s is not the one to report)."""
     module = cli.model
     net = net.to(device).train()
     loss = module.loss.to(device)
@@ -154,20 +158,37 @@ def measure_bare(
     dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(str(precision))
     autocast = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    def mark(name: str, since: float) -> float:
+        if phases is None:
+            return since
+        sync()
+        now = time.perf_counter()
+        if step >= warmup:
+            phases.setdefault(name, []).append(1000 * (now - since))
+        return now
+
     for step in range(steps):
         if step == warmup:
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
+            sync()
             start = time.perf_counter()
+        since = time.perf_counter()
         with autocast:
             out = net(image)
+        since = mark("forward", since)
         value = loss(NetOutput(out if isinstance(out, torch.Tensor) else out["mask"]), mask)["loss"]
+        since = mark("loss", since)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(value).backward()
+        since = mark("backward", since)
         scaler.step(optimizer)
         scaler.update()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+        mark("optimizer update", since)
+    sync()
     return (steps - warmup) * shape[0] / (time.perf_counter() - start)
 
 
@@ -203,6 +224,20 @@ def main() -> None:
     if args.profile:
         phases = profile_phases(cli_args, args.steps, args.warmup)
         result["phases_ms_per_step"] = {name: round(value, 2) for name, value in phases.items()}
+        bare_phases: dict[str, list[float]] = {}
+        measure_bare(
+            cli,
+            copy.deepcopy(bare_net),
+            shape,
+            device,
+            str(trainer.precision),
+            args.steps,
+            args.warmup,
+            bare_phases,
+        )
+        result["bare_phases_ms_per_step"] = {
+            name: round(sorted(values)[len(values) // 2], 2) for name, values in bare_phases.items()
+        }
     print(json.dumps(result, indent=2))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from lightning_seg import random_state
+from lightning_seg.class_argmax import class_argmax
 from lightning_seg.data.base import IMAGENET_MEAN, IMAGENET_STD
 from lightning_seg.errors import ConfigError
 from lightning_seg.inference import Inference
@@ -400,14 +401,14 @@ class SegmentationModule(L.LightningModule):
         """B×K×H×W logits → int64 B×H×W classes (sigmoid threshold for a one-channel head)."""
         if logits.shape[1] == 1:
             return (logits[:, 0].float().sigmoid() > self.binary_threshold).long()
-        return logits.argmax(1)
+        return class_argmax(logits, 1)
 
     def classes_from_probabilities(self, probabilities: torch.Tensor) -> torch.Tensor:
         """B×K×H×W probabilities → int64 B×H×W classes: the most probable class (a one-channel head: the
         foreground where its probability exceeds ``binary_threshold``)."""
         if probabilities.shape[1] == 1:
             return (probabilities[:, 0] > self.binary_threshold).long()
-        return probabilities.argmax(1)
+        return class_argmax(probabilities, 1)
 
     # ------------------------------------------------------------------------------ image-level labels
     def label_targets(self, batch: dict[str, Any]) -> torch.Tensor | None:

@@ -321,3 +321,12 @@ def test_a_weight_rule_that_fails_on_rank_zero_stops_every_rank(
     ]
     assert main(["fit", *args]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == f"lightning-seg: error: {message}"
+
+
+def test_class_argmax_is_argmax_with_its_ties() -> None:
+    from lightning_seg.class_argmax import class_argmax
+
+    scores = torch.randint(0, 3, (4, 6, 9, 11)).float()  # many ties: the first maximum wins in both
+    assert torch.equal(class_argmax(scores, 1), scores.argmax(1))
+    assert torch.equal(class_argmax(scores[0], 0), scores[0].argmax(0))
+    assert torch.equal(class_argmax(scores, -3, keepdim=True), scores.argmax(-3, keepdim=True))

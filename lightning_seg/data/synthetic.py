@@ -163,12 +163,12 @@ class SyntheticDataModule(SegDataModule):
     def default_train_augmentations(self) -> list[nn.Module]:
         import kornia.augmentation as K
 
-        from lightning_seg.data.augment import COLOR_ORDER
+        from lightning_seg.data.augment import ordered_color_jitter
 
         # shapes are rotation/flip invariant; RandomAffine invents border pixels, which become ignore_index
         return [
             K.RandomHorizontalFlip(),
             K.RandomVerticalFlip(),
             K.RandomAffine(degrees=30.0, scale=(0.8, 1.2), p=0.5),
-            K.ColorJitter(brightness=0.1, contrast=0.1, p=0.5, order=COLOR_ORDER),
+            ordered_color_jitter(brightness=0.1, contrast=0.1, p=0.5),
         ]

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from lightning_seg.class_argmax import class_argmax
 from lightning_seg.errors import ConfigError, closest, truncate
 from lightning_seg.postprocess.base import Prediction, Step
 
@@ -182,7 +183,7 @@ class SmallComponents(Step):
                 allowed = prediction.present_classes.to(masked.device).clone()
                 allowed[0] = True
                 masked = torch.where(allowed.view(-1, 1, 1), masked, -2.0)
-            prediction.classes = torch.where(removed, masked.argmax(0), classes)
+            prediction.classes = torch.where(removed, class_argmax(masked, 0), classes)
 
     def describe(self) -> str:
         """E.g. ``components (< 50 px)``, ``components (< road 20, car 50 px, 4-connected)``."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from lightning_seg.class_argmax import class_argmax
 from lightning_seg.errors import ConfigError
 from lightning_seg.postprocess.base import Prediction, Step
 
@@ -40,7 +41,7 @@ class LabelConsistency(Step):
             allowed = present.to(prediction.classes.device).clone()
             allowed[0] = True  # the background is always possible
             probabilities = prediction.probabilities
-            replacement = torch.where(allowed.view(-1, 1, 1), probabilities, -1.0).argmax(0)
+            replacement = class_argmax(torch.where(allowed.view(-1, 1, 1), probabilities, -1.0), 0)
             prediction.classes = torch.where(allowed[prediction.classes], prediction.classes, replacement)
 
     def describe(self) -> str:

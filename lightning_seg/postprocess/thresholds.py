@@ -31,6 +31,7 @@ from typing import Any, Literal
 import torch
 from torchmetrics import Metric
 
+from lightning_seg.class_argmax import class_argmax
 from lightning_seg.errors import ConfigError, short_path
 from lightning_seg.postprocess.base import Prediction, Step
 
@@ -58,16 +59,16 @@ def decide(
         int64 H×W (or B×H×W).
     """
     if thresholds is None:
-        return probabilities.argmax(-3)
+        return class_argmax(probabilities, -3)
     shape = (-1, 1, 1)
     t = thresholds.to(probabilities.device, probabilities.dtype).view(shape)
-    argmax = probabilities.argmax(-3, keepdim=True)
+    argmax = class_argmax(probabilities, -3, keepdim=True)
     classes = torch.arange(probabilities.shape[-3], device=probabilities.device).view(shape)
     untuned = t.isnan()
     candidate = torch.where(untuned, argmax == classes, probabilities >= t)
     score = probabilities - t.nan_to_num(0.0) if rule == "margin" else probabilities
     # non-candidates score below every candidate (probabilities and margins are >= -1)
-    winner = torch.where(candidate, score, -2.0).argmax(-3)
+    winner = class_argmax(torch.where(candidate, score, -2.0), -3)
     none = ~candidate.any(-3)
     otherwise = argmax[..., 0, :, :] if fallback == "argmax" else torch.zeros_like(winner)
     return torch.where(none, otherwise, winner)
