@@ -21,7 +21,7 @@ from lightning_seg.errors import ConfigError, short_path, truncate
 
 UNTRAINED_OPTION = "allow_untrained"
 """``--allow_untrained true``: evaluate or predict without ``--ckpt_path``, with untrained weights, on purpose."""
-EVAL_SUBCOMMANDS = ("validate", "test", "predict", "tune")
+EVAL_SUBCOMMANDS = ("validate", "test", "predict", "tune", "submit")
 SPECIAL_CKPT_PATHS = ("last", "best", "hpc")
 """``--ckpt_path`` values Lightning resolves itself (besides ``registry``/``registry:...``)."""
 

@@ -61,13 +61,17 @@ ALWAYS_ON_CALLBACKS = (DivergenceGuard, ScheduleTimeCheck)
 
 
 class SegCLI(LightningCLI):
-    """LightningCLI with the data → model links of this project, its extra subcommands (``tune``) and
+    """LightningCLI with the data → model links of this project, its extra subcommands (``tune``, ``submit``) and
     one-line errors for bad input."""
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
         # each extra subcommand is a SegTrainer method; the set lists the arguments the CLI fills itself
-        return {**LightningCLI.subcommands(), "tune": {"model", "datamodule"}}
+        return {
+            **LightningCLI.subcommands(),
+            "tune": {"model", "datamodule"},
+            "submit": {"model", "datamodule"},
+        }
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         for name in (

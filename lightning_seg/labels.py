@@ -431,6 +431,9 @@ def label_counts(datamodule: Any, task: LabelTask, split: str = "train") -> torc
     """int64 (L,): the images of ``split`` holding each label; None when they cannot be counted without a
     pass of their own (derived single labels: the dominant class is not in the class statistics)."""
     if not task.derived:
+        multi_hot = getattr(datamodule, "label_image_counts", None)
+        if callable(multi_hot):  # data with several labels per image (a multi-hot CSV): each one counts
+            return multi_hot(split)[: task.num_labels].long()
         labels = datamodule.sample_labels(split)
         if labels is None:
             return None

@@ -18,6 +18,16 @@ scores are averaged over the images, then the K-1 class means are averaged. ``im
 ``image_iou_per_class`` are the class means. An image whose target is wholly ``ignore_index`` is skipped
 (not counted). For two-class tasks ``image_IoU`` (= ``image_IoU_fg``) and the pooled ``IoU_fg`` are kept.
 
+``competition_dice`` (the competition's score): per image, the Dice of the stacked foreground planes,
+2·|P∩T| / (|P| + |T|), where P and T are the sets of (class c ≥ 1, pixel) pairs with prediction == c and
+target == c respectively (over the planes: |P∩T| = pixels with prediction == target ≥ 1, |P| = pixels
+predicted as any foreground class, |T| = pixels whose target is any foreground class); 1.0 where both are
+empty; averaged over the images (a wholly ignored image is skipped). Unlike ``mIoU`` (pooled over the whole
+evaluation, per class, background included, IoU not Dice) it is scored per image and pools the foreground
+classes of an image into one score, so a large class weighs more than a small one within an image; unlike
+``dice`` ("Dice including background", pooled, mean over classes) the background plane does not count at all,
+so an image that is mostly background gets no credit for it.
+
 Pixels whose target is ``ignore_index`` are excluded from every metric.
 """
 
@@ -171,6 +181,48 @@ class PerImageScores(Metric):
         }
 
 
+def competition_dice_per_image(confusion: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The competition's Dice of each image from its confusion matrix: the Dice of the stacked foreground
+    planes, 2·|P∩T| / (|P| + |T|) with P, T the (class ≥ 1, pixel) pairs predicted resp. labelled; 1.0 where
+    both are empty.
+
+    Args:
+        confusion: int64 B×K×K per-image confusion matrices (rows: target, columns: prediction).
+
+    Returns:
+        float64 (B,) scores and bool (B,): whether the image has any pixel that is not ignored.
+    """
+    confusion = confusion.double()
+    tp_fg = confusion.diagonal(dim1=1, dim2=2)[:, 1:].sum(1)  # pixels with prediction == target ≥ 1
+    pred_fg = confusion[:, :, 1:].sum((1, 2))  # pixels predicted as any foreground class
+    target_fg = confusion[:, 1:, :].sum((1, 2))  # pixels whose target is any foreground class
+    total = pred_fg + target_fg
+    dice = torch.where(total > 0, 2 * tp_fg / total.clamp_min(1), torch.ones_like(total))
+    return dice, confusion.sum((1, 2)) > 0
+
+
+class CompetitionDice(Metric):
+    """Sum over images of the competition's per-image Dice and the number of images, summed across
+    processes (see :func:`competition_dice_per_image`)."""
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("dice", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("images", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, confusion: torch.Tensor) -> None:
+        """Add int64 B×K×K per-image confusion matrices; wholly ignored images add nothing."""
+        dice, counted = competition_dice_per_image(confusion)
+        self.dice += (dice * counted.double()).sum()  # masked by multiplying: no GPU sync
+        self.images += counted.sum()
+
+    def compute(self) -> torch.Tensor:
+        """float32 mean over the counted images; NaN when no image was counted."""
+        return (self.dice / self.images).float()
+
+
 class NamedSums(Metric):
     """Sums of named float64 vectors, summed across processes: each evaluation loss term's numerators and
     denominators over a split (:mod:`lightning_seg.split_loss`), divided once at the end.
@@ -232,6 +284,7 @@ class SegMetrics(nn.Module):
         self.ignore_index = ignore_index
         self.confusion = ConfusionMatrix(num_classes, ignore_index)
         self.per_image = PerImageScores(num_classes)
+        self.competition_dice = CompetitionDice()
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         """Accumulate int64 B×H×W predictions against int64 B×H×W targets, on the device."""
@@ -239,19 +292,22 @@ class SegMetrics(nn.Module):
         confusion = per_image_confusion(pred, target, self.num_classes, self.ignore_index)
         self.confusion.update(confusion)
         self.per_image.update(confusion)
+        self.competition_dice.update(confusion)
 
     def compute(self) -> dict[str, torch.Tensor]:
         """Scores over everything accumulated (synced across processes).
 
         Returns float32 tensors: ``iou`` (K,), ``mIoU``, ``dice``, ``dice_fg``, ``acc`` (pooled, see
         :func:`scores_from_confusion`), ``image_dice_fg``, ``image_IoU_fg``, ``image_dice_per_class`` and
-        ``image_iou_per_class`` (K-1,) (per image, see :class:`PerImageScores`); int64 ``confusion`` (K×K);
+        ``image_iou_per_class`` (K-1,) (per image, see :class:`PerImageScores`), ``competition_dice`` (per
+        image, see :func:`competition_dice_per_image`); int64 ``confusion`` (K×K);
         for two-class tasks also ``IoU_fg`` (pooled) and ``image_IoU`` (= ``image_IoU_fg``).
         """
         confusion = self.confusion.compute()
         scores = scores_from_confusion(confusion)
         scores["confusion"] = confusion
         scores.update(self.per_image.compute())
+        scores["competition_dice"] = self.competition_dice.compute()
         if self.num_classes == 2:
             scores["IoU_fg"] = scores["iou"][1]
             scores["image_IoU"] = scores["image_IoU_fg"]
@@ -260,6 +316,7 @@ class SegMetrics(nn.Module):
     def reset(self) -> None:
         self.confusion.reset()
         self.per_image.reset()
+        self.competition_dice.reset()
 
     @property
     def updated(self) -> bool:

@@ -719,7 +719,7 @@ class SegmentationModule(L.LightningModule):
         logged.update({f"{stage}/loss/{name}": value for name, value in losses.items() if name != "loss"})
         if "loss" in losses:
             self.log(f"{stage}/loss", losses["loss"], prog_bar=True)
-        for name in ("IoU_fg", "image_IoU", "image_dice_fg", "image_IoU_fg"):
+        for name in ("IoU_fg", "image_IoU", "image_dice_fg", "image_IoU_fg", "competition_dice"):
             if name in scores:
                 logged[f"{stage}/{name}"] = scores[name]
         # one host copy for the NaN test (classes absent from the whole evaluation are not logged)
@@ -776,7 +776,15 @@ class SegmentationModule(L.LightningModule):
             else:
                 continue
             entry: dict[str, Any] = {"stage": name}
-            for field in ("mIoU", "dice", "dice_fg", "image_dice_fg", "image_IoU_fg", "acc"):
+            for field in (
+                "mIoU",
+                "dice",
+                "dice_fg",
+                "image_dice_fg",
+                "image_IoU_fg",
+                "competition_dice",
+                "acc",
+            ):
                 if field in scores:
                     value = float(scores[field])
                     entry[field] = None if value != value else round(value, 6)

@@ -330,3 +330,45 @@ def miou_of_index_pngs(predictions: Path, masks: Path, num_classes: int = 3) -> 
         assert prediction.shape == truth.shape, path
         metrics.update(prediction[None], truth[None])
     return float(metrics.compute()["mIoU"]), len(names)
+
+
+VOC_KAGGLE_TRAIN_IDS = ("17", "3", "42", "8", "105", "23", "61", "9")
+VOC_KAGGLE_TEST_IDS = ("12", "2", "77")  # not sorted: predict must keep the CSV's order
+
+
+def voc_kaggle_tree(
+    root: Path,
+    train_ids: tuple[str, ...] = VOC_KAGGLE_TRAIN_IDS,
+    test_ids: tuple[str, ...] = VOC_KAGGLE_TEST_IDS,
+    sizes: tuple[tuple[int, int], ...] = ((30, 40), (36, 28), (40, 44)),
+) -> Path:
+    """The VOC 2009 Kaggle competition layout: ``train/train_set.csv`` (Id + 20 0/1 label columns, each
+    row the foreground classes its mask holds), ``train/img/train_<Id>.npy`` (uint8 H×W×3),
+    ``train/seg/train_<Id>.npy`` (uint8 H×W, 0..20, a void 255 border), ``test/test_set.csv`` (labels -1)
+    and ``test/img/test_<Id>.npy``. Images of different sizes, each covering several classes."""
+    labels = [
+        "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+        "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+        "tvmonitor",
+    ]  # fmt: skip
+    header = ",".join(["Id", *labels])
+    for split, ids in (("train", train_ids), ("test", test_ids)):
+        (root / split / "img").mkdir(parents=True, exist_ok=True)
+        rows = [header]
+        for i, image_id in enumerate(ids):
+            h, w = sizes[i % len(sizes)]
+            mask = block_mask(h, w, num_classes=21, seed=300 + i + (100 if split == "test" else 0), block=6)
+            mask[0, :] = 255  # the void border VOC draws around objects
+            mask[:, -1] = 255
+            image = image_for(mask).permute(1, 2, 0).numpy()  # H×W×3
+            np.save(root / split / "img" / f"{split}_{image_id}.npy", image)
+            if split == "train":
+                (root / "train" / "seg").mkdir(parents=True, exist_ok=True)
+                np.save(root / "train" / "seg" / f"train_{image_id}.npy", mask.numpy().astype(np.uint8))
+                present = {int(v) for v in mask.unique() if 0 < int(v) < 21}
+                values = ["1" if c in present else "0" for c in range(1, 21)]
+            else:
+                values = ["-1"] * 20
+            rows.append(",".join([image_id, *values]))
+        (root / split / f"{split}_set.csv").write_text("\n".join(rows) + "\n")
+    return root

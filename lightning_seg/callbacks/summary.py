@@ -54,7 +54,7 @@ def print_stage_table(console: Any, rows: list[dict[str, Any]], title: str) -> N
     from rich.table import Table
 
     table = Table(title=title)
-    fields = ("mIoU", "dice", "dice_fg", "image_dice_fg")
+    fields = ("mIoU", "dice", "dice_fg", "image_dice_fg", "competition_dice")
     table.add_column("stage")
     for field in fields:
         table.add_column(field, justify="right")

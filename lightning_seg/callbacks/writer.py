@@ -90,7 +90,7 @@ def _write_masks(
             save_png(mask.to(torch.uint8)[None], f"{target}_index.png")
 
 
-def _to_host(masks: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+def masks_to_host(masks: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """The batch's masks on the CPU, in one device-to-host copy (masks of different sizes: one flat tensor,
     split again on the host); masks already there are used as they are."""
     if all(mask.device.type == "cpu" for mask in masks):
@@ -175,7 +175,7 @@ class MaskWriter(BasePredictionWriter):
     ) -> None:
         assert self.resolved_dir is not None and self.palette is not None and self._worker is not None
         self._worker.raise_error()  # an earlier batch's files failed: stop here, with that error
-        items = list(zip(map(str, prediction["name"]), _to_host(prediction["mask"]), strict=True))
+        items = list(zip(map(str, prediction["name"]), masks_to_host(prediction["mask"]), strict=True))
         if items:
             self._worker.put((self.resolved_dir, items, self.palette, self.save_index))
         if "label_probability" in prediction:

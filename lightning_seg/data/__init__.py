@@ -11,6 +11,7 @@ from lightning_seg.data.pets import OxfordPetDataModule
 from lightning_seg.data.stats import ClassStatistics
 from lightning_seg.data.synthetic import SyntheticDataModule
 from lightning_seg.data.voc import VOCDataModule
+from lightning_seg.data.voc_kaggle import VOCKaggleDataModule
 
 __all__ = [
     "COCOSemanticDataModule",
@@ -25,4 +26,5 @@ __all__ = [
     "SegDataModule",
     "SyntheticDataModule",
     "VOCDataModule",
+    "VOCKaggleDataModule",
 ]

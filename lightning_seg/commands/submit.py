@@ -1,0 +1,163 @@
+"""``submit``: a competition CSV of run-length-encoded predictions, from the same path as ``test``.
+
+``python -m lightning_seg submit --config X.yaml --ckpt_path <checkpoint>`` runs ``predict`` (the model's
+inference and post-processing, tuned thresholds included, each prediction at its image's original size)
+over the data's predict split and writes ``submission.csv`` into the command's record folder
+``<run>/submit/<date-time>/`` (or ``--output``)::
+
+    Id,Predicted
+    <Id>_classification,<RLE of the L-long 0/1 image-label vector>
+    <Id>_segmentation,<RLE of the (K-1)×H×W stack of planes pred == c, c = 1..K-1>
+
+two rows per image, in the order of the data's competition CSV (``competition_ids``) when it has one.
+Background (class 0) and void are never encoded; the encoding is :mod:`lightning_seg.submission.rle`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import lightning as L
+import numpy as np
+from lightning.pytorch.callbacks import BasePredictionWriter
+
+from lightning_seg.atomic import atomic_write
+from lightning_seg.callbacks.writer import masks_to_host
+from lightning_seg.errors import ConfigError, short_path
+from lightning_seg.submission.rle import encode, encode_class_planes
+
+if TYPE_CHECKING:
+    from lightning_seg.module import SegmentationModule
+
+LabelSource = Literal["head", "mask"]
+
+
+class SubmissionRows(BasePredictionWriter):
+    """Encodes each predicted image into its two rows as ``predict`` produces it (kept as text, not as
+    masks).
+
+    Args:
+        labels_from: the classification row from the image-level head's decisions ("head", with the tuned
+            thresholds when loaded) or from the classes present in the predicted mask ("mask").
+        num_labels: L, the length of the classification vector.
+    """
+
+    def __init__(
+        self, labels_from: LabelSource, num_labels: int, label_order: Sequence[int] | None = None
+    ) -> None:
+        super().__init__(write_interval="batch")
+        self.labels_from = labels_from
+        self.num_labels = num_labels
+        # the competition's column order, as indices into the model's (VOC) order; None: the model's
+        self.label_order = np.asarray(label_order) if label_order is not None else None
+        self.rows: dict[str, tuple[str, str]] = {}
+
+    def write_on_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        prediction: dict[str, Any],
+        batch_indices: Sequence[int] | None,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
+        masks = [mask.numpy() for mask in masks_to_host(prediction["mask"])]  # one copy per batch
+        if self.labels_from == "head":
+            labels = prediction["label_decision"].cpu().numpy().astype(bool)
+        else:  # present foreground classes 1..L of the predicted mask
+            labels = np.stack([np.isin(np.arange(1, self.num_labels + 1), np.unique(m)) for m in masks])
+        if self.label_order is not None:
+            labels = labels[:, self.label_order]
+        classes = range(1, self.num_labels + 1)
+        for name, mask, label in zip(prediction["name"], masks, labels, strict=True):
+            self.rows[str(name)] = (encode(label), encode_class_planes(mask, classes))
+
+
+def write_submission(
+    trainer: L.Trainer,
+    model: SegmentationModule,
+    datamodule: Any,
+    ckpt_path: str | None,
+    output: str | None,
+    labels_from: LabelSource | None,
+    weights_only: bool | None,
+) -> Path:
+    """Predict, encode, write the CSV; returns its path."""
+    if datamodule is None:
+        raise ConfigError("submit needs a data module (data: in the config) with a predict split")
+    if trainer.world_size > 1:
+        raise ConfigError("submit runs in one process: drop trainer.devices / strategy for it")
+    num_labels = model.num_classes - 1  # foreground classes: the planes and the label vector
+    has_head = getattr(model.net, "label_head", None) is not None
+    source: LabelSource = labels_from or ("head" if has_head else "mask")
+    if source == "head" and not has_head:
+        raise ConfigError(
+            f"submit --labels_from head: the net ({type(model.net).__name__}) has no image-level head; "
+            "use --labels_from mask"
+        )
+    if source == "head" and (model.label_mode != "multi" or len(model.label_names) != num_labels):
+        raise ConfigError(
+            f"submit --labels_from head needs a multi-label head over the {num_labels} foreground classes "
+            f"(model.label_mode multi; this one: {model.label_mode}, {len(model.label_names)} labels)"
+        )
+    rows = SubmissionRows(source, num_labels, _label_order(datamodule, model, source))
+    trainer.callbacks.append(rows)
+    try:
+        trainer.predict(
+            model,
+            datamodule=datamodule,
+            ckpt_path=ckpt_path,
+            return_predictions=False,
+            weights_only=weights_only,
+        )
+    finally:
+        trainer.callbacks.remove(rows)
+    order = _competition_order(datamodule, rows.rows)
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["Id", "Predicted"])
+    for identifier in order:
+        classification, segmentation = rows.rows[identifier]
+        writer.writerow([f"{identifier}_classification", classification])
+        writer.writerow([f"{identifier}_segmentation", segmentation])
+    target = Path(output) if output else Path(trainer.default_root_dir) / "submission.csv"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(target, text.getvalue())
+    print(f"submission: {short_path(str(target))} ({len(order)} images, classification from the {source})")
+    return target
+
+
+def _label_order(datamodule: Any, model: SegmentationModule, source: LabelSource) -> list[int] | None:
+    """Where each column of the competition's label vector is in the model's vector (the head's labels,
+    or the foreground classes for labels from the mask), matched by name; None when the data names no
+    columns. A column the model does not have is refused (never a shifted vector)."""
+    names = getattr(datamodule, "competition_label_names", None)
+    if not callable(names):
+        return None
+    columns = names()
+    ours = list(model.label_names) if source == "head" else list(model.class_names[1:])
+    unknown = [name for name in columns if name not in ours]
+    if unknown or len(columns) != len(ours):
+        raise ConfigError(
+            f"submit: the competition's label columns {columns[:3]}... do not match the model's "
+            f"{'labels' if source == 'head' else 'classes'} {ours[:3]}... (unknown: {unknown[:3]})"
+        )
+    return [ours.index(name) for name in columns]
+
+
+def _competition_order(datamodule: Any, rows: dict[str, tuple[str, str]]) -> list[str]:
+    """The Ids in the competition CSV's order when the data knows it (every one must have a row), else in
+    the order predicted."""
+    ids = getattr(datamodule, "competition_ids", None)
+    if not callable(ids):
+        return list(rows)
+    order = [str(identifier) for identifier in ids("predict")]
+    missing = [identifier for identifier in order if identifier not in rows]
+    if missing:
+        raise ConfigError(f"submit: no prediction for {len(missing)} test images ({missing[0]}, ...)")
+    return order

@@ -1,0 +1,147 @@
+"""``submit``: the CSV decodes exactly to the class maps that the same path writes as PNGs."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import tiny_args
+from torchvision.io import decode_png, read_file
+
+from lightning_seg.cli import main, run_cli
+from lightning_seg.submission import decode, decode_class_planes
+
+
+def _rows(path: Path) -> list[list[str]]:
+    with path.open(newline="") as handle:
+        return list(csv.reader(handle))
+
+
+def check_submission(
+    csv_path: Path, predictions: Path, num_classes: int, ids: list[str] | None = None
+) -> int:
+    """Every segmentation row decodes to the planes ``index == c`` (c = 1..K-1) of the index PNG the same
+    command wrote for that image; every classification row to the classes present in it (or, for a label
+    head, to a 0/1 vector of the right length). Returns the number of images."""
+    rows = _rows(csv_path)
+    assert rows[0] == ["Id", "Predicted"]
+    body = rows[1:]
+    assert len(body) % 2 == 0
+    seen = []
+    for classification, segmentation in zip(body[::2], body[1::2], strict=True):
+        identifier = classification[0].removesuffix("_classification")
+        assert classification[0] == f"{identifier}_classification"
+        assert segmentation[0] == f"{identifier}_segmentation"
+        seen.append(identifier)
+        index = decode_png(read_file(str(predictions / f"{identifier}_index.png")))[0].numpy()
+        planes = decode_class_planes(segmentation[1], num_classes - 1, *index.shape)
+        expected = np.stack([index == c for c in range(1, num_classes)])
+        assert np.array_equal(planes, expected), identifier
+        labels = decode(classification[1], (num_classes - 1,))
+        assert labels.shape == (num_classes - 1,)
+    if ids is not None:
+        assert seen == ids
+    return len(seen)
+
+
+def test_submit_decodes_to_the_predicted_class_maps(run_root: Path) -> None:
+    fit = run_cli(["fit", *tiny_args(run_root)])
+    ckpt = fit.trainer.checkpoint_callback.last_model_path
+    run_cli(["submit", *tiny_args(run_root), "--ckpt_path", ckpt])
+    (folder,) = (Path(ckpt).parent.parent / "submit").iterdir()
+    assert check_submission(folder / "submission.csv", folder / "predictions", num_classes=5) == 4
+    # the classification rows come from the masks here (the U-Net has no head): the present classes
+    for classification, _ in zip(*[iter(_rows(folder / "submission.csv")[1:])] * 2, strict=True):
+        identifier = classification[0].removesuffix("_classification")
+        index = decode_png(read_file(str(folder / "predictions" / f"{identifier}_index.png")))[0].numpy()
+        present = np.isin(np.arange(1, 5), np.unique(index))
+        assert np.array_equal(decode(classification[1], (4,)), present)
+
+
+def test_submit_refuses_labels_from_a_head_the_net_lacks(
+    run_root: Path, capsys: pytest.CaptureFixture
+) -> None:
+    fit = run_cli(["fit", *tiny_args(run_root)])
+    ckpt = fit.trainer.checkpoint_callback.last_model_path
+    assert main(["submit", *tiny_args(run_root), "--ckpt_path", ckpt, "--labels_from", "head"]) == 2
+    assert "has no image-level head; use --labels_from mask" in capsys.readouterr().err
+
+
+def test_voc_kaggle_fit_tune_test_submit_with_one_config(tmp_path: Path) -> None:
+    """The competition path end to end with configs/voc_kaggle/unet.yaml (shrunk): fit, tune (class and
+    label thresholds), test, submit; the CSV is in test_set.csv's order, its planes decode to the class maps
+    the same path wrote, and its classification rows to the head's decisions with the tuned label
+    thresholds (labels.csv of the same command)."""
+    from conftest import REPO
+    from data_trees import VOC_KAGGLE_TEST_IDS, voc_kaggle_tree
+
+    data = voc_kaggle_tree(tmp_path / "voc")
+    runs = tmp_path / "runs"
+    args = [
+        "--config", str(REPO / "configs" / "voc_kaggle" / "unet.yaml"),
+        f"--data.init_args.root={data}",
+        "--data.init_args.size=[32,32]",
+        "--data.init_args.batch_size=2",
+        "--data.init_args.num_workers=0",
+        "--data.init_args.val_fraction=0.25",
+        "--data.init_args.allow_absent_classes=true",
+        "--model.init_args.net.init_args.base_width=8",
+        "--trainer.precision=32-true",
+        "--trainer.max_epochs=1",
+        "--trainer.enable_progress_bar=false",
+        f"--trainer.default_root_dir={runs}",
+        f"--trainer.logger.init_args.save_dir={runs}",
+    ]  # fmt: skip
+    fit = run_cli(["fit", *args])
+    ckpt = fit.trainer.checkpoint_callback.last_model_path
+    assert main(["test", *args, "--ckpt_path", ckpt]) == 2  # before tune: one line, "run tune"
+    assert run_cli(["tune", *args, "--ckpt_path", ckpt]) is not None
+    tested = run_cli(["test", *args, "--ckpt_path", ckpt])
+    assert "test/competition_dice" in tested.trainer.callback_metrics
+    assert [row["stage"] for row in tested.model.stage_table["test"]][-1] == "+ thresholds"
+    assert all("competition_dice" in row for row in tested.model.stage_table["test"])
+    run_cli(["submit", *args, "--ckpt_path", ckpt])
+    (folder,) = (Path(ckpt).parent.parent / "submit").iterdir()
+    ids = list(VOC_KAGGLE_TEST_IDS)
+    assert check_submission(folder / "submission.csv", folder / "predictions", 21, ids) == len(ids)
+    with (folder / "predictions" / "labels.csv").open(newline="") as handle:
+        decided = {
+            row["name"]: row["labels"].split(";") if row["labels"] else [] for row in csv.DictReader(handle)
+        }
+    names = list(tested.model.label_names)
+    for classification, _ in zip(*[iter(_rows(folder / "submission.csv")[1:])] * 2, strict=True):
+        identifier = classification[0].removesuffix("_classification")
+        expected = np.array([name in decided[identifier] for name in names])
+        assert np.array_equal(decode(classification[1], (20,)), expected), identifier
+
+
+def test_classification_rows_follow_the_test_csv_column_order(tmp_path: Path) -> None:
+    """A test_set.csv whose label columns are in another order than VOC's gets its vectors in that order
+    (matched by name), never VOC's order under another header."""
+    from data_trees import voc_kaggle_tree
+    from test_data_voc_kaggle import _cli_args
+
+    data = voc_kaggle_tree(tmp_path / "voc")
+    test_csv = data / "test" / "test_set.csv"
+    rows = _rows(test_csv)
+    reordered = [[row[0], *reversed(row[1:])] for row in rows]
+    with test_csv.open("w", newline="") as handle:
+        csv.writer(handle).writerows(reordered)
+    runs = tmp_path / "runs"
+    fit = run_cli(["fit", *_cli_args(runs, data)])
+    ckpt = fit.trainer.checkpoint_callback.last_model_path
+    run_cli(["submit", *_cli_args(runs, data), "--ckpt_path", ckpt])
+    (folder,) = (Path(ckpt).parent.parent / "submit").iterdir()
+    with (folder / "predictions" / "labels.csv").open(newline="") as handle:
+        decided = {
+            row["name"]: row["labels"].split(";") if row["labels"] else [] for row in csv.DictReader(handle)
+        }
+    columns = reordered[0][1:]
+    assert columns[0] == "tvmonitor"
+    body = _rows(folder / "submission.csv")[1:]
+    for classification in body[::2]:
+        identifier = classification[0].removesuffix("_classification")
+        expected = np.array([name in decided[identifier] for name in columns])
+        assert np.array_equal(decode(classification[1], (20,)), expected), identifier
