@@ -145,3 +145,22 @@ def test_classification_rows_follow_the_test_csv_column_order(tmp_path: Path) ->
         identifier = classification[0].removesuffix("_classification")
         expected = np.array([name in decided[identifier] for name in columns])
         assert np.array_equal(decode(classification[1], (20,)), expected), identifier
+
+
+def test_submit_refuses_before_the_pass_when_a_test_image_was_skipped(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from data_trees import VOC_KAGGLE_TEST_IDS, voc_kaggle_tree
+    from test_data_voc_kaggle import _cli_args
+
+    data = voc_kaggle_tree(tmp_path / "voc")
+    runs = tmp_path / "runs"
+    fit = run_cli(["fit", *_cli_args(runs, data)])
+    ckpt = fit.trainer.checkpoint_callback.last_model_path
+    missing = VOC_KAGGLE_TEST_IDS[1]
+    (data / "test" / "img" / f"test_{missing}.npy").unlink()
+    skip = "--data.init_args.on_bad_sample=skip"
+    assert main(["submit", *_cli_args(runs, data), skip, "--ckpt_path", ckpt]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"1 test images of the competition CSV were skipped as bad files (Id {missing}, ...)" in line
+    assert not list((Path(ckpt).parent.parent / "submit").glob("*/submission.csv"))

@@ -105,6 +105,7 @@ def write_submission(
             f"submit --labels_from head needs a multi-label head over the {num_labels} foreground classes "
             f"(model.label_mode multi; this one: {model.label_mode}, {len(model.label_names)} labels)"
         )
+    _check_every_test_image(datamodule)
     rows = SubmissionRows(source, num_labels, _label_order(datamodule, model, source))
     trainer.callbacks.append(rows)
     try:
@@ -130,6 +131,25 @@ def write_submission(
     atomic_write(target, text.getvalue())
     print(f"submission: {short_path(str(target))} ({len(order)} images, classification from the {source})")
     return target
+
+
+def _check_every_test_image(datamodule: Any) -> None:
+    """Before the pass: every Id of the competition CSV is in the predict split (``on_bad_sample: skip``
+    drops unreadable files, and a submission must list every image)."""
+    ids = getattr(datamodule, "competition_ids", None)
+    if not callable(ids):
+        return
+    datamodule.setup("predict")  # builds the split once; predict reuses it
+    samples = getattr(datamodule.datasets.get("predict"), "samples", None)
+    if samples is None:
+        return
+    present = {str(sample.name) for sample in samples}
+    dropped = [identifier for identifier in ids("predict") if str(identifier) not in present]
+    if dropped:
+        raise ConfigError(
+            f"submit: {len(dropped)} test images of the competition CSV were skipped as bad files (Id "
+            f"{dropped[0]}, ...); a submission lists every one: fix them (data.on_bad_sample: error names them)"
+        )
 
 
 def _label_order(datamodule: Any, model: SegmentationModule, source: LabelSource) -> list[int] | None:
