@@ -339,7 +339,7 @@ class CompoundLoss(nn.Module):
             for prefix, logits in heads.items():
                 terms = self._terms_for(logits)
                 for name, term in terms.items():
-                    sums[prefix + name] = term_sums(name, term, logits.float(), mask, self.ignore_index)
+                    sums[prefix + name] = term_sums(term, logits.float(), mask, self.ignore_index)
             if output.label is not None and self.label_weight > 0:
                 # always present with a label head, zeros for a batch without labels: every DDP process
                 # then accumulates the same names (their sums are synced name by name)
@@ -359,7 +359,7 @@ class CompoundLoss(nn.Module):
             named = {name: sums[prefix + name] for name in self._terms if prefix + name in sums}
             if not named:
                 continue
-            values = {name: term_from_sums(name, self._terms[name], value) for name, value in named.items()}
+            values = {name: term_from_sums(self._terms[name], value) for name, value in named.items()}
             head = sum(self.weights[name] * value for name, value in values.items())
             if prefix:
                 parts["aux"] = head

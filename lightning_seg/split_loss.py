@@ -29,9 +29,7 @@ from torch.nn import functional as F
 from lightning_seg.loss_terms import BinaryCrossEntropy, FocalLoss, LovaszLoss, one_vs_rest_targets
 
 
-def _soft_counts(
-    term: nn.Module, logits: torch.Tensor, target: torch.Tensor, ignore_index: int
-) -> torch.Tensor:
+def _soft_counts(logits: torch.Tensor, target: torch.Tensor, ignore_index: int) -> torch.Tensor:
     """Per class Σp, Σy and Σ|p - y| over the valid pixels, as SMP's Dice/Jaccard/Tversky read them:
     float64 (3K,) (K = 1 for a binary head)."""
     truth, valid = one_vs_rest_targets(logits, target, ignore_index)
@@ -46,13 +44,10 @@ def _soft_counts(
     ).double()
 
 
-def term_sums(
-    name: str, term: nn.Module, logits: torch.Tensor, target: torch.Tensor, ignore_index: int
-) -> torch.Tensor:
+def term_sums(term: nn.Module, logits: torch.Tensor, target: torch.Tensor, ignore_index: int) -> torch.Tensor:
     """The sums a pixel term's split value is made of (see the module docstring), float64 1-D.
 
     Args:
-        name: the term's name in ``CompoundLoss.weights``.
         term: the term module that computes it on a batch.
         logits: float32 B×K×H×W (K = 1: a binary head).
         target: int64 B×H×W in [0, K) or ``ignore_index``.
@@ -76,10 +71,10 @@ def term_sums(
     if isinstance(term, LovaszLoss):
         images = valid.flatten(1).any(1).sum()
         return torch.stack([term(logits, target) * images, images.to(logits.dtype)]).double()
-    return _soft_counts(term, logits, target, ignore_index)
+    return _soft_counts(logits, target, ignore_index)
 
 
-def term_from_sums(name: str, term: nn.Module, sums: torch.Tensor) -> torch.Tensor:
+def term_from_sums(term: nn.Module, sums: torch.Tensor) -> torch.Tensor:
     """A pixel term's value from its sums over a split (see :func:`term_sums`), float32 scalar."""
     if isinstance(term, nn.CrossEntropyLoss | LovaszLoss):
         return (sums[0] / sums[1].clamp_min(torch.finfo(torch.float64).tiny)).float()
