@@ -604,6 +604,31 @@ class SegmentationModule(L.LightningModule):
         )
         return self.classes_of_labels(decisions)
 
+    def predict_path(
+        self, batch: dict[str, Any], out: NetOutput, truths: list[torch.Tensor] | None = None
+    ) -> list[Prediction]:
+        """The whole path of ``predict`` for one batch: :attr:`inference` → probabilities resized back to
+        each image's original size → :attr:`postprocess` → class maps.
+
+        Args:
+            batch: the batch as the data module gives it (normalised float32 B×3×H×W ``image``; ``orig_size``
+                int64 B×2, else the batch's size is each image's).
+            out: the plain forward pass of ``batch["image"]`` (its logits spare inference a pass).
+            truths: int64 H_i×W_i true masks, only for LabelConsistency's oracle ablation.
+
+        Returns:
+            one :class:`Prediction` per image, ``classes`` int64 H_i×W_i.
+        """
+        image = batch["image"]
+        probabilities = self.inference_probabilities(image, out.mask)
+        if "orig_size" in batch:
+            sizes = [tuple(s) for s in batch["orig_size"].tolist()]
+        else:
+            sizes = [tuple(image.shape[-2:])] * len(image)
+        predictions = self._predictions(probabilities, batch, sizes, out.label, truths)
+        self.postprocess.run(predictions, self._decide_plain)
+        return predictions
+
     def _stage_rows(self, stage: str) -> list[str]:
         """The names of the stage table's rows: the plain pass, + inference, + each post-processing step."""
         rows = ["raw"]
@@ -684,12 +709,8 @@ class SegmentationModule(L.LightningModule):
             predictions (``--return_predictions true`` makes Lightning keep them all in host memory).
             Compact masks, and probabilities on request only, keep each batch's copy small.
         """
-        image = batch["image"]
-        out_plain = self(image)
-        probabilities = self.inference_probabilities(image, out_plain.mask)
-        sizes = batch["orig_size"].tolist() if "orig_size" in batch else [list(image.shape[-2:])] * len(image)
-        predictions = self._predictions(probabilities, batch, [tuple(s) for s in sizes], out_plain.label)
-        self.postprocess.run(predictions, self._decide_plain)
+        out_plain = self(batch["image"])
+        predictions = self.predict_path(batch, out_plain)
         mask_dtype = torch.uint8 if self.num_classes <= 256 else torch.int64
         masks = [p.classes.to(mask_dtype) for p in predictions if p.classes is not None]
         names = batch.get("name") or [f"{batch_idx:05d}_{i:03d}" for i in range(len(masks))]
