@@ -21,7 +21,7 @@ from lightning_seg.errors import ConfigError, short_path, truncate
 
 UNTRAINED_OPTION = "allow_untrained"
 """``--allow_untrained true``: evaluate or predict without ``--ckpt_path``, with untrained weights, on purpose."""
-EVAL_SUBCOMMANDS = ("validate", "test", "predict", "tune", "submit")
+EVAL_SUBCOMMANDS = ("validate", "test", "predict", "tune", "submit", "export", "attack")
 SPECIAL_CKPT_PATHS = ("last", "best", "hpc")
 """``--ckpt_path`` values Lightning resolves itself (besides ``registry``/``registry:...``)."""
 
@@ -168,42 +168,45 @@ def resolved_by_lightning(ckpt_path: str) -> bool:
     )
 
 
-def read_checkpoint(path: str, weights_only: bool | None = True) -> dict[str, Any]:
+def read_checkpoint(
+    path: str, weights_only: bool | None = True, option: str = "--ckpt_path"
+) -> dict[str, Any]:
     """Load a checkpoint (memory-mapped: tensors are read only when used) or say in one line why not.
 
-    ``weights_only``: as the run's ``--weights_only`` (None, Lightning's default, means True here)."""
+    ``weights_only``: as the run's ``--weights_only`` (None, Lightning's default, means True here).
+    ``option``: what the message calls the path (the CLI option, or "checkpoint" for the Python API)."""
     file = Path(path).expanduser()
     shown = short_path(path)
     if not file.exists():
-        raise ConfigError(f"--ckpt_path {shown}: no such file")
+        raise ConfigError(f"{option} {shown}: no such file")
     if file.is_dir():
         # a few levels only: a folder like ~ must not be walked whole for a hint
         patterns = ("last.ckpt", "checkpoints/last.ckpt", "*/checkpoints/last.ckpt", "*.ckpt", "*/*.ckpt")
         found = next((match for pattern in patterns for match in sorted(file.glob(pattern))), None)
         hint = f"; e.g. {short_path(found, 60)}" if found else ""
-        raise ConfigError(truncate(f"--ckpt_path {shown}: is a folder, not a checkpoint file{hint}"))
+        raise ConfigError(truncate(f"{option} {shown}: is a folder, not a checkpoint file{hint}"))
     if file.stat().st_size == 0:
-        raise ConfigError(f"--ckpt_path {shown}: empty file (0 bytes), not a checkpoint")
+        raise ConfigError(f"{option} {shown}: empty file (0 bytes), not a checkpoint")
     try:
         checkpoint = torch.load(
             file, map_location="cpu", weights_only=weights_only is not False, mmap=zipfile.is_zipfile(file)
         )
     except PermissionError as error:
-        raise ConfigError(f"--ckpt_path {shown}: permission denied") from error
+        raise ConfigError(f"{option} {shown}: permission denied") from error
     except pickle.UnpicklingError as error:
         # a well-formed file holding Python objects torch will not unpickle safely, or garbage bytes
         unsafe = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
         if unsafe:
             raise ConfigError(
-                f"--ckpt_path {shown}: holds a Python object ({unsafe.group(1)}) that safe loading refuses; "
+                f"{option} {shown}: holds a Python object ({unsafe.group(1)}) that safe loading refuses; "
                 "if you trust the file, pass --weights_only false"
             ) from error
-        raise ConfigError(f"--ckpt_path {shown}: not a readable checkpoint (truncated or corrupt)") from error
+        raise ConfigError(f"{option} {shown}: not a readable checkpoint (truncated or corrupt)") from error
     except Exception as error:  # zip, EOF, pickle and OS errors of a damaged file
-        raise ConfigError(f"--ckpt_path {shown}: not a readable checkpoint (truncated or corrupt)") from error
+        raise ConfigError(f"{option} {shown}: not a readable checkpoint (truncated or corrupt)") from error
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
         raise ConfigError(
-            f"--ckpt_path {shown}: not a Lightning checkpoint (no state_dict; bare saved weights?)"
+            f"{option} {shown}: not a Lightning checkpoint (no state_dict; bare saved weights?)"
         )
     return checkpoint
 

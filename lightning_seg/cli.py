@@ -21,12 +21,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
 from jsonargparse import ArgumentError, Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import CheckpointIO
 
-from lightning_seg import runs
+from lightning_seg import runs, standalone
 from lightning_seg.callbacks.divergence import DivergenceGuard
 from lightning_seg.callbacks.schedule_time import ScheduleTimeCheck
 from lightning_seg.checkpoint_io import AtomicCheckpointIO
@@ -71,6 +72,8 @@ class SegCLI(LightningCLI):
             **LightningCLI.subcommands(),
             "tune": {"model", "datamodule"},
             "submit": {"model", "datamodule"},
+            "export": {"model", "datamodule"},
+            "attack": {"model", "datamodule"},
         }
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -181,6 +184,7 @@ class SegCLI(LightningCLI):
                 runs.check_resume(config, checkpoint)  # before the trainer reads any data
         if self.subcommand == "fit":
             check_optimizer(self.model)
+        self._give_model_its_record()
         trainer_config = self._get(self.config_init, "trainer", default={})
         callbacks = list(trainer_config.get("callbacks") or [])
         callbacks += [
@@ -202,6 +206,26 @@ class SegCLI(LightningCLI):
             if not isinstance(error, MisconfigurationException) and not _names_an_argument(str(error), names):
                 raise
             raise ConfigError(trainer_error_line(str(error), names)) from error
+
+    def _give_model_its_record(self) -> None:
+        """Hand the model what rebuilds it from a checkpoint alone (:mod:`lightning_seg.standalone`): its
+        resolved config as plain data, and how the data makes an image batchable."""
+        if not isinstance(self.model, SegmentationModule):
+            return
+        if self.subcommand:
+            parser, config = self._subcommand_parsers[self.subcommand], self.config[self.subcommand]
+        else:
+            parser, config = self.parser, self.config
+        resolved = yaml.safe_load(parser.dump(config, skip_none=False, skip_check=True))
+        data = self.datamodule
+        data_args = (resolved.get("data") or {}).get("init_args") or {}
+        self.model.standalone_record = standalone.model_record(
+            resolved["model"],
+            self.model,
+            size=getattr(data, "size", None),
+            image_value_range=getattr(data, "image_value_range", None),
+            eval_augmentations=data_args.get("eval_augmentations"),
+        )
 
     def _run_subcommand(self, subcommand: str) -> None:
         try:
@@ -250,8 +274,9 @@ def _use_our_model_checkpoint(config: Namespace) -> None:
             callback.class_path = OUR_MODEL_CHECKPOINT
 
 
-def build_cli(args: list[str] | None = None, run: bool = True) -> SegCLI:
-    """Build (and by default run) the CLI; ``args`` replaces ``sys.argv[1:]`` (tests call it in-process)."""
+def build_cli(args: list[str] | dict[str, Any] | None = None, run: bool = True) -> SegCLI:
+    """Build (and by default run) the CLI; ``args`` replaces ``sys.argv[1:]`` (tests call it in-process; a
+    dict: a config's values, without subcommand)."""
     return SegCLI(
         SegmentationModule,
         SegDataModule,

@@ -37,6 +37,7 @@ from lightning_seg.losses import CompoundLoss
 from lightning_seg.metrics import NamedSums, SegMetrics
 from lightning_seg.models.outputs import NetOutput, as_net_output, pad_to_multiple
 from lightning_seg.postprocess import PostProcess, Prediction, Step
+from lightning_seg.standalone import RECORD_KEY
 
 NetBuilder = Callable[[int], nn.Module]
 """A net class with its arguments but without ``num_classes``; YAML: ``class_path`` + ``init_args``."""
@@ -249,6 +250,13 @@ class SegmentationModule(L.LightningModule):
         self.stage_table: dict[str, list[dict[str, Any]]] = {}
         # set by `tune` for its calibration pass (lightning_seg.commands.tune.ThresholdSearch)
         self.threshold_search: Any = None
+        # set by `attack` for its pass (lightning_seg.commands.attack.RobustnessPass); test_step feeds it
+        self.robustness: Any = None
+        # what rebuilds this model from its checkpoint alone, as plain data (lightning_seg.standalone);
+        # the CLI gives it (it holds the resolved config), every checkpoint saved carries it
+        self.standalone_record: dict[str, Any] | None = None
+        # thresholds carried by the loaded checkpoint (export's bundle)
+        self.embedded_thresholds: dict[str, Any] | None = None
         self._binary_head = False
         self.channels_last = channels_last
         if channels_last:
@@ -325,6 +333,8 @@ class SegmentationModule(L.LightningModule):
             checkpoint["loss_label_class_weights"] = self.loss.label_weight_tensor.cpu()
         if self._trainer is not None and self.trainer.state.fn == "fit":
             checkpoint["random_state"] = self._random_state()
+        if self.standalone_record is not None:
+            checkpoint[RECORD_KEY] = self.standalone_record
 
     def unbuilt_head_keys(self, state: dict[str, Any]) -> list[str]:
         """The keys of ``state`` that belong to a head this model does not build (an aux or image-label
@@ -349,6 +359,30 @@ class SegmentationModule(L.LightningModule):
         if checkpoint.get("loss_label_class_weights") is not None:
             self.loss.set_label_class_weights(checkpoint["loss_label_class_weights"])
         self._resumed_random_state = checkpoint.get("random_state")
+        record = checkpoint.get(RECORD_KEY)
+        self.embedded_thresholds = record.get("thresholds") if isinstance(record, dict) else None
+
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls,
+        checkpoint_path: Any,
+        map_location: Any = None,
+        hparams_file: Any = None,
+        strict: bool | None = None,
+        weights_only: bool | None = None,
+        **kwargs: Any,
+    ) -> SegmentationModule:
+        """The model rebuilt from the checkpoint's own record (no arguments needed; eval mode, on CPU
+        unless ``map_location``); with ``hparams_file`` or constructor arguments, Lightning's loader."""
+        if hparams_file is not None or kwargs or strict is False:
+            return super().load_from_checkpoint(
+                checkpoint_path, map_location, hparams_file, strict, weights_only, **kwargs
+            )
+        from lightning_seg.standalone import load_module
+
+        return load_module(
+            checkpoint_path, weights_only=weights_only is not False, map_location=map_location or "cpu"
+        )[0]
 
     def _random_state(self) -> dict[str, Any]:
         """The generators' states at this save; under DDP each rank's torch and CUDA states (Kornia's and
@@ -694,7 +728,10 @@ class SegmentationModule(L.LightningModule):
         # the predictions go to callbacks (SampleOverlays) so they need no second forward pass
         return {"pred": self._step(batch, "val")[1]}
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor] | None:
+        if self.robustness is not None:  # `attack`: its pass scores clean and adversarial images itself
+            self.robustness.step(batch, batch_idx)
+            return None
         return {"pred": self._step(batch, "test")[1]}
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
@@ -827,21 +864,30 @@ class SegmentationModule(L.LightningModule):
         evaluated checkpoint, reset the stage table, and say in the log what runs."""
         from lightning.pytorch.utilities import rank_zero_info
 
-        thresholds = self.postprocess.thresholds
-        if thresholds is not None and self.threshold_search is None:
-            thresholds.load(
-                self.class_names,
-                self.trainer.ckpt_path,
-                inference=self.inference.describe(),
-                tuned_after=[step.describe() for step in self.postprocess.before_decision()],
-                label_names=self.label_names if self.label_mode == "multi" else None,
-            )
-        self._check_label_consistency()
+        if self.threshold_search is None:
+            self.load_postprocess(self.trainer.ckpt_path)
+        else:
+            self._check_label_consistency()
         self.stage_names.pop(stage, None)
         for key in [k for k in self.stage_metrics if k.startswith(f"{stage}_")]:
             del self.stage_metrics[key]
         steps = " → ".join(self.postprocess.describe()) or "none"
         rank_zero_info(f"{stage}: inference {self.inference.describe()}; post-processing: {steps}")
+
+    def load_postprocess(self, ckpt_path: str | None) -> None:
+        """Make the post-processing chain ready for the weights of ``ckpt_path``: read its tuned thresholds
+        (beside it, or carried by it), and refuse a LabelConsistency step the net cannot feed."""
+        thresholds = self.postprocess.thresholds
+        if thresholds is not None:
+            thresholds.load(
+                self.class_names,
+                ckpt_path,
+                inference=self.inference.describe(),
+                tuned_after=[step.describe() for step in self.postprocess.before_decision()],
+                label_names=self.label_names if self.label_mode == "multi" else None,
+                embedded=self.embedded_thresholds,
+            )
+        self._check_label_consistency()
 
     def on_fit_start(self) -> None:
         from lightning.pytorch.utilities import rank_zero_info

@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 import lightning as L
 
+from lightning_seg.commands.attack import run_attack
+from lightning_seg.commands.export import export_model
 from lightning_seg.commands.submit import write_submission
 from lightning_seg.commands.tune import tune_thresholds
 
@@ -61,3 +63,104 @@ class SegTrainer(L.Trainer):
             weights_only: how the checkpoint is loaded (as for ``predict``).
         """
         return str(write_submission(self, model, datamodule, ckpt_path, output, labels_from, weights_only))
+
+    def export(
+        self,
+        model: L.LightningModule,
+        datamodule: L.LightningDataModule | None = None,
+        ckpt_path: str | None = None,
+        formats: list[Literal["onnx", "torch_export"]] | None = None,
+        opset: int | None = None,
+        parity_images: int = 8,
+        min_agreement: float = 0.999,
+        weights_only: bool | None = None,
+    ) -> str:
+        """Export the net for deployment (uint8 RGB in, logits out) into ``<run>/export/<date-time>/`` and
+        check the files against the checkpoint (see :mod:`lightning_seg.commands.export`).
+
+        Args:
+            model: the segmentation module (its plain forward pass is exported).
+            datamodule: the data; images of its predict split (else test) check the parity.
+            ckpt_path: the checkpoint to export.
+            formats: any of onnx (``model.onnx``), torch_export (``model.pt2``); None: both.
+            opset: the ONNX opset; None: 20 (torch's exporter writes 18 to 23).
+            parity_images: images of the data the files and the checkpoint are compared on.
+            min_agreement: the share of pixels whose class must agree with the checkpoint's, else an error.
+            weights_only: how the checkpoint is loaded (as for ``predict``).
+        """
+        return str(
+            export_model(
+                self,
+                model,
+                datamodule,
+                ckpt_path,
+                formats or ["onnx", "torch_export"],
+                opset,
+                parity_images,
+                min_agreement,
+                weights_only,
+            )
+        )
+
+    def attack(
+        self,
+        model: L.LightningModule,
+        datamodule: L.LightningDataModule | None = None,
+        ckpt_path: str | None = None,
+        attacks: list[Literal["fgsm", "pgd", "segpgd"]] | None = None,
+        epsilons: list[float | str] | None = None,
+        steps: int = 10,
+        step_size: float | None = None,
+        random_start: bool = True,
+        target_class: str | None = None,
+        target_region: str | None = None,
+        heads: list[Literal["mask", "label"]] | None = None,
+        split: Literal["test", "val", "predict"] = "test",
+        panels: int = 4,
+        seed: int = 0,
+        weights_only: bool | None = None,
+    ) -> list[dict[str, Any]]:
+        """Adversarial robustness: mIoU under FGSM, PGD and SegPGD per L∞ radius, scored as ``test`` scores.
+
+        Also pixel accuracy, the target share of targeted attacks and the label accuracy of an image-level
+        head; ``robustness.json``/``.md``/``.png`` and example panels in ``<run>/attack/<date-time>/`` (see
+        :mod:`lightning_seg.commands.attack`).
+
+        Args:
+            model: the segmentation module (its inference and post-processing, as in ``test``).
+            datamodule: the data; its ``split`` is attacked.
+            ckpt_path: the checkpoint to attack.
+            attacks: any of fgsm, pgd, segpgd; None: all three.
+            epsilons: L∞ radii in [0, 1] pixel units, numbers or fractions ("8/255"); None: 0, 1/255, 2/255,
+                4/255, 8/255. Radius 0 is the clean score (``test``'s metrics).
+            steps: PGD and SegPGD iterations.
+            step_size: PGD/SegPGD step in pixel units; None: 2.5·ε/steps.
+            random_start: PGD/SegPGD start from a uniform draw in the ε-ball.
+            target_class: also run targeted attacks towards this class (name or index).
+            target_region: a PNG whose non-zero pixels mark where the target class is pushed (resized to each
+                image); None: the whole image.
+            heads: the outputs attacked: mask, and label (the image-level head); None: mask, plus label when
+                the net has a head.
+            split: test, val, or predict (no masks: scored against the model's own clean predictions).
+            panels: example images in each panel file (at the largest radius); 0: none.
+            seed: seed of the random starts.
+            weights_only: how the checkpoint is loaded (as for ``test``).
+        """
+        return run_attack(
+            self,
+            model,
+            datamodule,
+            ckpt_path,
+            attacks,
+            epsilons,
+            steps,
+            step_size,
+            random_start,
+            target_class,
+            target_region,
+            heads,
+            split,
+            panels,
+            seed,
+            weights_only,
+        )

@@ -130,7 +130,9 @@ class RunSummary(L.Callback):
             self._summarise(trainer, pl_module, "validate", "val", {"status": "completed"})
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._summarise(trainer, pl_module, "test", "test", {"status": "completed"})
+        # `attack` drives test's loop without test's metrics and writes its own record
+        if not getattr(trainer, "attacking", False):
+            self._summarise(trainer, pl_module, "test", "test", {"status": "completed"})
 
     def _summarise(
         self,

@@ -212,6 +212,19 @@ def read_thresholds(
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as error:
         raise ConfigError(f"{where}: not a readable thresholds file ({error})") from error
+    data = check_thresholds(data, class_names, where)
+    tuned_for = data.get("checkpoint_sha256")
+    if checkpoint is not None and tuned_for and Path(checkpoint).is_file():
+        if file_digest(checkpoint) != tuned_for:
+            raise ConfigError(
+                f"{where}: tuned for another version of {short_path(str(checkpoint))} (it changed since); "
+                "run tune again"
+            )
+    return data
+
+
+def check_thresholds(data: Any, class_names: Sequence[str], where: str) -> dict[str, Any]:
+    """Check thresholds (a file's content): its format and its classes against the model's."""
     if not isinstance(data, dict) or data.get("format") != THRESHOLDS_FORMAT:
         raise ConfigError(f"{where}: not a lightning_seg thresholds file (format {THRESHOLDS_FORMAT})")
     names = list(data.get("class_names") or [])
@@ -223,13 +236,6 @@ def read_thresholds(
         )
     if names != list(class_names):
         raise ConfigError(f"{where}: tuned for classes {names}, the model's are {list(class_names)}")
-    tuned_for = data.get("checkpoint_sha256")
-    if checkpoint is not None and tuned_for and Path(checkpoint).is_file():
-        if file_digest(checkpoint) != tuned_for:
-            raise ConfigError(
-                f"{where}: tuned for another version of {short_path(str(checkpoint))} (it changed since); "
-                "run tune again"
-            )
     return data
 
 
@@ -262,6 +268,8 @@ class ClassThresholds(Step):
         self.thresholds: torch.Tensor | None = None
         self.labels: torch.Tensor | None = None
         self.source: Path | None = None
+        # the loaded file's content, as plain data (``export`` embeds it into its bundle)
+        self.data: dict[str, Any] | None = None
 
     def load(
         self,
@@ -270,19 +278,30 @@ class ClassThresholds(Step):
         inference: str | None = None,
         tuned_after: Sequence[str] | None = None,
         label_names: Sequence[str] | None = None,
+        embedded: dict[str, Any] | None = None,
     ) -> None:
         """Read the thresholds for this model and checkpoint (called when test or predict starts), and
         refuse a file tuned on other probabilities: another inference setting (``inference``, e.g.
         ``slide ... + hflip``) or other steps before the decision (``tuned_after``, e.g. a CRF), or for
-        other image labels (``label_names``)."""
-        if self.path is None and checkpoint is None:
+        other image labels (``label_names``).
+
+        Where from: ``path`` when given; else the file ``tune`` wrote beside the checkpoint; else the
+        thresholds the checkpoint itself carries (``embedded``: ``export``'s bundle holds them).
+        """
+        if self.path is None and checkpoint is None and embedded is None:
             raise ConfigError(
                 "model.postprocess ClassThresholds: no path and no --ckpt_path to find the tuned "
                 "thresholds beside; give ClassThresholds.path"
             )
-        source = Path(self.path) if self.path is not None else thresholds_path(str(checkpoint))
-        data = read_thresholds(source, class_names, checkpoint)
-        where = short_path(str(source))
+        beside = thresholds_path(str(checkpoint)) if checkpoint is not None else None
+        if self.path is None and embedded is not None and (beside is None or not beside.is_file()):
+            source = Path(str(checkpoint) if checkpoint is not None else "checkpoint")
+            data = check_thresholds(embedded, class_names, f"{short_path(str(source))} (embedded thresholds)")
+            where = f"{short_path(str(source))} (embedded thresholds)"
+        else:
+            source = Path(self.path) if self.path is not None else beside
+            data = read_thresholds(source, class_names, checkpoint)
+            where = short_path(str(source))
         for key, current in (("inference", inference), ("tuned_after", tuned_after)):
             tuned = data.get(key)
             if (
@@ -313,6 +332,7 @@ class ClassThresholds(Step):
                 [0.5 if t is None else t for t in labels["thresholds"]], dtype=torch.float32
             )
         self.source = source
+        self.data = data
 
     def apply(self, predictions: list[Prediction]) -> None:
         if self.thresholds is None:
