@@ -199,7 +199,8 @@ def read_checkpoint(
         if unsafe:
             raise ConfigError(
                 f"{option} {shown}: holds a Python object ({unsafe.group(1)}) that safe loading refuses; "
-                "if you trust the file, pass --weights_only false"
+                "if you trust the file, pass "
+                + ("--weights_only false" if option.startswith("--") else "weights_only=False")
             ) from error
         raise ConfigError(f"{option} {shown}: not a readable checkpoint (truncated or corrupt)") from error
     except Exception as error:  # zip, EOF, pickle and OS errors of a damaged file

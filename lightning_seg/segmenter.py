@@ -44,7 +44,8 @@ class Segmentation:
     Attributes:
         name: the file's stem (relative to the folder given), or the tensor's index ``00000``.
         classes: uint8 H×W class map at the image's own size (int64 with more than 256 classes).
-        probabilities: float32 K×H×W what the decision read (after a CRF), when asked for.
+        probabilities: float32 K×H×W what the decision read (after a CRF), when asked for (a one-channel
+            sigmoid head: 1×H×W, the foreground's).
         label_probabilities: float32 (L,) image-level label probabilities of a net with a class head.
         labels: the label names the head decides present (its tuned thresholds when loaded).
     """
@@ -224,6 +225,8 @@ def _as_uint8(image: torch.Tensor, where: str) -> torch.Tensor:
         if not image.is_floating_point():
             raise ConfigError(f"{where}: {image.dtype} image; give uint8 (0..255) or float in [0, 1]")
         low, high = float(image.min()), float(image.max())
+        if bool(image.isnan().any()):
+            raise ConfigError(f"{where}: float image holds NaN values")
         if low < 0 or high > 1:
             raise ConfigError(
                 f"{where}: float image with values in [{low:g}, {high:g}]; give uint8 (0..255) or float in "

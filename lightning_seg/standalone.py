@@ -51,6 +51,9 @@ LINKED_FROM_DATA = (
 TRAINING_ONLY = ("optimizer", "lr_scheduler", "scheduler_interval", "scheduler_monitor", "compile")
 """Model arguments that play no part in inference; kept in the record (a record is the config), but a
 rebuild for inference does not build them (an optimizer class of another environment must not stop it)."""
+PRETRAINED_WEIGHTS = ("encoder_weights", "weights_backbone", "weights")
+"""Net arguments naming pretrained weights to download (SMP, torchvision): a rebuild from a checkpoint sets
+them to None, since the checkpoint's own weights replace them."""
 
 
 def plain(value: Any, where: str = "record") -> Any:
@@ -125,8 +128,8 @@ def read_record(checkpoint: dict[str, Any], path: str | Path) -> dict[str, Any]:
         config = Path(path).parent.parent / "config.yaml"
         hint = f"config={short_path(str(config))}" if config.is_file() else "config=<its run's config.yaml>"
         raise ConfigError(
-            f"checkpoint {shown}: holds no model record (written before lightning_seg 0.2, or not by "
-            f"lightning_seg); load it with {hint}, or through the CLI with --config and --ckpt_path"
+            f"checkpoint {shown}: holds no model record (written before checkpoints carried one, or by a model "
+            f"trained outside the CLI); load it with {hint}, or through the CLI with --config and --ckpt_path"
         )
     if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT:
         found = record.get("format") if isinstance(record, dict) else type(record).__name__
@@ -145,6 +148,12 @@ def build_module(record: dict[str, Any], for_training: bool = False) -> Segmenta
     if not for_training:
         for key in TRAINING_ONLY:
             config.get("init_args", {}).pop(key, None)
+    net = config.get("init_args", {}).get("net")
+    if isinstance(net, dict):
+        # the checkpoint's weights replace pretrained ones: never download them (offline, it would fail)
+        for key in PRETRAINED_WEIGHTS:
+            if (net.get("init_args") or {}).get(key) is not None:
+                net["init_args"][key] = None
     parser = ArgumentParser(exit_on_error=False)
     parser.add_subclass_arguments(SegmentationModule, "model", required=True)
     try:
@@ -153,8 +162,16 @@ def build_module(record: dict[str, Any], for_training: bool = False) -> Segmenta
     except ConfigError:
         raise
     except Exception as error:  # a class of another version, an argument it no longer takes
-        cause = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConfigError(f"checkpoint model record: cannot rebuild the model ({cause})") from error
+        raise ConfigError(f"checkpoint model record: cannot rebuild the model ({_cause(error)})") from error
+
+
+def _cause(error: BaseException) -> str:
+    """The innermost message of an error (jsonargparse wraps the real one in "Does not validate ...")."""
+    while error.__cause__ is not None or (error.__context__ is not None and not error.__suppress_context__):
+        error = error.__cause__ or error.__context__  # type: ignore[assignment]
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = lines[-1] if lines else type(error).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def attach_thresholds(record: dict[str, Any], thresholds: dict[str, Any] | None) -> dict[str, Any]:
@@ -243,8 +260,13 @@ def write_bundle(module: SegmentationModule, checkpoint_path: str | Path, target
     from lightning_seg.checks import read_checkpoint
 
     source = read_checkpoint(str(checkpoint_path), True, option="checkpoint")
-    record = module.standalone_record or read_record(source, checkpoint_path)
+    record = copy.deepcopy(module.standalone_record or read_record(source, checkpoint_path))
     thresholds = module.postprocess.thresholds
+    for step in record["model"].get("init_args", {}).get("postprocess") or []:
+        if isinstance(step, dict) and str(step.get("class_path", "")).endswith("ClassThresholds"):
+            # the thresholds travel inside the bundle: a path would point back at the file beside the
+            # training checkpoint (tuned for that file, not this one)
+            (step.get("init_args") or {}).pop("path", None)
     bundle: dict[str, Any] = {
         "state_dict": {key: value.detach().cpu() for key, value in module.state_dict().items()},
         RECORD_KEY: attach_thresholds(record, thresholds.data if thresholds is not None else None),

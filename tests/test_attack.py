@@ -110,19 +110,20 @@ def test_segpgd_shifts_weight_from_pixels_to_turn_to_turned_ones() -> None:
     ce = -logits.log_softmax(1).gather(1, labels[:, None])[0, 0, 0]  # (correct, wrong)
     out = NetOutput(mask=logits)
     segpgd = MaskObjective(labels, valid, targeted=False, reweight=True)
-    assert torch.allclose(segpgd(out, 0, 4), ce[0] / 2)  # λ_0 = 0: the correct pixel alone
+    assert torch.allclose(segpgd(out, 0, 4), ce[0])  # λ_0 = 0: the correct pixel alone
     lam = 3 / 8  # λ_3 = 3 / (2·4)
-    assert torch.allclose(segpgd(out, 3, 4), ((1 - lam) * ce[0] + lam * ce[1]) / 2)
+    # a sum over the pixels (the paper's mean times H·W: the same gradient signs)
+    assert torch.allclose(segpgd(out, 3, 4), (1 - lam) * ce[0] + lam * ce[1])
     plain = MaskObjective(labels, valid, targeted=False, reweight=False)
-    assert torch.allclose(plain(out, 3, 4), ce.sum() / 2)
+    assert torch.allclose(plain(out, 3, 4), ce.sum())
     # targeted towards class 1: the second pixel is already the target, the first still to turn
     target = torch.ones_like(labels)
     ce_target = -logits.log_softmax(1)[0, 1, 0]
     targeted = MaskObjective(target, valid, targeted=True, reweight=True)
-    assert torch.allclose(targeted(out, 3, 4), -((1 - lam) * ce_target[0] + lam * ce_target[1]) / 2)
+    assert torch.allclose(targeted(out, 3, 4), -((1 - lam) * ce_target[0] + lam * ce_target[1]))
     # ignored pixels count nowhere
     ignored = MaskObjective(labels, torch.tensor([[[True, False]]]), targeted=False, reweight=False)
-    assert torch.allclose(ignored(out, 0, 1), ce[0] / 2)
+    assert torch.allclose(ignored(out, 0, 1), ce[0])
 
 
 def test_a_one_channel_head_is_attacked_as_two_classes() -> None:
@@ -379,3 +380,37 @@ def test_an_unreadable_region_is_refused_in_one_line(run_root: Path, tmp_path: P
         )
         lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
         assert code == 2 and len(lines) == 1 and needle in lines[0], lines
+
+
+def test_a_bfloat16_batch_is_attacked_in_float32_pixels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bf16-true casts the batch to bfloat16: the perturbation, its radius and steps stay float32 (in bf16 a
+    step of 0.25/255 vanishes and the bound 1/255 rounds outward); only the net sees bfloat16."""
+    import functools
+
+    from lightning_seg import SegmentationModule
+    from lightning_seg.commands import attack
+    from lightning_seg.models import UNet
+
+    torch.manual_seed(0)
+    model = SegmentationModule(functools.partial(UNet, base_width=4, depth=2), num_classes=3)
+    model = model.to(torch.bfloat16).eval()
+    mean = torch.tensor(model.mean).view(1, -1, 1, 1)
+    std = torch.tensor(model.std).view(1, -1, 1, 1)
+    image = ((_images(2, 16) - mean) / std).to(torch.bfloat16)
+    mask = torch.randint(0, 3, (2, 16, 16))
+    seen = []
+
+    def recording(forward, pixels, epsilon, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        adversarial = perturb(forward, pixels, epsilon, *args, **kwargs)
+        seen.append((pixels.dtype, epsilon.dtype, (adversarial - pixels).abs().amax().item()))
+        return adversarial
+
+    monkeypatch.setattr(attack, "perturb", recording)
+    options = attack.check_options(
+        model, ["pgd"], [0, "1/255"], 10, None, True, None, None, None, "test", 0, 0
+    )
+    robustness = attack.RobustnessPass(model, options)
+    robustness.step({"image": image, "mask": mask})
+    (pixels_dtype, epsilon_dtype, largest) = seen[0]
+    assert pixels_dtype == torch.float32 and epsilon_dtype == torch.float32
+    assert 0.9 / 255 < largest <= 1 / 255 + 1e-7

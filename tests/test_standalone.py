@@ -132,3 +132,44 @@ def test_checkpoint_without_record_loads_with_its_config(trained: Path, tmp_path
     image = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)
     old_model = lightning_seg.load(old, config=run / "config.yaml")
     assert torch.equal(old_model.predict(image).classes, lightning_seg.load(trained).predict(image).classes)
+
+
+def test_a_record_naming_pretrained_weights_rebuilds_offline(trained: Path) -> None:
+    """A run trained from ImageNet weights records them; rebuilding from its checkpoint must not fetch them
+    (the checkpoint's weights replace them; offline, a download would fail)."""
+    from lightning_seg.standalone import build_module
+
+    record = torch.load(trained, weights_only=True)[RECORD_KEY]
+    record["model"]["init_args"]["net"] = {
+        "class_path": "lightning_seg.models.ResNetUNet",
+        "init_args": {"encoder_weights": "IMAGENET1K_V1"},
+    }
+    module = build_module(record)
+    assert type(module.net).__name__ == "ResNetUNet"
+    assert record["model"]["init_args"]["net"]["init_args"]["encoder_weights"] == "IMAGENET1K_V1"  # untouched
+
+
+def test_a_bundle_ignores_the_thresholds_path_of_its_config(tmp_path: Path) -> None:
+    """A config naming its thresholds file (ClassThresholds.path): the bundle carries the thresholds, and
+    loads away from that file (whose checksum names the training checkpoint, not the bundle)."""
+    runs = tmp_path / "runs"
+    fit = run_cli(["fit", *tiny_args(runs)])
+    last = Path(fit.trainer.checkpoint_callback.last_model_path)
+    assert run_cli(["tune", *tiny_args(runs), "--ckpt_path", str(last)]) is not None
+    named = tmp_path / "named.thresholds.json"
+    last.with_name(last.stem + ".thresholds.json").rename(named)
+    chain = [
+        "--model.init_args.postprocess+=lightning_seg.postprocess.ClassThresholds",
+        f"--model.init_args.postprocess.path={named}",
+    ]
+    exported = run_cli(
+        ["export", *tiny_args(runs, *chain), "--ckpt_path", str(last), "--formats=[torch_export]"]
+    )
+    bundle = Path(exported.trainer.default_root_dir) / "model.ckpt"
+    steps = torch.load(bundle, weights_only=True)[RECORD_KEY]["model"]["init_args"]["postprocess"]
+    assert "path" not in steps[0]["init_args"]
+    named.unlink()
+    image = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)
+    model = lightning_seg.load(bundle)
+    assert model.module.postprocess.thresholds.thresholds is not None
+    assert model.predict(image).classes.shape == (32, 32)

@@ -104,7 +104,8 @@ class MaskObjective:
     Untargeted: the per-pixel cross-entropy of ``labels`` (the true classes) on the ``valid`` pixels.
     Targeted: minus the cross-entropy of the target (``labels`` holds it) on the region (``valid``), so that
     ascending it descends towards the target. Each image's loss is its sum over the pixels divided by its
-    number of pixels (SegPGD's mean over all pixels); images do not weigh on each other's gradients.
+    pixels (SegPGD's mean over all pixels, times H·W: the same signs); images do not weigh on each other's
+    gradients.
 
     With ``reweight`` (SegPGD) the pixels still to turn (untargeted: classified correctly; targeted: not yet
     the target) weigh 1 − λ_t at step t of T, the others λ_t, λ_t = t/(2T).
@@ -131,7 +132,10 @@ class MaskObjective:
             hit = (log_p.argmax(1, keepdim=True) == self.labels)[:, 0]  # correct, or already the target
             to_turn = ~hit if self.targeted else hit
             weight = weight * torch.where(to_turn, 1.0 - lam, lam)
-        loss = (ce * weight).flatten(1).sum(1).div(ce[0].numel()).sum()
+        # a sum, not a mean: the update reads only the gradient's sign, and dividing by H·W makes the
+        # input gradients underflow in float16 (16-mixed: a third of them exactly 0, measured); SegPGD's
+        # weights are relative, so its split is unchanged
+        loss = (ce * weight).sum()
         return -loss if self.targeted else loss
 
 
@@ -587,14 +591,16 @@ class RobustnessPass:
         radii = [e for e in options.epsilons if e > 0]
         if not radii:
             return
-        mean, std = self._mean_std(image)
-        pixels = (image * std + mean).clamp(0, 1)
+        # pixels, radii and steps in float32 whatever the batch's dtype (bf16-true, 16-true): in bf16 a
+        # step of 0.25/255 vanishes and the bound 1/255 rounds outward; the net gets the batch's dtype
+        mean, std = self._mean_std(image.float())
+        pixels = (image.float() * std + mean).clamp(0, 1)
         repeats, size = len(radii), len(image)
-        epsilon = torch.tensor(radii, device=device, dtype=image.dtype).repeat_interleave(size)
+        epsilon = torch.tensor(radii, device=device, dtype=torch.float32).repeat_interleave(size)
         clean_pixels = pixels.repeat(repeats, 1, 1, 1)
 
         def forward(x: torch.Tensor) -> NetOutput:
-            return model((x - mean) / std)
+            return model(((x - mean) / std).to(image.dtype))
 
         for group in options.groups:
             objective = self._objective(group, labels, valid, label_targets, repeats)
@@ -611,7 +617,7 @@ class RobustnessPass:
                     generator=self.generator,
                 )
             with torch.no_grad():
-                normalised = (adversarial - mean) / std
+                normalised = ((adversarial - mean) / std).to(image.dtype)
                 out = model(normalised)
                 for k, radius in enumerate(radii):
                     part = slice(k * size, (k + 1) * size)
@@ -750,6 +756,10 @@ def run_attack(
             model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False, weights_only=weights_only
         )
         rows = report.rows()
+        # each process attacked its share of the split
+        images = int(
+            trainer.strategy.reduce(torch.tensor(report.images, device=model.device), reduce_op="sum")
+        )
     finally:
         model.robustness = None
         trainer.attacking = False
@@ -763,7 +773,7 @@ def run_attack(
         meta = {
             "checkpoint": str(trainer.ckpt_path) if trainer.ckpt_path else None,
             "split": split,
-            "images": report.images,
+            "images": images,
             "reference": report.reference,
             "label_reference": report.label_reference,
             "target_class": model.class_names[options.target] if options.target is not None else None,

@@ -465,6 +465,27 @@ def export_model(
     folder = Path(trainer.default_root_dir)
     folder.mkdir(parents=True, exist_ok=True)
 
+    run_net = model.__dict__["_run_net"]
+    try:
+        return _export(
+            trainer, model, datamodule, ckpt_path, chosen, opset, min_agreement, batches, split, folder
+        )
+    finally:
+        model.__dict__["_run_net"] = run_net  # DeployableNet traces the plain net; a compiled one comes back
+
+
+def _export(
+    trainer: L.Trainer,
+    model: SegmentationModule,
+    datamodule: Any,
+    ckpt_path: str | None,
+    chosen: Sequence[str],
+    opset: int,
+    min_agreement: float,
+    batches: list[torch.Tensor],
+    split: str,
+    folder: Path,
+) -> Path:
     net = DeployableNet(model).eval()
     program = export_program(net, batches[0])
     if "torch_export" in chosen:
@@ -492,6 +513,8 @@ def export_model(
     }
     channels = int(reference(batches[0])[0].shape[1])
     record = describe_export(model, net, chosen, opset, ckpt_path, datamodule, channels)
+    # the graph computes in float32 (its reference too); test and predict run at the trainer's precision
+    record["precision"] = {"graph": "float32", "trainer": str(trainer.precision)}
     record["parity"] = {
         "split": split,
         "reference": "the checkpoint's forward pass on the same images as the data module feeds them",
