@@ -77,15 +77,7 @@ class SegCLI(LightningCLI):
         }
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        for name in (
-            "num_classes",
-            "ignore_index",
-            "class_names",
-            "label_names",
-            "label_classes",
-            "mean",
-            "std",
-        ):
+        for name in standalone.LINKED_FROM_DATA:
             parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
 
     def _prepare_subcommand_parser(

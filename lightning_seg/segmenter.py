@@ -172,15 +172,8 @@ class Segmenter:
         return results
 
 
-def load(
-    checkpoint: str | Path,
-    device: str | torch.device | None = None,
-    config: str | Path | None = None,
-    weights_only: bool = True,
-    batch_size: int = 8,
-) -> Segmenter:
-    """A trained model in one call: ``lightning_seg.load(path).predict(images)`` (see :class:`Segmenter`)."""
-    return Segmenter.load(checkpoint, device, config, weights_only, batch_size)
+load = Segmenter.load
+"""A trained model in one call: ``lightning_seg.load(path).predict(images)`` (see :meth:`Segmenter.load`)."""
 
 
 def _collect(

@@ -89,16 +89,18 @@ def model_record(
     """
     config = copy.deepcopy(model_config)
     init_args = config.setdefault("init_args", {})
-    init_args.update(
-        num_classes=module.num_classes,
-        ignore_index=module.ignore_index,
-        class_names=list(module.class_names),
+    linked = {
+        "num_classes": module.num_classes,
+        "ignore_index": module.ignore_index,
+        "class_names": list(module.class_names),
         # labels given by the data (a derived head's names come back from the classes)
-        label_names=None if module.label_task.derived else list(module.label_names),
-        label_classes=_label_classes(module),
-        mean=list(module.mean),
-        std=list(module.std),
-    )
+        "label_names": None if module.label_task.derived else list(module.label_names),
+        "label_classes": _label_classes(module),
+        "mean": list(module.mean),
+        "std": list(module.std),
+    }
+    assert set(linked) == set(LINKED_FROM_DATA)  # the CLI links exactly these (cli.py)
+    init_args.update(linked)
     if isinstance(size, int):
         size = [size, size]
     record = {
