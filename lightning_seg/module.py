@@ -37,7 +37,7 @@ from lightning_seg.losses import CompoundLoss
 from lightning_seg.metrics import NamedSums, SegMetrics
 from lightning_seg.models.outputs import NetOutput, as_net_output, pad_to_multiple
 from lightning_seg.postprocess import PostProcess, Prediction, Step
-from lightning_seg.standalone import RECORD_KEY
+from lightning_seg.standalone import RECORD_KEY, load_module
 
 NetBuilder = Callable[[int], nn.Module]
 """A net class with its arguments but without ``num_classes``; YAML: ``class_path`` + ``init_args``."""
@@ -378,8 +378,6 @@ class SegmentationModule(L.LightningModule):
             return super().load_from_checkpoint(
                 checkpoint_path, map_location, hparams_file, strict, weights_only, **kwargs
             )
-        from lightning_seg.standalone import load_module
-
         return load_module(
             checkpoint_path, weights_only=weights_only is not False, map_location=map_location or "cpu"
         )[0]

@@ -209,8 +209,16 @@ def load_module(
     else:
         record = read_record(checkpoint, path)
     module = build_module(record)
+    load_weights(module, checkpoint, path)
+    module.to(map_location).eval()
+    return module, record
+
+
+def load_weights(module: SegmentationModule, checkpoint: dict[str, Any], path: str | Path) -> None:
+    """A loaded checkpoint's weights (and what ``on_load_checkpoint`` restores: loss weights, embedded
+    thresholds) into ``module``; weights that do not fit are one line saying how they differ."""
     state = checkpoint["state_dict"]
-    module.on_load_checkpoint(checkpoint)
+    module.on_load_checkpoint(checkpoint)  # leaves out the heads the module does not build
     try:
         module.load_state_dict(state)
     except RuntimeError as error:
@@ -218,8 +226,6 @@ def load_module(
 
         check_checkpoint_fits(str(path), state, module)  # says how they differ in one line
         raise ConfigError(f"checkpoint {short_path(str(path))}: weights do not fit its model") from error
-    module.to(map_location).eval()
-    return module, record
 
 
 def record_from_config(config: str | Path) -> dict[str, Any]:

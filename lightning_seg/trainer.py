@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 import lightning as L
 
-from lightning_seg.commands.attack import run_attack
+from lightning_seg.commands.attack import check_options, run_attack
 from lightning_seg.commands.export import export_model
 from lightning_seg.commands.submit import write_submission
 from lightning_seg.commands.tune import tune_thresholds
@@ -146,11 +146,8 @@ class SegTrainer(L.Trainer):
             seed: seed of the random starts.
             weights_only: how the checkpoint is loaded (as for ``test``).
         """
-        return run_attack(
-            self,
+        options = check_options(
             model,
-            datamodule,
-            ckpt_path,
             attacks,
             epsilons,
             steps,
@@ -162,5 +159,5 @@ class SegTrainer(L.Trainer):
             split,
             panels,
             seed,
-            weights_only,
         )
+        return run_attack(self, model, datamodule, ckpt_path, options, weights_only)

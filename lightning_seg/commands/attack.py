@@ -300,6 +300,7 @@ class AttackOptions:
     random_start: bool
     target: int | None
     region: torch.Tensor | None
+    region_path: str | None
     split: str
     panels: int
     seed: int
@@ -360,7 +361,9 @@ def check_options(
                 groups.append(Group(head, attack, True))
     if not groups:
         raise ConfigError("attack --heads [label] --attacks [segpgd]: SegPGD attacks pixels; add fgsm or pgd")
-    return AttackOptions(groups, radii, steps, step_size, random_start, target, region, split, panels, seed)
+    return AttackOptions(
+        groups, radii, steps, step_size, random_start, target, region, target_region, split, panels, seed
+    )
 
 
 # ------------------------------------------------------------------------------------------------ scores
@@ -714,34 +717,12 @@ def run_attack(
     model: SegmentationModule,
     datamodule: Any,
     ckpt_path: str | None,
-    attacks: Sequence[str] | None = None,
-    epsilons: Sequence[float | str] | None = None,
-    steps: int = 10,
-    step_size: float | None = None,
-    random_start: bool = True,
-    target_class: str | None = None,
-    target_region: str | None = None,
-    heads: Sequence[str] | None = None,
-    split: str = "test",
-    panels: int = 4,
-    seed: int = 0,
+    options: AttackOptions,
     weights_only: bool | None = None,
 ) -> list[dict[str, Any]]:
-    """Run the attack pass through ``test``'s loop, write the report; returns its rows."""
-    options = check_options(
-        model,
-        attacks,
-        epsilons,
-        steps,
-        step_size,
-        random_start,
-        target_class,
-        target_region,
-        heads,
-        split,
-        panels,
-        seed,
-    )
+    """Run the attack pass through ``test``'s loop, write the report; returns its rows. ``options``: from
+    :func:`check_options`, checked before any pass."""
+    split = options.split
     if datamodule is None:
         raise ConfigError(f"attack needs a data module (data: in the config) with a {split} split")
     model._check_label_consistency()  # before the pass, not at its first batch
@@ -777,7 +758,7 @@ def run_attack(
             "reference": report.reference,
             "label_reference": report.label_reference,
             "target_class": model.class_names[options.target] if options.target is not None else None,
-            "target_region": target_region,
+            "target_region": options.region_path,
             "steps": options.steps,
             "step_size": options.step_size,
             "random_start": options.random_start,

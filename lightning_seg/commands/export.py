@@ -34,7 +34,9 @@ import torch
 from torch import nn
 
 from lightning_seg.atomic import atomic_write
+from lightning_seg.checks import read_checkpoint
 from lightning_seg.errors import ConfigError, short_path
+from lightning_seg.standalone import load_weights
 
 if TYPE_CHECKING:
     import lightning as L
@@ -427,15 +429,6 @@ def written_opset(path: Path) -> int | None:
     return next((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), None)
 
 
-def load_weights(model: SegmentationModule, ckpt_path: str, weights_only: bool | None) -> None:
-    """The checkpoint's weights into ``model``, as the CLI's other commands load them."""
-    from lightning_seg.checks import read_checkpoint
-
-    checkpoint = read_checkpoint(ckpt_path, weights_only)
-    model.on_load_checkpoint(checkpoint)
-    model.load_state_dict(checkpoint["state_dict"])
-
-
 def export_model(
     trainer: L.Trainer,
     model: SegmentationModule,
@@ -457,7 +450,7 @@ def export_model(
     if trainer.world_size > 1:
         raise ConfigError("export runs in one process: drop trainer.devices / strategy for it")
     if ckpt_path:
-        load_weights(model, ckpt_path, weights_only)
+        load_weights(model, read_checkpoint(ckpt_path, weights_only), ckpt_path)
     # the tuned thresholds (beside the checkpoint or carried by it) go into model.json and model.ckpt
     model.load_postprocess(ckpt_path)
     model.eval().cpu()

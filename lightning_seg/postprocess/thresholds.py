@@ -296,8 +296,8 @@ class ClassThresholds(Step):
         beside = thresholds_path(str(checkpoint)) if checkpoint is not None else None
         if self.path is None and embedded is not None and (beside is None or not beside.is_file()):
             source = Path(str(checkpoint) if checkpoint is not None else "checkpoint")
-            data = check_thresholds(embedded, class_names, f"{short_path(str(source))} (embedded thresholds)")
             where = f"{short_path(str(source))} (embedded thresholds)"
+            data = check_thresholds(embedded, class_names, where)
         else:
             source = Path(self.path) if self.path is not None else beside
             data = read_thresholds(source, class_names, checkpoint)
