@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import yaml
 from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningArgumentParser, SaveConfigCallback
 
@@ -64,9 +65,23 @@ class ConfigRecord(SaveConfigCallback):
                 target = log_dir / f"{Path(self.config_filename).stem}.{kind}-{number}.yaml"
                 number += 1
             # written whole or not at all: a record cut by a full disk would stay cut (it is never rewritten)
-            atomic_write(target, self.parser.dump(self._as_given(), skip_none=False))
+            text = self.parser.dump(self._as_given(), skip_none=False)
+            atomic_write(target, text)
             self.written = target
+            self._log_to_wandb(trainer, text)
         self.already_saved = bool(trainer.strategy.broadcast(True))
+
+    @staticmethod
+    def _log_to_wandb(trainer: L.Trainer, text: str) -> None:
+        """The resolved config as the W&B run's config (nested, searchable in its UI). TensorBoard has no
+        place for a nested config; its run folder holds config.yaml."""
+        from lightning.pytorch.loggers import WandbLogger
+
+        loggers = [logger for logger in trainer.loggers if isinstance(logger, WandbLogger)]
+        if loggers:
+            resolved = yaml.safe_load(text)
+            for logger in loggers:
+                logger.log_hyperparams(resolved)
 
     def _as_given(self) -> Namespace:
         config = copy.deepcopy(self.config)

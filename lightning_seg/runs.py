@@ -12,6 +12,10 @@ For loggers that number their runs (TensorBoard, CSV: ``<save_dir>/<name>/versio
   a new ``<run>/<stage>/<date-time>/`` folder of the checkpoint's run (``<save_dir>/<name>/<stage>/...``
   without one), never a new ``version_N`` and never over the training run's record.
 
+Weights & Biases runs get the same folders (``<save_dir>/<project>/version_N``, the logger's ``save_dir``
+pointed at it, so ``config.yaml``, ``checkpoints/``, ``summary.json`` and W&B's own ``wandb/`` files sit
+together); a resumed run continues its W&B run id (:mod:`lightning_seg.wandb_runs`).
+
 Under DDP, Lightning starts ranks 1.. by re-running the command; they take rank 0's folder from
 :data:`RUN_FOLDER_ENV` instead of claiming their own.
 """
@@ -34,22 +38,43 @@ RUN_FOLDER_ENV = "LIGHTNING_SEG_RUN_FOLDER"
 """``<pid of rank 0>:<folder>``, read by the processes rank 0 starts."""
 
 NUMBERED_LOGGERS = ("TensorBoardLogger", "CSVLogger")
+WANDB_LOGGER = "WandbLogger"
 LOCK_NAME = ".lock"
 
 
 # ------------------------------------------------------------------------------------------- loggers
-def numbered_logger(config: Namespace) -> tuple[Namespace, Path] | None:
-    """The init args and ``save_dir/name`` folder of a logger that numbers its runs in a local folder."""
+def _logger_kind(config: Namespace) -> str | None:
     logger = config.trainer.get("logger") if config.get("trainer") else None
-    if (
-        not isinstance(logger, Namespace)
-        or str(logger.get("class_path", "")).rpartition(".")[2] not in NUMBERED_LOGGERS
-    ):
+    if not isinstance(logger, Namespace):
         return None
-    init_args = logger.get("init_args")
+    return str(logger.get("class_path", "")).rpartition(".")[2]
+
+
+def is_wandb(config: Namespace) -> bool:
+    """Whether the command logs to Weights & Biases (Lightning's ``WandbLogger``)."""
+    return _logger_kind(config) == WANDB_LOGGER
+
+
+def numbered_logger(config: Namespace) -> tuple[Namespace, Path] | None:
+    """The init args and the folder of numbered runs of a logger that writes locally: ``save_dir/name`` of
+    TensorBoard and CSV (which number their own runs), ``save_dir/project`` of W&B (whose runs get the same
+    ``version_N`` folders here, see :mod:`lightning_seg.wandb_runs`)."""
+    kind = _logger_kind(config)
+    if kind not in (*NUMBERED_LOGGERS, WANDB_LOGGER):
+        return None
+    init_args = config.trainer.logger.get("init_args")
     if init_args is None or init_args.get("save_dir") is None or "://" in str(init_args.save_dir):
         return None
+    if kind == WANDB_LOGGER:
+        from lightning_seg.wandb_runs import project_of
+
+        return init_args, Path(init_args.save_dir) / project_of(init_args)
     return init_args, Path(init_args.save_dir) / (init_args.get("name") or "")
+
+
+def pinned_version(config: Namespace, init_args: Namespace) -> str | None:
+    """The run folder a config pins (TensorBoard/CSV ``version``); a W&B ``version`` is a run id instead."""
+    return None if is_wandb(config) else init_args.get("version")
 
 
 def is_run_folder(folder: Path) -> bool:
@@ -194,11 +219,11 @@ def resolve_checkpoint(config: Namespace, training: bool) -> None:
     if ckpt_path == "last":
         if training and handed is not None:
             config.ckpt_path = str(last_checkpoint(handed))  # the run rank 0 resumes (and holds)
-        elif found is not None and found[0].get("version") is None:
+        elif found is not None and pinned_version(config, found[0]) is None:
             config.ckpt_path = str(_newest_last(found[1], skip_busy=training))
         elif found is not None or config.trainer.get("logger") is False:
             folder = (
-                found[1] / str(found[0].version)
+                found[1] / str(pinned_version(config, found[0]))
                 if found is not None
                 else Path(config.trainer.get("default_root_dir") or ".")
             )
@@ -243,20 +268,17 @@ def claim_training_folder(config: Namespace) -> Path | None:
     init_args, run_root = found
     handed = _folder_from_rank_zero()
     if handed is not None:
-        init_args.version = handed.name
+        _point_logger(config, init_args, handed)
         return handed
     if _started_by_external_launcher():
         return None
     ckpt_path = config.get("ckpt_path")
     resumed_run = run_of_checkpoint(ckpt_path) if ckpt_path else None
-    if (
-        init_args.get("version") is None
-        and resumed_run is not None
-        and resumed_run.parent.resolve() == run_root.resolve()
-    ):
-        init_args.version = resumed_run.name  # a resumed run continues in its own folder
-    if init_args.get("version") is not None:
-        folder = run_root / str(init_args.version)
+    version = pinned_version(config, init_args)
+    if version is None and resumed_run is not None and resumed_run.parent.resolve() == run_root.resolve():
+        version = resumed_run.name  # a resumed run continues in its own folder
+    if version is not None:
+        folder = run_root / str(version)
         resuming = resumed_run is not None and resumed_run.resolve() == folder.resolve()
         if is_run_folder(folder) and not resuming:
             raise ConfigError(
@@ -269,10 +291,21 @@ def claim_training_folder(config: Namespace) -> Path | None:
         folder.mkdir(parents=True, exist_ok=True)
     else:
         folder = _new_numbered_folder(run_root)
-        init_args.version = folder.name
     RunLock(folder).acquire("wait for it to finish, or start a new run without --ckpt_path")
+    _point_logger(config, init_args, folder, announce=True)
     _hand_over(folder)
     return folder
+
+
+def _point_logger(config: Namespace, init_args: Namespace, folder: Path, announce: bool = False) -> None:
+    """Make the logger write a training run into ``folder``: TensorBoard/CSV by its ``version``; W&B by its
+    ``save_dir`` (its files go to ``<folder>/wandb/``), with the run's W&B id (the same on every resume)."""
+    if is_wandb(config):
+        from lightning_seg import wandb_runs
+
+        wandb_runs.point_at(init_args, folder, training=True, announce=announce)
+    else:
+        init_args.version = folder.name
 
 
 def _new_numbered_folder(run_root: Path) -> Path:
@@ -303,7 +336,11 @@ def claim_record_folder(config: Namespace, stage: str) -> Path | None:
             base = found[1] if found is not None else Path(config.trainer.get("default_root_dir") or ".")
         folder = _new_timestamped_folder(base / stage)
         _hand_over(folder)
-    if found is not None:
+    if found is not None and is_wandb(config):
+        from lightning_seg import wandb_runs
+
+        wandb_runs.point_at(found[0], folder, training=False, announce=_folder_from_rank_zero() is None)
+    elif found is not None:
         init_args = found[0]
         init_args.save_dir, init_args.name, init_args.version = str(folder.parent), "", folder.name
     config.trainer.default_root_dir = str(folder)
@@ -337,7 +374,11 @@ def folder_arguments(config: Namespace) -> dict[str, Any]:
     record is saved with these, not with the folder the CLI chose)."""
     given: dict[str, Any] = {"trainer.default_root_dir": config.trainer.get("default_root_dir")}
     if numbered_logger(config) is not None:
-        for key in ("save_dir", "name", "version"):
+        # W&B: the CLI may also set its run id and turn it offline
+        keys = (
+            ("save_dir", "id", "version", "offline") if is_wandb(config) else ("save_dir", "name", "version")
+        )
+        for key in keys:
             given[f"trainer.logger.init_args.{key}"] = config.trainer.logger.init_args.get(key)
     return given
 

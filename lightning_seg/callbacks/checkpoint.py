@@ -17,6 +17,7 @@ from typing import Any, Literal
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint as LightningModelCheckpoint
+from lightning.pytorch.loggers import WandbLogger
 
 from lightning_seg.errors import TrainingDiverged, short_path
 
@@ -90,6 +91,10 @@ class ModelCheckpoint(LightningModelCheckpoint):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self._evaluating = stage != "fit"
+        if self.dirpath is None and trainer.loggers and isinstance(trainer.loggers[0], WandbLogger):
+            # Lightning would use <save_dir>/<project>/<run id>/checkpoints; the run folder is save_dir
+            # (trainer.log_dir), like a TensorBoard run's (see lightning_seg.wandb_runs)
+            self.dirpath = str(Path(trainer.log_dir or trainer.default_root_dir) / "checkpoints")
         super().setup(trainer, pl_module, stage)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

@@ -1,81 +1,260 @@
-"""``SampleOverlays``: image | target | prediction of a few validation images, each validation epoch."""
+"""``SampleOverlays``: a fixed spread of validation images with their true and predicted classes drawn over
+them, every validation epoch, to every logger and the run folder.
+
+The images are chosen once, so epochs compare the same images, and chosen to show something: the first
+validation images in file order were all of one class on a defect dataset, so seven classes and the
+defect-free images never appeared. :func:`spread_of_samples` covers every class present (rarest first)
+and every image label, then fills the rest evenly over the split.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
-from torchvision.utils import make_grid
+from torch.utils.data import Subset
 
+from lightning_seg.callbacks.publish import MaskLayers, figure_pixels, publish_image
 from lightning_seg.callbacks.summary import run_directory
-from lightning_seg.callbacks.writer import colourize, default_palette
-from lightning_seg.data.workers import save_png
+from lightning_seg.callbacks.writer import default_palette
+
+IGNORED_COLOUR = (255, 255, 255)
+
+
+def spread_of_samples(presence: torch.Tensor, labels: torch.Tensor | None, count: int) -> list[int]:
+    """Indices of ``count`` images that together show every class and image label present.
+
+    Classes are covered rarest first (each by the image holding most still-uncovered classes), then each
+    image label (and an image without any label), then the remaining places are filled with images spread
+    evenly over the candidates. Deterministic: the same data gives the same images.
+
+    Args:
+        presence: bool N×K, class k has a pixel in image n.
+        labels: int64 N (single label, -100: none) or bool/float N×L (multi-label), or None.
+        count: images wanted.
+
+    Returns:
+        sorted indices into the N candidates (fewer than ``count`` only when N is smaller).
+    """
+    total = len(presence)
+    count = min(count, total)
+    chosen: list[int] = []
+    covered = torch.zeros(presence.shape[1], dtype=torch.bool)
+
+    def take(candidates: torch.Tensor) -> None:
+        free = [int(i) for i in candidates.nonzero().flatten() if int(i) not in chosen]
+        if free and len(chosen) < count:
+            gains = presence[free][:, ~covered].sum(1) if (~covered).any() else torch.zeros(len(free))
+            best = free[int(torch.argmax(gains))]  # argmax: the first of equal gains (lowest index)
+            chosen.append(best)
+            covered.logical_or_(presence[best])
+
+    for k in presence.sum(0).argsort(stable=True).tolist():  # rarest class first
+        if presence[:, k].any() and not covered[k]:
+            take(presence[:, k])
+    if labels is not None:
+        groups = labels.bool() if labels.dim() == 2 else labels[:, None] == labels.unique()[None]
+        if labels.dim() == 2:
+            groups = torch.cat([groups, ~groups.any(1, keepdim=True)], 1)  # images with no label too
+        for g in range(groups.shape[1]):
+            if not groups[chosen, g].any():
+                take(groups[:, g])
+    for i in torch.linspace(0, total - 1, count).round().long().tolist():
+        if len(chosen) >= count:
+            break
+        if i not in chosen:
+            chosen.append(i)
+    for i in range(total):  # evenly spaced positions that were already taken: the first free ones
+        if len(chosen) >= count:
+            break
+        if i not in chosen:
+            chosen.append(i)
+    return sorted(chosen)
+
+
+def overlay(
+    image: torch.Tensor,
+    classes: torch.Tensor,
+    palette: torch.Tensor,
+    alpha: float,
+    skip: Sequence[int] = (0,),
+) -> torch.Tensor:
+    """uint8 3×H×W image with int64 H×W ``classes`` alpha-blended over it (torchvision's
+    ``draw_segmentation_masks``); classes in ``skip`` (background) are left clear. ``palette``: uint8 C×3,
+    one colour per value of ``classes``."""
+    from torchvision.utils import draw_segmentation_masks
+
+    values = torch.arange(len(palette), device=classes.device)
+    masks = classes[None] == values[:, None, None]  # one comparison for every class: no loop over pixels
+    keep = torch.tensor([v not in skip for v in range(len(palette))], device=classes.device)
+    masks = masks & keep[:, None, None]
+    colours = [tuple(int(c) for c in colour) for colour in palette.tolist()]
+    return draw_segmentation_masks(image.cpu(), masks.cpu(), alpha=alpha, colors=colours)
 
 
 class SampleOverlays(L.Callback):
-    """Log a grid of the first validation batch's images, targets and predictions.
+    """Image | target | prediction overlays of a fixed spread of validation images, each validation epoch.
 
-    Rows: images (denormalised), targets, predictions; ignored target pixels are drawn white. The grid goes
-    to TensorBoard (``add_image``) or W&B (``log_image``) when that is the logger, and is always written as
-    ``<log_dir>/samples/epoch_XXX.png``. It reuses the predictions of the validation step (no extra forward).
+    Rows are labelled; each column's title gives the image's name and, for a net with an image-level head,
+    its true and predicted image labels; a legend gives the class colours (ignored target pixels: white).
+    The picture goes to every logger under ``val/samples`` and to ``<log_dir>/samples/epoch_XXX.png``
+    (:mod:`lightning_seg.callbacks.publish`); W&B gets each image with its target and prediction as mask
+    layers (classes toggled in its UI). Predictions are the validation pass's (the plain forward pass at the
+    batch's size), computed for these images only at the end of the epoch.
 
     Args:
-        num_samples: images shown (at most the batch size).
-        every_n_epochs: log every this many validation epochs.
+        num_samples: images shown.
+        every_n_epochs: draw every this many validation epochs.
+        candidates: how many validation images (the first ones) the spread is chosen from; their masks are
+            read once.
+        alpha: opacity of the class colours.
     """
 
-    def __init__(self, num_samples: int = 8, every_n_epochs: int = 1) -> None:
+    def __init__(
+        self, num_samples: int = 8, every_n_epochs: int = 1, candidates: int = 256, alpha: float = 0.55
+    ) -> None:
         self.num_samples = num_samples
         self.every_n_epochs = every_n_epochs
+        self.candidates = candidates
+        self.alpha = alpha
+        self.chosen: list[int] | None = None
 
-    def on_validation_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        outputs: Any,
-        batch: dict[str, Any],
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        if batch_idx != 0 or trainer.sanity_checking or trainer.current_epoch % self.every_n_epochs:
-            return
-        grid = self.render(pl_module, trainer.datamodule, batch, outputs["pred"])
-        log_dir = run_directory(trainer)  # every rank asks: a broadcast under DDP
-        if trainer.is_global_zero:
-            self._publish(trainer, grid, log_dir)
+    # ------------------------------------------------------------------------------------ choosing
+    def choose(self, datamodule: Any, dataset: Any) -> list[int]:
+        """The spread of :func:`spread_of_samples` over the first ``candidates`` images of ``dataset``."""
+        from lightning_seg.data.stats import image_presence
 
-    def render(
-        self, pl_module: L.LightningModule, datamodule: Any, batch: dict[str, Any], pred: torch.Tensor
-    ) -> torch.Tensor:
-        """uint8 3×H'×W' grid for the first ``num_samples`` images of a prepared (normalised) batch and the
-        int64 B×H×W classes the validation step predicted for it."""
-        image = batch["image"][: self.num_samples]
-        mask = batch["mask"][: self.num_samples]
-        pred = pred[: self.num_samples]
-        palette = torch.cat(
-            [default_palette(pl_module.num_classes), torch.tensor([[255, 255, 255]], dtype=torch.uint8)]
+        head = Subset(dataset, range(min(self.candidates, len(dataset))))
+        presence = image_presence(
+            head, datamodule.num_classes, datamodule.ignore_index, getattr(datamodule, "num_workers", 0)
         )
-        palette = palette.to(image.device)
-        ignored = len(palette) - 1
-        target = torch.where(mask == pl_module.ignore_index, ignored, mask.clamp(max=ignored - 1))
-        rows = [
-            (datamodule.denormalize(image.float()) * 255).round().to(torch.uint8),
-            torch.stack([colourize(t, palette) for t in target]),
-            torch.stack([colourize(p, palette) for p in pred]),
-        ]
-        return make_grid(torch.cat(rows).cpu(), nrow=len(image), padding=2)
+        labels = None
+        if getattr(datamodule, "label_names", ()):
+            labels = datamodule.sample_labels("val")
+            labels = labels[: len(head)] if labels is not None else None
+        return spread_of_samples(presence, labels, self.num_samples)
+
+    # ------------------------------------------------------------------------------------- drawing
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.current_epoch % self.every_n_epochs:
+            return
+        log_dir = run_directory(trainer)  # every rank asks: a broadcast under DDP
+        if not trainer.is_global_zero:
+            return
+        datamodule = trainer.datamodule
+        loader = trainer.val_dataloaders
+        loader = loader[0] if isinstance(loader, list | tuple) else loader
+        dataset = loader.dataset
+        if self.chosen is None:
+            self.chosen = self.choose(datamodule, dataset)
+        if not self.chosen:
+            return
+        batch = loader.collate_fn([dataset[i] for i in self.chosen])
+        picture, layers = self.render(trainer, pl_module, datamodule, batch)
+        publish_image(
+            trainer,
+            "val/samples",
+            picture,
+            log_dir / "samples" / f"epoch_{trainer.current_epoch:03d}.png",
+            layers=layers,
+        )
+
+    @torch.no_grad()
+    def predict(
+        self, trainer: L.Trainer, pl_module: Any, datamodule: Any, batch: dict[str, Any]
+    ) -> tuple[dict[str, Any], torch.Tensor, list[str] | None]:
+        """The batch prepared as validation prepares it, its int64 B×H×W predicted classes, and each image's
+        predicted image labels as text (None without a head)."""
+        batch = {k: v.to(pl_module.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        batch = datamodule.prepare_batch(batch, train=False)
+        batch = trainer.precision_plugin.convert_input(batch)
+        was_training = pl_module.training
+        pl_module.eval()
+        try:
+            with trainer.precision_plugin.forward_context():
+                out = pl_module(batch["image"])
+        finally:
+            pl_module.train(was_training)
+        pred = pl_module.classes_from_logits(out.mask.float())
+        predicted_labels = None
+        if out.label is not None:
+            decisions = pl_module.label_decisions(pl_module.label_probabilities(out.label.float()), None)
+            predicted_labels = self._label_text(pl_module, decisions)
+        return batch, pred, predicted_labels
 
     @staticmethod
-    def _publish(trainer: L.Trainer, grid: torch.Tensor, log_dir: Path) -> None:
-        tag = "val/samples"
-        for logger in trainer.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_image(tag, grid, trainer.global_step)
-            elif isinstance(logger, WandbLogger):
-                logger.log_image(key=tag, images=[grid.permute(1, 2, 0).numpy()], step=trainer.global_step)
-        out = log_dir / "samples"
-        out.mkdir(parents=True, exist_ok=True)
-        save_png(grid, str(out / f"epoch_{trainer.current_epoch:03d}.png"))
+    def _label_text(pl_module: Any, labels: torch.Tensor) -> list[str]:
+        """Image labels as names: int64 B (single) or bool B×L (multi) → one string per image."""
+        names = list(pl_module.label_names)
+        if labels.dim() == 1:
+            return [names[i] if 0 <= i < len(names) else "none" for i in labels.tolist()]
+        return [
+            ", ".join(n for n, on in zip(names, row, strict=True) if on) or "none" for row in labels.tolist()
+        ]
+
+    def render(
+        self, trainer: L.Trainer, pl_module: Any, datamodule: Any, batch: dict[str, Any]
+    ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, MaskLayers]]]:
+        """The labelled figure as uint8 3×H'×W' pixels, and per image (uint8 3×H×W, :class:`MaskLayers`)."""
+        import matplotlib.pyplot as plt
+        from matplotlib.patches import Patch
+
+        names = batch.get("name") or [str(i) for i in self.chosen or []]
+        prepared, pred, predicted_labels = self.predict(trainer, pl_module, datamodule, batch)
+        true_labels = None
+        if predicted_labels is not None:
+            targets = pl_module.label_targets(prepared)
+            true_labels = self._label_text(pl_module, targets) if targets is not None else None
+        images = (datamodule.denormalize(prepared["image"].float()) * 255).round().to(torch.uint8).cpu()
+        mask, pred = prepared["mask"].cpu(), pred.cpu()
+        num_classes, ignore_index = pl_module.num_classes, pl_module.ignore_index
+        palette = torch.cat([default_palette(num_classes), torch.tensor([IGNORED_COLOUR], dtype=torch.uint8)])
+        target = torch.where(mask == ignore_index, num_classes, mask.clamp(max=num_classes - 1))
+
+        # a background class is left clear, so the image shows through; any other class 0 is drawn
+        clear = (0,) if "background" in str(pl_module.class_names[0]).lower() else ()
+        columns = len(images)
+        figure, axes = plt.subplots(3, columns, figsize=(1.7 * columns + 0.6, 5.6), squeeze=False, dpi=100)
+        layers = []
+        for i in range(columns):
+            title = str(names[i])[-18:]
+            if predicted_labels is not None:
+                title += f"\ntrue: {true_labels[i] if true_labels else '?'}\npred: {predicted_labels[i]}"
+            rows = (
+                images[i],
+                overlay(images[i], target[i], palette, self.alpha, clear),
+                overlay(images[i], pred[i], palette, self.alpha, clear),
+            )
+            for row, picture in enumerate(rows):
+                axis = axes[row, i]
+                axis.imshow(picture.permute(1, 2, 0).numpy(), interpolation="nearest")
+                axis.set_xticks([])
+                axis.set_yticks([])
+            axes[0, i].set_title(title, fontsize=7)
+            layers.append(
+                (
+                    images[i],
+                    MaskLayers(
+                        prediction=pred[i],
+                        target=mask[i],
+                        class_names=list(pl_module.class_names),
+                        ignore_index=ignore_index,
+                        caption=title.replace("\n", " | "),
+                    ),
+                )
+            )
+        for row, label in enumerate(("image", "target", "prediction")):
+            axes[row, 0].set_ylabel(label, fontsize=9)
+        legend = [
+            Patch(color=tuple(c / 255 for c in palette[k].tolist()), label=name)
+            for k, name in enumerate(pl_module.class_names)
+        ] + [Patch(facecolor="white", edgecolor="grey", label="ignored")]
+        figure.legend(handles=legend, loc="lower center", ncol=min(len(legend), 8), fontsize=7, frameon=False)
+        figure.suptitle(f"validation samples, epoch {trainer.current_epoch}", fontsize=9)
+        figure.tight_layout(rect=(0, 0.06, 1, 0.97))
+        try:
+            return figure_pixels(figure), layers
+        finally:
+            plt.close(figure)

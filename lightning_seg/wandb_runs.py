@@ -1,0 +1,146 @@
+"""Weights & Biases runs: a folder per run, the same W&B run on resume, and offline by itself.
+
+Lightning's ``WandbLogger`` writes into its ``save_dir``, and ``trainer.log_dir`` *is* that ``save_dir``: with
+one shared ``runs/`` every run's ``config.yaml``, ``summary.json`` and ``samples/`` overwrote the last one's,
+and checkpoints went to ``<save_dir>/<project>/<run id>/``, where ``--ckpt_path last`` did not look. Here the
+CLI gives each W&B run the same kind of folder a TensorBoard run has (:mod:`lightning_seg.runs`):
+
+* ``fit`` points ``save_dir`` at ``<save_dir>/<project>/version_N`` (W&B's own files in its ``wandb/``) and
+  gives the run an id kept in ``wandb_id.txt`` there, so ``fit --ckpt_path last`` resumes the folder *and*
+  the W&B run (``resume="allow"``, Lightning's default);
+* an evaluation is a W&B run of its own, in its record folder ``<run>/<stage>/<date-time>``;
+* without credentials (``WANDB_API_KEY``, ``wandb login``'s ``.netrc``) or without a reachable server the run
+  goes offline before W&B starts, so it never prompts for a key and never waits on a network; one line says
+  so and how to sync later.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import string
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from jsonargparse import Namespace
+
+RUN_ID_FILE = "wandb_id.txt"
+DEFAULT_SERVER = "https://api.wandb.ai"
+CONNECT_TIMEOUT_S = 3.0
+"""How long the reachability check waits for the server (W&B itself would wait minutes)."""
+
+
+def project_of(init_args: Namespace) -> str:
+    """The W&B project, as ``WandbLogger`` resolves it (its folder name under ``save_dir``)."""
+    return init_args.get("project") or os.environ.get("WANDB_PROJECT") or "lightning_logs"
+
+
+def point_at(init_args: Namespace, folder: Path, training: bool, announce: bool) -> None:
+    """Make a ``WandbLogger``'s config write into ``folder``.
+
+    Args:
+        init_args: the logger's ``init_args`` (changed in place).
+        folder: the run folder (``fit``) or the record folder of an evaluation.
+        training: keep one W&B run id per run folder (``wandb_id.txt``), so a resume continues it; an
+            evaluation starts a W&B run of its own.
+        announce: print the offline line (rank zero, once per command).
+    """
+    init_args.save_dir = str(folder)
+    if training:
+        init_args.id = run_id(folder, init_args.get("id") or init_args.get("version"))
+    else:
+        init_args.id = None
+    init_args.version = None  # WandbLogger takes ``version or id``: one is enough
+    if os.environ.get("WANDB_MODE", "").lower() == "disabled":
+        return
+    reason = offline_reason(init_args)
+    if reason is None:
+        return
+    init_args.offline = True
+    if init_args.get("log_model"):
+        # WandbLogger refuses log_model offline; the checkpoints stay in the run folder
+        init_args.log_model = False
+        reason += "; checkpoints are not uploaded (log_model needs a connection)"
+    if announce:
+        print(
+            f"lightning-seg: W&B is offline ({reason}); the run is kept in {folder / 'wandb'}, "
+            f"sync it later with: wandb sync {folder / 'wandb'}/offline-run-*",
+            file=sys.stderr,
+        )
+
+
+def run_id(folder: Path, pinned: str | None) -> str:
+    """The W&B run id of a run folder: the config's when it pins one, else the one kept in the folder, else
+    a new one (8 characters of [a-z0-9], as W&B makes them), kept for resumes."""
+    path = folder / RUN_ID_FILE
+    kept = path.read_text().strip() if path.is_file() else None
+    chosen = str(pinned) if pinned else kept
+    if not chosen:
+        alphabet = string.ascii_lowercase + string.digits
+        chosen = "".join(secrets.choice(alphabet) for _ in range(8))
+    if chosen != kept:
+        path.write_text(chosen + "\n")
+    return chosen
+
+
+def offline_reason(init_args: Namespace) -> str | None:
+    """Why this run must be offline, or None when W&B can go online."""
+    if init_args.get("offline"):
+        return "offline: true in the config"
+    mode = os.environ.get("WANDB_MODE", "").lower()
+    if mode in ("offline", "dryrun"):
+        return f"WANDB_MODE={mode}"
+    server = os.environ.get("WANDB_BASE_URL") or DEFAULT_SERVER
+    if not _has_credentials(server):
+        return "no API key: set WANDB_API_KEY or run `wandb login`"
+    if not _reachable(server):
+        return f"{urlparse(server).hostname} cannot be reached"
+    return None
+
+
+def _has_credentials(server: str) -> bool:
+    """An API key in the environment or in ``.netrc`` for the server's ``host[:port]`` (where ``wandb login``
+    writes it)."""
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return True
+    try:
+        from wandb.sdk.lib.wbauth import read_netrc_auth
+
+        return bool(read_netrc_auth(host=server))
+    except ImportError:  # another wandb version: read .netrc as it does
+        import netrc
+
+        path = os.environ.get("NETRC") or str(Path.home() / ".netrc")
+        try:
+            return netrc.netrc(path).authenticators(urlparse(server).netloc) is not None
+        except (OSError, netrc.NetrcParseError):
+            return False
+    except Exception:  # a malformed .netrc: W&B would fail on it too
+        return False
+
+
+def _reachable(server: str) -> bool:
+    """Whether a TCP connection to the server (or to the HTTPS proxy in the environment) opens in time."""
+    proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
+    url = urlparse(proxy or server)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname or "", port), timeout=CONNECT_TIMEOUT_S):
+            return True
+    except OSError:
+        return False
+
+
+def finish_runs(trainer: Any, failed: bool) -> None:
+    """End the W&B runs a command started, so their files are complete when it returns and a later command
+    in the same process starts a run of its own (``WandbLogger`` reuses a run still open)."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    for logger in getattr(trainer, "loggers", None) or []:
+        experiment = getattr(logger, "_experiment", None) if isinstance(logger, WandbLogger) else None
+        if experiment is not None and hasattr(experiment, "finish"):
+            experiment.finish(exit_code=1 if failed else 0)
+            logger._experiment = None
