@@ -24,11 +24,13 @@ from typing import Any
 import yaml
 from jsonargparse import ArgumentError, Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.callbacks.progress import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import CheckpointIO
 
-from lightning_seg import runs, standalone
+from lightning_seg import runs, standalone, wandb_runs
 from lightning_seg.callbacks.divergence import DivergenceGuard
+from lightning_seg.callbacks.progress import default_progress_bar
 from lightning_seg.callbacks.schedule_time import ScheduleTimeCheck
 from lightning_seg.checkpoint_io import AtomicCheckpointIO
 from lightning_seg.checks import (
@@ -182,6 +184,11 @@ class SegCLI(LightningCLI):
         callbacks += [
             kind() for kind in ALWAYS_ON_CALLBACKS if not any(isinstance(c, kind) for c in callbacks)
         ]
+        # a bar on a terminal, plain epoch lines in a log or pipe (Lightning refuses one with the bar disabled);
+        # first, so that its end-of-test line comes before RunSummary's table
+        wants_bar = {**trainer_config, **kwargs}.get("enable_progress_bar") is not False
+        if wants_bar and not any(isinstance(c, ProgressBar) for c in callbacks):
+            callbacks.insert(0, default_progress_bar())
         plugins = trainer_config.get("plugins") or []
         plugins = list(plugins) if isinstance(plugins, list | tuple) else [plugins]
         if not any(isinstance(p, CheckpointIO) for p in plugins):
@@ -220,14 +227,17 @@ class SegCLI(LightningCLI):
         )
 
     def _run_subcommand(self, subcommand: str) -> None:
+        failed = True
         try:
             super()._run_subcommand(subcommand)
+            failed = False
         except OSError as error:
             message = self._write_error_line(error)
             if message is None:
                 raise
             raise ConfigError(message) from error
         finally:
+            wandb_runs.finish_runs(getattr(self, "trainer", None), failed)
             runs.finish(getattr(self, "run_folder", None))
 
     def _output_folder(self) -> str:
@@ -266,10 +276,13 @@ def _use_our_model_checkpoint(config: Namespace) -> None:
             callback.class_path = OUR_MODEL_CHECKPOINT
 
 
-def build_cli(args: list[str] | dict[str, Any] | None = None, run: bool = True) -> SegCLI:
+def build_cli(
+    args: list[str] | dict[str, Any] | None = None, run: bool = True, cli_class: type[SegCLI] = SegCLI
+) -> SegCLI:
     """Build (and by default run) the CLI; ``args`` replaces ``sys.argv[1:]`` (tests call it in-process; a
-    dict: a config's values, without subcommand)."""
-    return SegCLI(
+    dict: a config's values, without subcommand); ``cli_class``: a subclass that stops early (``sweep``
+    checks its trials with the very parser ``fit`` uses)."""
+    return cli_class(
         SegmentationModule,
         SegDataModule,
         trainer_class=SegTrainer,
@@ -331,6 +344,12 @@ def _config_error_in_chain(error: BaseException) -> ConfigError | None:
 def main(args: list[str] | None = None) -> int:
     """Console entry point (``lightning-seg`` and ``python -m lightning_seg``): 0 on success or when there
     is nothing to do, 1 when training diverged, 2 on bad input (Ctrl-C: 1, from Lightning)."""
+    argv = sys.argv[1:] if args is None else list(args)
+    if argv[:1] == ["sweep"]:
+        # not a Trainer method: many fit runs, each in its own process (lightning_seg/commands/sweep.py)
+        from lightning_seg.commands.sweep import main as sweep_main
+
+        return sweep_main(argv[1:])
     try:
         return 0 if run_cli(args) is not None else 2
     except NothingToDo as done:

@@ -474,9 +474,13 @@ class SegmentationModule(L.LightningModule):
         return self(image).mask
 
     # ------------------------------------------------------------------------------------------ steps
-    def _step(self, batch: dict[str, Any], stage: str) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    def _step(
+        self, batch: dict[str, Any], stage: str
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor, list[torch.Tensor] | None]:
         """Loss and metric updates of one batch; returns the loss terms (``"loss"`` their weighted sum;
-        training only, evaluation adds to the split's sums) and the int64 B×H×W predicted classes."""
+        training only, evaluation adds to the split's sums), the int64 B×H×W plain predicted classes, and
+        for a stage scored through the whole path the final int64 H_i×W_i class maps it scored (else
+        None)."""
         image, mask = batch["image"], batch["mask"]
         out = self(image)
         label = None
@@ -490,7 +494,7 @@ class SegmentationModule(L.LightningModule):
             losses = {}
             self.eval_loss_sums[f"{stage}_"].update(self.loss.split_sums(out, mask, label))
         with torch.no_grad():
-            pred = self._score(batch, stage, out.mask.detach(), out.label)
+            pred, final = self._score(batch, stage, out.mask.detach(), out.label)
 
             if out.label is not None and label is not None:
                 probabilities = self.label_probabilities(out.label.detach())
@@ -498,7 +502,7 @@ class SegmentationModule(L.LightningModule):
                 tuned = self._tuned_label_thresholds() if stage in self.full_path_stages else None
                 decisions = self.label_decisions(probabilities, tuned)
                 self.label_metrics[f"{stage}_"].update(probabilities, decisions, label)
-        return losses, pred
+        return losses, pred, final
 
     def _log_training_losses(self, losses: dict[str, torch.Tensor], mask: torch.Tensor) -> None:
         """Per-process values: syncing training losses would stall every step. The step values go to the
@@ -527,8 +531,9 @@ class SegmentationModule(L.LightningModule):
         stage: str,
         logits: torch.Tensor,
         label_logits: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Update the stage's metrics; returns the int64 B×H×W plain classes at the batch's size.
+    ) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+        """Update the stage's metrics; returns the int64 B×H×W plain classes at the batch's size, and the
+        final class maps of :meth:`_full_path` (None for the other stages).
 
         The stages in :attr:`full_path_stages` (``test``) are scored through the whole path that
         ``predict`` takes (:meth:`_full_path`). Others decide from the training step's own logits: against
@@ -540,16 +545,15 @@ class SegmentationModule(L.LightningModule):
         self.scored_at[stage] = "original size" if originals is not None else "batch size"
         pred = self.classes_from_logits(logits)
         if stage in self.full_path_stages or self.threshold_search is not None:
-            self._full_path(batch, stage, logits, label_logits)
-            return pred
+            return pred, self._full_path(batch, stage, logits, label_logits)
         if originals is None:  # the training step's path: no softmax needed
             metrics.update(pred, batch["mask"])
-            return pred
+            return pred, None
         probabilities = to_probabilities(logits)
         for item, original in zip(probabilities, originals, strict=True):  # sizes differ: one at a time
             resized = self.inference.at_size(item, original.shape)
             metrics.update(self.classes_from_probabilities(resized[None]), original[None].long())
-        return pred
+        return pred, None
 
     # ------------------------------------------------------------------------ the inference path
     def _two_channels(self, probabilities: torch.Tensor) -> torch.Tensor:
@@ -670,10 +674,11 @@ class SegmentationModule(L.LightningModule):
 
     def _full_path(
         self, batch: dict[str, Any], stage: str, logits: torch.Tensor, label_logits: torch.Tensor | None
-    ) -> None:
+    ) -> list[torch.Tensor] | None:
         """Score a batch as ``predict`` sees it: inference → post-processing → decision, at each mask's
         stored size, updating one metric per row of the stage table (the last row is the stage's metrics).
-        During ``tune``'s calibration pass, the probabilities before the decision fill its histograms."""
+        Returns the final int64 H_i×W_i class maps it scored (None during ``tune``'s calibration pass, where
+        the probabilities before the decision fill its histograms instead)."""
         originals = batch.get("orig_mask")
         truths = [o.long() for o in originals] if originals is not None else list(batch["mask"])
         sizes = [tuple(t.shape[-2:]) for t in truths]
@@ -688,7 +693,7 @@ class SegmentationModule(L.LightningModule):
                 label_probabilities = self.label_probabilities(label_logits)
                 label_targets = self.label_targets(batch)
             search.update(predictions, truths, label_probabilities, label_targets)
-            return
+            return None
         names = self.stage_names.setdefault(stage, self._stage_rows(stage))
         rows = iter(range(len(names)))
 
@@ -706,6 +711,7 @@ class SegmentationModule(L.LightningModule):
         PostProcess.decide_all(predictions, self._decide_plain)
         report("inference", predictions)
         self.postprocess.run(predictions, self._decide_plain, report)
+        return [item.classes for item in predictions if item.classes is not None]
 
     def _stage_metric(self, stage: str, row: int) -> SegMetrics:
         """The metrics of one row of the stage table; the last row's are the stage's own (what it logs)."""
@@ -726,11 +732,14 @@ class SegmentationModule(L.LightningModule):
         # the predictions go to callbacks (SampleOverlays) so they need no second forward pass
         return {"pred": self._step(batch, "val")[1]}
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor] | None:
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any] | None:
+        """Returns ``pred`` (int64 B×H×W plain classes at the batch's size) and ``classes`` (the final int64
+        H_i×W_i class maps at each mask's stored size: what test scored; RunPlots ranks images by them)."""
         if self.robustness is not None:  # `attack`: its pass scores clean and adversarial images itself
             self.robustness.step(batch, batch_idx)
             return None
-        return {"pred": self._step(batch, "test")[1]}
+        _, pred, classes = self._step(batch, "test")
+        return {"pred": pred, "classes": classes}
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         """Class maps at each image's own size.

@@ -192,6 +192,6 @@ def test_sample_overlays_written_each_validation_epoch(run_root: Path) -> None:
     cli = run_cli(["fit", *tiny_args(run_root, epochs=2)])
     samples = sorted((Path(cli.trainer.log_dir) / "samples").glob("epoch_*.png"))
     assert [p.name for p in samples] == ["epoch_000.png", "epoch_001.png"]
-    grid = decode_png(read_file(str(samples[0])))
-    # 3 rows (image, target, prediction) of 4 images of 32 px with 2 px padding
-    assert tuple(grid.shape) == (3, 3 * 34 + 2, 4 * 34 + 2)
+    picture = decode_png(read_file(str(samples[0])))
+    # a labelled figure: 3 rows (image, target, prediction) of the 8 validation images, and a legend
+    assert picture.shape[0] == 3 and picture.shape[2] > picture.shape[1] > 300

@@ -16,6 +16,7 @@ from conftest import REPO, tiny_args
 from jsonargparse import Namespace
 
 from lightning_seg import wandb_runs
+from lightning_seg.callbacks.drawing import overlay
 from lightning_seg.callbacks.visualize import spread_of_samples
 from lightning_seg.cli import run_cli
 
@@ -222,3 +223,19 @@ def test_a_spread_of_samples_shows_every_class_and_image_label() -> None:
     assert set(labels[chosen].tolist()) == {0, 1, 2}  # every image label shown
     assert spread_of_samples(presence, labels, 8) == chosen  # the same images every time
     assert spread_of_samples(presence[:5], None, 8) == [0, 1, 2, 3, 4]
+
+
+def test_an_overlay_blends_class_colours_and_leaves_the_background_clear() -> None:
+    image = torch.full((3, 4, 4), 100, dtype=torch.uint8)
+    classes = torch.zeros(4, 4, dtype=torch.int64)
+    classes[1, 2] = 2
+    classes[3, 3] = 3  # the "ignored" entry of a 3-class palette plus white
+    palette = torch.tensor([[0, 0, 0], [255, 0, 0], [0, 200, 0], [255, 255, 255]], dtype=torch.uint8)
+    drawn = overlay(image, classes, palette, alpha=0.5, clear=(0,))
+    assert torch.equal(drawn[:, 0, 0], image[:, 0, 0])  # background: the image itself
+    assert drawn[:, 1, 2].tolist() == [50, 150, 50]  # half image, half the class colour
+    assert drawn[:, 3, 3].tolist() == [177, 177, 177]  # (100 + 255) / 2, truncated
+    assert torch.equal(
+        overlay(image, classes, palette, alpha=0.5, clear=())[:, 0, 0],
+        torch.tensor([50, 50, 50], dtype=torch.uint8),
+    )

@@ -3,6 +3,8 @@
 from lightning_seg.callbacks.checkpoint import ModelCheckpoint
 from lightning_seg.callbacks.divergence import DivergenceGuard
 from lightning_seg.callbacks.finetune import BackboneFinetuning
+from lightning_seg.callbacks.plots import RunPlots
+from lightning_seg.callbacks.progress import PlainProgressBar
 from lightning_seg.callbacks.schedule_time import ScheduleTimeCheck
 from lightning_seg.callbacks.summary import RunSummary
 from lightning_seg.callbacks.visualize import SampleOverlays
@@ -13,6 +15,8 @@ __all__ = [
     "DivergenceGuard",
     "MaskWriter",
     "ModelCheckpoint",
+    "PlainProgressBar",
+    "RunPlots",
     "RunSummary",
     "SampleOverlays",
     "ScheduleTimeCheck",

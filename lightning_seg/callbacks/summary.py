@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,16 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning_seg.atomic import atomic_write
 from lightning_seg.callbacks.checkpoint import written_checkpoint
 from lightning_seg.errors import TrainingDiverged
+
+
+def parameter_counts(pl_module: L.LightningModule) -> dict[str, int]:
+    """``{"total", "trainable"}`` parameters of the module's ``net`` (the whole module when it has none)."""
+    net = getattr(pl_module, "net", pl_module)
+    params = list(net.parameters())
+    return {
+        "total": sum(p.numel() for p in params),
+        "trainable": sum(p.numel() for p in params if p.requires_grad),
+    }
 
 
 def _plain(value: Any) -> Any:
@@ -49,6 +60,14 @@ def run_directory(trainer: L.Trainer) -> Path:
     return Path(trainer.log_dir or trainer.default_root_dir)
 
 
+def _run_plots(trainer: L.Trainer, pl_module: L.LightningModule, stage: str, log_dir: Path) -> list[str]:
+    """The files of the trainer's ``RunPlots`` for ``stage``, rendered now if not yet, so that the summary
+    lists them whatever the order of the two callbacks (a collective for test: call it on every rank)."""
+    from lightning_seg.callbacks.plots import render_run_plots  # plots.py imports this module
+
+    return render_run_plots(trainer, pl_module, stage, log_dir)
+
+
 def print_stage_table(console: Any, rows: list[dict[str, Any]], title: str) -> None:
     """The stage table (raw; + inference; + each post-processing step) as a rich table."""
     from rich.table import Table
@@ -69,7 +88,8 @@ class RunSummary(L.Callback):
     ``summary.json`` lands in the command's folder (a training run's, beside ``config.yaml`` and
     ``checkpoints/``; an evaluation's own ``<run>/<stage>/<date-time>/``) with ``{"stage", "status",
     "metrics": {"val/mIoU": ..., "val/IoU/<class>": ...}, "epochs_completed", "global_step",
-    "best_checkpoint", "best_score", "last_checkpoint", "config", "log_dir", "confusion"?, "labels"?}``;
+    "best_checkpoint", "best_score", "last_checkpoint", "config", "log_dir", "plots" (RunPlots' files),
+    "confusion"?, "labels"?}``;
     ``labels`` (a net with a class head): ``mode``, ``names``, the L×L ``rows_target_cols_prediction``
     (single-label; null for multi), per-label ``precision``/``recall`` (null where undefined), ``f1``,
     ``acc`` and for multi-label per-label ``ap`` and ``mAP``.
@@ -79,6 +99,11 @@ class RunSummary(L.Callback):
     A summary is only replaced by a command that evaluated something: a resume with nothing left to do,
     or one interrupted before its first validation, leaves the previous one.
 
+    A ``fit`` also records ``"parameters": {"total", "trainable"}`` of the net and ``"seconds_per_epoch"``:
+    the mean wall time of the epochs this process ran whole, each from ``on_train_epoch_start`` to
+    ``on_train_epoch_end`` (its training and its end-of-epoch validation; not setup or the sanity check);
+    null when none ran whole (a resume counts only its own epochs).
+
     Args:
         print_table: print the table to the console (rich) as well as writing the file.
     """
@@ -87,12 +112,21 @@ class RunSummary(L.Callback):
         self.print_table = print_table
         self._has_results = False
         self._start_step = 0
+        self._epoch_started: float | None = None
+        self._epoch_seconds: list[float] = []
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._has_results = False
         self._start_step = trainer.global_step
+        self._epoch_started, self._epoch_seconds = None, []
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._epoch_started = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._epoch_started is not None:
+            self._epoch_seconds.append(time.perf_counter() - self._epoch_started)
+            self._epoch_started = None
         if trainer.global_step > self._start_step:  # a run without validation has results too: its training
             self._has_results = True
 
@@ -122,7 +156,8 @@ class RunSummary(L.Callback):
         # not run_directory(): a broadcast, and other ranks may not be here (an exception on one rank)
         log_dir = Path(getattr(trainer.logger, "log_dir", None) or trainer.default_root_dir)
         if self._has_results or not (log_dir / "summary.json").exists():
-            self._write(trainer, pl_module, "fit", "val", log_dir, status)
+            plots = _run_plots(trainer, pl_module, "fit", log_dir)
+            self._write(trainer, pl_module, "fit", "val", log_dir, status, plots)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # `tune` validates twice and writes its own record
@@ -143,7 +178,8 @@ class RunSummary(L.Callback):
         status: dict[str, Any],
     ) -> None:
         log_dir = run_directory(trainer)  # every rank asks: a broadcast under DDP
-        self._write(trainer, pl_module, stage, prefix, log_dir, status)
+        plots = _run_plots(trainer, pl_module, stage, log_dir)
+        self._write(trainer, pl_module, stage, prefix, log_dir, status, plots)
 
     @rank_zero_only
     def _write(
@@ -154,6 +190,7 @@ class RunSummary(L.Callback):
         prefix: str,
         log_dir: Path,
         status: dict[str, Any],
+        plots: list[str] | None = None,
     ) -> None:
         metrics = {
             k: _plain(v) for k, v in sorted(trainer.callback_metrics.items()) if k.startswith(f"{prefix}/")
@@ -171,6 +208,7 @@ class RunSummary(L.Callback):
             "evaluated_checkpoint": trainer.ckpt_path,
             "config": str(log_dir / "config.yaml") if (log_dir / "config.yaml").exists() else None,
             "log_dir": str(log_dir),
+            "plots": plots or [],  # RunPlots' files (PNG figures, CSV tables) in <log_dir>/plots/
         }
         if stage == "test" and hasattr(pl_module, "inference"):
             summary["inference"] = pl_module.inference.describe()
@@ -180,6 +218,9 @@ class RunSummary(L.Callback):
         if stage == "fit":
             summary["epochs_completed"] = trainer.fit_loop.epoch_progress.current.completed
             summary["global_step"] = trainer.global_step
+            summary["parameters"] = parameter_counts(pl_module)
+            seconds = self._epoch_seconds
+            summary["seconds_per_epoch"] = sum(seconds) / len(seconds) if seconds else None
             if summary["status"] == "diverged":
                 summary["last_finite_checkpoint"] = last or best
         stages = getattr(pl_module, "stage_table", {}).get(prefix) if stage != "fit" else None
@@ -200,7 +241,7 @@ class RunSummary(L.Callback):
 
     @staticmethod
     def _print(summary: dict[str, Any], prefix: str, log_dir: Path) -> None:
-        from rich.console import Console
+        from rich import get_console
         from rich.table import Table
 
         table = Table(title=f"{summary['stage']}: {prefix} metrics")
@@ -210,7 +251,9 @@ class RunSummary(L.Callback):
             if name.startswith(f"{prefix}/loss/"):
                 continue
             table.add_row(name, "n/a" if value is None else f"{value:.4f}")
-        console = Console()
+        console = (
+            get_console()
+        )  # rich's shared console: a live progress bar on it is not redrawn over the table
         console.print(table)
         if len(summary.get("stages") or []) > 1:
             print_stage_table(

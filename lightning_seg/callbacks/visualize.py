@@ -9,18 +9,21 @@ and every image label, then fills the rest evenly over the split.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
 import torch
 from torch.utils.data import Subset
 
+from lightning_seg.callbacks.drawing import (
+    class_legend,
+    clear_classes,
+    overlay,
+    palette_with_ignored,
+    show_picture,
+)
 from lightning_seg.callbacks.publish import MaskLayers, figure_pixels, publish_image
 from lightning_seg.callbacks.summary import run_directory
-from lightning_seg.callbacks.writer import default_palette
-
-IGNORED_COLOUR = (255, 255, 255)
 
 
 def spread_of_samples(presence: torch.Tensor, labels: torch.Tensor | None, count: int) -> list[int]:
@@ -72,26 +75,6 @@ def spread_of_samples(presence: torch.Tensor, labels: torch.Tensor | None, count
         if i not in chosen:
             chosen.append(i)
     return sorted(chosen)
-
-
-def overlay(
-    image: torch.Tensor,
-    classes: torch.Tensor,
-    palette: torch.Tensor,
-    alpha: float,
-    skip: Sequence[int] = (0,),
-) -> torch.Tensor:
-    """uint8 3×H×W image with int64 H×W ``classes`` alpha-blended over it (torchvision's
-    ``draw_segmentation_masks``); classes in ``skip`` (background) are left clear. ``palette``: uint8 C×3,
-    one colour per value of ``classes``."""
-    from torchvision.utils import draw_segmentation_masks
-
-    values = torch.arange(len(palette), device=classes.device)
-    masks = classes[None] == values[:, None, None]  # one comparison for every class: no loop over pixels
-    keep = torch.tensor([v not in skip for v in range(len(palette))], device=classes.device)
-    masks = masks & keep[:, None, None]
-    colours = [tuple(int(c) for c in colour) for colour in palette.tolist()]
-    return draw_segmentation_masks(image.cpu(), masks.cpu(), alpha=alpha, colors=colours)
 
 
 class SampleOverlays(L.Callback):
@@ -199,7 +182,6 @@ class SampleOverlays(L.Callback):
     ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, MaskLayers]]]:
         """The labelled figure as uint8 3×H'×W' pixels, and per image (uint8 3×H×W, :class:`MaskLayers`)."""
         import matplotlib.pyplot as plt
-        from matplotlib.patches import Patch
 
         names = batch.get("name") or [str(i) for i in self.chosen or []]
         prepared, pred, predicted_labels = self.predict(trainer, pl_module, datamodule, batch)
@@ -210,11 +192,10 @@ class SampleOverlays(L.Callback):
         images = (datamodule.denormalize(prepared["image"].float()) * 255).round().to(torch.uint8).cpu()
         mask, pred = prepared["mask"].cpu(), pred.cpu()
         num_classes, ignore_index = pl_module.num_classes, pl_module.ignore_index
-        palette = torch.cat([default_palette(num_classes), torch.tensor([IGNORED_COLOUR], dtype=torch.uint8)])
+        palette = palette_with_ignored(num_classes)
         target = torch.where(mask == ignore_index, num_classes, mask.clamp(max=num_classes - 1))
 
-        # a background class is left clear, so the image shows through; any other class 0 is drawn
-        clear = (0,) if "background" in str(pl_module.class_names[0]).lower() else ()
+        clear = clear_classes(pl_module.class_names)
         columns = len(images)
         figure, axes = plt.subplots(3, columns, figsize=(1.7 * columns + 0.6, 5.6), squeeze=False, dpi=100)
         layers = []
@@ -228,10 +209,7 @@ class SampleOverlays(L.Callback):
                 overlay(images[i], pred[i], palette, self.alpha, clear),
             )
             for row, picture in enumerate(rows):
-                axis = axes[row, i]
-                axis.imshow(picture.permute(1, 2, 0).numpy(), interpolation="nearest")
-                axis.set_xticks([])
-                axis.set_yticks([])
+                show_picture(axes[row, i], picture)
             axes[0, i].set_title(title, fontsize=7)
             layers.append(
                 (
@@ -247,10 +225,7 @@ class SampleOverlays(L.Callback):
             )
         for row, label in enumerate(("image", "target", "prediction")):
             axes[row, 0].set_ylabel(label, fontsize=9)
-        legend = [
-            Patch(color=tuple(c / 255 for c in palette[k].tolist()), label=name)
-            for k, name in enumerate(pl_module.class_names)
-        ] + [Patch(facecolor="white", edgecolor="grey", label="ignored")]
+        legend = class_legend(pl_module.class_names, ignored=True)
         figure.legend(handles=legend, loc="lower center", ncol=min(len(legend), 8), fontsize=7, frameon=False)
         figure.suptitle(f"validation samples, epoch {trainer.current_epoch}", fontsize=9)
         figure.tight_layout(rect=(0, 0.06, 1, 0.97))

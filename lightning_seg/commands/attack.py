@@ -892,8 +892,8 @@ def plot_panels(
     """clean image | perturbation (scaled from [−ε, ε] to [0, 1]) | adversarial image | clean prediction |
     adversarial prediction, one row per image, class colours as ``predict`` writes them."""
     from matplotlib.figure import Figure
-    from matplotlib.patches import Patch
 
+    from lightning_seg.callbacks.drawing import class_legend, show_picture
     from lightning_seg.callbacks.writer import colourize, default_palette
 
     palette = default_palette(len(class_names))
@@ -917,15 +917,8 @@ def plot_panels(
             colourize(item["adversarial_prediction"].cpu(), palette).float() / 255,
         ]
         for c, picture in enumerate(pictures):
-            ax = axes[r, c]
-            ax.imshow(picture.permute(1, 2, 0).numpy(), interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r == 0:
-                ax.set_title(columns[c], fontsize="small")
-    handles = [
-        Patch(color=(palette[i].float() / 255).tolist(), label=name) for i, name in enumerate(class_names)
-    ]
+            show_picture(axes[r, c], picture, columns[c] if r == 0 else None)
+    handles = class_legend(class_names)
     figure.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 8), fontsize="small")
     figure.suptitle(title)
     atomic_write(path, lambda handle: figure.savefig(handle, format="png", dpi=100))

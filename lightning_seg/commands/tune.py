@@ -6,7 +6,8 @@ mask's stored size, and fills one :class:`~lightning_seg.postprocess.thresholds.
 one for a multi-label image head). Each class then takes the threshold that maximises its one-vs-rest
 Dice (or IoU). The thresholds go beside the checkpoint (``<name>.thresholds.json``, read by a
 ``ClassThresholds`` step in ``test`` and ``predict``) and into the command's record folder
-``<run>/tune/<date-time>/``. A second pass over val, through the whole chain with the new thresholds,
+``<run>/tune/<date-time>/``, with every class's score at every threshold (``curves``, drawn in
+``plots/threshold_curves.png``). A second pass over val, through the whole chain with the new thresholds,
 gives the before/after table that ``tune`` prints and records.
 """
 
@@ -145,6 +146,10 @@ def tune_thresholds(
             if search.labels is not None and search.labels.update_count
             else None
         )
+        thresholds = [round(t, 6) for t in grid(steps).tolist()]
+        curves = {"thresholds": thresholds, "classes": _curves(search.classes, metric)}
+        if labels is not None:
+            curves["labels"] = _curves(search.labels, "dice")
     finally:
         model.threshold_search = None
     record: dict[str, Any] = {
@@ -171,6 +176,7 @@ def tune_thresholds(
     if trainer.is_global_zero:
         atomic_write(target, json.dumps(record, indent=2))
     trainer.strategy.barrier()
+    record["curves"] = curves  # the command's record only, not the thresholds file that test reads
 
     # the before/after table: val through the whole chain with the new thresholds
     chain, model.postprocess = model.postprocess, _verification_chain(model, target)
@@ -190,9 +196,11 @@ def tune_thresholds(
     if trainer.is_global_zero:
         folder = Path(trainer.default_root_dir)
         folder.mkdir(parents=True, exist_ok=True)
-        atomic_write(
-            folder / "summary.json", json.dumps({"stage": "tune", "status": "completed", **record}, indent=2)
-        )
+        from lightning_seg.callbacks.plots import publish_threshold_curves
+
+        plots = publish_threshold_curves(trainer, record, folder / "plots")
+        summary = {"stage": "tune", "status": "completed", **record, "plots": plots}
+        atomic_write(folder / "summary.json", json.dumps(summary, indent=2))
         _print(record, target, folder, chain.thresholds is None)
     return record
 
@@ -203,6 +211,14 @@ def _score_at(histogram: ThresholdHistogram, metric: str, threshold: float) -> l
     counts = histogram.compute()
     values = scores(counts["tp"][:, index], counts["fp"][:, index], counts["fn"][:, index], metric)
     return [None if v != v else round(float(v), 6) for v in values.tolist()]
+
+
+def _curves(histogram: ThresholdHistogram, metric: str) -> list[list[float | None]]:
+    """Each class's one-vs-rest score at every threshold of the grid (None where undefined), for the
+    record and its threshold-curves plot."""
+    counts = histogram.compute()
+    values = scores(counts["tp"], counts["fp"], counts["fn"], metric)
+    return [[None if v != v else round(v, 6) for v in row] for row in values.tolist()]
 
 
 def _print(record: dict[str, Any], target: Path, folder: Path, not_configured: bool) -> None:

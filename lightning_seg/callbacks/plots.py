@@ -1,0 +1,388 @@
+"""``RunPlots``: the pictures of a run in its folder (``<log_dir>/plots/``), and in TensorBoard or W&B.
+
+End of ``fit``: training curves (loss terms, val mIoU, learning rate against the epoch), the last
+validation's row-normalised confusion matrix and per-class IoU, the image-level head's precision and recall
+(a net with one), the label histogram of the training data. End of ``test`` (and ``validate``): the
+confusion matrix, per-class IoU, the stage table and, for test, the best and worst images by per-image
+mIoU, scored on the final class maps that test scored. ``tune`` draws its threshold curves with
+:func:`publish_threshold_curves`. Every figure goes through
+:func:`~lightning_seg.callbacks.publish.publish_figure` and every table through
+:func:`~lightning_seg.callbacks.publish.publish_table` (CSV beside the PNGs).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from lightning_seg.atomic import atomic_write
+from lightning_seg.callbacks import plot_figures as figures
+from lightning_seg.callbacks.image_ranking import ImageRanking, image_miou
+from lightning_seg.callbacks.publish import publish_figure, publish_table
+from lightning_seg.callbacks.summary import run_directory
+from lightning_seg.errors import ConfigError, TrainingDiverged
+
+HISTORY_FILE = "history.json"
+STAGE_FIELDS = ("mIoU", "dice", "dice_fg", "image_dice_fg", "image_IoU_fg", "competition_dice", "acc")
+"""The stage table's score columns (then one ``IoU/<class>`` column per class)."""
+
+
+def _float(value: Any) -> float | None:
+    """A logged metric as a plain float (None for NaN: JSON and ``torch.load(weights_only=True)`` safe)."""
+    if isinstance(value, torch.Tensor):
+        value = value.item()
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+class RunPlots(L.Callback):
+    """Plots and tables of a command in ``<log_dir>/plots/`` (the run's folder for ``fit``; the
+    evaluation's own ``<run>/<stage>/<date-time>/`` for ``test`` and ``validate``), also handed to
+    TensorBoard or W&B under the tags ``plots/<name>`` and ``tables/<name>``.
+
+    The training curves come from a history this callback keeps: at each training epoch's end the
+    ``train/loss`` terms (``trainer.callback_metrics``) and each optimizer group's learning rate, at each
+    validation ``val/loss`` terms and ``val/mIoU``. It is kept in the checkpoints (plain floats), so a
+    resumed run (``fit --ckpt_path last``) continues its curves, and also in ``plots/history.json``:
+    a checkpoint written at a validation precedes its epoch's training row, which a resume takes from
+    there.
+
+    Rendering is idempotent per stage: ``RunSummary`` asks for it first when it comes earlier in the
+    callback list, so ``summary.json`` lists the files (``"plots"``) in either order.
+
+    Args:
+        num_images: images shown at each end of ``test``'s best/worst figure (0: no such figure).
+        label_histogram: draw the training split's label histogram at the end of ``fit`` (the data
+            module's class statistics: one pass over the training masks, cached for file datasets).
+    """
+
+    def __init__(self, num_images: int = 4, label_histogram: bool = True) -> None:
+        if num_images < 0:
+            raise ConfigError(f"trainer.callbacks RunPlots num_images must be >= 0, got {num_images}")
+        self.num_images = num_images
+        self.label_histogram = label_histogram
+        self.history: dict[str, list[dict[str, float]]] = {"train": [], "val": []}
+        self.ranking = ImageRanking(num_images)
+        self._rendered: dict[str, list[str]] = {}  # per stage: the files written (rendered once)
+        self._log_dir: Path | None = None
+        self._new_rows = 0
+
+    # ------------------------------------------------------------------------------------- history
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": {kind: [dict(row) for row in rows] for kind, rows in self.history.items()}}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        history = state_dict.get("history") or {}
+        self.history = {kind: [dict(row) for row in history.get(kind, [])] for kind in ("train", "val")}
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._rendered.pop("fit", None)
+        self._new_rows = 0
+        self._log_dir = run_directory(trainer)  # every rank asks: a broadcast under DDP
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.ckpt_path and trainer.is_global_zero and self._log_dir is not None:
+            self._complete_from_record(trainer.global_step, self._log_dir / "plots" / HISTORY_FILE)
+
+    def _complete_from_record(self, step: int, path: Path) -> None:
+        """Add the rows of ``path`` up to ``step`` (the resumed checkpoint's) that the checkpoint lacks: a
+        checkpoint written at a validation was saved before its epoch's training row was taken."""
+        try:
+            recorded = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return  # no record (or a damaged one): the checkpoint's history is all there is
+        for kind, rows in self.history.items():
+            known = {row["step"] for row in rows}
+            missing = [
+                row
+                for row in recorded.get(kind, [])
+                if isinstance(row, dict) and row.get("step", step + 1) <= step and row["step"] not in known
+            ]
+            if missing:
+                self.history[kind] = sorted([*rows, *missing], key=lambda row: (row["step"], row["epoch"]))
+
+    def _add_row(self, trainer: L.Trainer, kind: str, row: dict[str, float]) -> None:
+        recorded = next((r for r in self.history[kind] if r["step"] == row["step"]), None)
+        if recorded is not None:
+            # a resume from a checkpoint written at a validation ends that restored epoch again, without
+            # its training metrics (no batch ran since): the recorded values stay
+            recorded.update({key: value for key, value in row.items() if key not in recorded})
+            return
+        self.history[kind].append(row)
+        self._new_rows += 1
+        if trainer.is_global_zero and self._log_dir is not None:
+            path = self._log_dir / "plots" / HISTORY_FILE
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, json.dumps(self.history))
+
+    @staticmethod
+    def _metrics(trainer: L.Trainer, names: tuple[str, ...], prefixes: tuple[str, ...]) -> dict[str, float]:
+        metrics = {}
+        for key, value in sorted(trainer.callback_metrics.items()):
+            if key in names or key.startswith(prefixes):
+                number = _float(value)
+                if number is not None:
+                    metrics[key] = number
+        return metrics
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # the epoch means of the training loss terms are in callback_metrics here (logged by the steps)
+        row: dict[str, float] = {"epoch": float(trainer.current_epoch + 1), "step": trainer.global_step}
+        row.update(self._metrics(trainer, ("train/loss",), ("train/loss/",)))
+        groups = [group for optimizer in trainer.optimizers for group in optimizer.param_groups]
+        for i, group in enumerate(groups):
+            row["lr" if i == 0 else f"lr/{i}"] = float(group["lr"])
+        self._add_row(trainer, "train", row)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == "fit":
+            if not trainer.sanity_checking:
+                self._add_row(trainer, "val", self._validation_row(trainer))
+        elif trainer.state.fn == "validate" and not getattr(trainer, "tuning", False):
+            # `tune` validates twice and writes its own record
+            self.render(trainer, pl_module, "validate", run_directory(trainer))
+
+    @staticmethod
+    def _validation_row(trainer: L.Trainer) -> dict[str, float]:
+        """The epochs done at this validation (fractional inside an epoch) and its val scores."""
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.ready
+        per_epoch = trainer.num_training_batches
+        fraction = done / per_epoch if per_epoch and math.isfinite(per_epoch) else 1.0
+        row: dict[str, float] = {
+            "epoch": trainer.current_epoch + min(fraction, 1.0),
+            "step": trainer.global_step,
+        }
+        row.update(RunPlots._metrics(trainer, ("val/loss", "val/mIoU"), ("val/loss/",)))
+        return row
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._new_rows:  # a resume with nothing left to do leaves the plots as they are
+            self.render(trainer, pl_module, "fit", run_directory(trainer))
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        # the curves of a run that was interrupted or diverged, as RunSummary records it (rank zero only:
+        # other ranks may not be here, so no collective; fit's plots need none)
+        if trainer.state.fn == "fit" and isinstance(exception, KeyboardInterrupt | TrainingDiverged):
+            if trainer.is_global_zero and self._log_dir is not None:
+                self.render(trainer, pl_module, "fit", self._log_dir)
+
+    # ------------------------------------------------------------------------------- test's images
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == "validate":
+            self._rendered.pop("validate", None)
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._rendered.pop("test", None)
+        self.ranking.reset()
+
+    def on_test_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: dict[str, Any],
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        classes = outputs.get("classes") if isinstance(outputs, dict) else None
+        if not classes or self.num_images == 0:
+            return  # `attack`'s pass, or a module without the final class maps
+        originals = batch.get("orig_mask")
+        truths = [o.long() for o in originals] if originals is not None else list(batch["mask"])
+        num_classes, ignore_index = pl_module.num_classes, pl_module.ignore_index
+        scores = image_miou(classes, truths, num_classes, ignore_index).tolist()  # one host copy
+        names = batch.get("name") or [f"{batch_idx:05d}_{i:03d}" for i in range(len(classes))]
+        images: list[torch.Tensor] = []
+
+        def fetch(i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            if not images:  # as stored (orig_image), else the batch's images denormalised, at each size
+                images.extend(pl_module._original_images(batch, [tuple(t.shape[-2:]) for t in truths]))
+            return images[i], truths[i], classes[i]
+
+        self.ranking.update(scores, list(names), fetch)
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not getattr(trainer, "attacking", False):  # `attack` writes its own record
+            self.render(trainer, pl_module, "test", run_directory(trainer))
+
+    # ----------------------------------------------------------------------------------- rendering
+    def render(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str, log_dir: Path
+    ) -> list[str]:
+        """Write the plots of ``stage`` ("fit", "validate", "test") into ``log_dir / "plots"`` once; returns
+        the files (empty on ranks other than zero). For test a collective: call it on every rank."""
+        if stage in self._rendered:
+            return self._rendered[stage]
+        if stage == "test":
+            self.ranking.gather()
+        paths: list[str] = []
+        if trainer.is_global_zero:
+            paths = [str(path) for path in self._publish(trainer, pl_module, stage, log_dir / "plots")]
+        self._rendered[stage] = paths
+        return paths
+
+    def _publish(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str, folder: Path
+    ) -> Iterator[Path]:
+        prefix = "test" if stage == "test" else "val"
+        names = list(getattr(pl_module, "class_names", []))
+        if stage == "fit":
+            curves = figures.curves_figure(self.history["train"], self.history["val"])
+            if curves is not None:
+                yield publish_figure(trainer, "plots/curves", curves, folder / "curves.png")
+                yield folder / HISTORY_FILE
+        yield from self._class_scores(trainer, pl_module, prefix, names, folder)
+        labels = figures.label_head_figure(
+            getattr(pl_module, "last_label_scores", {}).get(prefix), f"{prefix}: image-level head"
+        )
+        if labels is not None:
+            yield publish_figure(trainer, "plots/label_head", labels, folder / "label_head.png")
+        if stage == "fit" and self.label_histogram:
+            yield from self._label_histogram(trainer, names, folder)
+        if stage == "test":
+            yield from self._stage_table(trainer, pl_module, prefix, names, folder)
+            yield from self._best_worst(trainer, pl_module, names, folder)
+
+    def _class_scores(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, prefix: str, names: list[str], folder: Path
+    ) -> Iterator[Path]:
+        """The confusion matrix (figure and counts) and the per-class IoU (figure and table)."""
+        confusion = getattr(pl_module, "last_confusion", {}).get(prefix)
+        if confusion is not None and len(names) == len(confusion):
+            title = f"{prefix}: confusion, rows normalised (each true class's pixels)"
+            figure = figures.confusion_figure(confusion, names, title)
+            if figure is not None:
+                yield publish_figure(trainer, "plots/confusion", figure, folder / "confusion.png")
+                rows = [[name, *counts] for name, counts in zip(names, confusion.tolist(), strict=True)]
+                columns = ["true \\ predicted", *names]
+                yield publish_table(trainer, "tables/confusion", columns, rows, folder / "confusion.csv")
+        # a class absent from the split is not logged; callback_metrics may still hold an earlier
+        # validation's value for it, so presence is read from this evaluation's confusion matrix
+        present = None
+        if confusion is not None and len(names) == len(confusion):
+            present = ((confusion.sum(0) + confusion.sum(1)) > 0).tolist()
+        metrics = trainer.callback_metrics
+        iou = [
+            _float(metrics[f"{prefix}/IoU/{name}"])
+            if f"{prefix}/IoU/{name}" in metrics and (present is None or present[i])
+            else None
+            for i, name in enumerate(names)
+        ]
+        figure = figures.iou_figure(names, iou, f"{prefix}: IoU per class")
+        if figure is not None:
+            yield publish_figure(trainer, "plots/iou", figure, folder / "iou.png")
+            rows = [[name, value, value is not None] for name, value in zip(names, iou, strict=True)]
+            yield publish_table(trainer, "tables/iou", ["class", "IoU", "present"], rows, folder / "iou.csv")
+
+    def _label_histogram(self, trainer: L.Trainer, names: list[str], folder: Path) -> Iterator[Path]:
+        statistics = getattr(trainer.datamodule, "class_statistics", None)
+        if not callable(statistics):
+            return  # a data module without class statistics: nothing to draw
+        stats = statistics("train")
+        pixel_share = stats.frequencies().tolist()
+        image_share = (stats.image_counts.double() / max(stats.num_images, 1)).tolist()
+        if len(pixel_share) != len(names):
+            return
+        figure = figures.label_histogram_figure(names, pixel_share, image_share, stats.num_images)
+        if figure is None:
+            return
+        yield publish_figure(trainer, "plots/labels", figure, folder / "label_histogram.png")
+        columns = ["class", "pixels", "pixel_share", "images", "image_share"]
+        rows = [
+            [name, pixels, share, images, image]
+            for name, pixels, share, images, image in zip(
+                names,
+                stats.pixel_counts.tolist(),
+                pixel_share,
+                stats.image_counts.tolist(),
+                image_share,
+                strict=True,
+            )
+        ]
+        yield publish_table(trainer, "tables/labels", columns, rows, folder / "label_histogram.csv")
+
+    @staticmethod
+    def _stage_table(
+        trainer: L.Trainer, pl_module: L.LightningModule, prefix: str, names: list[str], folder: Path
+    ) -> Iterator[Path]:
+        """Test's stage table (raw; + inference; + each post-processing step) as a CSV table."""
+        table = getattr(pl_module, "stage_table", {}).get(prefix)
+        if not table:
+            return
+        columns = ["stage", *STAGE_FIELDS, *(f"IoU/{name}" for name in names)]
+        rows = [
+            [
+                row["stage"],
+                *(row.get(f) for f in STAGE_FIELDS),
+                *((row.get("IoU") or {}).get(n) for n in names),
+            ]
+            for row in table
+        ]
+        yield publish_table(trainer, "tables/stages", columns, rows, folder / "stages.csv")
+
+    def _best_worst(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, names: list[str], folder: Path
+    ) -> Iterator[Path]:
+        worst, best = self.ranking.worst, self.ranking.best
+        figure = figures.best_worst_figure(worst, best, names, int(getattr(pl_module, "ignore_index", 255)))
+        if figure is None:
+            return
+        yield publish_figure(trainer, "plots/best_worst", figure, folder / "best_worst.png")
+        rows = [["worst", i + 1, item.name, item.score] for i, item in enumerate(worst)]
+        rows += [["best", i + 1, item.name, item.score] for i, item in enumerate(best)]
+        columns = ["end", "rank", "name", "mIoU"]
+        yield publish_table(trainer, "tables/best_worst", columns, rows, folder / "best_worst.csv")
+
+
+def render_run_plots(
+    trainer: L.Trainer, pl_module: L.LightningModule, stage: str, log_dir: Path
+) -> list[str]:
+    """Have every :class:`RunPlots` of the trainer render ``stage`` (once); the files written. What
+    ``RunSummary`` calls before writing ``summary.json``, whatever the order of the two callbacks."""
+    paths: list[str] = []
+    for callback in trainer.callbacks:
+        if isinstance(callback, RunPlots):
+            paths += callback.render(trainer, pl_module, stage, log_dir)
+    return paths
+
+
+def publish_threshold_curves(trainer: L.Trainer, record: dict[str, Any], folder: Path) -> list[str]:
+    """``tune``'s threshold curves (``record["curves"]``: per class, and per label of a multi-label head,
+    the one-vs-rest score at each threshold of the grid) with the chosen thresholds, as
+    ``folder/threshold_curves.png``; the files written (none without a tuned class)."""
+    curves = record.get("curves")
+    if not curves:
+        return []
+    metric = {"dice": "Dice", "iou": "IoU"}.get(record["metric"], record["metric"])
+    panels = [
+        figures.ThresholdPanel(
+            f"{record['split']}: mask classes",
+            record["class_names"],
+            curves["classes"],
+            record["classes"]["thresholds"],
+            metric,
+        )
+    ]
+    if "labels" in curves and "labels" in record:
+        labels = record["labels"]
+        panels.append(
+            figures.ThresholdPanel(
+                f"{record['split']}: image labels",
+                labels["names"],
+                curves["labels"],
+                labels["thresholds"],
+                "F1",
+            )
+        )
+    figure = figures.threshold_curves_figure(curves["thresholds"], panels)
+    if figure is None:
+        return []
+    return [str(publish_figure(trainer, "plots/threshold_curves", figure, folder / "threshold_curves.png"))]

@@ -1,0 +1,285 @@
+"""RunPlots: the plots and tables of a run folder, after a tiny real fit, test, resume and tune on the default
+synthetic data; and the pieces behind them (per-image scores, the best/worst ranking, empty figures)."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from conftest import tiny_args
+from torchvision.io import decode_png, read_file
+
+import lightning_seg
+from lightning_seg.callbacks import RunPlots
+from lightning_seg.callbacks import plot_figures as figures
+from lightning_seg.callbacks.image_ranking import ImageRanking, image_miou
+from lightning_seg.cli import run_cli
+
+# SmallComponents makes the final class maps differ from the plain argmax, so a ranking made from the
+# plain predictions (what test_step returned before) would not match the recomputation below
+COMMON = (
+    "--model.init_args.lr_scheduler=null",  # a constant rate: the run can be extended by a resume
+    "--model.init_args.postprocess+=lightning_seg.postprocess.SmallComponents",
+    "--model.init_args.postprocess.min_area=12",
+    # validating every second epoch, the checkpoint of epoch 2 is written at its validation, before that
+    # epoch's training row exists: the resume must take it from plots/history.json
+    "--trainer.check_val_every_n_epoch=2",
+)
+REVERSED_CALLBACKS = """
+trainer:
+  callbacks:
+    - class_path: lightning_seg.callbacks.ModelCheckpoint
+      init_args: {monitor: val/mIoU, mode: max, save_last: true}
+    - class_path: lightning_seg.callbacks.RunPlots
+    - class_path: lightning_seg.callbacks.RunSummary
+      init_args: {print_table: false}
+"""
+FIT_FILES = {
+    "curves.png",
+    "history.json",
+    "confusion.png",
+    "confusion.csv",
+    "iou.png",
+    "iou.csv",
+    "label_histogram.png",
+    "label_histogram.csv",
+}
+TEST_FILES = {
+    "confusion.png",
+    "confusion.csv",
+    "iou.png",
+    "iou.csv",
+    "stages.csv",
+    "best_worst.png",
+    "best_worst.csv",
+}
+
+
+def _run_plots(cli: Any) -> RunPlots:
+    return next(c for c in cli.trainer.callbacks if isinstance(c, RunPlots))
+
+
+def _summary(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / "summary.json").read_text())
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """fit 2 epochs → test its last checkpoint → resume to 4 epochs (the callbacks in the other order)
+    → tune."""
+    tmp = tmp_path_factory.mktemp("plots")
+    root = tmp / "runs"
+    fit = run_cli(["fit", *tiny_args(root, *COMMON, epochs=2)])
+    run = Path(fit.trainer.log_dir)
+    out: dict[str, Any] = {
+        "run": run,
+        "fit_summary": _summary(run),
+        "fit_history": copy.deepcopy(_run_plots(fit).history),
+    }
+    tested = tmp / "tested.ckpt"  # the resume rewrites last.ckpt
+    shutil.copy(run / "checkpoints" / "last.ckpt", tested)
+    test = run_cli(["test", *tiny_args(root, *COMMON), "--ckpt_path", str(tested)])
+    out.update(test_dir=Path(test.trainer.log_dir), checkpoint=tested, test_data=test.datamodule)
+    out["test_summary"] = _summary(out["test_dir"])
+    reversed_config = tmp / "reversed.yaml"
+    reversed_config.write_text(REVERSED_CALLBACKS)
+    resumed = run_cli(
+        ["fit", *tiny_args(root, *COMMON, "--config", str(reversed_config), epochs=4), "--ckpt_path", "last"]
+    )
+    out.update(resumed_history=_run_plots(resumed).history, resumed_summary=_summary(run))
+    tune = run_cli(["tune", *tiny_args(root, *COMMON), "--ckpt_path", str(run / "checkpoints" / "last.ckpt")])
+    out["tune_dir"] = Path(tune.trainer.default_root_dir)
+    return out
+
+
+def _check_png(path: Path) -> None:
+    image = decode_png(read_file(str(path)))
+    assert image.dtype == torch.uint8 and image.shape[0] in (3, 4)
+    height, width = image.shape[-2:]
+    assert 150 <= height <= 2500 and 150 <= width <= 2500, (path.name, height, width)
+    assert image[:3].float().std() > 10, f"{path.name} is blank"
+
+
+def test_fit_writes_curves_confusion_iou_and_label_histogram(runs: dict[str, Any]) -> None:
+    folder = runs["run"] / "plots"
+    for summary in (runs["fit_summary"], runs["resumed_summary"]):  # RunSummary before RunPlots, then after
+        assert {Path(p).name for p in summary["plots"]} == FIT_FILES
+        assert all(Path(p).parent == folder for p in summary["plots"])
+    assert {p.name for p in folder.iterdir()} == FIT_FILES
+    for name in FIT_FILES:
+        if name.endswith(".png"):
+            _check_png(folder / name)
+    # the tables hold the numbers the summary holds
+    summary = runs["resumed_summary"]
+    counts = [
+        [int(v) for k, v in row.items() if k != "true \\ predicted"]
+        for row in _rows(folder / "confusion.csv")
+    ]
+    assert counts == summary["confusion"]["rows_target_cols_prediction"]
+    for row in _rows(folder / "iou.csv"):
+        logged = summary["metrics"].get(f"val/IoU/{row['class']}")
+        assert (row["IoU"] == "") == (logged is None)
+        if logged is not None:
+            assert float(row["IoU"]) == pytest.approx(logged)
+    shares = [float(row["pixel_share"]) for row in _rows(folder / "label_histogram.csv")]
+    assert sum(shares) == pytest.approx(1.0) and all(s > 0 for s in shares)
+
+
+def test_test_writes_its_plots_and_tables_into_its_own_record(runs: dict[str, Any]) -> None:
+    folder = runs["test_dir"] / "plots"
+    assert {Path(p).name for p in runs["test_summary"]["plots"]} == TEST_FILES
+    assert {p.name for p in folder.iterdir()} == TEST_FILES
+    for name in TEST_FILES:
+        if name.endswith(".png"):
+            _check_png(folder / name)
+    stages = _rows(folder / "stages.csv")
+    assert [row["stage"] for row in stages] == [row["stage"] for row in runs["test_summary"]["stages"]]
+    assert float(stages[-1]["mIoU"]) == pytest.approx(runs["test_summary"]["metrics"]["test/mIoU"], abs=1e-6)
+
+
+def _reference_miou(prediction: torch.Tensor, target: torch.Tensor, num_classes: int) -> float:
+    """Mean IoU over the classes in the target or the prediction, one class at a time."""
+    ious = []
+    for c in range(num_classes):
+        p, t = prediction == c, target == c
+        union = int((p | t).sum())
+        if union:
+            ious.append(int((p & t).sum()) / union)
+    return sum(ious) / len(ious)
+
+
+def test_best_and_worst_are_the_final_class_maps_that_predict_writes(runs: dict[str, Any]) -> None:
+    data = runs["test_data"]
+    dataset = data.datasets["test"]
+    samples = [dataset[i] for i in range(len(dataset))]
+    model = lightning_seg.load(runs["checkpoint"], device="cpu")  # predict's path, SmallComponents included
+    results = model.predict([s["image"] for s in samples], probabilities=True)
+    k = data.num_classes
+    final = {
+        s["name"]: _reference_miou(r.classes.long(), s["mask"], k)
+        for s, r in zip(samples, results, strict=True)
+    }
+    plain = {
+        s["name"]: _reference_miou(r.probabilities.argmax(0), s["mask"], k)
+        for s, r in zip(samples, results, strict=True)
+    }
+    rows = _rows(runs["test_dir"] / "plots" / "best_worst.csv")
+    worst = [r for r in rows if r["end"] == "worst"]
+    best = [r for r in rows if r["end"] == "best"]
+    assert len(worst) == len(best) == 4
+    for row in rows:
+        assert float(row["mIoU"]) == pytest.approx(final[row["name"]], abs=1e-9), row
+    # the chosen images are the ends of the whole split, in order
+    assert [float(r["mIoU"]) for r in worst] == pytest.approx(sorted(final.values())[:4], abs=1e-9)
+    assert [float(r["mIoU"]) for r in best] == pytest.approx(
+        sorted(final.values(), reverse=True)[:4], abs=1e-9
+    )
+    # and the check can fail: the plain argmax scores differ from the final maps' here
+    assert any(abs(plain[r["name"]] - final[r["name"]]) > 1e-6 for r in rows)
+
+
+def test_curves_history_survives_a_resume(runs: dict[str, Any]) -> None:
+    first, resumed = runs["fit_history"], runs["resumed_history"]
+    assert [row["epoch"] for row in first["train"]] == [1.0, 2.0]
+    assert [row["epoch"] for row in resumed["train"]] == [1.0, 2.0, 3.0, 4.0]
+    assert [row["epoch"] for row in resumed["val"]] == [2.0, 4.0]  # every second epoch
+    assert resumed["train"][:2] == first["train"]  # nothing lost, nothing changed
+    assert resumed["val"][:1] == first["val"]
+    assert all("train/loss" in row and "train/loss/ce" in row and row["lr"] > 0 for row in resumed["train"])
+    assert len(first["val"]) == 1 and 0 <= first["val"][0]["val/mIoU"] <= 1
+    # the checkpoint carries it as plain data, and so does the run folder
+    checkpoint = torch.load(runs["run"] / "checkpoints" / "last.ckpt", weights_only=True)
+    saved = checkpoint["callbacks"]["RunPlots"]["history"]
+    # (written at epoch 4's validation, before that epoch's training row: the run folder's record has it)
+    assert saved["val"] == resumed["val"] and saved["train"] == resumed["train"][: len(saved["train"])]
+    assert len(saved["train"]) >= 3
+    assert json.loads((runs["run"] / "plots" / "history.json").read_text()) == resumed
+
+
+def test_tune_writes_its_threshold_curves(runs: dict[str, Any]) -> None:
+    folder = runs["tune_dir"]
+    summary = _summary(folder)
+    assert summary["plots"] == [str(folder / "plots" / "threshold_curves.png")]
+    _check_png(folder / "plots" / "threshold_curves.png")
+    curves = summary["curves"]
+    assert len(curves["thresholds"]) == 101 and curves["thresholds"][50] == 0.5
+    assert len(curves["classes"]) == len(summary["class_names"])
+    for i, chosen in enumerate(summary["classes"]["thresholds"]):
+        if chosen is None:
+            continue
+        curve = curves["classes"][i]
+        at = curves["thresholds"].index(chosen)
+        assert curve[at] == pytest.approx(summary["classes"]["score"][i], abs=1e-6)
+        assert curve[at] == pytest.approx(max(v for v in curve if v is not None), abs=1e-6)
+
+
+# ------------------------------------------------------------------------------------------ the pieces
+def test_image_miou_matches_a_class_by_class_count() -> None:
+    generator = torch.Generator().manual_seed(0)
+    predictions = [torch.randint(0, 4, (9, 7), generator=generator) for _ in range(3)]
+    targets = [torch.randint(0, 4, (9, 7), generator=generator) for _ in range(3)]
+    targets[1][:3] = 255  # partly ignored
+    scores = image_miou(predictions, targets, 4, 255)
+    for prediction, target, score in zip(predictions, targets, scores.tolist(), strict=True):
+        valid = target != 255
+        assert score == pytest.approx(_reference_miou(prediction[valid], target[valid], 4))
+    # images of different sizes, and a wholly ignored one (no score)
+    mixed = image_miou(
+        [predictions[0], torch.zeros(5, 6, dtype=torch.long)], [targets[0], torch.full((5, 6), 255)], 4, 255
+    )
+    assert mixed[0] == pytest.approx(scores[0]) and mixed[1].isnan()
+
+
+def _ranked(ranking: ImageRanking, batches: list[list[tuple[str, float]]]) -> list[str]:
+    """Feed ``batches`` of (name, score); the names whose tensors were fetched (copied to the host)."""
+    fetched: list[str] = []
+    for batch in batches:
+
+        def fetch(i: int, batch: list[tuple[str, float]] = batch) -> tuple[torch.Tensor, ...]:
+            fetched.append(batch[i][0])
+            return torch.zeros(3, 2, 2, dtype=torch.uint8), torch.zeros(2, 2), torch.zeros(2, 2)
+
+        ranking.update([score for _, score in batch], [name for name, _ in batch], fetch)
+    return fetched
+
+
+def test_ranking_keeps_the_ends_whatever_the_order_and_copies_only_them() -> None:
+    items = [(f"img{i}", s) for i, s in enumerate([0.5, 0.1, 0.9, 0.3, 0.7, 0.2, 0.8, float("nan")])]
+    for seed in range(3):
+        shuffled = random.Random(seed).sample(items, len(items))
+        ranking = ImageRanking(2)
+        fetched = _ranked(ranking, [shuffled[i : i + 3] for i in range(0, len(shuffled), 3)])
+        assert [i.name for i in ranking.best] == ["img2", "img6"]
+        assert [i.name for i in ranking.worst] == ["img1", "img5"]
+        assert "img7" not in fetched  # no score (a wholly ignored image): never kept
+    # images that enter neither end are never copied
+    ranking = ImageRanking(2)
+    fetched = _ranked(ranking, [[("a", 0.1), ("b", 0.2), ("c", 0.8), ("d", 0.9)], [("e", 0.5), ("f", 0.3)]])
+    assert fetched == ["a", "b", "c", "d"]
+    # ties are broken by name, so the processes of a DDP run agree with a single one
+    ranking.merge([([], [])])
+    assert [i.name for i in ranking.worst] == ["a", "b"]
+
+
+def test_figures_without_data_are_skipped() -> None:
+    assert figures.curves_figure([], []) is None
+    assert figures.curves_figure([{"epoch": 1.0, "step": 4}], []) is None
+    assert figures.iou_figure(["a", "b"], [None, None], "t") is None
+    assert figures.confusion_figure(torch.zeros(2, 2, dtype=torch.long), ["a", "b"], "t") is None
+    assert figures.label_head_figure(None, "t") is None
+    assert figures.best_worst_figure([], [], ["a", "b"], 255) is None
+    untuned = figures.ThresholdPanel("t", ["a", "b"], [[None, None], [None, None]], [None, None], "Dice")
+    assert figures.threshold_curves_figure([0.0, 1.0], [untuned]) is None
+    assert figures.label_histogram_figure(["a", "b"], [0.0, 0.0], None, 0) is None

@@ -1,0 +1,337 @@
+"""``sweep``: a grid of tiny ``fit`` runs, each in its own process, one ranked table; re-runs skip finished
+trials; a failing trial is a row; sweep-file errors are one line. One real sweep is shared by the tests."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import DEFAULT_CONFIG, REPO
+
+from lightning_seg.cli import main
+from lightning_seg.commands.sweep import error_line
+from lightning_seg.commands.sweep_file import column_names, load_sweep_file, short_value
+from lightning_seg.models import UNet
+
+WEIGHTS = "model.init_args.loss.init_args.weights"
+WIDTH = "model.init_args.net.init_args.base_width"
+
+TINY = {
+    "trainer.max_epochs": 1,
+    "trainer.enable_progress_bar": False,
+    "trainer.enable_model_summary": False,
+    # no sample overlays, prediction writer or plots: seconds per trial
+    "trainer.callbacks": [
+        {
+            "class_path": "lightning_seg.callbacks.ModelCheckpoint",
+            "init_args": {"monitor": "val/mIoU", "mode": "max", "save_last": True},
+        },
+        {"class_path": "lightning_seg.callbacks.RunSummary", "init_args": {"print_table": False}},
+    ],
+    "model.init_args.net.init_args.depth": 2,
+    "data.init_args.num_train": 32,
+    "data.init_args.num_val": 16,
+    "data.init_args.num_test": 8,
+    "data.init_args.size": 32,
+    "data.init_args.batch_size": 8,
+}
+
+
+def _write_sweep(path: Path, base: Path, output: Path, parameters: dict, **extra) -> Path:
+    path.write_text(
+        yaml.safe_dump(
+            {"base": str(base), "overrides": TINY, "parameters": parameters, "output": str(output), **extra},
+            sort_keys=False,
+        )
+    )
+    return path
+
+
+def _csv_rows(folder: Path) -> list[dict[str, str]]:
+    with open(folder / "results.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _summary(folder: Path, trial: str) -> dict:
+    return json.loads((folder / trial / "version_0" / "summary.json").read_text())
+
+
+@dataclass
+class FirstSweep:
+    folder: Path
+    base: Path
+    exit_code: int
+    csv_rows: list[dict[str, str]]  # as the first run wrote them (a later test adds a trial)
+    markdown: str
+    record: dict
+
+
+@pytest.fixture(scope="module")
+def first_sweep(tmp_path_factory: pytest.TempPathFactory) -> FirstSweep:
+    root = tmp_path_factory.mktemp("sweep")
+    # a copy: the trials are keyed by their base file's content, which must not change between the runs
+    base = Path(shutil.copy(DEFAULT_CONFIG, root / "base.yaml"))
+    folder = root / "out"
+    parameters = {WEIGHTS: [{"ce": 1.0}, {"ce": 1.0, "dice": 1.0}], WIDTH: [4, 8]}
+    sweep_file = _write_sweep(root / "four.yaml", base, folder, parameters)
+    code = main(["sweep", "--config", str(sweep_file)])
+    return FirstSweep(
+        folder,
+        base,
+        code,
+        _csv_rows(folder),
+        (folder / "results.md").read_text(),
+        json.loads((folder / "sweep.json").read_text()),
+    )
+
+
+# ------------------------------------------------------------------------------------ a real sweep
+def test_four_trials_ranked_with_the_numbers_of_their_summaries(first_sweep: FirstSweep) -> None:
+    folder, rows = first_sweep.folder, first_sweep.csv_rows
+    assert first_sweep.exit_code == 0
+    assert len(rows) == 4 and {r["status"] for r in rows} == {"completed"}
+    scores = [float(r["val_mIoU"]) for r in rows]
+    assert scores == sorted(scores, reverse=True)
+    values = {entry["id"]: entry["values"] for entry in first_sweep.record["trials"].values()}
+    assert sorted(values) == ["trial_000", "trial_001", "trial_002", "trial_003"]
+    for row in rows:
+        trial = row["trial"]
+        summary = _summary(folder, trial)
+        assert float(row["val_mIoU"]) == summary["best_score"]
+        assert float(row["val_dice"]) == summary["metrics"]["val/dice"]
+        assert int(row["parameters"]) == summary["parameters"]["total"] == summary["parameters"]["trainable"]
+        assert float(row["seconds_per_epoch"]) == summary["seconds_per_epoch"] > 0
+        assert int(row["epochs"]) == summary["epochs_completed"] == 1
+        assert row["checkpoint"] == summary["best_checkpoint"] and Path(row["checkpoint"]).is_file()
+        # the trial ran with its own values: its run's config record and its net's size say so
+        config = yaml.safe_load((folder / trial / "version_0" / "config.yaml").read_text())
+        width = config["model"]["init_args"]["net"]["init_args"]["base_width"]
+        assert config["model"]["init_args"]["loss"]["init_args"]["weights"] == values[trial][WEIGHTS]
+        assert width == values[trial][WIDTH] == int(row["base_width"])
+        net = UNet(num_classes=5, base_width=width, depth=2)
+        assert summary["parameters"]["total"] == sum(p.numel() for p in net.parameters())
+        assert json.loads(row["weights"]) == values[trial][WEIGHTS]
+        assert "fit --config" in (folder / trial / "trial.log").read_text()
+    # the Markdown table: the same trials in the same order, numbers rounded
+    lines = [line for line in first_sweep.markdown.splitlines() if line.startswith("| trial_")]
+    assert [line.split(" | ")[0].strip("| ") for line in lines] == [r["trial"] for r in rows]
+    for line, row in zip(lines, rows, strict=True):
+        cells = [cell.strip() for cell in line.strip("|").split(" | ")]
+        assert f"{float(row['val_mIoU']):.4f}" in cells and f"{int(row['parameters']):,}" in cells
+
+
+def test_rerun_skips_finished_trials_and_a_failing_trial_is_a_row(
+    first_sweep: FirstSweep, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    folder = first_sweep.folder
+    checkpoints = {p: p.stat().st_mtime_ns for p in folder.glob("trial_*/version_0/checkpoints/*.ckpt")}
+    logs = {p: p.read_text() for p in folder.glob("trial_*/trial.log")}
+    assert len(checkpoints) == 8 and len(logs) == 4
+    # the same sweep with a third loss mix whose term does not exist: its first trial fails when the
+    # loss is built (the parser cannot know the term names); the first five trials are the four finished
+    parameters = {WEIGHTS: [{"ce": 1.0}, {"ce": 1.0, "dice": 1.0}, {"ce": 1.0, "dcie": 1.0}], WIDTH: [4, 8]}
+    sweep_file = _write_sweep(tmp_path / "five.yaml", first_sweep.base, folder, parameters)
+    capsys.readouterr()
+    assert main(["sweep", "--config", str(sweep_file), "--max_trials", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "4 trials finished before, kept" in out
+    assert {p: p.stat().st_mtime_ns for p in checkpoints} == checkpoints
+    assert {p: p.read_text() for p in logs} == logs
+    rows = _csv_rows(folder)
+    assert [r["trial"] for r in rows[:4]] == [r["trial"] for r in first_sweep.csv_rows]
+    failed = rows[4]
+    assert (failed["trial"], failed["status"], failed["val_mIoU"]) == ("trial_004", "failed", "")
+    assert failed["error"].startswith("loss.weights: unknown term(s) ['dcie']")
+    assert "lightning-seg: error: loss.weights" in (folder / "trial_004" / "trial.log").read_text()
+    assert "trial_004 failed: loss.weights: unknown term(s)" in out
+
+
+def test_dry_run_plans_the_resume_of_an_interrupted_trial(
+    first_sweep: FirstSweep, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    copy = shutil.copytree(first_sweep.folder, tmp_path / "copy")
+    record = json.loads((copy / "sweep.json").read_text())
+    key = next(k for k, entry in record["trials"].items() if entry["id"] == "trial_001")
+    record["trials"][key]["status"] = "interrupted"
+    (copy / "sweep.json").write_text(json.dumps(record))
+    sweep_file = _write_sweep(
+        tmp_path / "four.yaml",
+        first_sweep.base,
+        copy,
+        {WEIGHTS: [{"ce": 1.0}, {"ce": 1.0, "dice": 1.0}], WIDTH: [4, 8]},
+    )
+    before = sorted(p.relative_to(copy) for p in copy.rglob("*"))
+    assert main(["sweep", "--config", str(sweep_file), "--dry_run", "true"]) == 0
+    out = capsys.readouterr().out
+    assert sorted(p.relative_to(copy) for p in copy.rglob("*")) == before  # nothing written
+    assert out.count(" skip ") == 3
+    assert "trial_001: python -m lightning_seg fit" in out
+    assert f"--ckpt_path {copy / 'trial_001' / 'version_0'}" in out
+
+
+# ------------------------------------------------------------------------------ bad input, up front
+def test_a_bad_value_is_an_invalid_row_and_the_others_are_planned(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    sweep_file = _write_sweep(
+        tmp_path / "s.yaml", Path(DEFAULT_CONFIG), tmp_path / "out", {WIDTH: [4, "wide"]}
+    )
+    assert main(["sweep", "--config", str(sweep_file), "--dry_run", "true"]) == 0
+    out = capsys.readouterr().out
+    assert "invalid" in out and "expected an int, got 'wide'" in out
+    assert "trial_000: python -m lightning_seg fit" in out and "trial_001: python" not in out
+    assert not (tmp_path / "out").exists()
+
+
+def _bad_sweeps(tmp_path: Path) -> list[tuple[dict | str, str]]:
+    base = DEFAULT_CONFIG
+    ok = {WIDTH: [4]}
+    return [
+        ({"base": base, "parameters": ok, "mehtod": "grid"}, "mehtod: unknown key; did you mean method?"),
+        ({"base": base, "parameters": {WIDTH: []}}, f"parameters: {WIDTH}: an empty list"),
+        ({"base": base, "parameters": {WIDTH: 4}}, f"parameters: {WIDTH}: a list of values, not a number"),
+        ({"base": base, "parameters": {}}, "parameters: nothing to sweep"),
+        ({"base": "configs/nope.yaml", "parameters": ok}, "base: configs/nope.yaml: no such file"),
+        ({"base": base, "parameters": ok, "method": "random"}, "num_trials: method random needs"),
+        ({"base": base, "parameters": ok, "method": "bayes"}, "method: 'bayes' is not one of grid, random"),
+        (
+            {"base": base, "parameters": {"trainer.default_root_dir": ["x"]}},
+            "set by the sweep for each trial",
+        ),
+        (
+            {"base": base, "parameters": {"model.init_args.net.init_args.widht": [4, 8]}},
+            "no trial is a valid fit config (the first: model.init_args.net.init_args.widht: unknown key",
+        ),
+        ({"base": base, "parameters": ok, "overrides": {"trainer.foo": 1}}, "unknown option --trainer.foo"),
+        ("base: [unclosed\n", "YAML syntax error at line"),
+        ("- a list\n", "a sweep file is a mapping"),
+    ]
+
+
+def test_sweep_file_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    for index, (content, expected) in enumerate(_bad_sweeps(tmp_path)):
+        path = tmp_path / f"bad{index}.yaml"
+        path.write_text(content if isinstance(content, str) else yaml.safe_dump(content))
+        assert main(["sweep", "--config", str(path), "--output", str(tmp_path / "out")]) == 2, expected
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("lightning-seg: error: "), lines
+        assert expected in lines[0], (expected, lines[0])
+    assert main(["sweep", "--config", str(tmp_path / "missing.yaml")]) == 2
+    assert "no such sweep file" in capsys.readouterr().err
+    assert main(["sweep", "--config", DEFAULT_CONFIG, "--max_trials", "0"]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_help(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["sweep", "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "lightning-seg sweep" in out and "--dry_run" in out and "--max_trials" in out
+
+
+# ---------------------------------------------------------------------------------------- pieces
+def test_grid_order_random_draws_and_stable_keys(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    parameters = {"a.x": [1, 2, 3], "b.y": ["p", "q"]}
+    path.write_text(yaml.safe_dump({"base": DEFAULT_CONFIG, "parameters": parameters}))
+    grid = load_sweep_file(path).trials()
+    assert [tuple(t.values.values()) for t in grid] == [(a, b) for a in (1, 2, 3) for b in ("p", "q")]
+    assert len({t.key for t in grid}) == 6
+    # a value added to a list leaves the other trials' keys as they were
+    path.write_text(
+        yaml.safe_dump({"base": DEFAULT_CONFIG, "parameters": {**parameters, "a.x": [1, 2, 3, 4]}})
+    )
+    assert {t.key for t in grid} < {t.key for t in load_sweep_file(path).trials()}
+    path.write_text(
+        yaml.safe_dump(
+            {"base": DEFAULT_CONFIG, "parameters": parameters, "method": "random", "num_trials": 4}
+        )
+    )
+    drawn = load_sweep_file(path).trials()
+    assert (
+        len(drawn) == 4
+        and len({t.key for t in drawn}) == 4
+        and {t.key for t in drawn} < {t.key for t in grid}
+    )
+    assert [t.key for t in load_sweep_file(path).trials()] == [t.key for t in drawn]  # seeded
+
+
+def test_error_line_of_a_failed_trial() -> None:
+    assert (
+        error_line("Seed set\nlightning-seg: error: data.size: bad; fix it\n", 2) == "data.size: bad; fix it"
+    )
+    traceback = (
+        'Epoch 0:  10%\rEpoch 0: 20%\nTraceback (most recent call last):\n  File "x.py", line 1, in <mod>\n'
+        "    main()\ntorch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB\n"
+    )
+    assert (
+        error_line(traceback, 1) == "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
+    )
+    assert error_line("Epoch 0: 10%\n", -signal.SIGKILL) == "killed by SIGKILL (out of memory?)"
+    assert error_line("", 3) == "exit code 3"
+
+
+def test_short_values_and_column_names() -> None:
+    assert short_value({"ce": 1.0, "dice": 0.5}) == "ce=1,dice=0.5"
+    assert (
+        short_value({"class_path": "lightning_seg.models.SMPNet", "init_args": {"arch": "FPN"}})
+        == "SMPNet(arch=FPN)"
+    )
+    assert (
+        short_value([48, 64]) == "[48,64]"
+        and short_value(None) == "null"
+        and short_value("resnet18") == "resnet18"
+    )
+    names = column_names(
+        ["model.init_args.net.init_args.arch", "model.init_args.loss.init_args.arch", "data.init_args.size"]
+    )
+    assert list(names.values()) == ["net.arch", "loss.arch", "size"]
+
+
+def test_shipped_sweeps_parse(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)  # their base paths are read from the working directory
+    for name, trials in (("default_losses", 4), ("smp_archs", 16)):
+        path = REPO / "configs" / "sweeps" / f"{name}.yaml"
+        assert len(load_sweep_file(path).trials()) == trials
+        assert main(["sweep", "--config", str(path), "--dry_run", "true", "--output", "/nonexistent/x"]) == 0
+        out = capsys.readouterr().out
+        assert out.count(": python -m lightning_seg fit") == trials and "invalid" not in out
+
+
+# ------------------------------------------------------------------------------- Ctrl-C and resume
+@pytest.mark.slow
+def test_ctrl_c_records_the_trial_as_interrupted_and_a_rerun_resumes_it(tmp_path: Path) -> None:
+    base = Path(shutil.copy(DEFAULT_CONFIG, tmp_path / "base.yaml"))
+    folder = tmp_path / "out"
+    sweep_file = _write_sweep(tmp_path / "one.yaml", base, folder, {WIDTH: [4]})
+    sweep_file.write_text(sweep_file.read_text().replace("trainer.max_epochs: 1", "trainer.max_epochs: 10"))
+    command = [sys.executable, "-m", "lightning_seg", "sweep", "--config", str(sweep_file)]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    last = folder / "trial_000" / "version_0" / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 120
+    while not last.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    output = process.communicate(timeout=120)[0].decode()
+    assert process.returncode == 1, output
+    entry = next(iter(json.loads((folder / "sweep.json").read_text())["trials"].values()))
+    assert entry["status"] == "interrupted"
+    assert _summary(folder, "trial_000")["status"] == "interrupted"
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "resuming" in done.stdout
+    summary = _summary(folder, "trial_000")
+    assert summary["status"] == "completed" and summary["epochs_completed"] == 10
+    assert (folder / "trial_000" / "version_0" / "config.resume-1.yaml").is_file()
+    assert not (folder / "trial_000" / "version_1").exists()
