@@ -261,5 +261,5 @@ class RunSummary(L.Callback):
             )
         for key in ("best_checkpoint", "last_checkpoint", "config"):
             if summary.get(key):
-                console.print(f"{key}: {summary[key]}")
-        console.print(f"summary: {log_dir / 'summary.json'}")
+                console.print(f"{key}: {summary[key]}", soft_wrap=True)  # a path is not wrapped
+        console.print(f"summary: {log_dir / 'summary.json'}", soft_wrap=True)

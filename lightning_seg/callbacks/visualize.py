@@ -121,7 +121,12 @@ class SampleOverlays(L.Callback):
 
     # ------------------------------------------------------------------------------------- drawing
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or trainer.current_epoch % self.every_n_epochs:
+        # tune's calibration passes are validations too; they show nothing new
+        if (
+            trainer.sanity_checking
+            or getattr(trainer, "tuning", False)
+            or trainer.current_epoch % self.every_n_epochs
+        ):
             return
         log_dir = run_directory(trainer)  # every rank asks: a broadcast under DDP
         if not trainer.is_global_zero:
