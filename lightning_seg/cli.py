@@ -352,6 +352,10 @@ def main(args: list[str] | None = None) -> int:
         return sweep_main(argv[1:])
     try:
         return 0 if run_cli(args) is not None else 2
+    except SystemExit:
+        if argv[:1] in (["-h"], ["--help"]):  # LightningCLI lists the Trainer's subcommands, not sweep
+            print("\nalso: sweep  many fit runs over config overrides, ranked (sweep --help)")
+        raise
     except NothingToDo as done:
         print(f"lightning-seg: {done}", file=sys.stderr)
         return 0
