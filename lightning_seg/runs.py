@@ -275,8 +275,13 @@ def claim_training_folder(config: Namespace) -> Path | None:
     ckpt_path = config.get("ckpt_path")
     resumed_run = run_of_checkpoint(ckpt_path) if ckpt_path else None
     version = pinned_version(config, init_args)
-    if version is None and resumed_run is not None and resumed_run.parent.resolve() == run_root.resolve():
+    resumes_here = resumed_run is not None and resumed_run.parent.resolve() == run_root.resolve()
+    if version is None and resumes_here:
         version = resumed_run.name  # a resumed run continues in its own folder
+    if is_wandb(config):
+        from lightning_seg.wandb_runs import check_pinned_id
+
+        check_pinned_id(init_args, run_root, resumed_run if resumes_here else None)
     if version is not None:
         folder = run_root / str(version)
         resuming = resumed_run is not None and resumed_run.resolve() == folder.resolve()
@@ -376,7 +381,9 @@ def folder_arguments(config: Namespace) -> dict[str, Any]:
     if numbered_logger(config) is not None:
         # W&B: the CLI may also set its run id and turn it offline
         keys = (
-            ("save_dir", "id", "version", "offline") if is_wandb(config) else ("save_dir", "name", "version")
+            ("save_dir", "name", "id", "version", "offline")
+            if is_wandb(config)
+            else ("save_dir", "name", "version")
         )
         for key in keys:
             given[f"trainer.logger.init_args.{key}"] = config.trainer.logger.init_args.get(key)

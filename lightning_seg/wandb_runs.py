@@ -27,8 +27,12 @@ from urllib.parse import urlparse
 
 from jsonargparse import Namespace
 
+from lightning_seg.errors import ConfigError, short_path, truncate
+
 RUN_ID_FILE = "wandb_id.txt"
 DEFAULT_SERVER = "https://api.wandb.ai"
+_MODE_BEFORE: dict[str, str | None] = {}
+"""``WANDB_MODE`` before an offline run of this process changed it, restored when the command ends."""
 CONNECT_TIMEOUT_S = 3.0
 """How long the reachability check waits for the server (W&B itself would wait minutes)."""
 
@@ -49,8 +53,12 @@ def point_at(init_args: Namespace, folder: Path, training: bool, announce: bool)
         announce: print the offline line (rank zero, once per command).
     """
     init_args.save_dir = str(folder)
+    # the display name says which folder a W&B run is: <name>/version_N, <name>/version_N/test/<date-time>
+    # (``name`` is the experiment, as TensorBoard's; W&B would otherwise name every run alike)
+    tail = folder.name if training else "/".join(folder.parts[-3:])
+    init_args.name = "/".join(part for part in (init_args.get("name"), tail) if part)
     if training:
-        init_args.id = run_id(folder, init_args.get("id") or init_args.get("version"))
+        init_args.id = run_id(folder, pinned_id(init_args))
     else:
         init_args.id = None
     init_args.version = None  # WandbLogger takes ``version or id``: one is enough
@@ -59,6 +67,7 @@ def point_at(init_args: Namespace, folder: Path, training: bool, announce: bool)
     reason = offline_reason(init_args)
     if reason is None:
         return
+    _MODE_BEFORE.setdefault("WANDB_MODE", os.environ.get("WANDB_MODE"))  # WandbLogger sets it when offline
     init_args.offline = True
     if init_args.get("log_model"):
         # WandbLogger refuses log_model offline; the checkpoints stay in the run folder
@@ -70,6 +79,38 @@ def point_at(init_args: Namespace, folder: Path, training: bool, announce: bool)
             f"sync it later with: wandb sync {folder / 'wandb'}/offline-run-*",
             file=sys.stderr,
         )
+
+
+def pinned_id(init_args: Namespace) -> str | None:
+    """The W&B run id a config pins (``id``, or ``version``, which ``WandbLogger`` reads as an id)."""
+    pinned = init_args.get("id") or init_args.get("version")
+    return str(pinned) if pinned else None
+
+
+def check_pinned_id(init_args: Namespace, run_root: Path, resumed: Path | None) -> None:
+    """Refuse a pinned W&B id that names another run: a second run folder under it would append to that W&B
+    run (``resume="allow"``), and a resumed run keeps the id it was given."""
+    pinned = pinned_id(init_args)
+    if pinned is None:
+        return
+    if resumed is not None:
+        kept = resumed / RUN_ID_FILE
+        kept_id = kept.read_text().strip() if kept.is_file() else None
+        if kept_id and kept_id != pinned:
+            raise ConfigError(
+                f"trainer.logger.init_args.id: {short_path(resumed)} is W&B run {kept_id}, not {pinned}; "
+                "leave the id null to resume it"
+            )
+        return
+    for path in sorted(run_root.glob(f"*/{RUN_ID_FILE}")):
+        if path.read_text().strip() == pinned:
+            raise ConfigError(
+                truncate(
+                    f"trainer.logger.init_args.id: W&B run {pinned} is the run in {short_path(path.parent)}; "
+                    f"resume it with --ckpt_path {short_path(path.parent)}, or set the id to null for a new run",
+                    240,
+                )
+            )
 
 
 def run_id(folder: Path, pinned: str | None) -> str:
@@ -93,12 +134,28 @@ def offline_reason(init_args: Namespace) -> str | None:
     mode = os.environ.get("WANDB_MODE", "").lower()
     if mode in ("offline", "dryrun"):
         return f"WANDB_MODE={mode}"
-    server = os.environ.get("WANDB_BASE_URL") or DEFAULT_SERVER
+    server = server_url()
     if not _has_credentials(server):
         return "no API key: set WANDB_API_KEY or run `wandb login`"
     if not _reachable(server):
         return f"{urlparse(server).hostname} cannot be reached"
     return None
+
+
+def server_url() -> str:
+    """The W&B server, as W&B finds it: ``WANDB_BASE_URL``, else the ``base_url`` that ``wandb login --host``
+    keeps in W&B's settings file (``$WANDB_CONFIG_DIR/settings``, ``~/.config/wandb/settings``), else W&B's."""
+    if os.environ.get("WANDB_BASE_URL"):
+        return os.environ["WANDB_BASE_URL"]
+    import configparser
+
+    folder = os.environ.get("WANDB_CONFIG_DIR") or str(Path.home() / ".config" / "wandb")
+    settings = configparser.ConfigParser()
+    try:
+        settings.read(Path(folder) / "settings")
+        return settings.get("default", "base_url", fallback=None) or DEFAULT_SERVER
+    except (OSError, configparser.Error):
+        return DEFAULT_SERVER
 
 
 def _has_credentials(server: str) -> bool:
@@ -144,3 +201,9 @@ def finish_runs(trainer: Any, failed: bool) -> None:
         if experiment is not None and hasattr(experiment, "finish"):
             experiment.finish(exit_code=1 if failed else 0)
             logger._experiment = None
+    if "WANDB_MODE" in _MODE_BEFORE:  # WandbLogger sets WANDB_MODE=dryrun for an offline run: undo it
+        before = _MODE_BEFORE.pop("WANDB_MODE")
+        if before is None:
+            os.environ.pop("WANDB_MODE", None)
+        else:
+            os.environ["WANDB_MODE"] = before

@@ -17,8 +17,9 @@ from jsonargparse import Namespace
 
 from lightning_seg import wandb_runs
 from lightning_seg.callbacks.drawing import overlay
-from lightning_seg.callbacks.visualize import spread_of_samples
-from lightning_seg.cli import run_cli
+from lightning_seg.callbacks.visualize import SampleOverlays, spread_of_samples
+from lightning_seg.cli import main, run_cli
+from lightning_seg.errors import ConfigError
 
 WANDB_CONFIG = str(REPO / "configs" / "trainer" / "wandb.yaml")
 CONSTANT_LR = "--model.init_args.lr_scheduler=null"
@@ -112,6 +113,8 @@ def test_a_wandb_run_without_an_account_goes_offline_in_its_own_folder(wandb_run
     run_id = (run / wandb_runs.RUN_ID_FILE).read_text().strip()
     (log,) = wandb_run["after_first"]
     assert log.name == f"run-{run_id}.wandb" and wandb_records.run_id(log) == run_id
+    # named after its folder (under the config's logger name), not "default" like every other run
+    assert wandb_records.display_name(log) == "default/version_0"
 
 
 def test_resume_last_continues_the_same_folder_and_wandb_run(wandb_run) -> None:
@@ -239,3 +242,53 @@ def test_an_overlay_blends_class_colours_and_leaves_the_background_clear() -> No
         overlay(image, classes, palette, alpha=0.5, clear=())[:, 0, 0],
         torch.tensor([50, 50, 50], dtype=torch.uint8),
     )
+
+
+def test_a_diverged_wandb_run_keeps_its_summary_in_its_own_folder(no_wandb_account, run_root: Path) -> None:
+    lr = (
+        "--model.init_args.lr_scheduler.init_args.max_lr=1e12",
+        "--model.init_args.optimizer.init_args.lr=1e12",
+    )
+    args = tiny_args(
+        run_root, "--config", WANDB_CONFIG, f"--trainer.logger.init_args.save_dir={run_root}", *lr, epochs=4
+    )
+    assert main(["fit", *args]) == 1
+    run = run_root / "lightning_seg" / "version_0"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "diverged" and summary["log_dir"] == str(run)
+    assert not (run_root / "summary.json").exists() and not (run_root / "plots").exists()
+    assert os.environ.get("WANDB_MODE") is None  # the offline mode W&B set is undone when the command ends
+
+
+def test_a_pinned_wandb_id_of_another_run_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "lightning_seg"
+    (root / "version_0").mkdir(parents=True)
+    (root / "version_0" / wandb_runs.RUN_ID_FILE).write_text("abc123\n")
+    with pytest.raises(ConfigError, match="is the run in .*version_0; resume it with --ckpt_path"):
+        wandb_runs.check_pinned_id(Namespace(id="abc123", version=None), root, None)
+    with pytest.raises(ConfigError, match="is W&B run abc123, not other"):
+        wandb_runs.check_pinned_id(Namespace(id="other", version=None), root, root / "version_0")
+    wandb_runs.check_pinned_id(Namespace(id="abc123", version=None), root, root / "version_0")  # its own
+    wandb_runs.check_pinned_id(Namespace(id="new1", version=None), root, None)
+
+
+def test_the_server_comes_from_wandb_login_host_settings(no_wandb_account, tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("WANDB_BASE_URL")
+    config = tmp_path / "wandb_config"
+    config.mkdir()
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(config))
+    assert wandb_runs.server_url() == wandb_runs.DEFAULT_SERVER
+    (config / "settings").write_text("[default]\nbase_url = http://127.0.0.1:9\n")
+    assert wandb_runs.server_url() == "http://127.0.0.1:9"
+    netrc = tmp_path / "home" / ".netrc"
+    netrc.write_text("machine 127.0.0.1:9 login user password " + "k" * 40 + "\n")
+    netrc.chmod(0o600)
+    assert wandb_runs.offline_reason(Namespace(offline=False)) == "127.0.0.1 cannot be reached"
+
+
+def test_image_labels_in_titles_say_when_they_are_unknown() -> None:
+    module = Namespace(label_names=["cat", "dog", "bird"])
+    text = SampleOverlays._label_text
+    assert text(module, torch.tensor([0, 2, -100])) == ["cat", "bird", "?"]
+    multi = torch.tensor([[1, 0, 1], [0, 0, 0], [-100, -100, -100]])
+    assert text(module, multi) == ["cat, bird", "none", "?"]

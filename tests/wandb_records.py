@@ -93,3 +93,11 @@ def run_id(path: Path) -> str:
         if record.WhichOneof("record_type") == "run":
             return record.run.run_id
     raise ValueError(f"{path}: no run record")
+
+
+def display_name(path: Path) -> str:
+    """The run's display name in the W&B UI (its ``run`` record)."""
+    for record in records(path):
+        if record.WhichOneof("record_type") == "run":
+            return record.run.display_name
+    raise ValueError(f"{path}: no run record")

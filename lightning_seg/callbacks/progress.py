@@ -19,6 +19,7 @@ device per step. The CLI picks the bar when a config lists none (:func:`default_
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import time
 from typing import IO, Any
@@ -33,12 +34,21 @@ STAGE_ORDER = ("train", "val", "test")
 """Metrics of these stages come first in a line, in this order; others follow by name."""
 
 
+PROGRESS_ENV = "LIGHTNING_SEG_PROGRESS"
+"""The bar the first process chose ("terminal"/"plain"), read by the processes Lightning starts for DDP: the
+plain bar sums its image count across processes, so every process must run the same kind."""
+
+
 def default_progress_bar(stream: IO[str] | None = None) -> ProgressBar:
     """:class:`TerminalProgressBar` (rich) when ``stream`` (default ``sys.stdout``) is a terminal, else
-    :class:`PlainProgressBar`."""
-    stream = sys.stdout if stream is None else stream
-    isatty = getattr(stream, "isatty", None)
-    return TerminalProgressBar() if callable(isatty) and isatty() else PlainProgressBar()
+    :class:`PlainProgressBar`; in a DDP process started by the first one, whatever that one chose."""
+    chosen = os.environ.get(PROGRESS_ENV) if os.environ.get("LOCAL_RANK", "0") != "0" else None
+    if chosen is None:
+        stream = sys.stdout if stream is None else stream
+        isatty = getattr(stream, "isatty", None)
+        chosen = "terminal" if callable(isatty) and isatty() else "plain"
+        os.environ[PROGRESS_ENV] = chosen
+    return TerminalProgressBar() if chosen == "terminal" else PlainProgressBar()
 
 
 def format_value(value: float) -> str:

@@ -48,6 +48,14 @@ class MaskLayers:
     ignore_index: int = 255
     caption: str = ""
 
+    WANDB_MAX_VALUE = 127
+    """W&B stores a mask as ``int8`` pixels: class values (and "ignored", K) above 127 would wrap."""
+
+    @property
+    def fits_wandb(self) -> bool:
+        """Whether W&B can hold these layers (K + 1 values, "ignored" included, up to 127)."""
+        return len(self.class_names) <= self.WANDB_MAX_VALUE
+
     def wandb_masks(self) -> dict[str, Any]:
         """``masks=`` of ``wandb.Image``: uint8/int64 H×W arrays and ``{index: name}``."""
         labels = {i: name for i, name in enumerate(self.class_names)}
@@ -77,7 +85,8 @@ def publish_image(
 
     Args:
         layers: W&B gets these (uint8 3×h×w image, its :class:`MaskLayers`) instead of the composed
-            ``image``: one ``wandb.Image`` each, with its class layers; the other loggers get ``image``.
+            ``image``: one ``wandb.Image`` each, with its class layers; the other loggers get ``image``
+            (and W&B too when there are more classes than its masks hold).
     """
     if not trainer.is_global_zero:
         return path
@@ -89,7 +98,7 @@ def publish_image(
         if isinstance(logger, TensorBoardLogger):
             logger.experiment.add_image(tag, image, step)
         elif isinstance(logger, WandbLogger):
-            if layers:
+            if layers and all(masks.fits_wandb for _, masks in layers):
                 logger.log_image(
                     key=tag,
                     images=[picture.permute(1, 2, 0).cpu().numpy() for picture, _ in layers],

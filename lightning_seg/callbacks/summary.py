@@ -60,6 +60,22 @@ def run_directory(trainer: L.Trainer) -> Path:
     return Path(trainer.log_dir or trainer.default_root_dir)
 
 
+def local_log_dir(trainer: L.Trainer) -> Path:
+    """:func:`run_directory` as this process sees it, without the broadcast (for a rank that may be alone,
+    e.g. in ``on_exception``): TensorBoard's and CSV's ``log_dir``, another logger's ``save_dir`` (W&B: the
+    run folder the CLI pointed it at), else ``default_root_dir``. The same rule as ``Trainer.log_dir``."""
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    logger = trainer.loggers[0] if trainer.loggers else None
+    if logger is None:
+        folder = None
+    elif isinstance(logger, TensorBoardLogger | CSVLogger):
+        folder = logger.log_dir
+    else:
+        folder = logger.save_dir
+    return Path(folder or trainer.default_root_dir)
+
+
 def _run_plots(trainer: L.Trainer, pl_module: L.LightningModule, stage: str, log_dir: Path) -> list[str]:
     """The files of the trainer's ``RunPlots`` for ``stage``, rendered now if not yet, so that the summary
     lists them whatever the order of the two callbacks (a collective for test: call it on every rank)."""
@@ -121,7 +137,16 @@ class RunSummary(L.Callback):
         self._epoch_started, self._epoch_seconds = None, []
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._epoch_started = time.perf_counter()
+        # the epoch a resume starts inside is not a whole epoch: not timed (the loop's batch count is the
+        # checkpoint's here; the loop resets it after this hook, so only the first epoch of a fit can tell)
+        batches = trainer.fit_loop.epoch_loop.batch_progress
+        inside = (
+            not self._epoch_seconds
+            and trainer.global_step > 0
+            and batches.current.completed > 0
+            and not batches.is_last_batch
+        )
+        self._epoch_started = None if inside else time.perf_counter()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._epoch_started is not None:
@@ -154,7 +179,7 @@ class RunSummary(L.Callback):
         if not trainer.is_global_zero:
             return
         # not run_directory(): a broadcast, and other ranks may not be here (an exception on one rank)
-        log_dir = Path(getattr(trainer.logger, "log_dir", None) or trainer.default_root_dir)
+        log_dir = local_log_dir(trainer)
         if self._has_results or not (log_dir / "summary.json").exists():
             plots = _run_plots(trainer, pl_module, "fit", log_dir)
             self._write(trainer, pl_module, "fit", "val", log_dir, status, plots)
@@ -204,6 +229,9 @@ class RunSummary(L.Callback):
             "metrics": metrics,
             "best_checkpoint": best,
             "best_score": _plain(getattr(checkpoint, "best_model_score", None)) if best else None,
+            # what best_score is a score of (a loss with mode min, say): None without a checkpoint callback
+            "monitor": getattr(checkpoint, "monitor", None),
+            "mode": getattr(checkpoint, "mode", None),
             "last_checkpoint": last,
             "evaluated_checkpoint": trainer.ckpt_path,
             "config": str(log_dir / "config.yaml") if (log_dir / "config.yaml").exists() else None,
@@ -251,9 +279,8 @@ class RunSummary(L.Callback):
             if name.startswith(f"{prefix}/loss/"):
                 continue
             table.add_row(name, "n/a" if value is None else f"{value:.4f}")
-        console = (
-            get_console()
-        )  # rich's shared console: a live progress bar on it is not redrawn over the table
+        # rich's shared console: a live progress bar on it is not redrawn over the table
+        console = get_console()
         console.print(table)
         if len(summary.get("stages") or []) > 1:
             print_stage_table(

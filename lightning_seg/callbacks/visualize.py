@@ -174,13 +174,18 @@ class SampleOverlays(L.Callback):
 
     @staticmethod
     def _label_text(pl_module: Any, labels: torch.Tensor) -> list[str]:
-        """Image labels as names: int64 B (single) or bool B×L (multi) → one string per image."""
+        """Image labels as names: int64 B (single; -100: unknown, "?") or B×L 0/1 (multi; a negative row:
+        unknown, "?") → one string per image."""
         names = list(pl_module.label_names)
         if labels.dim() == 1:
-            return [names[i] if 0 <= i < len(names) else "none" for i in labels.tolist()]
-        return [
-            ", ".join(n for n, on in zip(names, row, strict=True) if on) or "none" for row in labels.tolist()
-        ]
+            return [names[i] if 0 <= i < len(names) else "?" for i in labels.tolist()]
+        texts = []
+        for row in labels.float().tolist():
+            if any(value < 0 for value in row):
+                texts.append("?")
+            else:
+                texts.append(", ".join(n for n, v in zip(names, row, strict=True) if v > 0.5) or "none")
+        return texts
 
     def render(
         self, trainer: L.Trainer, pl_module: Any, datamodule: Any, batch: dict[str, Any]
@@ -202,7 +207,13 @@ class SampleOverlays(L.Callback):
 
         clear = clear_classes(pl_module.class_names)
         columns = len(images)
-        figure, axes = plt.subplots(3, columns, figsize=(1.7 * columns + 0.6, 5.6), squeeze=False, dpi=100)
+        # the legend lists the classes these images show; its rows add to the figure's height
+        shown = sorted(set(target[target < num_classes].unique().tolist()) | set(pred.unique().tolist()))
+        ignored = bool((target == num_classes).any())
+        legend_rows = -(-(len(shown) + ignored) // 8)
+        figure, axes = plt.subplots(
+            3, columns, figsize=(1.7 * columns + 0.6, 5.4 + 0.22 * legend_rows), squeeze=False, dpi=100
+        )
         layers = []
         for i in range(columns):
             title = str(names[i])[-18:]
@@ -230,10 +241,10 @@ class SampleOverlays(L.Callback):
             )
         for row, label in enumerate(("image", "target", "prediction")):
             axes[row, 0].set_ylabel(label, fontsize=9)
-        legend = class_legend(pl_module.class_names, ignored=True)
+        legend = class_legend(pl_module.class_names, shown, ignored)
         figure.legend(handles=legend, loc="lower center", ncol=min(len(legend), 8), fontsize=7, frameon=False)
         figure.suptitle(f"validation samples, epoch {trainer.current_epoch}", fontsize=9)
-        figure.tight_layout(rect=(0, 0.06, 1, 0.97))
+        figure.tight_layout(rect=(0, 0.25 * legend_rows / figure.get_figheight() + 0.02, 1, 0.97))
         try:
             return figure_pixels(figure), layers
         finally:
