@@ -38,21 +38,42 @@ from torch import nn
 from torchmetrics import Metric
 
 
+def confusion_counts(confusion: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """True positives, false positives and false negatives per class of confusion matrices.
+
+    Args:
+        confusion: integer ...×K×K counts (rows: target, columns: prediction); any leading dimensions
+            (one matrix per image: B×K×K).
+
+    Returns:
+        float64 ...×K ``tp``, ``fp`` (predicted c, target another class), ``fn`` (target c, predicted
+        another class).
+    """
+    confusion = confusion.double()
+    tp = confusion.diagonal(dim1=-2, dim2=-1)
+    return tp, confusion.sum(-2) - tp, confusion.sum(-1) - tp
+
+
+def class_iou(confusion: torch.Tensor) -> torch.Tensor:
+    """float64 ...×K IoU per class, TP / (TP + FP + FN), of integer ...×K×K confusion matrices; NaN for a
+    class absent from both target and prediction, so a NaN-mean over the last dimension is the mIoU rule
+    (pooled over an evaluation, or per image)."""
+    tp, fp, fn = confusion_counts(confusion)
+    union = tp + fp + fn
+    return torch.where(union > 0, tp / union.clamp_min(1), torch.nan)
+
+
 def scores_from_confusion(confusion: torch.Tensor) -> dict[str, torch.Tensor]:
     """IoU/Dice per class and their means from a K×K confusion matrix (rows: target, columns: prediction).
 
     Returns float32 tensors: ``iou`` of shape (K,) with NaN for classes absent from both target and
     prediction; scalars ``mIoU``, ``dice``, ``dice_fg`` and ``acc``.
     """
-    confusion = confusion.double()
-    tp = confusion.diagonal()
-    fp = confusion.sum(0) - tp
-    fn = confusion.sum(1) - tp
+    tp, fp, fn = confusion_counts(confusion)
     union = tp + fp + fn
-    nan = torch.tensor(float("nan"), dtype=confusion.dtype, device=confusion.device)
-    iou = torch.where(union > 0, tp / union.clamp_min(1), nan)
-    dice = torch.where(union > 0, 2 * tp / (2 * tp + fp + fn).clamp_min(1), nan)
-    total = confusion.sum()
+    iou = class_iou(confusion)
+    dice = torch.where(union > 0, 2 * tp / (2 * tp + fp + fn).clamp_min(1), torch.nan)
+    total = confusion.double().sum()
     return {
         "iou": iou.float(),
         "mIoU": iou.nanmean().float(),
@@ -134,11 +155,7 @@ def per_image_scores(confusion: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
         float64 B×(K-1) Dice and IoU of classes 1..K-1, and bool (B,): whether the image has any pixel
         that is not ignored (a wholly ignored image has no score and is not counted).
     """
-    confusion = confusion.double()
-    tp = confusion.diagonal(dim1=1, dim2=2)  # B×K
-    fp = confusion.sum(1) - tp  # predicted c, target another class
-    fn = confusion.sum(2) - tp  # target c, predicted another class
-    tp, fp, fn = tp[:, 1:], fp[:, 1:], fn[:, 1:]
+    tp, fp, fn = (counts[:, 1:] for counts in confusion_counts(confusion))  # B×(K-1): the foreground
     union = tp + fp + fn
     one = torch.ones_like(union)
     # empty-empty is a perfect answer: scored 1, so each counted image scores every class

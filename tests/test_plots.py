@@ -1,26 +1,36 @@
 """RunPlots: the plots and tables of a run folder, after a tiny real fit, test, resume and tune on the default
-synthetic data; and the pieces behind them (per-image scores, the best/worst ranking, empty figures)."""
+synthetic data; a plot that fails and a Ctrl-C never cost the run its summary; and the pieces behind them
+(per-image scores, the best/worst ranking and its compact class maps, the palette, empty figures, names
+drawn literally, figures of 150 classes)."""
 
 from __future__ import annotations
 
 import copy
 import csv
 import json
+import pickle
 import random
 import shutil
+import signal
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 from conftest import tiny_args
+from lightning.pytorch.trainer.states import TrainerStatus
 from torchvision.io import decode_png, read_file
 
 import lightning_seg
 from lightning_seg.callbacks import RunPlots
 from lightning_seg.callbacks import plot_figures as figures
+from lightning_seg.callbacks import plots as run_plots
+from lightning_seg.callbacks.drawing import class_legend
 from lightning_seg.callbacks.image_ranking import ImageRanking, image_miou
+from lightning_seg.callbacks.publish import figure_pixels
+from lightning_seg.callbacks.writer import default_palette
 from lightning_seg.cli import run_cli
+from lightning_seg.data.synthetic import SyntheticDataModule
 
 # SmallComponents makes the final class maps differ from the plain argmax, so a ranking made from the
 # plain predictions (what test_step returned before) would not match the recomputation below
@@ -249,9 +259,10 @@ def _ranked(ranking: ImageRanking, batches: list[list[tuple[str, float]]]) -> li
 
         def fetch(i: int, batch: list[tuple[str, float]] = batch) -> tuple[torch.Tensor, ...]:
             fetched.append(batch[i][0])
-            return torch.zeros(3, 2, 2, dtype=torch.uint8), torch.zeros(2, 2), torch.zeros(2, 2)
+            zeros = torch.zeros(2, 2, dtype=torch.long)
+            return torch.zeros(3, 2, 2, dtype=torch.uint8), zeros, zeros
 
-        ranking.update([score for _, score in batch], [name for name, _ in batch], fetch)
+        ranking.update([score for _, score in batch], [name for name, _ in batch], fetch, 4, 255)
     return fetched
 
 
@@ -283,3 +294,178 @@ def test_figures_without_data_are_skipped() -> None:
     untuned = figures.ThresholdPanel("t", ["a", "b"], [[None, None], [None, None]], [None, None], "Dice")
     assert figures.threshold_curves_figure([0.0, 1.0], [untuned]) is None
     assert figures.label_histogram_figure(["a", "b"], [0.0, 0.0], None, 0) is None
+
+
+# --------------------------------------------------------------------------- failures keep the record
+def test_a_plot_that_fails_is_left_out_and_the_summary_is_still_written(
+    run_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full_disk(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(28, "No space left on device")
+
+    publish_table = run_plots.publish_table
+
+    def full_disk_for_the_confusion_counts(
+        trainer: Any, tag: str, columns: Any, rows: Any, path: Path
+    ) -> Path:
+        if path.name == "confusion.csv":
+            full_disk()
+        return publish_table(trainer, tag, columns, rows, path)
+
+    monkeypatch.setattr(figures, "iou_figure", full_disk)  # a whole plot fails
+    monkeypatch.setattr(run_plots, "publish_table", full_disk_for_the_confusion_counts)  # a plot's 2nd file
+    with pytest.warns(UserWarning) as warned:
+        fit = run_cli(["fit", *tiny_args(run_root)])
+    summary = _summary(Path(fit.trainer.log_dir))
+    assert summary["status"] == "completed" and 0 <= summary["metrics"]["val/mIoU"] <= 1
+    # what was written is listed (the confusion figure came before its table), what failed is not
+    assert {Path(p).name for p in summary["plots"]} == FIT_FILES - {"iou.png", "iou.csv", "confusion.csv"}
+    assert [str(w.message) for w in warned if "RunPlots" in str(w.message)] == [
+        "RunPlots: fit plot 'confusion' not drawn (OSError: [Errno 28] No space left on device)",
+        "RunPlots: fit plot 'iou' not drawn (OSError: [Errno 28] No space left on device)",
+    ]
+
+
+def test_ctrl_c_records_the_plots_without_a_pass_over_the_training_masks(
+    run_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    statuses: list[Any] = []  # the trainer's status at each request for the class statistics
+    class_statistics = SyntheticDataModule.class_statistics
+
+    def counted(self: SyntheticDataModule, split: str = "train") -> Any:
+        statuses.append(self.trainer.state.status if self.trainer is not None else None)
+        return class_statistics(self, split)
+
+    monkeypatch.setattr(SyntheticDataModule, "class_statistics", counted)
+    handler = signal.getsignal(signal.SIGINT)  # Lightning ignores further Ctrl-C while it shuts down
+    interrupt = ("--trainer.callbacks+=helpers.InterruptAtStep", "--trainer.callbacks.step=6")
+    try:
+        with pytest.warns(UserWarning, match="label histogram left out"), pytest.raises(SystemExit):
+            run_cli(["fit", *tiny_args(run_root, *interrupt, epochs=3)])
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    (run,) = (run_root / "default").iterdir()
+    summary = _summary(run)
+    assert summary["status"] == "interrupted"
+    assert {Path(p).name for p in summary["plots"]} == FIT_FILES - {
+        "label_histogram.png",
+        "label_histogram.csv",
+    }
+    assert TrainerStatus.INTERRUPTED not in statuses
+
+
+# ------------------------------------------------------------------------------- names, colours, size
+TAB20_ROWS = [
+    [0, 0, 0],
+    [31, 119, 180],
+    [255, 127, 14],
+    [44, 160, 44],
+    [214, 39, 40],
+    [148, 103, 189],
+    [140, 86, 75],
+    [227, 119, 194],
+    [127, 127, 127],
+    [188, 189, 34],
+    [23, 190, 207],
+    [174, 199, 232],
+    [255, 187, 120],
+    [152, 223, 138],
+    [255, 152, 150],
+    [197, 176, 213],
+    [196, 156, 148],
+    [247, 182, 210],
+    [199, 199, 199],
+    [219, 219, 141],
+    [158, 218, 229],
+]
+"""The palette's rows before it grew past 21 colours: what users' colour PNGs hold."""
+
+
+def test_the_palette_has_a_distinct_colour_for_every_class() -> None:
+    palette = default_palette(300)
+    assert palette.shape == (300, 3) and palette.dtype == torch.uint8
+    rows = [tuple(row) for row in palette.tolist()]
+    assert len(set(rows)) == 300 and (255, 255, 255) not in rows  # white: ignored pixels
+    assert palette[:21].tolist() == TAB20_ROWS  # the first 21 as they were
+    for k in (2, 5, 21, 22, 150):  # a class's colour does not depend on how many classes there are
+        assert torch.equal(default_palette(k), palette[:k])
+
+
+def _every_figure(names: list[str], item: figures.RankedImage) -> dict[str, Any]:
+    """Each figure builder of a run's plots, on ``names`` (K classes) and one ranked image."""
+    k = len(names)
+    generator = torch.Generator().manual_seed(0)
+    confusion = torch.randint(0, 50, (k, k), generator=generator) + 1000 * torch.eye(k, dtype=torch.long)
+    scores = [[0.1, 0.6, 0.3]] * k
+    return {
+        "curves": figures.curves_figure(
+            [{"epoch": 1.0, "train/loss": 1.0, "lr": 0.1}, {"epoch": 2.0, "train/loss": 0.5, "lr": 0.01}],
+            [{"epoch": 2.0, "val/loss": 0.7, "val/mIoU": 0.4}],
+        ),
+        "confusion": figures.confusion_figure(confusion, names, "val: confusion"),
+        "iou": figures.iou_figure(names, [None if i % 7 == 3 else i / k for i in range(k)], "val: IoU"),
+        "label_histogram": figures.label_histogram_figure(names, [1 / k] * k, [0.5] * k, 100),
+        "label_head": figures.label_head_figure(
+            {"names": names, "precision": [0.5] * k, "recall": [None] * k, "f1": 0.5, "acc": 0.5}, "head"
+        ),
+        "best_worst": figures.best_worst_figure([item] * 8, [item] * 8, names, 255),  # 16 rows
+        "threshold_curves": figures.threshold_curves_figure(
+            [0.0, 0.5, 1.0], [figures.ThresholdPanel("classes", names, scores, [0.5] * k, "Dice")]
+        ),
+    }
+
+
+def test_names_are_drawn_as_written_not_as_mathtext() -> None:
+    from matplotlib import cbook
+    from matplotlib.text import Text
+
+    # "$x^$" is broken mathtext: read as such, drawing the figure would raise
+    names = ["background", "$x^$", "cost ($)", "a$b$c"]
+    maps = torch.arange(64).view(8, 8) % 4
+    item = figures.RankedImage("$img^$", 0.5, torch.zeros(3, 8, 8, dtype=torch.uint8), maps, maps.flip(0))
+    for name, figure in _every_figure(names, item).items():
+        figure_pixels(figure)
+        texts = [t.get_text() for t in figure.findobj(Text)]
+        assert not any(cbook.is_math_text(text) for text in texts), name
+    shown = [handle.get_label() for handle in class_legend(names)]
+    assert [label.replace(r"\$", "$") for label in shown] == names
+
+
+def test_figures_of_150_classes_stay_legible_and_bounded() -> None:
+    k = 150
+    names = [f"class {i:03d}" for i in range(k)]
+    maps = (torch.arange(20 * 30) % 40).view(20, 30)  # 40 of the 150 classes in the images
+    item = figures.RankedImage("img", 0.5, torch.zeros(3, 20, 30, dtype=torch.uint8), maps, maps.flip(1))
+    built = _every_figure(names, item)
+    for name, figure in built.items():
+        pixels = figure_pixels(figure)
+        assert max(pixels.shape[1:]) <= 3000, (name, pixels.shape)
+    axis = built["confusion"].axes[0]
+    named = [label.get_text() for label in axis.get_yticklabels() if label.get_text()]
+    assert 20 <= len(named) < k and not axis.texts  # one name in n; no numbers in 22500 cells
+    legend = built["best_worst"].legends[0]
+    assert len(legend.get_texts()) == 40  # only the classes in the pictures
+
+
+# ------------------------------------------------------------------------------ compact ranked images
+def test_ranked_class_maps_are_kept_in_the_smallest_type() -> None:
+    from lightning_seg.data.base import mask_wire_dtype as class_map_dtype
+
+    assert class_map_dtype(4, 255) == class_map_dtype(255, 255) == torch.uint8
+    assert class_map_dtype(300, 255) == class_map_dtype(4, -100) == torch.int16
+    assert class_map_dtype(40_000, 255) == torch.int32
+    image = torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8)
+    target = torch.randint(0, 4, (64, 64))
+    target[0, :3] = torch.tensor([255, 7, -1])  # ignored; and two labels the metrics ignore too
+    prediction = torch.randint(0, 4, (64, 64))
+    ranking = ImageRanking(1)
+    ranking.update([0.5], ["a"], lambda i: (image, target, prediction), 4, 255)
+    (item,) = ranking.best
+    assert item.target.dtype == item.prediction.dtype == torch.uint8
+    assert torch.equal(item.prediction.long(), prediction) and torch.equal(item.image, image)
+    expected = target.clone()
+    expected[0, 1:3] = 255
+    assert torch.equal(item.target.long(), expected)
+    # what DDP's all_gather_object copies: the class maps at 1 byte a pixel instead of 8
+    wide = figures.RankedImage("a", 0.5, image, target, prediction)
+    assert len(pickle.dumps(ranking.best)) < 0.35 * len(pickle.dumps([wide]))

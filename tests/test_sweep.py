@@ -3,8 +3,10 @@ trials; a failing trial is a row; sweep-file errors are one line. One real sweep
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -18,9 +20,11 @@ import yaml
 from conftest import DEFAULT_CONFIG, REPO
 
 from lightning_seg.cli import main
-from lightning_seg.commands.sweep import error_line
+from lightning_seg.commands.sweep import _terminate_as_interrupt, error_line
 from lightning_seg.commands.sweep_file import column_names, load_sweep_file, short_value
+from lightning_seg.commands.sweep_table import ranked, result_row, write_csv, write_markdown
 from lightning_seg.models import UNet
+from lightning_seg.runs import RunLock
 
 WEIGHTS = "model.init_args.loss.init_args.weights"
 WIDTH = "model.init_args.net.init_args.base_width"
@@ -99,19 +103,22 @@ def test_four_trials_ranked_with_the_numbers_of_their_summaries(first_sweep: Fir
     folder, rows = first_sweep.folder, first_sweep.csv_rows
     assert first_sweep.exit_code == 0
     assert len(rows) == 4 and {r["status"] for r in rows} == {"completed"}
-    scores = [float(r["val_mIoU"]) for r in rows]
+    scores = [float(r["val_mIoU_best_checkpoint"]) for r in rows]
     assert scores == sorted(scores, reverse=True)
     values = {entry["id"]: entry["values"] for entry in first_sweep.record["trials"].values()}
     assert sorted(values) == ["trial_000", "trial_001", "trial_002", "trial_003"]
     for row in rows:
         trial = row["trial"]
         summary = _summary(folder, trial)
-        assert float(row["val_mIoU"]) == summary["best_score"]
-        assert float(row["val_dice"]) == summary["metrics"]["val/dice"]
+        # the checkpoint monitors val/mIoU for the highest: its best score is the best val/mIoU
+        assert (summary["monitor"], summary["mode"]) == ("val/mIoU", "max")
+        assert float(row["val_mIoU_best_checkpoint"]) == summary["best_score"]
+        assert float(row["val_mIoU_last"]) == summary["metrics"]["val/mIoU"]
+        assert float(row["val_dice_last"]) == summary["metrics"]["val/dice"]
         assert int(row["parameters"]) == summary["parameters"]["total"] == summary["parameters"]["trainable"]
         assert float(row["seconds_per_epoch"]) == summary["seconds_per_epoch"] > 0
         assert int(row["epochs"]) == summary["epochs_completed"] == 1
-        assert row["checkpoint"] == summary["best_checkpoint"] and Path(row["checkpoint"]).is_file()
+        assert row["best_checkpoint"] == summary["best_checkpoint"] and Path(row["best_checkpoint"]).is_file()
         # the trial ran with its own values: its run's config record and its net's size say so
         config = yaml.safe_load((folder / trial / "version_0" / "config.yaml").read_text())
         width = config["model"]["init_args"]["net"]["init_args"]["base_width"]
@@ -126,7 +133,11 @@ def test_four_trials_ranked_with_the_numbers_of_their_summaries(first_sweep: Fir
     assert [line.split(" | ")[0].strip("| ") for line in lines] == [r["trial"] for r in rows]
     for line, row in zip(lines, rows, strict=True):
         cells = [cell.strip() for cell in line.strip("|").split(" | ")]
-        assert f"{float(row['val_mIoU']):.4f}" in cells and f"{int(row['parameters']):,}" in cells
+        assert (
+            f"{float(row['val_mIoU_best_checkpoint']):.4f}" in cells
+            and f"{int(row['parameters']):,}" in cells
+        )
+    assert "| val/mIoU (best ckpt) | val/mIoU (last) | val/dice (last) |" in first_sweep.markdown
 
 
 def test_rerun_skips_finished_trials_and_a_failing_trial_is_a_row(
@@ -149,7 +160,11 @@ def test_rerun_skips_finished_trials_and_a_failing_trial_is_a_row(
     rows = _csv_rows(folder)
     assert [r["trial"] for r in rows[:4]] == [r["trial"] for r in first_sweep.csv_rows]
     failed = rows[4]
-    assert (failed["trial"], failed["status"], failed["val_mIoU"]) == ("trial_004", "failed", "")
+    assert (failed["trial"], failed["status"], failed["val_mIoU_best_checkpoint"]) == (
+        "trial_004",
+        "failed",
+        "",
+    )
     assert failed["error"].startswith("loss.weights: unknown term(s) ['dcie']")
     assert "lightning-seg: error: loss.weights" in (folder / "trial_004" / "trial.log").read_text()
     assert "trial_004 failed: loss.weights: unknown term(s)" in out
@@ -176,6 +191,57 @@ def test_dry_run_plans_the_resume_of_an_interrupted_trial(
     assert out.count(" skip ") == 3
     assert "trial_001: python -m lightning_seg fit" in out
     assert f"--ckpt_path {copy / 'trial_001' / 'version_0'}" in out
+
+
+def _hold_lock(run: Path) -> subprocess.Popen:
+    """Another process holding ``run``'s lock as a training ``fit`` does (flock, its pid in the file),
+    until its stdin closes."""
+    script = (
+        "import fcntl, os, sys\n"
+        f"handle = os.open({str(run / '.lock')!r}, os.O_RDWR | os.O_CREAT)\n"
+        "fcntl.flock(handle, fcntl.LOCK_EX)\n"
+        "os.ftruncate(handle, 0)\n"
+        "os.write(handle, f'{os.getpid()}\\n'.encode())\n"
+        "print('held', flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    return holder
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="run folder locks are flock's")
+def test_a_trial_still_training_from_a_killed_sweep_is_skipped_with_a_note(
+    first_sweep: FirstSweep, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    # a sweep killed while trial_001 trained, on a system where the trial lives on: recorded running,
+    # its run's lock held by the live trial
+    copy = shutil.copytree(first_sweep.folder, tmp_path / "copy")
+    record = json.loads((copy / "sweep.json").read_text())
+    key = next(k for k, entry in record["trials"].items() if entry["id"] == "trial_001")
+    record["trials"][key]["status"] = "running"
+    (copy / "sweep.json").write_text(json.dumps(record))
+    run = copy / "trial_001" / "version_0"
+    checkpoints = {p: p.stat().st_mtime_ns for p in run.glob("checkpoints/*.ckpt")}
+    parameters = {WEIGHTS: [{"ce": 1.0}, {"ce": 1.0, "dice": 1.0}], WIDTH: [4, 8]}
+    sweep_file = _write_sweep(tmp_path / "four.yaml", first_sweep.base, copy, parameters)
+    holder = _hold_lock(run)
+    try:
+        capsys.readouterr()
+        assert main(["sweep", "--config", str(sweep_file)]) == 0
+        out = capsys.readouterr().out
+        assert f"sweep: trial_001 still training in process {holder.pid} (" in out
+        assert "3 trials finished before, kept" in out and "[1/" not in out  # nothing ran
+        assert {p: p.stat().st_mtime_ns for p in checkpoints} == checkpoints
+        row = next(r for r in _csv_rows(copy) if r["trial"] == "trial_001")
+        assert row["status"] == "running" and "skipped: run the sweep again when it ends" in row["error"]
+    finally:
+        holder.communicate("", timeout=30)
+    # the trial has ended: the next run resumes it
+    assert main(["sweep", "--config", str(sweep_file), "--dry_run", "true"]) == 0
+    assert f"--ckpt_path {run}" in capsys.readouterr().out
 
 
 # ------------------------------------------------------------------------------ bad input, up front
@@ -282,6 +348,105 @@ def test_error_line_of_a_failed_trial() -> None:
     assert error_line("", 3) == "exit code 3"
 
 
+def _summary_of(best: float | None, monitor: str | None, mode: str | None, miou: float) -> dict:
+    return {
+        "stage": "fit",
+        "status": "completed",
+        "best_score": best,
+        "monitor": monitor,
+        "mode": mode,
+        "metrics": {"val/mIoU": miou, "val/dice": miou + 0.125, "val/loss": 2.0},
+    }
+
+
+def test_the_table_names_its_mious_and_a_loss_monitor_is_not_one(tmp_path: Path) -> None:
+    def row(trial: str, summary: dict) -> object:
+        return result_row(trial, {WIDTH: 4}, "completed", None, summary)
+
+    # a checkpoint that monitors val/loss (mode min): its best_score is a loss, the highest the worst run's
+    worst_loss = row("trial_000", _summary_of(0.9, "val/loss", "min", 0.25))
+    best_loss = row("trial_001", _summary_of(0.2, "val/loss", "min", 0.5))
+    assert (worst_loss.best_mIoU, worst_loss.last_mIoU, worst_loss.last_dice) == (None, 0.25, 0.375)
+    assert best_loss.score == 0.5
+    # val/mIoU, but for the lowest, or no checkpoint callback at all: no best val/mIoU either
+    assert row("trial_002", _summary_of(0.1, "val/mIoU", "min", 0.3)).best_mIoU is None
+    assert row("trial_003", _summary_of(None, None, None, 0.3)).best_mIoU is None
+    # val/mIoU for the highest: the best checkpoint's score, ranked by it over its last validation's
+    by_miou = row("trial_004", _summary_of(0.45, "val/mIoU", "max", 0.125))
+    assert (by_miou.best_mIoU, by_miou.last_mIoU, by_miou.score) == (0.45, 0.125, 0.45)
+    failed = result_row("trial_005", {WIDTH: 8}, "failed", "boom", None)
+    rows = ranked([failed, worst_loss, by_miou, best_loss])
+    assert [r.trial for r in rows] == ["trial_001", "trial_004", "trial_000", "trial_005"]
+    write_csv(rows, [WIDTH], tmp_path / "results.csv")
+    table = _csv_rows(tmp_path)
+    assert list(table[0])[:6] == [
+        "trial",
+        "base_width",
+        "status",
+        "val_mIoU_best_checkpoint",
+        "val_mIoU_last",
+        "val_dice_last",
+    ]
+    assert [(r["val_mIoU_best_checkpoint"], r["val_mIoU_last"]) for r in table] == [
+        ("", "0.5"),
+        ("0.45", "0.125"),
+        ("", "0.25"),
+        ("", ""),
+    ]
+    write_markdown(rows, [WIDTH], tmp_path / "results.md", "t")
+    markdown = (tmp_path / "results.md").read_text()
+    assert "| status | val/mIoU (best ckpt) | val/mIoU (last) | val/dice (last) |" in markdown
+    assert "| trial_000 | 4 | completed |  | 0.2500 | 0.3750 |" in markdown
+
+
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGHUP"])
+def test_sigterm_and_sighup_stop_the_sweep_as_ctrl_c(name: str) -> None:
+    if not hasattr(signal, name):
+        pytest.skip(f"no {name} here")
+    number = getattr(signal, name)
+    before = signal.getsignal(number)
+    with pytest.raises(KeyboardInterrupt), _terminate_as_interrupt():
+        os.kill(os.getpid(), number)
+        time.sleep(5)  # the handler runs at the next bytecode: this is never reached in full
+    assert signal.getsignal(number) is before
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process runs (a zombie no one has reaped yet does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_trial_dies_with_its_sweep_when_that_is_killed() -> None:
+    # a stand-in sweep starting a stand-in trial as run_trial does, then SIGKILL: nothing it can handle
+    script = (
+        "import subprocess, sys, time\n"
+        "from lightning_seg.commands.sweep import _die_with_parent\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'],"
+        " start_new_session=True, preexec_fn=_die_with_parent())\n"
+        "print(child.pid, flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    sweep = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    assert sweep.stdout is not None
+    pid = int(sweep.stdout.readline())
+    try:
+        assert _alive(pid)
+        sweep.kill()
+        sweep.wait(timeout=30)
+        deadline = time.time() + 30
+        while _alive(pid) and time.time() < deadline:
+            time.sleep(0.1)
+        assert not _alive(pid)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def test_short_values_and_column_names() -> None:
     assert short_value({"ce": 1.0, "dice": 0.5}) == "ce=1,dice=0.5"
     assert (
@@ -335,3 +500,37 @@ def test_ctrl_c_records_the_trial_as_interrupted_and_a_rerun_resumes_it(tmp_path
     assert summary["status"] == "completed" and summary["epochs_completed"] == 10
     assert (folder / "trial_000" / "version_0" / "config.resume-1.yaml").is_file()
     assert not (folder / "trial_000" / "version_1").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_sweep_killed_outright_takes_its_trial_with_it_and_a_rerun_resumes_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    base = Path(shutil.copy(DEFAULT_CONFIG, tmp_path / "base.yaml"))
+    folder = tmp_path / "out"
+    sweep_file = _write_sweep(tmp_path / "one.yaml", base, folder, {WIDTH: [4]})
+    sweep_file.write_text(sweep_file.read_text().replace("trainer.max_epochs: 1", "trainer.max_epochs: 10"))
+    command = [sys.executable, "-m", "lightning_seg", "sweep", "--config", str(sweep_file)]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run = folder / "trial_000" / "version_0"
+    try:
+        deadline = time.time() + 120
+        while not (run / "checkpoints" / "last.ckpt").exists() and time.time() < deadline:
+            time.sleep(0.2)
+        trial = RunLock(run).holder()
+        assert trial is not None and trial != process.pid
+    finally:
+        process.kill()  # SIGKILL: nothing the sweep can handle
+        process.wait(timeout=30)
+    deadline = time.time() + 60
+    # the trial lets go of its run when it shuts down (atexit), then ends
+    while (RunLock(run).holder() is not None or _alive(trial)) and time.time() < deadline:
+        time.sleep(0.2)
+    assert RunLock(run).holder() is None and not _alive(trial)
+    # ended by the death signal the sweep gave it, not by finishing its 10 epochs
+    assert "Received SIGTERM" in (folder / "trial_000" / "trial.log").read_text()
+    entry = next(iter(json.loads((folder / "sweep.json").read_text())["trials"].values()))
+    assert entry["status"] == "running"  # the sweep had no chance to say more
+    assert main(["sweep", "--config", str(sweep_file), "--dry_run", "true"]) == 0
+    assert f"--ckpt_path {run}" in capsys.readouterr().out

@@ -14,6 +14,12 @@ IGNORED_COLOUR = (255, 255, 255)
 """Ignored target pixels (``ignore_index``) are drawn white."""
 
 
+def literal(text: object) -> str:
+    """``text`` as matplotlib should print it, character for character: each ``$`` escaped, so a class or
+    image name such as "$x" or "cost ($)" is not read as mathtext (which draws it wrongly or fails)."""
+    return str(text).replace("$", r"\$")
+
+
 def palette_with_ignored(num_classes: int) -> torch.Tensor:
     """uint8 (K+1)×3: the K class colours, then white for ignored pixels (index K)."""
     return torch.cat([default_palette(num_classes), torch.tensor([IGNORED_COLOUR], dtype=torch.uint8)])
@@ -37,7 +43,9 @@ def overlay(
     from torchvision.utils import draw_segmentation_masks
 
     image, classes = image.cpu(), classes.cpu()
-    values = torch.tensor([v for v in range(len(palette)) if v not in clear], dtype=classes.dtype)
+    # only the classes in the map: a mask per palette entry would be K×H×W booleans (150 classes: 150×)
+    drawn = [v for v in classes.unique().tolist() if 0 <= v < len(palette) and v not in clear]
+    values = torch.tensor(drawn, dtype=classes.dtype)
     if not len(values):
         return image
     masks = classes[None] == values[:, None, None]  # one comparison for every class: no loop over pixels
@@ -62,7 +70,9 @@ def class_legend(
 
     palette = default_palette(len(class_names))
     shown = range(len(class_names)) if classes is None else sorted(classes)
-    handles = [Patch(color=tuple(c / 255 for c in palette[k].tolist()), label=class_names[k]) for k in shown]
+    handles = [
+        Patch(color=tuple(c / 255 for c in palette[k].tolist()), label=literal(class_names[k])) for k in shown
+    ]
     if ignored:
         handles.append(Patch(facecolor="white", edgecolor="0.5", label="ignored"))
     return handles

@@ -3,7 +3,8 @@
 The score of an image is its mean IoU over the classes present in its target or its prediction (the
 split's mIoU rule, applied to one image), from one K×K confusion matrix per image made on the device;
 a wholly ignored image has no score. Only the B scores of a batch are copied to the host, then only the
-images that enter the best or worst k.
+images that enter the best or worst k, their class maps in the smallest integer type that holds them (uint8
+for up to 255 classes), so that the lists gathered from every process under DDP stay small.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import Any
 import torch
 
 from lightning_seg.callbacks.plot_figures import RankedImage
-from lightning_seg.metrics import per_image_confusion
+from lightning_seg.data.base import mask_wire_dtype
+from lightning_seg.metrics import class_iou, per_image_confusion
 
 
 def image_miou(
@@ -43,11 +45,15 @@ def image_miou(
                 for p, t in zip(predictions, targets, strict=True)
             ]
         )
-    confusion = confusion.double()
-    tp = confusion.diagonal(dim1=1, dim2=2)
-    union = confusion.sum(1) + confusion.sum(2) - tp
-    iou = torch.where(union > 0, tp / union.clamp_min(1), torch.nan)
-    return iou.nanmean(1)
+    return class_iou(confusion).nanmean(-1)  # the metrics' IoU rule, per image
+
+
+def compact_class_map(classes: torch.Tensor, num_classes: int, ignore_index: int) -> torch.Tensor:
+    """Integer H×W classes in the masks' wire dtype (:func:`~lightning_seg.data.base.mask_wire_dtype`) (on their device): values outside 0..K-1 become
+    ``ignore_index``, as the metrics ignore them, so that nothing wraps around in the cast."""
+    valid = (classes >= 0) & (classes < num_classes)
+    kept = torch.where(valid, classes, torch.full_like(classes, ignore_index))
+    return kept.to(mask_wire_dtype(num_classes, ignore_index))
 
 
 class ImageRanking:
@@ -86,14 +92,18 @@ class ImageRanking:
         scores: Sequence[float],
         names: Sequence[str],
         fetch: Callable[[int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+        num_classes: int,
+        ignore_index: int,
     ) -> None:
         """Consider one batch.
 
         Args:
             scores: the B per-image scores on the host (NaN: no score, left out).
             names: the B image names.
-            fetch: ``i`` → (uint8 3×H×W image, int64 H×W target, int64 H×W prediction) of image ``i``;
-                called only for the images kept, whose tensors are then copied to the host.
+            fetch: ``i`` → (uint8 3×H×W image, integer H×W target, integer H×W prediction) of image ``i``;
+                called only for the images kept, whose tensors are then copied to the host, the class maps
+                cast first (see :func:`compact_class_map`): 8× less to copy and to gather than int64.
+            num_classes, ignore_index: what the class maps hold (K classes, ``ignore_index`` in targets).
         """
         if self.k <= 0:
             return
@@ -105,8 +115,11 @@ class ImageRanking:
             enters_worst = self._enters(self.worst, self._worst_key, candidate)
             if not (enters_best or enters_worst):
                 continue
-            image, target, prediction = (t.detach().cpu() for t in fetch(i))
-            item = RankedImage(name, score, image, target.long(), prediction.long())
+            image, target, prediction = fetch(i)
+            maps = [
+                compact_class_map(t.detach(), num_classes, ignore_index).cpu() for t in (target, prediction)
+            ]
+            item = RankedImage(name, score, image.detach().cpu(), *maps)
             if enters_best:
                 self.best = sorted([*self.best, item], key=self._best_key)[: self.k]
             if enters_worst:

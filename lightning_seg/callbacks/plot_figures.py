@@ -3,7 +3,9 @@
 Each function returns a matplotlib :class:`~matplotlib.figure.Figure` (Agg, never a window: ``Figure`` is
 made directly, not through ``pyplot``), or None when it has nothing to draw, so an empty plot is never
 written. :func:`~lightning_seg.callbacks.publish.publish_figure` renders and publishes them. Figures are
-small (``DPI`` 100, a few inches) and deterministic (fixed colours and order; no timestamps).
+small (``DPI`` 100, a few inches, never more than :data:`MAX_INCHES` a side whatever the number of classes)
+and deterministic (fixed colours and order; no timestamps). Names (classes, images) are drawn literally
+(:func:`~lightning_seg.callbacks.drawing.literal`: a ``$`` is not mathtext).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch
 from lightning_seg.callbacks.drawing import (
     class_legend,
     clear_classes,
+    literal,
     overlay,
     palette_with_ignored,
     show_picture,
@@ -25,12 +28,49 @@ from lightning_seg.callbacks.drawing import (
 from lightning_seg.callbacks.writer import colourize, default_palette
 
 DPI = 100
+MAX_INCHES = 28.0
+"""No side of a figure beyond this (2800 pixels at ``DPI``): with many classes the rows get thinner instead."""
+MIN_FONT = 6.0
+"""Points: the smallest class name drawn; where the names would need less, only one in n is named (the CSV
+beside each figure names them all)."""
+MAX_LEGEND_CURVES = 20
+"""Threshold curves drawn with a legend at most; beyond, the legend would cover the panel."""
 
 
 def _figure(width: float, height: float) -> Any:
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    return Figure(figsize=(min(width, MAX_INCHES), min(height, MAX_INCHES)), dpi=DPI, layout="constrained")
+
+
+@dataclass
+class ClassAxis:
+    """How K names fit along an axis: the tick labels (blank where thinned), their font size in points, and
+    ``step``: every ``step``-th class is named (1: all)."""
+
+    labels: list[str]
+    fontsize: float
+    step: int
+
+    @property
+    def note(self) -> str:
+        """What an axis label adds when names were left out."""
+        return f" (1 name in {self.step}; all in the CSV)" if self.step > 1 else ""
+
+
+def class_axis(names: Sequence[str], inches: float) -> ClassAxis:
+    """Fit ``names`` along an axis about ``inches`` long: all at up to 10 pt, else every n-th at
+    :data:`MIN_FONT` so that labels never overlap."""
+    pitch = 72 * inches / max(len(names), 1)  # points per class
+    fontsize = min(10.0, 0.8 * pitch)
+    step = 1 if fontsize >= MIN_FONT else math.ceil(MIN_FONT / (0.8 * pitch))
+    labels = [literal(name) if i % step == 0 else "" for i, name in enumerate(names)]
+    return ClassAxis(labels, max(fontsize, MIN_FONT), step)
+
+
+def _bar_rows_height(k: int, per_row: float = 0.32, base: float = 1.2) -> float:
+    """Inches of a figure of K horizontal bars: ``per_row`` each, capped at 20 (then the rows get thinner)."""
+    return min(max(base + per_row * k, 2.5), 20.0)
 
 
 def _finite(value: float | None) -> bool:
@@ -77,7 +117,8 @@ def curves_figure(train: Sequence[dict[str, float]], val: Sequence[dict[str, flo
             for rows, key, style, split in ((train, train_key, "-", "train"), (val, val_key, "--", "val")):
                 x, y = series(rows, key)
                 if x:
-                    ax.plot(x, y, style, color=colour, lw=width, marker="o", ms=3, label=f"{name} ({split})")
+                    label = f"{literal(name)} ({split})"
+                    ax.plot(x, y, style, color=colour, lw=width, marker="o", ms=3, label=label)
         ax.set_title("loss terms (train solid, val dashed)")
         ax.set_ylabel("loss")
         # below the axes: inside, it hides the curves it names
@@ -116,6 +157,9 @@ def curves_figure(train: Sequence[dict[str, float]], val: Sequence[dict[str, flo
 def confusion_figure(confusion: torch.Tensor, class_names: Sequence[str], title: str) -> Any | None:
     """The row-normalised confusion matrix: each true class's pixels split over the predicted classes.
 
+    Up to 15 classes each cell shows its share; beyond, the colours alone (the counts are in the CSV), and
+    with many classes (150: ADE20K) only one name in n is written along each axis so that none overlap.
+
     Args:
         confusion: int64 K×K pixel counts (rows: target, columns: prediction).
         class_names: the K names.
@@ -135,10 +179,16 @@ def confusion_figure(confusion: torch.Tensor, class_names: Sequence[str], title:
     cmap = colormaps["Blues"].with_extremes(bad="0.85")
     image = ax.imshow(shares.numpy(), cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest")
     absent = (totals[:, 0] == 0).tolist()
-    ax.set_xticks(range(k), class_names, rotation=45 if k > 4 else 0, ha="right" if k > 4 else "center")
-    ax.set_yticks(range(k), [f"{n} (no pixel)" if a else n for n, a in zip(class_names, absent, strict=True)])
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
+    # about 3 inches of the side go to the names, the title and the axis labels
+    columns = class_axis(class_names, side - 3.0)
+    rows = class_axis(
+        [f"{n} (no pixel)" if a else n for n, a in zip(class_names, absent, strict=True)], side - 3.0
+    )
+    rotation, align = (90, "center") if k > 30 else (45, "right") if k > 4 else (0, "center")
+    ax.set_xticks(range(k), columns.labels, rotation=rotation, ha=align, fontsize=columns.fontsize)
+    ax.set_yticks(range(k), rows.labels, fontsize=rows.fontsize)
+    ax.set_xlabel("predicted class" + columns.note)
+    ax.set_ylabel("true class" + rows.note)
     if k <= 15:  # numbers stay readable up to about 15 classes
         for (row, col), value in zip(
             [(r, c) for r in range(k) for c in range(k)], shares.flatten().tolist(), strict=True
@@ -163,23 +213,28 @@ def iou_figure(class_names: Sequence[str], iou: Sequence[float | None], title: s
     if not present:
         return None
     k = len(class_names)
-    figure = _figure(6.0, min(max(1.2 + 0.32 * k, 2.5), 20.0))
+    height = _bar_rows_height(k)
+    figure = _figure(6.0, height)
     ax = figure.subplots()
+    names = class_axis(class_names, height - 1.2)
+    small = min(names.fontsize, 8.0)  # the numbers beside the bars: no larger than x-small
     colours = class_colours(k)
     rows = range(k)
     values = [v if _finite(v) else 0.0 for v in iou]
-    ax.barh(rows, values, color=colours, edgecolor="0.3", linewidth=0.5)
+    ax.barh(rows, values, color=colours, edgecolor="0.3", linewidth=0.5 if k <= 60 else 0.0)
     for row, value in zip(rows, iou, strict=True):
+        if row % names.step:
+            continue  # rows too thin for a number each: the CSV has them
         if _finite(value):
-            ax.text(min(value, 0.88) + 0.01, row, f"{value:.3f}", va="center", fontsize="x-small")
+            ax.text(min(value, 0.88) + 0.01, row, f"{value:.3f}", va="center", fontsize=small)
         else:
-            ax.text(0.01, row, "absent from the split", va="center", fontsize="x-small", style="italic")
+            ax.text(0.01, row, "absent from the split", va="center", fontsize=small, style="italic")
     mean = sum(present) / len(present)
     ax.axvline(mean, color="0.3", ls="--", lw=1, label=f"mIoU {mean:.3f} ({len(present)} classes)")
-    ax.set_yticks(list(rows), class_names)
+    ax.set_yticks(list(rows), names.labels, fontsize=names.fontsize)
     ax.invert_yaxis()  # class 0 on top, as in the tables
     ax.set_xlim(0, 1)
-    ax.set_xlabel("IoU")
+    ax.set_xlabel("IoU" + names.note)
     ax.set_title(title)
     ax.legend(fontsize="x-small", loc="lower right")
     ax.grid(axis="x", alpha=0.3)
@@ -196,16 +251,18 @@ def label_head_figure(record: dict[str, Any] | None, title: str) -> Any | None:
     if not record or not any(_finite(v) for v in [*record["precision"], *record["recall"]]):
         return None
     names = record["names"]
-    figure = _figure(6.0, min(max(1.4 + 0.4 * len(names), 2.5), 20.0))
+    height = _bar_rows_height(len(names), per_row=0.4, base=1.4)
+    figure = _figure(6.0, height)
     ax = figure.subplots()
+    axis = class_axis(names, height - 1.4)
     height = 0.4
     for offset, kind, colour in ((-height / 2, "precision", "C0"), (height / 2, "recall", "C1")):
         values = [v if _finite(v) else 0.0 for v in record[kind]]
         ax.barh([i + offset for i in range(len(names))], values, height=height, color=colour, label=kind)
-    ax.set_yticks(range(len(names)), names)
+    ax.set_yticks(range(len(names)), axis.labels, fontsize=axis.fontsize)
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
-    ax.set_xlabel("score (a missing bar: undefined, no prediction or no image of the label)")
+    ax.set_xlabel("score (a missing bar: undefined, no prediction or no image of the label)" + axis.note)
     ax.set_title(f"{title} (F1 {record['f1']:.3f}, acc {record['acc']:.3f})")
     ax.legend(fontsize="x-small", loc="lower right")
     ax.grid(axis="x", alpha=0.3)
@@ -232,8 +289,11 @@ def label_histogram_figure(
         return None
     k = len(class_names)
     panels = 2 if image_share is not None else 1
-    figure = _figure(4.2 * panels + 1.0, min(max(1.4 + 0.32 * k, 2.5), 20.0))
+    height = _bar_rows_height(k, base=1.4)
+    figure = _figure(4.2 * panels + 1.0, height)
     axes = figure.subplots(1, panels, squeeze=False, sharey=True)[0]
+    names = class_axis(class_names, height - 1.4)
+    small = min(names.fontsize, 8.0)
     colours = class_colours(k)
     shown = [(axes[0], [100 * v for v in pixel_share], f"share of labelled {split} pixels (%)")]
     if image_share is not None:
@@ -245,13 +305,14 @@ def label_histogram_figure(
             )
         )
     for ax, values, label in shown:
-        ax.barh(range(k), values, color=colours, edgecolor="0.3", linewidth=0.5)
+        ax.barh(range(k), values, color=colours, edgecolor="0.3", linewidth=0.5 if k <= 60 else 0.0)
         for row, value in enumerate(values):
-            ax.text(value, row, f" {value:.1f}", va="center", fontsize="x-small")
-        ax.set_xlabel(label)
+            if row % names.step == 0:  # rows too thin for a number each: the CSV has them
+                ax.text(value, row, f" {value:.1f}", va="center", fontsize=small)
+        ax.set_xlabel(label + names.note)
         ax.set_xlim(0, max(max(values) * 1.18, 1.0))
         ax.grid(axis="x", alpha=0.3)
-    axes[0].set_yticks(range(k), class_names)
+    axes[0].set_yticks(range(k), names.labels, fontsize=names.fontsize)
     axes[0].invert_yaxis()
     figure.suptitle(f"labels of the {split} split")
     return figure
@@ -266,8 +327,9 @@ class RankedImage:
         name: the image's name.
         score: its per-image score (mean IoU over the classes in its target or prediction).
         image: uint8 3×H×W, as stored.
-        target: int64 H×W true classes (may hold ``ignore_index``).
-        prediction: int64 H×W final predicted classes.
+        target: integer H×W true classes (may hold ``ignore_index``), in the smallest type holding them
+            (uint8 up to 255 classes: see :func:`~lightning_seg.callbacks.image_ranking.compact_class_map`).
+        prediction: integer H×W final predicted classes, the same type.
     """
 
     name: str
@@ -285,7 +347,8 @@ def best_worst_figure(
     split: str = "test",
 ) -> Any | None:
     """Rows of image | target | prediction | overlay (the prediction over the image), the worst images first,
-    then the best, with a legend of the classes shown.
+    then the best, with a legend of the classes shown (only those: with 150 classes, not 150 entries). Many
+    rows make the cells smaller, not the figure taller than :data:`MAX_INCHES`.
 
     Args:
         worst: the worst images, worst first.
@@ -302,14 +365,26 @@ def best_worst_figure(
     with_ignored = palette_with_ignored(k)
     clear = clear_classes(class_names)
     columns = ("image", "target", "prediction", "overlay (prediction)")
-    figure = _figure(2.3 * len(columns) + 0.6, 2.2 * len(rows) + 0.9)
-    axes = figure.subplots(len(rows), len(columns), squeeze=False)
     shown: set[int] = set()
-    for r, (label, item) in enumerate(rows):
-        target = torch.where(item.target == ignore_index, k, item.target.clamp(0, k - 1))
-        prediction = item.prediction.clamp(0, k - 1)
+    maps = []
+    for _, item in rows:
+        target = item.target.long()
+        target = torch.where(target == ignore_index, k, target.clamp(0, k - 1))
+        prediction = item.prediction.long().clamp(0, k - 1)
         shown.update(target[target < k].unique().tolist())
         shown.update(prediction.unique().tolist())
+        maps.append((target, prediction))
+    ignored = any(bool((target == k).any()) for target, _ in maps)
+    handles = class_legend(class_names, shown, ignored)
+    # the legend's columns as wide as its longest name (about 0.07 inch a character at its font size)
+    longest = max((len(str(handle.get_label())) for handle in handles), default=1)
+    width = 2.3 * len(columns) + 0.6
+    ncols = max(1, min(len(handles), int(width // (0.45 + 0.07 * longest))))
+    legend_height = 0.25 * math.ceil(len(handles) / ncols) + 0.2
+    cell = min(2.2, (MAX_INCHES - 0.9 - legend_height) / len(rows))
+    figure = _figure(width, cell * len(rows) + 0.9 + legend_height)  # the width stays: the legend fits it
+    axes = figure.subplots(len(rows), len(columns), squeeze=False)
+    for r, ((label, item), (target, prediction)) in enumerate(zip(rows, maps, strict=True)):
         pictures = (
             item.image,
             colourize(target, with_ignored),
@@ -318,10 +393,9 @@ def best_worst_figure(
         )
         for c, picture in enumerate(pictures):
             show_picture(axes[r, c], picture, columns[c] if r == 0 else None)
-        axes[r, 0].set_ylabel(f"{label}\n{item.name}\nmIoU {item.score:.3f}", fontsize="x-small")
-    ignored = any(bool((item.target == ignore_index).any()) for _, item in rows)
-    handles = class_legend(class_names, shown, ignored)
-    figure.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 6), fontsize="small")
+        axes[r, 0].set_ylabel(f"{label}\n{literal(item.name)}\nmIoU {item.score:.3f}", fontsize="x-small")
+    fontsize = "small" if len(handles) <= 24 else "x-small"
+    figure.legend(handles=handles, loc="outside lower center", ncols=ncols, fontsize=fontsize)
     figure.suptitle(f"{split}: worst and best images by per-image mIoU (final class maps, original size)")
     return figure
 
@@ -348,7 +422,9 @@ class ThresholdPanel:
 
 def threshold_curves_figure(grid: Sequence[float], panels: Sequence[ThresholdPanel]) -> Any | None:
     """Per name, the one-vs-rest score against the threshold, the chosen threshold marked with a dot and
-    the default 0.5 dashed. Panels without a tuned name are left out."""
+    the default 0.5 dashed. Panels without a tuned name are left out; a panel of more than
+    :data:`MAX_LEGEND_CURVES` tuned names has no legend (its title says so: the thresholds are in the
+    command's ``summary.json``)."""
     panels = [p for p in panels if any(t is not None for t in p.chosen)]
     if not panels:
         return None
@@ -366,7 +442,7 @@ def threshold_curves_figure(grid: Sequence[float], panels: Sequence[ThresholdPan
                 [s for _, s in points],
                 color=colour,
                 lw=1.3,
-                label=f"{name} (t={chosen:.2f})",
+                label=f"{literal(name)} (t={chosen:.2f})",
             )
             at = min(range(len(grid)), key=lambda j: abs(grid[j] - chosen))
             if _finite(scores[at]):
@@ -376,7 +452,11 @@ def threshold_curves_figure(grid: Sequence[float], panels: Sequence[ThresholdPan
         ax.set_ylim(0, 1.02)
         ax.set_xlabel("probability threshold (dashed: 0.5; dot: chosen)")
         ax.set_ylabel(f"one-vs-rest {panel.metric}")
-        ax.set_title(panel.title)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="x-small", ncols=2 if len(panel.names) > 8 else 1)
+        tuned = sum(t is not None for t in panel.chosen)
+        if tuned <= MAX_LEGEND_CURVES:
+            ax.set_title(literal(panel.title))
+            ax.legend(fontsize="x-small", ncols=2 if tuned > 8 else 1)
+        else:  # a legend of 150 names would hide the curves: the colours are the class palette's
+            ax.set_title(f"{literal(panel.title)} ({tuned} curves; thresholds in summary.json)")
     return figure

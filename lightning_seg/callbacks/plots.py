@@ -8,6 +8,10 @@ mIoU, scored on the final class maps that test scored. ``tune`` draws its thresh
 :func:`publish_threshold_curves`. Every figure goes through
 :func:`~lightning_seg.callbacks.publish.publish_figure` and every table through
 :func:`~lightning_seg.callbacks.publish.publish_table` (CSV beside the PNGs).
+
+Plots never cost a run its record: ``RunSummary`` renders them just before it writes ``summary.json``, so a
+plot that fails (a full disk, a figure matplotlib cannot draw) is reported in one warning line and left out,
+and the other plots and the summary are still written.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 
 from lightning_seg.atomic import atomic_write
 from lightning_seg.callbacks import plot_figures as figures
@@ -31,6 +36,12 @@ from lightning_seg.errors import ConfigError, TrainingDiverged
 HISTORY_FILE = "history.json"
 STAGE_FIELDS = ("mIoU", "dice", "dice_fg", "image_dice_fg", "image_IoU_fg", "competition_dice", "acc")
 """The stage table's score columns (then one ``IoU/<class>`` column per class)."""
+
+
+def _one_line(error: BaseException, limit: int = 300) -> str:
+    """An error as one short line (mathtext errors span several, with a caret under the bad character)."""
+    text = " ".join(f"{type(error).__name__}: {error}".split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _float(value: Any) -> float | None:
@@ -54,7 +65,10 @@ class RunPlots(L.Callback):
     there.
 
     Rendering is idempotent per stage: ``RunSummary`` asks for it first when it comes earlier in the
-    callback list, so ``summary.json`` lists the files (``"plots"``) in either order.
+    callback list, so ``summary.json`` lists the files (``"plots"``) in either order. Each plot is drawn on
+    its own: one that fails is left out with a one-line warning, the others and the summary are written.
+    A run interrupted (Ctrl-C) or diverged draws its curves and scores but not the label histogram, unless
+    this process already has its statistics: its pass over the training masks would hold up the exit.
 
     Args:
         num_images: images shown at each end of ``test``'s best/worst figure (0: no such figure).
@@ -70,6 +84,7 @@ class RunPlots(L.Callback):
         self.history: dict[str, list[dict[str, float]]] = {"train": [], "val": []}
         self.ranking = ImageRanking(num_images)
         self._rendered: dict[str, list[str]] = {}  # per stage: the files written (rendered once)
+        self._label_statistics: tuple[int, Any] | None = None  # (id of the data module, its train statistics)
         self._log_dir: Path | None = None
         self._new_rows = 0
 
@@ -172,7 +187,7 @@ class RunPlots(L.Callback):
         # other ranks may not be here, so no collective; fit's plots need none)
         if trainer.state.fn == "fit" and isinstance(exception, KeyboardInterrupt | TrainingDiverged):
             if trainer.is_global_zero and self._log_dir is not None:
-                self.render(trainer, pl_module, "fit", self._log_dir)
+                self.render(trainer, pl_module, "fit", self._log_dir, interrupted=True)
 
     # ------------------------------------------------------------------------------- test's images
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -207,7 +222,7 @@ class RunPlots(L.Callback):
                 images.extend(pl_module._original_images(batch, [tuple(t.shape[-2:]) for t in truths]))
             return images[i], truths[i], classes[i]
 
-        self.ranking.update(scores, list(names), fetch)
+        self.ranking.update(scores, list(names), fetch, num_classes, ignore_index)
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not getattr(trainer, "attacking", False):  # `attack` writes its own record
@@ -215,60 +230,109 @@ class RunPlots(L.Callback):
 
     # ----------------------------------------------------------------------------------- rendering
     def render(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str, log_dir: Path
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        stage: str,
+        log_dir: Path,
+        interrupted: bool = False,
     ) -> list[str]:
         """Write the plots of ``stage`` ("fit", "validate", "test") into ``log_dir / "plots"`` once; returns
-        the files (empty on ranks other than zero). For test a collective: call it on every rank."""
+        the files written (empty on ranks other than zero). For test a collective: call it on every rank.
+
+        Never raises for a plot: one that fails is warned about in one line (its name and the error) and
+        not listed, so the caller (``RunSummary``, just before ``summary.json``) always gets to write its
+        record.
+
+        Args:
+            interrupted: the run stopped on Ctrl-C or divergence (``on_exception``): the label histogram is
+                drawn only from statistics this process already has, never with a pass over the masks.
+        """
         if stage in self._rendered:
             return self._rendered[stage]
         if stage == "test":
-            self.ranking.gather()
+            try:
+                self.ranking.gather()
+            except Exception as error:  # a rank's images that did not travel: no half-picture of the ends
+                rank_zero_warn(f"RunPlots: best/worst images left out ({_one_line(error)})")
+                self.ranking.reset()
         paths: list[str] = []
         if trainer.is_global_zero:
-            paths = [str(path) for path in self._publish(trainer, pl_module, stage, log_dir / "plots")]
+            for name, drawn in self._plots(trainer, pl_module, stage, log_dir / "plots", interrupted):
+                try:
+                    for path in drawn:
+                        paths.append(str(path))  # as each file is written: a later failure keeps it
+                except Exception as error:
+                    rank_zero_warn(f"RunPlots: {stage} plot {name!r} not drawn ({_one_line(error)})")
         self._rendered[stage] = paths
         return paths
 
-    def _publish(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str, folder: Path
-    ) -> Iterator[Path]:
+    def _plots(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str, folder: Path, interrupted: bool
+    ) -> list[tuple[str, Iterator[Path]]]:
+        """The plots of ``stage`` as (name, a generator that draws it when iterated, yielding each file as
+        it is written)."""
         prefix = "test" if stage == "test" else "val"
         names = list(getattr(pl_module, "class_names", []))
+        plots: list[tuple[str, Iterator[Path]]] = []
         if stage == "fit":
-            curves = figures.curves_figure(self.history["train"], self.history["val"])
-            if curves is not None:
-                yield publish_figure(trainer, "plots/curves", curves, folder / "curves.png")
-                yield folder / HISTORY_FILE
-        yield from self._class_scores(trainer, pl_module, prefix, names, folder)
+            plots.append(("curves", self._curves(trainer, folder)))
+        plots.append(("confusion", self._confusion(trainer, pl_module, prefix, names, folder)))
+        plots.append(("iou", self._iou(trainer, pl_module, prefix, names, folder)))
+        plots.append(("label_head", self._label_head(trainer, pl_module, prefix, folder)))
+        if stage == "fit" and self.label_histogram:
+            plots.append(("label_histogram", self._label_histogram(trainer, names, folder, interrupted)))
+        if stage == "test":
+            plots.append(("stages", self._stage_table(trainer, pl_module, prefix, names, folder)))
+            plots.append(("best_worst", self._best_worst(trainer, pl_module, names, folder)))
+        return plots
+
+    def _curves(self, trainer: L.Trainer, folder: Path) -> Iterator[Path]:
+        curves = figures.curves_figure(self.history["train"], self.history["val"])
+        if curves is not None:
+            # the numbers, written as the rows came: listed even if the figure then fails
+            yield folder / HISTORY_FILE
+            yield publish_figure(trainer, "plots/curves", curves, folder / "curves.png")
+
+    @staticmethod
+    def _label_head(
+        trainer: L.Trainer, pl_module: L.LightningModule, prefix: str, folder: Path
+    ) -> Iterator[Path]:
         labels = figures.label_head_figure(
             getattr(pl_module, "last_label_scores", {}).get(prefix), f"{prefix}: image-level head"
         )
         if labels is not None:
             yield publish_figure(trainer, "plots/label_head", labels, folder / "label_head.png")
-        if stage == "fit" and self.label_histogram:
-            yield from self._label_histogram(trainer, names, folder)
-        if stage == "test":
-            yield from self._stage_table(trainer, pl_module, prefix, names, folder)
-            yield from self._best_worst(trainer, pl_module, names, folder)
 
-    def _class_scores(
+    @staticmethod
+    def _this_confusion(pl_module: L.LightningModule, prefix: str, names: list[str]) -> torch.Tensor | None:
+        """This evaluation's int64 K×K confusion matrix (None without one, or one that does not fit K)."""
+        confusion = getattr(pl_module, "last_confusion", {}).get(prefix)
+        return confusion if confusion is not None and len(names) == len(confusion) else None
+
+    def _confusion(
         self, trainer: L.Trainer, pl_module: L.LightningModule, prefix: str, names: list[str], folder: Path
     ) -> Iterator[Path]:
-        """The confusion matrix (figure and counts) and the per-class IoU (figure and table)."""
-        confusion = getattr(pl_module, "last_confusion", {}).get(prefix)
-        if confusion is not None and len(names) == len(confusion):
-            title = f"{prefix}: confusion, rows normalised (each true class's pixels)"
-            figure = figures.confusion_figure(confusion, names, title)
-            if figure is not None:
-                yield publish_figure(trainer, "plots/confusion", figure, folder / "confusion.png")
-                rows = [[name, *counts] for name, counts in zip(names, confusion.tolist(), strict=True)]
-                columns = ["true \\ predicted", *names]
-                yield publish_table(trainer, "tables/confusion", columns, rows, folder / "confusion.csv")
+        """The confusion matrix: figure and counts."""
+        confusion = self._this_confusion(pl_module, prefix, names)
+        if confusion is None:
+            return
+        title = f"{prefix}: confusion, rows normalised (each true class's pixels)"
+        figure = figures.confusion_figure(confusion, names, title)
+        if figure is not None:
+            yield publish_figure(trainer, "plots/confusion", figure, folder / "confusion.png")
+            rows = [[name, *counts] for name, counts in zip(names, confusion.tolist(), strict=True)]
+            columns = ["true \\ predicted", *names]
+            yield publish_table(trainer, "tables/confusion", columns, rows, folder / "confusion.csv")
+
+    def _iou(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, prefix: str, names: list[str], folder: Path
+    ) -> Iterator[Path]:
+        """The per-class IoU: figure and table."""
         # a class absent from the split is not logged; callback_metrics may still hold an earlier
         # validation's value for it, so presence is read from this evaluation's confusion matrix
-        present = None
-        if confusion is not None and len(names) == len(confusion):
-            present = ((confusion.sum(0) + confusion.sum(1)) > 0).tolist()
+        confusion = self._this_confusion(pl_module, prefix, names)
+        present = None if confusion is None else ((confusion.sum(0) + confusion.sum(1)) > 0).tolist()
         metrics = trainer.callback_metrics
         iou = [
             _float(metrics[f"{prefix}/IoU/{name}"])
@@ -282,11 +346,32 @@ class RunPlots(L.Callback):
             rows = [[name, value, value is not None] for name, value in zip(names, iou, strict=True)]
             yield publish_table(trainer, "tables/iou", ["class", "IoU", "present"], rows, folder / "iou.csv")
 
-    def _label_histogram(self, trainer: L.Trainer, names: list[str], folder: Path) -> Iterator[Path]:
-        statistics = getattr(trainer.datamodule, "class_statistics", None)
+    def _train_statistics(self, trainer: L.Trainer, interrupted: bool) -> Any | None:
+        """The data module's class statistics of the training split (``ClassStatistics``), kept for this
+        process's later renders; None without them, or when ``interrupted`` and not yet at hand."""
+        datamodule = getattr(trainer, "datamodule", None)
+        statistics = getattr(datamodule, "class_statistics", None)
         if not callable(statistics):
-            return  # a data module without class statistics: nothing to draw
+            return None  # a data module without class statistics: nothing to draw
+        if self._label_statistics is not None and self._label_statistics[0] == id(datamodule):
+            return self._label_statistics[1]
+        if interrupted:
+            # one pass over the training masks (minutes for a large uncached dataset) while the user
+            # waits for Ctrl-C to end the run, and Lightning ignores a second Ctrl-C by then
+            rank_zero_warn(
+                "RunPlots: label histogram left out of an interrupted run (no pass over the masks)"
+            )
+            return None
         stats = statistics("train")
+        self._label_statistics = (id(datamodule), stats)
+        return stats
+
+    def _label_histogram(
+        self, trainer: L.Trainer, names: list[str], folder: Path, interrupted: bool
+    ) -> Iterator[Path]:
+        stats = self._train_statistics(trainer, interrupted)
+        if stats is None:
+            return
         pixel_share = stats.frequencies().tolist()
         image_share = (stats.image_counts.double() / max(stats.num_images, 1)).tolist()
         if len(pixel_share) != len(names):
@@ -343,14 +428,19 @@ class RunPlots(L.Callback):
 
 
 def render_run_plots(
-    trainer: L.Trainer, pl_module: L.LightningModule, stage: str, log_dir: Path
+    trainer: L.Trainer, pl_module: L.LightningModule, stage: str, log_dir: Path, interrupted: bool = False
 ) -> list[str]:
     """Have every :class:`RunPlots` of the trainer render ``stage`` (once); the files written. What
-    ``RunSummary`` calls before writing ``summary.json``, whatever the order of the two callbacks."""
+    ``RunSummary`` calls before writing ``summary.json``, whatever the order of the two callbacks; a plot
+    that fails is warned about and left out, never raised (see :meth:`RunPlots.render`).
+
+    Args:
+        interrupted: called from ``on_exception`` (Ctrl-C, divergence): no pass over the training masks.
+    """
     paths: list[str] = []
     for callback in trainer.callbacks:
         if isinstance(callback, RunPlots):
-            paths += callback.render(trainer, pl_module, stage, log_dir)
+            paths += callback.render(trainer, pl_module, stage, log_dir, interrupted=interrupted)
     return paths
 
 

@@ -76,12 +76,16 @@ def local_log_dir(trainer: L.Trainer) -> Path:
     return Path(folder or trainer.default_root_dir)
 
 
-def _run_plots(trainer: L.Trainer, pl_module: L.LightningModule, stage: str, log_dir: Path) -> list[str]:
+def _run_plots(
+    trainer: L.Trainer, pl_module: L.LightningModule, stage: str, log_dir: Path, interrupted: bool = False
+) -> list[str]:
     """The files of the trainer's ``RunPlots`` for ``stage``, rendered now if not yet, so that the summary
-    lists them whatever the order of the two callbacks (a collective for test: call it on every rank)."""
+    lists them whatever the order of the two callbacks (a collective for test: call it on every rank). A
+    plot that fails is left out with a warning, never raised: the summary is written after it.
+    ``interrupted`` (from ``on_exception``): no pass over the training masks for the label histogram."""
     from lightning_seg.callbacks.plots import render_run_plots  # plots.py imports this module
 
-    return render_run_plots(trainer, pl_module, stage, log_dir)
+    return render_run_plots(trainer, pl_module, stage, log_dir, interrupted=interrupted)
 
 
 def print_stage_table(console: Any, rows: list[dict[str, Any]], title: str) -> None:
@@ -181,7 +185,7 @@ class RunSummary(L.Callback):
         # not run_directory(): a broadcast, and other ranks may not be here (an exception on one rank)
         log_dir = local_log_dir(trainer)
         if self._has_results or not (log_dir / "summary.json").exists():
-            plots = _run_plots(trainer, pl_module, "fit", log_dir)
+            plots = _run_plots(trainer, pl_module, "fit", log_dir, interrupted=True)
             self._write(trainer, pl_module, "fit", "val", log_dir, status, plots)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -16,14 +16,18 @@
    ``<sweep>/trial_NNN/<project>/version_K`` (``save_dir`` the trial folder; every trial a W&B run of the
    same project, offline by itself without an account); else the trial folder itself.
 4. Its results are its run's ``summary.json``; no summary, no result. ``<sweep>/results.md`` and
-   ``results.csv`` rank the trials by val/mIoU (failed ones last); the table is printed at the end.
+   ``results.csv`` rank the trials by val/mIoU, the best checkpoint's where the checkpoint callback
+   monitors it, else the last validation's (failed ones last); the table is printed at the end.
 
 Running the same command again (``<sweep>/sweep.json`` keys each trial by a hash of its base files and
 overrides): a finished trial (completed, stopped by max_time or early stopping, or diverged) is kept as it is;
 one that failed or was interrupted resumes its run (``fit --ckpt_path <run>``) when it has a ``last.ckpt``,
-else starts a new run in its folder; the rest run. Ctrl-C (or SIGTERM) passes one interrupt to the running
-trial, waits for it to record itself (its ``summary.json`` says interrupted), marks it interrupted and stops;
-a second Ctrl-C kills it. One sweep process at a time holds a sweep folder (``<sweep>/.lock``).
+else starts a new run in its folder; the rest run. Ctrl-C (or SIGTERM, or SIGHUP when its terminal closes)
+passes one interrupt to the running trial, waits for it to record itself (its ``summary.json`` says
+interrupted), marks it interrupted and stops; a second one kills it. A sweep killed outright (SIGKILL) takes
+its trial with it on Linux (the trial gets SIGTERM); elsewhere the trial trains on, and a re-run meanwhile
+skips it with a note (its run folder's lock is held). One sweep process at a time holds a sweep folder
+(``<sweep>/.lock``).
 
 Exit code: 0 when at least one trial has results, 1 when none has or the sweep was interrupted, 2 on a bad
 sweep file.
@@ -32,6 +36,7 @@ sweep file.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import datetime as dt
 import json
 import os
@@ -42,7 +47,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,7 +56,7 @@ from jsonargparse import ArgumentError, ArgumentParser
 
 from lightning_seg import runs, wandb_runs
 from lightning_seg.atomic import atomic_write
-from lightning_seg.commands.sweep_check import FitArgsChecker, numbered_logger, one_line
+from lightning_seg.commands.sweep_check import FitArgsChecker, one_line
 from lightning_seg.commands.sweep_file import (
     SweepFile,
     Trial,
@@ -75,7 +80,8 @@ FINISHED = (*SUCCEEDED, "diverged")
 """Trial statuses a re-run keeps: the run ended on its own terms (a divergence would diverge again)."""
 
 ERROR_PREFIX = "lightning-seg: error: "
-INTERRUPTED = "interrupted (Ctrl-C or SIGTERM); run the sweep again to resume it"
+INTERRUPTED = "interrupted (Ctrl-C, SIGTERM or SIGHUP); run the sweep again to resume it"
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 # ------------------------------------------------------------------------------------------ the trials
@@ -84,6 +90,7 @@ class TrialPlan:
     """A trial, where it runs and what this invocation does with it.
 
     ``action``: ``run`` (a new run), ``resume`` (``--ckpt_path resume_from``), ``skip`` (finished before),
+    ``busy`` (its run is still training in another process, left by a sweep that was killed: ``note``),
     ``invalid`` (its arguments do not parse: ``error``)."""
 
     trial: Trial
@@ -94,6 +101,7 @@ class TrialPlan:
     id: str = ""
     action: str = "run"
     resume_from: Path | None = None
+    note: str | None = None
 
     def folder(self, sweep: Path) -> Path:
         return sweep / self.id
@@ -143,8 +151,11 @@ def check_trials(sweep: SweepFile, trials: list[Trial]) -> list[TrialPlan]:
         except ConfigError as error:
             plans.append(TrialPlan(trial, args, numbered=False, error=str(error), action="invalid"))
             continue
-        project = wandb_runs.project_of(config.trainer.logger.init_args) if runs.is_wandb(config) else None
-        plans.append(TrialPlan(trial, args, numbered=numbered_logger(config), wandb_project=project))
+        # a W&B run is <trial>/<project>/version_K, a TensorBoard/CSV one <sweep>/<trial>/version_K
+        wandb = runs.is_wandb(config)
+        project = wandb_runs.project_of(config.trainer.logger.init_args) if wandb else None
+        numbered = runs.numbered_logger(config) is not None and not wandb
+        plans.append(TrialPlan(trial, args, numbered=numbered, wandb_project=project))
     if plans and all(plan.action == "invalid" for plan in plans):
         raise ConfigError(
             f"{short_path(sweep.path)}: no trial is a valid fit config (the first: {plans[0].error})"
@@ -201,14 +212,24 @@ def assign_ids(plans: list[TrialPlan], record: SweepRecord, folder: Path) -> Non
 
 
 def decide(plan: TrialPlan, record: SweepRecord, folder: Path) -> None:
-    """Skip a finished trial, resume one that stopped with a ``last.ckpt``, run the rest afresh."""
+    """Skip a finished trial, leave one whose run a live process still trains, resume one that stopped with
+    a ``last.ckpt``, run the rest afresh."""
     known = record.trials.get(plan.trial.key)
     if plan.action == "invalid" or known is None:
         return
     run = plan.run_folder(folder)
     summary = read_summary(run)
+    holder = runs.RunLock(run).holder() if run is not None else None
     if known.get("status") in FINISHED and summary is not None and summary.get("status") in FINISHED:
         plan.action = "skip"
+    elif holder is not None:
+        # a killed sweep's trial on a system that does not end it with the sweep: resuming it would stop
+        # on its lock, and a new run beside it would train the same trial twice
+        plan.action = "busy"
+        plan.note = (
+            f"still training in process {holder if holder > 0 else '?'} ({short_path(run)}, left by an "
+            "earlier sweep); skipped: run the sweep again when it ends"
+        )
     elif run is not None and runs.last_checkpoint(run).is_file():
         plan.action, plan.resume_from = "resume", run
 
@@ -241,7 +262,8 @@ def run_trial(plan: TrialPlan, sweep: Path, record: SweepRecord) -> tuple[str, s
         offset = handle.tell()
         process = None
         try:
-            # its own session: the terminal's Ctrl-C reaches only the sweep, which passes on exactly one
+            # its own session: the terminal's Ctrl-C reaches only the sweep, which passes on exactly one;
+            # and it dies with the sweep (Linux), which no signal handler can see coming (SIGKILL)
             process = subprocess.Popen(
                 command,
                 stdout=handle,
@@ -249,6 +271,7 @@ def run_trial(plan: TrialPlan, sweep: Path, record: SweepRecord) -> tuple[str, s
                 stdin=subprocess.DEVNULL,
                 env=_child_env(),
                 start_new_session=True,
+                preexec_fn=_die_with_parent(),
             )
             code = process.wait()
         except KeyboardInterrupt:
@@ -320,6 +343,28 @@ def error_line(output: str, code: int) -> str:
     return truncate(lines[-1]) if lines else f"exit code {code}"
 
 
+def _die_with_parent() -> Callable[[], None] | None:
+    """For ``preexec_fn`` on Linux: the trial gets SIGTERM (and stops as ``fit`` does on it) when the
+    thread that started it ends, so a sweep killed by SIGKILL leaves no orphan training; None elsewhere.
+
+    ``prctl`` is looked up here, before the fork: the child runs only the call itself."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.argtypes, prctl.restype = [ctypes.c_int, ctypes.c_ulong], ctypes.c_int
+    parent, death_signal = os.getpid(), int(signal.SIGTERM)
+
+    def set_death_signal() -> None:
+        prctl(PR_SET_PDEATHSIG, death_signal)
+        if os.getppid() != parent:  # the sweep died between the fork and the prctl
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return set_death_signal
+
+
 def _child_env() -> dict[str, str]:
     env = dict(os.environ)
     env.pop(runs.RUN_FOLDER_ENV, None)  # a trial claims its own run folder
@@ -333,7 +378,8 @@ def _now() -> str:
 
 @contextlib.contextmanager
 def _terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a job scheduler's stop) handled as Ctrl-C: the running trial records itself first."""
+    """SIGTERM (a job scheduler's stop) and SIGHUP (its terminal closed) handled as Ctrl-C: the running
+    trial, in a session of its own, is not sent them; it records itself first."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -341,11 +387,13 @@ def _terminate_as_interrupt() -> Iterator[None]:
     def interrupt(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    names = [name for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]  # no SIGHUP on Windows
+    previous = {name: signal.signal(getattr(signal, name), interrupt) for name in names}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for name, handler in previous.items():
+            signal.signal(getattr(signal, name), handler)
 
 
 # -------------------------------------------------------------------------------------------- the sweep
@@ -400,6 +448,9 @@ def _run_all(plans: list[TrialPlan], folder: Path, record: SweepRecord) -> bool:
     skipped = sum(plan.action == "skip" for plan in plans)
     if skipped:
         print(f"sweep: {skipped} trials finished before, kept", flush=True)
+    for plan in plans:
+        if plan.action == "busy":
+            print(f"sweep: {plan.id} {plan.note}", flush=True)
     names = column_names(list(plans[0].trial.values)) if plans else {}
     with _terminate_as_interrupt():
         for number, plan in enumerate(todo, 1):
@@ -427,11 +478,10 @@ def results(plans: list[TrialPlan], folder: Path, record: SweepRecord) -> list[R
             rows.append(result_row(plan.id, plan.trial.values, "invalid", plan.error, None))
             continue
         summary = read_summary(plan.run_folder(folder))
-        rows.append(
-            result_row(
-                plan.id, plan.trial.values, known.get("status", "pending"), known.get("error"), summary
-            )
-        )
+        status, error = known.get("status", "pending"), known.get("error")
+        if plan.action == "busy":
+            status, error = "running", plan.note
+        rows.append(result_row(plan.id, plan.trial.values, status, error, summary))
     return ranked(rows)
 
 
@@ -449,7 +499,7 @@ def print_plan(plans: list[TrialPlan], sweep: SweepFile) -> None:
     table.add_column("action")
     table.add_column("note", overflow="fold")
     for plan in plans:
-        note = plan.error or (str(plan.resume_from) if plan.resume_from else "")
+        note = plan.error or plan.note or (str(plan.resume_from) if plan.resume_from else "")
         table.add_row(plan.id, *(short_value(plan.trial.values[k]) for k in keys), plan.action, note)
     console = Console()
     console.print(table)
@@ -471,11 +521,13 @@ The sweep file (YAML):
 
 Each trial runs `python -m lightning_seg fit --config <base> <overrides> <its values>` in
 <output>/trial_NNN/ (output in trial.log, the run in version_0/); its results come from the run's
-summary.json. <output>/results.md and results.csv rank the trials by val/mIoU (failed ones last).
+summary.json. <output>/results.md and results.csv rank the trials by val/mIoU: the best checkpoint's
+when ModelCheckpoint monitors val/mIoU (mode max), else the last validation's (failed ones last).
 A value that the config parser refuses is an `invalid` row, one that fails when training a `failed`
 row (its error line); the sweep goes on. Run the same command again to skip finished trials, resume
 interrupted or failed ones from their last.ckpt and run the rest (<output>/sweep.json keys the trials
-by their base files and overrides). Ctrl-C lets the running trial record itself and stops.
+by their base files and overrides). Ctrl-C (SIGTERM, SIGHUP) lets the running trial record itself and
+stops; a trial still training from a killed sweep is skipped with a note.
 Exit code: 0 when a trial has results, 1 when none has or on Ctrl-C, 2 on a bad sweep file.
 """
 

@@ -10,7 +10,6 @@ from typing import Any
 
 from jsonargparse import ArgumentError, Namespace
 
-from lightning_seg import runs
 from lightning_seg.errors import ConfigError, truncate
 from lightning_seg.parse_errors import reduce_parse_error
 
@@ -89,12 +88,4 @@ def _check_summary_callback(config: Namespace) -> None:
     raise ConfigError(
         f"trainer.callbacks: no {SUMMARY_CALLBACK}; the sweep reads each trial's results from its "
         "summary.json: list it in the base config"
-    )
-
-
-def numbered_logger(config: Namespace) -> bool:
-    """Whether the config's logger numbers its runs (``<save_dir>/<name>/version_K``: TensorBoard, CSV)."""
-    logger = config.trainer.get("logger")
-    return isinstance(logger, Namespace) and str(logger.get("class_path", "")).rpartition(".")[2] in (
-        runs.NUMBERED_LOGGERS
     )
