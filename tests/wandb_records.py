@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -87,17 +88,28 @@ def config(path: Path) -> dict[str, Any]:
     return merged
 
 
+def run_record(path: Path, wait_s: float = 30.0) -> Any:
+    """The file's ``run`` record. W&B's core process writes the file after ``finish()`` returns in the same
+    process (on a loaded machine, seconds later): wait up to ``wait_s`` for it."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            found = [r.run for r in records(path) if r.WhichOneof("record_type") == "run"]
+        except (OSError, ValueError, struct.error):  # not there yet, or cut mid-record
+            found = []
+        if found or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    if not found:
+        raise ValueError(f"{path}: no run record")
+    return found[0]
+
+
 def run_id(path: Path) -> str:
     """The run id of the file's ``run`` record."""
-    for record in records(path):
-        if record.WhichOneof("record_type") == "run":
-            return record.run.run_id
-    raise ValueError(f"{path}: no run record")
+    return run_record(path).run_id
 
 
 def display_name(path: Path) -> str:
     """The run's display name in the W&B UI (its ``run`` record)."""
-    for record in records(path):
-        if record.WhichOneof("record_type") == "run":
-            return record.run.display_name
-    raise ValueError(f"{path}: no run record")
+    return run_record(path).display_name
