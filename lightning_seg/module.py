@@ -476,11 +476,10 @@ class SegmentationModule(L.LightningModule):
     # ------------------------------------------------------------------------------------------ steps
     def _step(
         self, batch: dict[str, Any], stage: str
-    ) -> tuple[dict[str, torch.Tensor], torch.Tensor, list[torch.Tensor] | None]:
+    ) -> tuple[dict[str, torch.Tensor], list[torch.Tensor] | None]:
         """Loss and metric updates of one batch; returns the loss terms (``"loss"`` their weighted sum;
-        training only, evaluation adds to the split's sums), the int64 B×H×W plain predicted classes, and
-        for a stage scored through the whole path the final int64 H_i×W_i class maps it scored (else
-        None)."""
+        training only, evaluation adds to the split's sums) and, for a stage scored through the whole path,
+        the final int64 H_i×W_i class maps it scored (else None)."""
         image, mask = batch["image"], batch["mask"]
         out = self(image)
         label = None
@@ -494,7 +493,7 @@ class SegmentationModule(L.LightningModule):
             losses = {}
             self.eval_loss_sums[f"{stage}_"].update(self.loss.split_sums(out, mask, label))
         with torch.no_grad():
-            pred, final = self._score(batch, stage, out.mask.detach(), out.label)
+            final = self._score(batch, stage, out.mask.detach(), out.label)
 
             if out.label is not None and label is not None:
                 probabilities = self.label_probabilities(out.label.detach())
@@ -502,7 +501,7 @@ class SegmentationModule(L.LightningModule):
                 tuned = self._tuned_label_thresholds() if stage in self.full_path_stages else None
                 decisions = self.label_decisions(probabilities, tuned)
                 self.label_metrics[f"{stage}_"].update(probabilities, decisions, label)
-        return losses, pred, final
+        return losses, final
 
     def _log_training_losses(self, losses: dict[str, torch.Tensor], mask: torch.Tensor) -> None:
         """Per-process values: syncing training losses would stall every step. The step values go to the
@@ -531,9 +530,9 @@ class SegmentationModule(L.LightningModule):
         stage: str,
         logits: torch.Tensor,
         label_logits: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
-        """Update the stage's metrics; returns the int64 B×H×W plain classes at the batch's size, and the
-        final class maps of :meth:`_full_path` (None for the other stages).
+    ) -> list[torch.Tensor] | None:
+        """Update the stage's metrics; returns the final class maps of :meth:`_full_path` (None for the
+        other stages).
 
         The stages in :attr:`full_path_stages` (``test``) are scored through the whole path that
         ``predict`` takes (:meth:`_full_path`). Others decide from the training step's own logits: against
@@ -543,17 +542,16 @@ class SegmentationModule(L.LightningModule):
         metrics = self.metrics[f"{stage}_"]
         originals = batch.get("orig_mask")
         self.scored_at[stage] = "original size" if originals is not None else "batch size"
-        pred = self.classes_from_logits(logits)
         if stage in self.full_path_stages or self.threshold_search is not None:
-            return pred, self._full_path(batch, stage, logits, label_logits)
+            return self._full_path(batch, stage, logits, label_logits)
         if originals is None:  # the training step's path: no softmax needed
-            metrics.update(pred, batch["mask"])
-            return pred, None
+            metrics.update(self.classes_from_logits(logits), batch["mask"])
+            return None
         probabilities = to_probabilities(logits)
         for item, original in zip(probabilities, originals, strict=True):  # sizes differ: one at a time
             resized = self.inference.at_size(item, original.shape)
             metrics.update(self.classes_from_probabilities(resized[None]), original[None].long())
-        return pred, None
+        return None
 
     # ------------------------------------------------------------------------ the inference path
     def _two_channels(self, probabilities: torch.Tensor) -> torch.Tensor:
@@ -728,18 +726,16 @@ class SegmentationModule(L.LightningModule):
         terms = {name: value.detach() for name, value in losses.items() if name != "loss"}
         return {"loss": losses["loss"], "loss_terms": terms}
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
-        # the predictions go to callbacks (SampleOverlays) so they need no second forward pass
-        return {"pred": self._step(batch, "val")[1]}
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._step(batch, "val")
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any] | None:
-        """Returns ``pred`` (int64 B×H×W plain classes at the batch's size) and ``classes`` (the final int64
-        H_i×W_i class maps at each mask's stored size: what test scored; RunPlots ranks images by them)."""
+        """Returns ``classes``: the final int64 H_i×W_i class maps at each mask's stored size, what test
+        scored (RunPlots ranks images by them)."""
         if self.robustness is not None:  # `attack`: its pass scores clean and adversarial images itself
             self.robustness.step(batch, batch_idx)
             return None
-        _, pred, classes = self._step(batch, "test")
-        return {"pred": pred, "classes": classes}
+        return {"classes": self._step(batch, "test")[1]}
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         """Class maps at each image's own size.

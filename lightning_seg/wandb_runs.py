@@ -50,7 +50,7 @@ def point_at(init_args: Namespace, folder: Path, training: bool, announce: bool)
         folder: the run folder (``fit``) or the record folder of an evaluation.
         training: keep one W&B run id per run folder (``wandb_id.txt``), so a resume continues it; an
             evaluation starts a W&B run of its own.
-        announce: print the offline line (rank zero, once per command).
+        announce: rank zero's call (once per command): decide whether W&B must be offline, and say so.
     """
     init_args.save_dir = str(folder)
     # the display name says which folder a W&B run is: <name>/version_N, <name>/version_N/test/<date-time>
@@ -62,8 +62,8 @@ def point_at(init_args: Namespace, folder: Path, training: bool, announce: bool)
     else:
         init_args.id = None
     init_args.version = None  # WandbLogger takes ``version or id``: one is enough
-    if os.environ.get("WANDB_MODE", "").lower() == "disabled":
-        return
+    if not announce or os.environ.get("WANDB_MODE", "").lower() == "disabled":
+        return  # the other DDP ranks never start a W&B run: no credentials read, no connection tried
     reason = offline_reason(init_args)
     if reason is None:
         return

@@ -10,8 +10,7 @@ from typing import Any
 
 from jsonargparse import ArgumentError, Namespace
 
-from lightning_seg.errors import ConfigError, truncate
-from lightning_seg.parse_errors import reduce_parse_error
+from lightning_seg.errors import ConfigError
 
 SUMMARY_CALLBACK = "lightning_seg.callbacks.RunSummary"
 
@@ -64,15 +63,11 @@ class FitArgsChecker:
 
 
 def one_line(error: BaseException) -> str:
-    """A parse or config error as one line (the ConfigError inside jsonargparse's wrapping, if any)."""
-    seen: BaseException | None = error
-    while seen is not None:  # jsonargparse wraps a ConfigError raised while checking a value
-        if isinstance(seen, ConfigError):
-            return str(seen)
-        seen = seen.__cause__ or seen.__context__
-    if isinstance(error, ArgumentError):
-        return reduce_parse_error(str(error))
-    return truncate(str(error))
+    """A parse or config error as one line, as the CLI prints it (the ConfigError inside jsonargparse's
+    wrapping, if any)."""
+    from lightning_seg.cli import _config_error_in_chain, _one_line
+
+    return _one_line(_config_error_in_chain(error) or error)
 
 
 def _check_summary_callback(config: Namespace) -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Literal, get_args
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 from lightning_seg.atomic import atomic_write
 from lightning_seg.data.workers import map_in_workers
@@ -112,8 +112,11 @@ class _MaskCounts(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        load_mask = getattr(self.dataset, "load_mask", None)
-        mask = load_mask(index) if load_mask is not None else self.dataset[index]["mask"]
+        dataset = self.dataset
+        if isinstance(dataset, Subset):  # a part of a dataset: its masks alone are still readable
+            dataset, index = dataset.dataset, dataset.indices[index]
+        load_mask = getattr(dataset, "load_mask", None)
+        mask = load_mask(index) if load_mask is not None else dataset[index]["mask"]
         mask = mask.reshape(-1)
         valid = mask != self.ignore_index
         labelled = mask[valid]
