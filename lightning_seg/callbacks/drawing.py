@@ -25,6 +25,26 @@ def palette_with_ignored(num_classes: int) -> torch.Tensor:
     return torch.cat([default_palette(num_classes), torch.tensor([IGNORED_COLOUR], dtype=torch.uint8)])
 
 
+def drawable_target(target: torch.Tensor, num_classes: int, ignore_index: int) -> torch.Tensor:
+    """int64 H×W true classes for drawing with :func:`palette_with_ignored`: ``ignore_index`` becomes K
+    (white), anything else is clamped into 0..K-1."""
+    target = target.long()
+    return torch.where(target == ignore_index, num_classes, target.clamp(0, num_classes - 1))
+
+
+def classes_shown(
+    targets: Sequence[torch.Tensor], predictions: Sequence[torch.Tensor], num_classes: int
+) -> tuple[list[int], bool]:
+    """The classes in drawable targets (:func:`drawable_target`) and predictions, sorted, and whether any
+    target pixel is ignored: what a legend of these pictures lists."""
+    shown: set[int] = set()
+    for target in targets:
+        shown.update(target[target < num_classes].unique().tolist())
+    for prediction in predictions:
+        shown.update(prediction.unique().tolist())
+    return sorted(shown), any(bool((target == num_classes).any()) for target in targets)
+
+
 def clear_classes(class_names: Sequence[str]) -> tuple[int, ...]:
     """The classes an overlay leaves clear so the image shows through: class 0 when it is a background."""
     return (0,) if class_names and "background" in str(class_names[0]).lower() else ()

@@ -19,7 +19,9 @@ import torch
 
 from lightning_seg.callbacks.drawing import (
     class_legend,
+    classes_shown,
     clear_classes,
+    drawable_target,
     literal,
     overlay,
     palette_with_ignored,
@@ -365,16 +367,11 @@ def best_worst_figure(
     with_ignored = palette_with_ignored(k)
     clear = clear_classes(class_names)
     columns = ("image", "target", "prediction", "overlay (prediction)")
-    shown: set[int] = set()
-    maps = []
-    for _, item in rows:
-        target = item.target.long()
-        target = torch.where(target == ignore_index, k, target.clamp(0, k - 1))
-        prediction = item.prediction.long().clamp(0, k - 1)
-        shown.update(target[target < k].unique().tolist())
-        shown.update(prediction.unique().tolist())
-        maps.append((target, prediction))
-    ignored = any(bool((target == k).any()) for target, _ in maps)
+    maps = [
+        (drawable_target(item.target, k, ignore_index), item.prediction.long().clamp(0, k - 1))
+        for _, item in rows
+    ]
+    shown, ignored = classes_shown([t for t, _ in maps], [p for _, p in maps], k)
     handles = class_legend(class_names, shown, ignored)
     # the legend's columns as wide as its longest name (about 0.07 inch a character at its font size)
     longest = max((len(str(handle.get_label())) for handle in handles), default=1)

@@ -27,6 +27,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
 from lightning_seg.atomic import atomic_write
+from lightning_seg.callbacks.drawing import drawable_target
 from lightning_seg.data.workers import save_png
 
 
@@ -62,7 +63,7 @@ class MaskLayers:
         layers = {"prediction": {"mask_data": self.prediction.cpu().numpy(), "class_labels": labels}}
         if self.target is not None:
             ignored = len(self.class_names)
-            target = torch.where(self.target == self.ignore_index, ignored, self.target)
+            target = drawable_target(self.target, ignored, self.ignore_index)
             layers["ground_truth"] = {
                 "mask_data": target.cpu().numpy(),
                 "class_labels": {**labels, ignored: "ignored"},

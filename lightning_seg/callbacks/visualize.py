@@ -17,7 +17,9 @@ from torch.utils.data import Subset
 
 from lightning_seg.callbacks.drawing import (
     class_legend,
+    classes_shown,
     clear_classes,
+    drawable_target,
     overlay,
     palette_with_ignored,
     show_picture,
@@ -203,13 +205,12 @@ class SampleOverlays(L.Callback):
         mask, pred = prepared["mask"].cpu(), pred.cpu()
         num_classes, ignore_index = pl_module.num_classes, pl_module.ignore_index
         palette = palette_with_ignored(num_classes)
-        target = torch.where(mask == ignore_index, num_classes, mask.clamp(max=num_classes - 1))
+        target = drawable_target(mask, num_classes, ignore_index)
 
         clear = clear_classes(pl_module.class_names)
         columns = len(images)
         # the legend lists the classes these images show; its rows add to the figure's height
-        shown = sorted(set(target[target < num_classes].unique().tolist()) | set(pred.unique().tolist()))
-        ignored = bool((target == num_classes).any())
+        shown, ignored = classes_shown(list(target), list(pred), num_classes)
         legend_rows = -(-(len(shown) + ignored) // 8)
         figure, axes = plt.subplots(
             3, columns, figsize=(1.7 * columns + 0.6, 5.4 + 0.22 * legend_rows), squeeze=False, dpi=100
