@@ -18,6 +18,7 @@ import yaml
 from jsonargparse import Namespace
 
 from lightning_seg.errors import ConfigError, short_path, truncate
+from lightning_seg.pretrained import head_named_pretrained
 
 UNTRAINED_OPTION = "allow_untrained"
 """``--allow_untrained true``: evaluate or predict without ``--ckpt_path``, with untrained weights, on purpose."""
@@ -91,12 +92,30 @@ def check_config_file(value: str) -> None:
 
 
 def check_untrained(subcommand: str, config: Namespace) -> None:
-    """Evaluating or predicting without a checkpoint uses random weights: only when asked for."""
-    if subcommand in EVAL_SUBCOMMANDS and not config.get("ckpt_path") and not config.get(UNTRAINED_OPTION):
+    """Evaluating or predicting without a checkpoint uses random weights: only when asked for, or when the net
+    names pretrained weights with an output head (:func:`check_untrained_head` checks that head once built)."""
+    if (
+        subcommand in EVAL_SUBCOMMANDS
+        and not config.get("ckpt_path")
+        and not config.get(UNTRAINED_OPTION)
+        and not head_named_pretrained(config)  # a zero-shot baseline: checked again once built
+    ):
         raise ConfigError(
             f"{subcommand} without --ckpt_path would use untrained weights; pass --ckpt_path <checkpoint> "
             f"(or --{UNTRAINED_OPTION} true to do so on purpose)"
         )
+
+
+def check_untrained_head(subcommand: str, config: Namespace, net: Any) -> None:
+    """A zero-shot evaluation (no checkpoint, a net naming pretrained weights with a head) whose net replaced
+    that head, because the data's classes differ from the weights', would score random weights."""
+    if subcommand in EVAL_SUBCOMMANDS and not config.get("ckpt_path") and not config.get(UNTRAINED_OPTION):
+        if not getattr(net, "head_is_pretrained", False):
+            raise ConfigError(
+                f"{subcommand} without --ckpt_path: {type(net).__name__} replaced the pretrained head (the "
+                "data's classes differ from the weights'), so it is untrained; fit first, map the classes "
+                f"(TransformersNet class_mapping), or pass --{UNTRAINED_OPTION} true"
+            )
 
 
 def _init_args(config: Namespace, key: str) -> Namespace:

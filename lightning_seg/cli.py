@@ -12,6 +12,7 @@ arguments) run once it is built, before the trainer is.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import inspect
 import os
@@ -24,6 +25,7 @@ from typing import Any
 import yaml
 from jsonargparse import ArgumentError, Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks.progress import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import CheckpointIO
@@ -42,6 +44,7 @@ from lightning_seg.checks import (
     check_optimizer,
     check_output_folders,
     check_untrained,
+    check_untrained_head,
     output_folder,
     read_checkpoint,
     resolved_by_lightning,
@@ -50,8 +53,10 @@ from lightning_seg.checks import (
 from lightning_seg.config_record import ConfigRecord
 from lightning_seg.data.base import SegDataModule
 from lightning_seg.errors import ConfigError, NothingToDo, TrainingDiverged, closest, short_path, truncate
+from lightning_seg.models.weights import checkpoint_follows
 from lightning_seg.module import SegmentationModule
 from lightning_seg.parse_errors import reduce_parse_error
+from lightning_seg.pretrained import link_normalization, link_recorded_normalization, warn_unread_checkpoint
 from lightning_seg.trainer import SegTrainer
 
 DEBUG_ENV = "LIGHTNING_SEG_DEBUG"
@@ -160,6 +165,15 @@ class SegCLI(LightningCLI):
         if not self.subcommand:
             return  # built without running (run=False): nothing is written
         config = self.config[self.subcommand]
+        announce = rank_zero_only.rank == 0
+        checkpoint = self._read_checkpoint(config)
+        if checkpoint is not None:  # its run recorded the normalisation it trained with
+            record = checkpoint.get(standalone.RECORD_KEY)
+            link_recorded_normalization(config, record, announce, resuming=self.subcommand == "fit")
+        elif config.get("ckpt_path"):
+            warn_unread_checkpoint(config, announce)
+        else:
+            link_normalization(config, announce)
         # the config record keeps the folder arguments as given, not the folder chosen here
         self.save_config_kwargs["as_given"] = runs.folder_arguments(config)
         if self.subcommand == "fit":
@@ -168,9 +182,17 @@ class SegCLI(LightningCLI):
         else:
             self.run_folder = runs.claim_record_folder(config, self.subcommand)
 
+    def instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        # with a checkpoint, its weights replace any pretrained ones: the nets skip those downloads
+        with checkpoint_follows() if config.get("ckpt_path") else contextlib.nullcontext():
+            super().instantiate_classes()
+
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         # the model is built, the trainer not yet: the checks that need the model
         config = self.config[self.subcommand] if self.subcommand else Namespace()
+        if self.subcommand:
+            check_untrained_head(self.subcommand, config, self.model.net)
         checkpoint = self._read_checkpoint(config)
         if checkpoint is not None:
             check_checkpoint_fits(str(config.ckpt_path), checkpoint["state_dict"], self.model)

@@ -60,6 +60,7 @@ def build_net(
     *,
     aux_head: bool = True,
     label_head: bool = True,
+    class_names: Sequence[str] | None = None,
 ) -> nn.Module:
     """Call the net builder with ``num_classes``, and with ``num_labels`` when the data has image-level
     classes and the net takes a ``num_labels`` the config left null (so a config never states it twice).
@@ -73,6 +74,9 @@ def build_net(
     (which runs without ``find_unused_parameters``). A net that takes ``aux_loss`` gets ``aux_loss=False``;
     no net is given ``num_labels``, except ``num_labels=0`` (no head) for a net with a head by default. A
     config that asks for the head itself (``aux_loss: true``, ``num_labels`` > 0) raises ConfigError.
+
+    A net that takes ``class_names`` (pretrained nets compare them with the classes of their weights) is given
+    the data's ``class_names`` when its config leaves them null.
     """
     kwargs: dict[str, Any] = {"num_classes": num_classes}
     # a CLI builder is a partial whose keywords hold every init_arg, the defaults included
@@ -106,6 +110,8 @@ def build_net(
     elif num_labels is not None and given is None and takes("num_labels"):
         if not derived_labels or by_default:
             kwargs["num_labels"] = num_labels
+    if class_names is not None and takes("class_names") and keywords.get("class_names") is None:
+        kwargs["class_names"] = list(class_names)
     return builder(**kwargs)
 
 
@@ -221,6 +227,7 @@ class SegmentationModule(L.LightningModule):
             derived_labels=derived,
             aux_head=loss.aux_weight > 0,
             label_head=loss.label_weight > 0,
+            class_names=self.class_names,
         )
         self.size_divisor = int(getattr(self.net, "size_divisor", 1))
         self.loss = loss
@@ -288,6 +295,11 @@ class SegmentationModule(L.LightningModule):
         if self.loss.label_weights_pending:  # the same for label weights, from the label counts
             source = label_weight_source(datamodule, self.label_task)
             self.loss.bind_labels(self.label_mode, len(self.label_names), source)
+        if stage == "fit":
+            # before DDP wraps the net: parameters the logits never use must not wait for gradients
+            freeze_unused = getattr(self.net, "freeze_unused_parameters", None)
+            if callable(freeze_unused):
+                freeze_unused()
         if stage == "fit" and self.trainer.ckpt_path is None:
             self._resolve_weights_on_rank_zero()
         evaluated = (

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from lightning_seg.errors import ConfigError, short_path
+from lightning_seg.models.weights import checkpoint_follows
 
 if TYPE_CHECKING:
     from lightning_seg.module import SegmentationModule
@@ -51,9 +52,6 @@ LINKED_FROM_DATA = (
 TRAINING_ONLY = ("optimizer", "lr_scheduler", "scheduler_interval", "scheduler_monitor", "compile")
 """Model arguments that play no part in inference; kept in the record (a record is the config), but a
 rebuild for inference does not build them (an optimizer class of another environment must not stop it)."""
-PRETRAINED_WEIGHTS = ("encoder_weights", "weights_backbone", "weights")
-"""Net arguments naming pretrained weights to download (SMP, torchvision): a rebuild from a checkpoint sets
-them to None, since the checkpoint's own weights replace them."""
 
 
 def plain(value: Any, where: str = "record") -> Any:
@@ -101,6 +99,10 @@ def model_record(
     }
     assert set(linked) == set(LINKED_FROM_DATA)  # the CLI links exactly these (cli.py)
     init_args.update(linked)
+    # a net whose config names files (a transformers hub model) records its resolved architecture instead
+    record_init_args = getattr(module.net, "record_init_args", None)
+    if callable(record_init_args) and isinstance(init_args.get("net"), dict):
+        init_args["net"].setdefault("init_args", {}).update(record_init_args())
     if isinstance(size, int):
         size = [size, size]
     record = {
@@ -150,17 +152,13 @@ def build_module(record: dict[str, Any], for_training: bool = False) -> Segmenta
     if not for_training:
         for key in TRAINING_ONLY:
             config.get("init_args", {}).pop(key, None)
-    net = config.get("init_args", {}).get("net")
-    if isinstance(net, dict):
-        # the checkpoint's weights replace pretrained ones: never download them (offline, it would fail)
-        for key in PRETRAINED_WEIGHTS:
-            if (net.get("init_args") or {}).get(key) is not None:
-                net["init_args"][key] = None
     parser = ArgumentParser(exit_on_error=False)
     parser.add_subclass_arguments(SegmentationModule, "model", required=True)
     try:
         parsed = parser.parse_object({"model": config})
-        return parser.instantiate_classes(parsed).model
+        # the checkpoint's weights replace pretrained ones: never download them (offline, it would fail)
+        with checkpoint_follows():
+            return parser.instantiate_classes(parsed).model
     except ConfigError:
         raise
     except Exception as error:  # a class of another version, an argument it no longer takes

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 import string
 import sys
 from pathlib import Path
@@ -28,13 +27,12 @@ from urllib.parse import urlparse
 from jsonargparse import Namespace
 
 from lightning_seg.errors import ConfigError, short_path, truncate
+from lightning_seg.network import reachable
 
 RUN_ID_FILE = "wandb_id.txt"
 DEFAULT_SERVER = "https://api.wandb.ai"
 _MODE_BEFORE: dict[str, str | None] = {}
 """``WANDB_MODE`` before an offline run of this process changed it, restored when the command ends."""
-CONNECT_TIMEOUT_S = 3.0
-"""How long the reachability check waits for the server (W&B itself would wait minutes)."""
 
 
 def project_of(init_args: Namespace) -> str:
@@ -137,7 +135,7 @@ def offline_reason(init_args: Namespace) -> str | None:
     server = server_url()
     if not _has_credentials(server):
         return "no API key: set WANDB_API_KEY or run `wandb login`"
-    if not _reachable(server):
+    if not reachable(server):
         return f"{urlparse(server).hostname} cannot be reached"
     return None
 
@@ -176,18 +174,6 @@ def _has_credentials(server: str) -> bool:
         except (OSError, netrc.NetrcParseError):
             return False
     except Exception:  # a malformed .netrc: W&B would fail on it too
-        return False
-
-
-def _reachable(server: str) -> bool:
-    """Whether a TCP connection to the server (or to the HTTPS proxy in the environment) opens in time."""
-    proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
-    url = urlparse(proxy or server)
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        with socket.create_connection((url.hostname or "", port), timeout=CONNECT_TIMEOUT_S):
-            return True
-    except OSError:
         return False
 
 

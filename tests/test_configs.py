@@ -49,6 +49,8 @@ def test_all_issue_configs_exist() -> None:
         "msd/micro_unet.yaml",
         "pets/smp_unet.yaml",
         "voc/torchvision_deeplabv3.yaml",
+        "voc/deeplabv3_coco_finetune.yaml",
+        "voc/detr_zero_shot.yaml",
     }
 
 

@@ -89,6 +89,7 @@ class BackboneFinetuning(BaseFinetuning):
         self.train_bn = train_bn
         self._frozen = False
         self._frozen_norms: list[_BatchNorm] = []
+        self._frozen_by_net: set[int] = set()
 
     @staticmethod
     def backbone_of(pl_module: L.LightningModule) -> nn.Module:
@@ -102,7 +103,7 @@ class BackboneFinetuning(BaseFinetuning):
         if not isinstance(backbone, nn.Module):
             raise ConfigError(
                 f"BackboneFinetuning: net {type(net).__name__} has no `backbone` to freeze; use a net with an "
-                "encoder (ResNetUNet, MicroUNet, SMPNet, TorchvisionNet) or remove the callback"
+                "encoder (ResNetUNet, MicroUNet, SMPNet, TorchvisionNet, TransformersNet) or remove the callback"
             )
         return backbone
 
@@ -121,6 +122,13 @@ class BackboneFinetuning(BaseFinetuning):
 
     def freeze_before_training(self, pl_module: L.LightningModule) -> None:
         backbone = self.backbone_of(pl_module)
+        # this runs before the module's setup, where a net finds the parameters its logits never use: find
+        # them first, or a frozen backbone would hide them
+        freeze_unused = getattr(pl_module.net, "freeze_unused_parameters", None)
+        if callable(freeze_unused):
+            freeze_unused()
+        # frozen by the net itself (DETR's stem, parameters the logits never use): they stay frozen
+        self._frozen_by_net = {id(p) for p in backbone.parameters() if not p.requires_grad}
         self.freeze(backbone, train_bn=self.train_bn)
         self._frozen = True
         self._frozen_norms = (
@@ -152,6 +160,9 @@ class BackboneFinetuning(BaseFinetuning):
             return
         backbone = self.backbone_of(pl_module)
         self.make_trainable(backbone)  # requires_grad and BatchNorm running statistics back on
+        for parameter in backbone.parameters():
+            if id(parameter) in self._frozen_by_net:
+                parameter.requires_grad_(False)
         for norm in self._frozen_norms:
             norm.train(pl_module.training)
         self._frozen_norms = []
@@ -159,7 +170,7 @@ class BackboneFinetuning(BaseFinetuning):
 
         # After a resume, BaseFinetuning.on_fit_start has already restored the backbone's group.
         known = {id(p) for group in optimizer.param_groups for p in group["params"]}
-        params = [p for p in backbone.parameters() if id(p) not in known]
+        params = [p for p in backbone.parameters() if id(p) not in known and p.requires_grad]
         if params:
             head = optimizer.param_groups[0]
             group = {key: value for key, value in head.items() if key not in ("params", "name")}

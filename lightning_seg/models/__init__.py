@@ -5,6 +5,7 @@ from lightning_seg.models.outputs import NetOutput, as_net_output, pad_to_multip
 from lightning_seg.models.resnet_unet import ResNetUNet
 from lightning_seg.models.smp import SMPNet
 from lightning_seg.models.torchvision import TorchvisionNet
+from lightning_seg.models.transformers import TransformersNet
 from lightning_seg.models.unet import UNet
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "ResNetUNet",
     "SMPNet",
     "TorchvisionNet",
+    "TransformersNet",
     "UNet",
     "as_net_output",
     "pad_to_multiple",

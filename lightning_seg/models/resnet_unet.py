@@ -7,15 +7,35 @@ The encoder's module names mirror ``torchvision.models.ResNet`` (``conv1``, ``bn
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import torch
 from torch import nn
+from torchvision.models import WeightsEnum
 
 from lightning_seg.errors import ConfigError
-from lightning_seg.models.torchvision import verify_torchvision_weights
+from lightning_seg.models.torchvision import load_torchvision_weights, verify_torchvision_weights
 from lightning_seg.models.unet import DoubleConv, Up, upsample2x
+from lightning_seg.models.weights import Normalization, pretrained_wanted, torchvision_normalization
 
 # torchvision builder per block layout, for ``encoder_weights``
 _TORCHVISION_RESNETS = {(2, 2, 2, 2): "resnet18", (3, 4, 6, 3): "resnet34"}
+
+
+def _encoder_weights_entry(
+    weights: str, in_channels: int, base_width: int, stage_blocks: Sequence[int]
+) -> WeightsEnum:
+    """The torchvision ResNet-18/34 weights entry named ``weights``, checked against the encoder's shape (no
+    download)."""
+    arch = _TORCHVISION_RESNETS.get(tuple(stage_blocks))
+    if arch is None or in_channels != 3 or base_width != 64:
+        raise ConfigError(
+            "ResNetUNet: encoder_weights needs in_channels=3, base_width=64 and stage_blocks "
+            f"(2, 2, 2, 2) or (3, 4, 6, 3); got in_channels={in_channels}, base_width={base_width}, "
+            f"stage_blocks={tuple(stage_blocks)}"
+        )
+    return verify_torchvision_weights(arch, weights, "ResNetUNet: unknown encoder_weights")
 
 
 class BasicBlock(nn.Module):
@@ -115,7 +135,9 @@ class ResNetUNet(nn.Module):
         bilinear: bilinear upsampling + 1×1 conv (True) or 2×2 transposed convolution (False) in the decoder.
         stage_blocks: BasicBlocks per encoder stage; (3, 4, 6, 3) = ResNet-34, (2, 2, 2, 2) = ResNet-18.
         encoder_weights: ``None`` (random init, the default; nothing is downloaded) or a torchvision weight
-            name for the matching ResNet, e.g. ``"IMAGENET1K_V1"`` — downloaded on first use. Needs
+            name for the matching ResNet, e.g. ``"IMAGENET1K_V1"`` — downloaded on first use into torch.hub's
+            cache (``$TORCH_HOME/hub/checkpoints``; not inside
+            :func:`~lightning_seg.models.weights.checkpoint_follows`, where a checkpoint replaces them). Needs
             ``in_channels=3``, ``base_width=64`` and a ResNet-18/34 ``stage_blocks``.
 
     Shapes: float32 B×in_channels×H×W → B×num_classes×H×W; H and W multiples of ``size_divisor`` (32).
@@ -152,26 +174,31 @@ class ResNetUNet(nn.Module):
         self.final_up = nn.Sequential(upsample2x(c_stem, half, bilinear), DoubleConv(half, half))
         self.head = nn.Conv2d(half, num_classes, 1)
         if encoder_weights is not None:
-            self._load_torchvision_weights(encoder_weights, in_channels, base_width, tuple(stage_blocks))
+            entry = _encoder_weights_entry(encoder_weights, in_channels, base_width, stage_blocks)
+            if pretrained_wanted():
+                state = load_torchvision_weights(entry, "ResNetUNet encoder_weights")
+                self.encoder.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")})
+
+    @staticmethod
+    def weights_normalization(
+        encoder_weights: str | None = None,
+        in_channels: int = 3,
+        base_width: int = 64,
+        stage_blocks: Sequence[int] = (3, 4, 6, 3),
+        **_: Any,
+    ) -> Normalization | None:
+        """The mean/std ``encoder_weights`` expect (their torchvision ``transforms()``; no download); None
+        without weights."""
+        if encoder_weights is None:
+            return None
+        return torchvision_normalization(
+            _encoder_weights_entry(encoder_weights, in_channels, base_width, stage_blocks)
+        )
 
     @property
     def backbone(self) -> nn.Module:
         """The ResNet encoder: the part pretrained weights apply to, frozen first when finetuning."""
         return self.encoder
-
-    def _load_torchvision_weights(
-        self, weights: str, in_channels: int, base_width: int, stage_blocks: tuple[int, ...]
-    ) -> None:
-        arch = _TORCHVISION_RESNETS.get(stage_blocks)
-        if arch is None or in_channels != 3 or base_width != 64:
-            raise ConfigError(
-                "ResNetUNet: encoder_weights needs in_channels=3, base_width=64 and stage_blocks "
-                f"(2, 2, 2, 2) or (3, 4, 6, 3); got in_channels={in_channels}, base_width={base_width}, "
-                f"stage_blocks={stage_blocks}"
-            )
-        entry = verify_torchvision_weights(arch, weights, "ResNetUNet: unknown encoder_weights")
-        state = {k: v for k, v in entry.get_state_dict(progress=True).items() if not k.startswith("fc.")}
-        self.encoder.load_state_dict(state)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.encoder(x)

@@ -25,6 +25,18 @@ import torch
 from torch import nn
 
 from lightning_seg.errors import ConfigError
+from lightning_seg.models.weights import (
+    Normalization,
+    from_hub,
+    hub_json,
+    pretrained_wanted,
+    timm_normalization,
+)
+
+_LOCAL_COPY = (
+    "fetch it where there is a network and copy the Hugging Face cache ($HF_HOME, default "
+    "~/.cache/huggingface) to this machine"
+)
 
 # Arguments SMPNet sets itself: letting a kwargs dict override them would break the net contract
 # (``activation`` must stay None so the net returns logits) or make a config state a value twice.
@@ -80,6 +92,8 @@ class SMPNet(nn.Module):
             or ``"tu-<timm model>"``.
         encoder_weights: ``None`` = random init (the default: nothing is downloaded); ``"imagenet"`` (or
             another name SMP lists for the encoder) downloads pretrained weights from the Hugging Face Hub.
+            For a ``"tu-"`` encoder any name means timm's pretrained weights of that model, whose tag the
+            encoder name carries (``"tu-convnext_tiny.fb_in22k"``; without one, timm's default tag).
         in_channels: input image channels.
         encoder_depth: encoder stages used; ``None`` = the architecture's own default (5; PSPNet 3; DPT 4).
         num_labels: outputs of SMP's image-level classification head on the deepest feature, returned as
@@ -146,15 +160,32 @@ class SMPNet(nn.Module):
             kwargs["encoder_depth"] = encoder_depth
         if num_labels:
             kwargs["aux_params"] = {"classes": num_labels, "dropout": label_dropout}
-        try:
-            self.model = smp.create_model(
+        if not pretrained_wanted():
+            encoder_weights = None  # a checkpoint's weights replace them next
+
+        # a timm encoder's weights are named by its tag ("tu-convnext_tiny.fb_in22k"); SMP wants True for them
+        weights_arg: str | bool | None = encoder_weights
+        if encoder_weights is not None and encoder_name.startswith("tu-"):
+            weights_arg = True
+
+        def create() -> nn.Module:
+            return smp.create_model(
                 cls.__name__,
                 encoder_name=encoder_name,
-                encoder_weights=encoder_weights,
+                encoder_weights=weights_arg,
                 in_channels=in_channels,
                 classes=num_classes,
                 **kwargs,
             )
+
+        try:
+            if encoder_weights is None:
+                self.model = create()
+            else:
+                what = f"SMP encoder_weights {encoder_weights!r} of {encoder_name}"
+                self.model = from_hub(create, what, _LOCAL_COPY)
+        except ConfigError:
+            raise
         except (ValueError, KeyError, TypeError, AssertionError) as err:
             message = err.args[0] if err.args else repr(err)
             raise ConfigError(
@@ -168,6 +199,34 @@ class SMPNet(nn.Module):
             # back up; odd sizes at the coarsest one break the sum.
             divisor = max(divisor, 2 ** (len(encoder.output_strides) + 1))
         self.size_divisor: int = divisor
+
+    @staticmethod
+    def weights_normalization(
+        encoder_name: str = "resnet34", encoder_weights: str | None = None, **_: Any
+    ) -> Normalization | None:
+        """The mean/std the encoder's pretrained weights expect: SMP's ``config.json`` of those weights (on the
+        Hugging Face Hub, next to them; converted from its ``input_range``), or timm's pretrained config for
+        a ``"tu-"`` encoder. None with ``encoder_weights`` null, or names SMP does not list (the constructor
+        reports those)."""
+        if encoder_weights is None:
+            return None
+        if encoder_name.startswith("tu-"):
+            return timm_normalization(encoder_name[3:])
+        settings = smp.encoders.encoders.get(encoder_name, {}).get("pretrained_settings", {})
+        if encoder_weights not in settings:
+            return None
+        what = f"the settings of SMP encoder_weights {encoder_weights!r} of {encoder_name}"
+        repo = settings[encoder_weights]
+        config = hub_json(repo["repo_id"], "config.json", repo.get("revision"), what, _LOCAL_COPY)
+        if config.get("input_space", "RGB") != "RGB":
+            raise ConfigError(
+                f"SMPNet: encoder_weights {encoder_weights!r} of {encoder_name} expect "
+                f"{config['input_space']} input; the data modules give RGB: choose other weights"
+            )
+        input_max = float(list(config.get("input_range", [0, 1]))[1])
+        return Normalization.of(
+            config["mean"], config["std"], f"SMP {encoder_name} {encoder_weights}", input_max
+        )
 
     @property
     def backbone(self) -> nn.Module:

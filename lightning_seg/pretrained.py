@@ -1,0 +1,113 @@
+"""What the CLI decides from a config's pretrained weights before anything is built.
+
+* The data's normalisation follows the weights (:func:`link_normalization`): a net class says what its weights
+  expect (``weights_normalization``, see :mod:`lightning_seg.models.weights`); ``data.mean``/``data.std`` left
+  null take those values, and the CLI link carries them on to the model. A config that sets other values keeps
+  them, with one warning line: a pretrained encoder fed inputs normalised otherwise starts from shifted
+  features, which fine-tuning may or may not undo.
+* Evaluating a net whose output head comes pretrained (a zero-shot baseline: torchvision's COCO-with-VOC-labels
+  DeepLabV3, a COCO-panoptic model through a class mapping) needs no checkpoint (:func:`head_named_pretrained`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+from jsonargparse import Namespace
+
+from lightning_seg.errors import ConfigError, truncate
+from lightning_seg.models.weights import Normalization
+
+
+def net_config(config: Namespace) -> tuple[type | None, dict[str, Any]]:
+    """The net class a CLI config names (None when it cannot be imported) and its init args as a dict."""
+    net = config.get("model.init_args.net")
+    if not isinstance(net, Namespace) or not isinstance(net.get("class_path"), str):
+        return None, {}
+    module_name, _, name = net.class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError):
+        return None, {}
+    init_args = net.get("init_args")
+    return cls, (init_args.as_dict() if isinstance(init_args, Namespace) else {})
+
+
+def link_normalization(config: Namespace, announce: bool = True) -> None:
+    """Fill ``data.init_args.mean``/``std`` left null with the normalisation the net's weights expect, or warn
+    (rank zero, ``announce``) when the config sets values that differ from it.
+
+    Not for a config with ``ckpt_path``: :func:`link_recorded_normalization` gives the values its run
+    trained with."""
+    cls, init_args = net_config(config)
+    normalization_of = getattr(cls, "weights_normalization", None)
+    if normalization_of is not None and _data_normalization(config) is not None:
+        _follow(config, normalization_of(**init_args), announce)
+
+
+def link_recorded_normalization(
+    config: Namespace, record: dict[str, Any] | None, announce: bool = True, resuming: bool = False
+) -> None:
+    """For ``--ckpt_path``: fill ``data.init_args.mean``/``std`` left null with the values the checkpoint's
+    run trained with (its model record), or warn when the config sets others; ``resuming`` (``fit``) refuses
+    them instead, since the run would change its inputs halfway. Without a record (older checkpoints) the
+    config stands."""
+    init_args = ((record or {}).get("model") or {}).get("init_args") or {}
+    if init_args.get("mean") is None or init_args.get("std") is None:
+        return
+    recorded = Normalization.of(init_args["mean"], init_args["std"], "the checkpoint's run")
+    _follow(config, recorded, announce, refuse=resuming)
+
+
+def _data_normalization(config: Namespace) -> Namespace | None:
+    data = config.get("data.init_args")
+    return data if isinstance(data, Namespace) and "mean" in data and "std" in data else None
+
+
+def _follow(config: Namespace, expected: Normalization | None, announce: bool, refuse: bool = False) -> None:
+    """Null ``data.mean``/``std`` take ``expected``'s values; set ones that differ from them are kept, with one
+    warning line on rank zero (``announce``), or refused (``refuse``)."""
+    data = _data_normalization(config)
+    if expected is None or data is None:
+        return
+    if data.mean is None and data.std is None:
+        data.mean, data.std = list(expected.mean), list(expected.std)
+        return
+    mean = data.mean if data.mean is not None else expected.mean
+    std = data.std if data.std is not None else expected.std
+    difference = (
+        f"data.mean {_short(mean)} and data.std {_short(std)} differ from what {expected.source} expects: "
+        f"mean {_short(expected.mean)}, std {_short(expected.std)}; set both to null to use those"
+    )
+    if expected.differs(mean, std) and refuse:
+        raise ConfigError(truncate(f"resuming: {difference}", 300))
+    if expected.differs(mean, std) and announce:
+        print("lightning-seg: warning: " + truncate(difference, 300), file=sys.stderr)
+    data.mean, data.std = list(mean), list(std)
+
+
+def head_named_pretrained(config: Namespace) -> bool:
+    """Whether the config's net loads a pretrained output head (``pretrained_head_named`` of its class), so
+    evaluating it without a checkpoint is a zero-shot baseline, not random weights."""
+    cls, init_args = net_config(config)
+    named = getattr(cls, "pretrained_head_named", None)
+    return bool(named is not None and named(init_args))
+
+
+def warn_unread_checkpoint(config: Namespace, announce: bool = True) -> None:
+    """A ``--ckpt_path`` this process cannot read before building (a remote URL, ``registry:``, ``best``):
+    its recorded normalisation cannot be checked, so say what the data will use."""
+    data = _data_normalization(config)
+    if announce and data is not None:
+        mean = "the data module's default" if data.mean is None else _short(data.mean)
+        print(
+            f"lightning-seg: warning: --ckpt_path {config.ckpt_path} is not read before building: the data is "
+            f"normalised with mean {mean} as configured, not checked against what the checkpoint trained with",
+            file=sys.stderr,
+        )
+
+
+def _short(values: Any) -> str:
+    return "(" + ", ".join(f"{float(v):.3g}" for v in values) + ")"
