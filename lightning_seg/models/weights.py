@@ -78,6 +78,9 @@ def from_hub(load: Callable[[], T], what: str, local_hint: str) -> T:
 
     Raises ConfigError in one line when the files are neither cached nor downloadable (no network,
     ``HF_HUB_OFFLINE=1``, an unknown repository).
+
+    Cache first means a branch name (``revision: main``) is not refreshed once cached: pin a commit, or clear
+    the cache, to get newer files. The offline switch is process-wide while ``load`` runs (not thread-safe).
     """
     from huggingface_hub import constants
 
