@@ -194,7 +194,7 @@ def table_lines(records: dict[str, Record]) -> list[str]:
             else:
                 try:
                     result, met = read(record)
-                except (KeyError, TypeError, ZeroDivisionError) as error:
+                except Exception as error:  # one bad record costs its row, never the table
                     result, met = f"unreadable record ({type(error).__name__}: {error})", "—"
         cells = (title, result, target, met, command, where)
         lines.append("| " + " | ".join(_cell(cell) for cell in cells) + " |")

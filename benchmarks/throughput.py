@@ -47,7 +47,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lightning_seg.cli import build_cli  # noqa: E402
-from lightning_seg.models.outputs import NetOutput  # noqa: E402
+from lightning_seg.models.outputs import NetOutput, pad_to_multiple  # noqa: E402
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -317,9 +317,12 @@ def measure_bare(
             start = time.perf_counter()
         since = time.perf_counter()
         with autocast:
-            out = run_net(image)
+            # padded to the net's stride and cropped back, as SegmentationModule.forward does
+            padded, (height, width) = pad_to_multiple(image, module.size_divisor)
+            out = run_net(padded)
         since = mark("forward", since)
-        value = loss(NetOutput(out if isinstance(out, torch.Tensor) else out["mask"]), mask)["loss"]
+        logits = (out if isinstance(out, torch.Tensor) else out["mask"])[..., :height, :width]
+        value = loss(NetOutput(logits), mask)["loss"]
         since = mark("loss", since)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(value).backward()
@@ -348,6 +351,7 @@ def describe(pipeline: Pipeline, args: argparse.Namespace, overrides: list[str])
         "crop": list(shape[2:]),
         "precision": str(pipeline.trainer.precision),
         "tf32": bool(getattr(args, "tf32", False)),
+        "real_run": bool(getattr(args, "real_run", False)),
         "steps": args.steps,
         "warmup": args.warmup,
         "timed_steps": pipeline.timer.timed_batches,
@@ -405,13 +409,18 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="also a third run: the step by phase")
     parser.add_argument("--tf32", action="store_true", help="TF32 for float32 matmuls and convolutions")
     parser.add_argument("--flops", action="store_true", help="also training FLOPs per image and MFU")
+    parser.add_argument(
+        "--real-run",
+        action="store_true",
+        help="time the pipeline with the progress bar and a logger, as a CLI fit runs (their host reads count)",
+    )
     args, overrides = parser.parse_known_args()
     check_arguments(parser, args)
     if args.tf32:
         enable_tf32()
     cli_args = cli_arguments(args.config, args.device, overrides)
 
-    pipeline = measure_pipeline(cli_args, args.steps, args.warmup)
+    pipeline = measure_pipeline(cli_args, args.steps, args.warmup, real_run=args.real_run)
     device = pipeline.trainer.strategy.root_device
     precision = str(pipeline.trainer.precision)
     shape = pipeline.timer.shape
