@@ -56,7 +56,12 @@ from lightning_seg.errors import ConfigError, NothingToDo, TrainingDiverged, clo
 from lightning_seg.models.weights import checkpoint_follows
 from lightning_seg.module import SegmentationModule
 from lightning_seg.parse_errors import reduce_parse_error
-from lightning_seg.pretrained import link_normalization, link_recorded_normalization, warn_unread_checkpoint
+from lightning_seg.pretrained import (
+    link_normalization,
+    link_recorded_normalization,
+    use_recorded_architecture,
+    warn_unread_checkpoint,
+)
 from lightning_seg.trainer import SegTrainer
 
 DEBUG_ENV = "LIGHTNING_SEG_DEBUG"
@@ -170,6 +175,7 @@ class SegCLI(LightningCLI):
         if checkpoint is not None:  # its run recorded the normalisation it trained with
             record = checkpoint.get(standalone.RECORD_KEY)
             link_recorded_normalization(config, record, announce, resuming=self.subcommand == "fit")
+            use_recorded_architecture(config, record)
         elif config.get("ckpt_path"):
             warn_unread_checkpoint(config, announce)
         else:

@@ -61,6 +61,24 @@ def link_recorded_normalization(
     _follow(config, recorded, announce, refuse=resuming)
 
 
+def use_recorded_architecture(config: Namespace, record: dict[str, Any] | None) -> None:
+    """For ``--ckpt_path``: a net whose config names files for its architecture (``ARCHITECTURE_ARGS``, e.g.
+    TransformersNet's hub ``model``) takes them from the checkpoint's record (the resolved architecture), so
+    evaluating or resuming needs neither the hub, nor its cache, nor the original folder. Only when the
+    record's net is the config's class; its other arguments (a class mapping) stay the config's."""
+    cls, _ = net_config(config)
+    keys = getattr(cls, "ARCHITECTURE_ARGS", ())
+    recorded = (((record or {}).get("model") or {}).get("init_args") or {}).get("net") or {}
+    net = config.get("model.init_args.net")
+    if not keys or recorded.get("class_path") != net.get("class_path"):
+        return
+    recorded_args = recorded.get("init_args") or {}
+    if not all(key in recorded_args for key in keys):
+        return  # an older record without them
+    for key in keys:
+        net.init_args[key] = recorded_args[key]
+
+
 def _data_normalization(config: Namespace) -> Namespace | None:
     data = config.get("data.init_args")
     return data if isinstance(data, Namespace) and "mean" in data and "std" in data else None

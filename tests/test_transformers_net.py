@@ -397,7 +397,8 @@ def test_scores_stay_float32_under_bf16_autocast() -> None:
 
 
 def test_a_checkpoint_rebuilds_without_the_model_folder(tmp_path: Path) -> None:
-    """The record keeps the resolved transformers config: the folder the run started from may be gone."""
+    """The record keeps the resolved transformers config: the folder the run started from may be gone, for
+    `predict --ckpt_path` with the run's own config as for `lightning_seg.load`."""
     model_dir = _coco_detr_folder(tmp_path / "detr")
     runs = tmp_path / "runs"
     net = {
@@ -408,6 +409,13 @@ def test_a_checkpoint_rebuilds_without_the_model_folder(tmp_path: Path) -> None:
     fit = run_cli(["fit", *_voc_args(runs, net, voc)])
     last = Path(fit.trainer.checkpoint_callback.last_model_path)
     model_dir.rename(tmp_path / "moved")
+    predict = run_cli(
+        ["predict", *_voc_args(runs, net, voc), "--ckpt_path", str(last)]
+    )  # still names the folder
+    assert (
+        predict is not None
+        and len(list((Path(predict.trainer.log_dir) / "predictions").glob("*_index.png"))) == 2
+    )
     loaded = lightning_seg.load(last)
     x = torch.randn(1, 3, 64, 64)
     fit.model.eval()

@@ -375,6 +375,10 @@ class TransformersNet(nn.Module):
             scores = F.interpolate(scores, size=size, mode="bilinear", align_corners=False)
             return {"mask": scores[..., :height, :width].clamp_min(LOG_SCORE_FLOOR).log()}
 
+    ARCHITECTURE_ARGS = ("model", "revision", "config")
+    """The init args that say which architecture is built: a checkpoint's record replaces them (below), and
+    the CLI takes them from that record when it loads the checkpoint (:mod:`lightning_seg.pretrained`)."""
+
     def record_init_args(self) -> dict[str, Any]:
         """What replaces this net's init args in a checkpoint's model record: the resolved architecture
         (``config``, its labels and overrides included) instead of ``model``, so a checkpoint rebuilds with no
