@@ -58,6 +58,11 @@ def efficiency_row(record: Record) -> tuple[str, str]:
         f"**{eff:.3f}** (pipeline {_rate(record['pipeline_images_per_s'])}, bare "
         f"{_rate(record['bare_images_per_s'])} img/s; {_batch(record)})"
     )
+    ends = record.get("between_epochs_s") or []
+    with_ends = record.get("pipeline_images_per_s_with_epoch_ends")
+    if ends and isinstance(with_ends, int | float):
+        ratio = with_ends / record["bare_images_per_s"]
+        result += f"; {ratio:.3f} with the {len(ends)} epoch end(s) in the window ({sum(ends):.2f} s) counted"
     return result, _met(eff, 0.97, True, record)
 
 
