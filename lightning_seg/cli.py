@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import inspect
+import json
 import os
 import re
 import sys
@@ -115,6 +116,11 @@ class SegCLI(LightningCLI):
         argv = sys.argv[1:] if args is None else args
         if isinstance(argv, list | tuple):
             check_config_files([str(a) for a in argv])
+            rewritten = nested_nulls_as_dicts([str(a) for a in argv])
+            if args is None:  # given on the command line: LightningCLI warns when both are set
+                sys.argv[1:] = argv = rewritten
+            else:
+                args = argv = rewritten
         try:
             super().parse_arguments(parser, args)
         except ArgumentError as error:
@@ -358,6 +364,30 @@ def run_cli(args: list[str] | None = None) -> SegCLI | None:
             raise
         print(f"lightning-seg: error: {_one_line(cause or error)}", file=sys.stderr)
         return None
+
+
+def nested_nulls_as_dicts(argv: list[str]) -> list[str]:
+    """``--a.init_args.b.init_args.key=null`` (or ``... key null``) as ``--a.init_args.b={"init_args":
+    {"key": null}}``: jsonargparse (4.53) turns a null given to an argument of a class nested in another
+    into the string 'None' (a ``str | None`` then holds 'None', a Literal refuses it); the dict form is
+    read right."""
+    out: list[str] = []
+    index = 0
+    while index < len(argv):
+        word = argv[index]
+        key, value = word.split("=", 1) if "=" in word else (word, None)
+        if value is None and index + 1 < len(argv) and argv[index + 1] == "null":
+            value, index = "null", index + 1
+        owner, _, leaf = key.rpartition(".init_args.")
+        nested = key.startswith("--") and ".init_args." in owner and leaf and "." not in leaf
+        if value == "null" and nested:
+            out.append(f"{owner}={json.dumps({'init_args': {leaf: None}})}")
+        elif value is not None and "=" not in word:  # a "null" that was not ours to rewrite
+            out.extend([word, value])
+        else:
+            out.append(word)
+        index += 1
+    return out
 
 
 def _config_error_in_chain(error: BaseException) -> ConfigError | None:

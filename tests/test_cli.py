@@ -195,3 +195,32 @@ def test_sample_overlays_written_each_validation_epoch(run_root: Path) -> None:
     picture = decode_png(read_file(str(samples[0])))
     # a labelled figure: 3 rows (image, target, prediction) of the 8 validation images, and a legend
     assert picture.shape[0] == 3 and picture.shape[2] > picture.shape[1] > 300
+
+
+def test_null_for_an_argument_of_a_nested_class(run_root: Path) -> None:
+    """jsonargparse reads `--model.init_args.loss.init_args.class_weights=null` (a class inside the model) as the
+    string 'None'; the CLI passes it on as a dict it reads right, in both spellings."""
+    pets = str(REPO / "configs" / "pets" / "smp_unet.yaml")
+    for null in (
+        ["--model.init_args.loss.init_args.class_weights=null"],
+        ["--model.init_args.loss.init_args.class_weights", "null"],
+    ):
+        cli = build_cli([*tiny_args(run_root), *null], run=False)
+        assert cli.model.loss.class_weights is None
+    parsed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lightning_seg",
+            "fit",
+            "--config",
+            pets,
+            "--model.init_args.net.init_args.encoder_weights=null",
+            "--print_config",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert parsed.returncode == 0 and "encoder_weights: null" in parsed.stdout  # not the string 'None'
+    assert "args parameter" not in parsed.stderr  # argv rewritten in place: no LightningCLI warning
