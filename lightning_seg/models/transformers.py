@@ -3,7 +3,7 @@
 Two families, both turned into per-class logits at the input size, so the loss, metrics, inference path and
 finetuning callbacks treat them like any other net:
 
-* semantic-segmentation models (SegFormer, UperNet, DPT, BEiT, MobileViT, ...): their B×K×h×w ``logits``
+* semantic-segmentation models (SegFormer, UperNet, DPT, BEiT, ...): their B×K×h×w ``logits``
   (at 1/4 of the input for SegFormer), resized bilinearly to H×W as their image processors do;
 * query-based universal/panoptic models (Mask2Former, MaskFormer, DETR panoptic, EoMT): Q queries each with a
   class distribution over C+1 labels (the last is "no object") and a mask. Their semantic post-processing
