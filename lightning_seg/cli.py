@@ -163,13 +163,17 @@ class SegCLI(LightningCLI):
                 return  # nothing for LightningCLI to merge into the config: spare it a second read
         super()._parse_ckpt_path()
 
-    @staticmethod
-    def _read_checkpoint(config: Namespace) -> dict[str, Any] | None:
-        """The run's ``--ckpt_path`` loaded (memory-mapped), or None where there is none to check here."""
+    def _read_checkpoint(self, config: Namespace) -> dict[str, Any] | None:
+        """The run's ``--ckpt_path`` loaded (memory-mapped), or None where there is none to check here. Read
+        once: the config checks, the normalisation link and the fit check before the trainer all use it."""
         ckpt_path = config.get("ckpt_path")
         if not ckpt_path or resolved_by_lightning(str(ckpt_path)):
             return None
-        return read_checkpoint(str(ckpt_path), config.get("weights_only"))
+        key = (str(ckpt_path), config.get("weights_only"))
+        cached = getattr(self, "_checkpoint_read", None)
+        if cached is None or cached[0] != key:
+            self._checkpoint_read = (key, read_checkpoint(*key))
+        return self._checkpoint_read[1]
 
     def before_instantiate_classes(self) -> None:
         self.run_folder = None
@@ -210,6 +214,7 @@ class SegCLI(LightningCLI):
             check_checkpoint_fits(str(config.ckpt_path), checkpoint["state_dict"], self.model)
             if self.subcommand == "fit":
                 runs.check_resume(config, checkpoint)  # before the trainer reads any data
+        self._checkpoint_read = None  # its last use here: Lightning loads the checkpoint itself
         if self.subcommand == "fit":
             check_optimizer(self.model)
         self._give_model_its_record()

@@ -54,7 +54,7 @@ def link_recorded_normalization(
     run trained with (its model record), or warn when the config sets others; ``resuming`` (``fit``) refuses
     them instead, since the run would change its inputs halfway. Without a record (older checkpoints) the
     config stands."""
-    init_args = ((record or {}).get("model") or {}).get("init_args") or {}
+    init_args = _recorded_model_args(record)
     if init_args.get("mean") is None or init_args.get("std") is None:
         return
     recorded = Normalization.of(init_args["mean"], init_args["std"], "the checkpoint's run")
@@ -68,7 +68,7 @@ def use_recorded_architecture(config: Namespace, record: dict[str, Any] | None) 
     record's net is the config's class; its other arguments (a class mapping) stay the config's."""
     cls, _ = net_config(config)
     keys = getattr(cls, "ARCHITECTURE_ARGS", ())
-    recorded = (((record or {}).get("model") or {}).get("init_args") or {}).get("net") or {}
+    recorded = _recorded_model_args(record).get("net") or {}
     net = config.get("model.init_args.net")
     if not keys or recorded.get("class_path") != net.get("class_path"):
         return
@@ -77,6 +77,11 @@ def use_recorded_architecture(config: Namespace, record: dict[str, Any] | None) 
         return  # an older record without them
     for key in keys:
         net.init_args[key] = recorded_args[key]
+
+
+def _recorded_model_args(record: dict[str, Any] | None) -> dict[str, Any]:
+    """The model's init args in a checkpoint's record (:mod:`lightning_seg.standalone`); empty without one."""
+    return ((record or {}).get("model") or {}).get("init_args") or {}
 
 
 def _data_normalization(config: Namespace) -> Namespace | None:

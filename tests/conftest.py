@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,6 +35,21 @@ def tiny_args(root: Path, *extra: str, epochs: int = 1) -> list[str]:
         "--data.init_args.batch_size=4",
         *extra,
     ]
+
+
+def assert_checkpoint_rebuilds(checkpoint: Path, trained: Any, side: int) -> Any:
+    """``lightning_seg.load(checkpoint)``'s net gives the trained module's mask logits on a random
+    1×3×side×side image (the checkpoint rebuilt the same net, weights and all). Returns the loaded model."""
+    import torch
+
+    import lightning_seg
+
+    loaded = lightning_seg.load(checkpoint)
+    image = torch.randn(1, 3, side, side)
+    trained.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.module.net(image)["mask"], trained.net(image)["mask"])
+    return loaded
 
 
 @pytest.fixture

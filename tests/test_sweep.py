@@ -173,11 +173,7 @@ def test_rerun_skips_finished_trials_and_a_failing_trial_is_a_row(
 def test_dry_run_plans_the_resume_of_an_interrupted_trial(
     first_sweep: FirstSweep, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    copy = shutil.copytree(first_sweep.folder, tmp_path / "copy")
-    record = json.loads((copy / "sweep.json").read_text())
-    key = next(k for k, entry in record["trials"].items() if entry["id"] == "trial_001")
-    record["trials"][key]["status"] = "interrupted"
-    (copy / "sweep.json").write_text(json.dumps(record))
+    copy = _copy_with_trial_001(first_sweep, tmp_path / "copy", "interrupted")
     sweep_file = _write_sweep(
         tmp_path / "four.yaml",
         first_sweep.base,
@@ -191,6 +187,16 @@ def test_dry_run_plans_the_resume_of_an_interrupted_trial(
     assert out.count(" skip ") == 3
     assert "trial_001: python -m lightning_seg fit" in out
     assert f"--ckpt_path {copy / 'trial_001' / 'version_0'}" in out
+
+
+def _copy_with_trial_001(first_sweep: FirstSweep, copy: Path, status: str) -> Path:
+    """A copy of the first sweep's folder whose record says trial_001 is ``status``."""
+    shutil.copytree(first_sweep.folder, copy)
+    record = json.loads((copy / "sweep.json").read_text())
+    key = next(k for k, entry in record["trials"].items() if entry["id"] == "trial_001")
+    record["trials"][key]["status"] = status
+    (copy / "sweep.json").write_text(json.dumps(record))
+    return copy
 
 
 def _hold_lock(run: Path) -> subprocess.Popen:
@@ -218,11 +224,7 @@ def test_a_trial_still_training_from_a_killed_sweep_is_skipped_with_a_note(
 ) -> None:
     # a sweep killed while trial_001 trained, on a system where the trial lives on: recorded running,
     # its run's lock held by the live trial
-    copy = shutil.copytree(first_sweep.folder, tmp_path / "copy")
-    record = json.loads((copy / "sweep.json").read_text())
-    key = next(k for k, entry in record["trials"].items() if entry["id"] == "trial_001")
-    record["trials"][key]["status"] = "running"
-    (copy / "sweep.json").write_text(json.dumps(record))
+    copy = _copy_with_trial_001(first_sweep, tmp_path / "copy", "running")
     run = copy / "trial_001" / "version_0"
     checkpoints = {p: p.stat().st_mtime_ns for p in run.glob("checkpoints/*.ckpt")}
     parameters = {WEIGHTS: [{"ce": 1.0}, {"ce": 1.0, "dice": 1.0}], WIDTH: [4, 8]}

@@ -39,6 +39,21 @@ def name_key(name: str) -> str:
     return re.sub(r"[\s_\-]+", "", name.lower())
 
 
+def classes_differ(
+    categories: Sequence[str], class_names: Sequence[str] | None, num_classes: int, source: str
+) -> str | None:
+    """Why a pretrained head's output classes (``categories``, named by ``source``, e.g. "the 21 categories of
+    DeepLabV3_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1") are not the data's, or None when they are: the same
+    number and, when the data's ``class_names`` are known, the same names in the same order (by
+    :func:`name_key`)."""
+    if len(categories) != num_classes:
+        return f"{source} vs the data's {num_classes} classes"
+    for ours, theirs in zip(class_names or (), categories, strict=False):
+        if name_key(ours) != name_key(theirs):
+            return f"the data's class names differ from {source} ({ours!r} vs {theirs!r})"
+    return None
+
+
 def read_table(table: str) -> tuple[dict[str, str], str]:
     """A mapping table by shipped name or path → (category → class, the ``unmapped`` class)."""
     shipped = SHIPPED_TABLES / f"{table}.yaml"

@@ -14,7 +14,7 @@ from torchvision.models import WeightsEnum, get_model_weights
 from torchvision.models import segmentation as tv_seg
 
 from lightning_seg.errors import ConfigError, truncate
-from lightning_seg.models.class_mapping import name_key
+from lightning_seg.models.class_mapping import classes_differ
 from lightning_seg.models.weights import (
     Normalization,
     fetch_error,
@@ -103,20 +103,6 @@ def _verified_weights(
     return full, backbone
 
 
-def _head_mismatch(entry: WeightsEnum, num_classes: int, class_names: Sequence[str] | None) -> str | None:
-    """Why the classifier of ``entry`` does not fit the data's classes, or None when it does (same count and,
-    when known, the same names in the same order)."""
-    categories = list(entry.meta["categories"])
-    source = f"the {len(categories)} categories of {type(entry).__name__}.{entry.name}"
-    if len(categories) != num_classes:
-        return f"{source} vs the data's {num_classes} classes"
-    pairs = [] if class_names is None else zip(class_names, categories, strict=True)
-    for ours, theirs in pairs:
-        if name_key(ours) != name_key(theirs):
-            return f"the data's class names differ from {source} ({ours!r} vs {theirs!r})"
-    return None
-
-
 def _output_convs(head: nn.Module) -> list[tuple[nn.Module, str]]:
     """(parent, attribute) of the 1×1 convs that produce a head's class logits: LR-ASPP's two classifiers, or
     the last layer of a DeepLabHead / FCNHead (``nn.Sequential``)."""
@@ -185,7 +171,11 @@ class TorchvisionNet(nn.Module):
         if not pretrained_wanted():
             full = backbone = None  # a checkpoint's state dict replaces them next
         with_aux = not arch.startswith("lraspp") and aux_loss is not False
-        mismatch = None if full is None else _head_mismatch(full, num_classes, class_names)
+        mismatch = None
+        if full is not None:
+            categories = list(full.meta["categories"])
+            source = f"the {len(categories)} categories of {type(full).__name__}.{full.name}"
+            mismatch = classes_differ(categories, class_names, num_classes, source)
         builder = getattr(tv_seg, arch)
         kwargs = {} if arch.startswith("lraspp") else {"aux_loss": with_aux or full is not None}
         # weights=None and weights_backbone=None: the files are loaded below, where a failed download gets

@@ -19,9 +19,9 @@ table (:mod:`lightning_seg.models.class_mapping`): a zero-shot baseline that ``t
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_info
@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from lightning_seg.errors import ConfigError
-from lightning_seg.models.class_mapping import ClassMapping, name_key
+from lightning_seg.models.class_mapping import ClassMapping, classes_differ
 from lightning_seg.models.weights import Normalization, from_hub, pretrained_wanted
 
 _LOCAL_COPY = (
@@ -51,6 +51,7 @@ _BACKBONES = {
     "detr": "detr.model.backbone",
 }
 _UNSUPPORTED = {"oneformer": "it needs a task text input per image"}
+T = TypeVar("T")
 _PROCESSOR_FILE = "preprocessor_config.json"
 LOG_SCORE_FLOOR = 1e-6
 """Query-based scores are clamped here before the log: a pixel no query covers scores 0 for every class."""
@@ -70,16 +71,20 @@ def _is_local(model: str) -> bool:
     return Path(model).expanduser().is_dir()
 
 
-def _load_config(model: str, revision: str | None) -> Any:
-    transformers = _require_transformers()
+def _from_model(model: str, load: Callable[[], T], what: str) -> T:
+    """``load()`` of ``model``'s files: straight from a local folder, else from the Hugging Face Hub, cache
+    first (:func:`~lightning_seg.models.weights.from_hub`; ``what`` names the files for its error line)."""
     if model.startswith(("/", "./", "../", "~")) and not _is_local(model):
         raise ConfigError(f"model.init_args.net.init_args.model: no folder {model}")
     if _is_local(model):
-        return transformers.AutoConfig.from_pretrained(model)
-    return from_hub(
-        lambda: transformers.AutoConfig.from_pretrained(model, revision=revision),
-        f"the config of transformers model {model!r}",
-        _LOCAL_COPY,
+        return load()
+    return from_hub(load, f"{what} of transformers model {model!r}", _LOCAL_COPY)
+
+
+def _load_config(model: str, revision: str | None) -> Any:
+    transformers = _require_transformers()
+    return _from_model(
+        model, lambda: transformers.AutoConfig.from_pretrained(model, revision=revision), "the config"
     )
 
 
@@ -109,11 +114,14 @@ def _model_class(config: Any) -> tuple[type, bool]:
     )
 
 
-def _hub_processor_settings(model: str, revision: str | None) -> dict[str, Any] | None:
-    """A Hub model's image-processor settings, or None when the repository has none."""
+def _processor_settings(model: str, revision: str | None) -> dict[str, Any] | None:
+    """A model's image-processor settings (its folder's or its Hub repository's), or None when it has none."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import RemoteEntryNotFoundError
 
+    if _is_local(model):
+        path = Path(model).expanduser() / _PROCESSOR_FILE
+        return json.loads(path.read_text()) if path.is_file() else None
     try:
         path = hf_hub_download(model, _PROCESSOR_FILE, revision=revision)
     except RemoteEntryNotFoundError:  # the repository answered: no such file
@@ -219,7 +227,13 @@ class TransformersNet(nn.Module):
         overrides: dict[str, Any] = {}
         if hasattr(hf_config, "use_auxiliary_head"):
             overrides["use_auxiliary_head"] = False
-        keeps_head = class_mapping is not None or _same_classes(categories, class_names, num_classes)
+        source = f"the {len(categories)} labels of {self.source}"
+        mismatch = (
+            None
+            if class_mapping is not None
+            else classes_differ(categories, class_names, num_classes, source)
+        )
+        keeps_head = mismatch is None
         if not keeps_head:
             names = list(class_names) if class_names else [f"class_{i}" for i in range(num_classes)]
             overrides["id2label"] = dict(enumerate(names))
@@ -230,8 +244,8 @@ class TransformersNet(nn.Module):
         self.head_is_pretrained = pretrained and keeps_head
         if model is not None and not keeps_head:
             rank_zero_info(
-                f"TransformersNet {model}: a new head of {num_classes} classes (the model's {len(categories)} "
-                "labels are not the data's classes; set class_mapping to keep them)"
+                f"TransformersNet {model}: a new head of {num_classes} classes ({mismatch}; set class_mapping "
+                "to keep the model's labels)"
             )
 
         self.mapping: ClassMapping | None = None
@@ -240,10 +254,6 @@ class TransformersNet(nn.Module):
                 raise ConfigError("TransformersNet: class_mapping needs the data's class_names")
             self.mapping = ClassMapping(
                 categories, class_names, class_mapping, f"TransformersNet {self.source}"
-            )
-        elif keeps_head and len(categories) != num_classes:
-            raise ConfigError(
-                f"TransformersNet: the model has {len(categories)} labels for {num_classes} classes"
             )
         self.size_divisor: int = size_divisor
         # DPT's semantic head reshapes ViT tokens to a square grid (transformers does not pass it the patch grid)
@@ -293,14 +303,12 @@ class TransformersNet(nn.Module):
             setattr(hf_config, key, value)
         if not pretrained:
             return cls(hf_config)  # random weights; a checkpoint's replace them when one follows
-        if _is_local(model):
-            return cls.from_pretrained(model, config=hf_config, ignore_mismatched_sizes=new_head)
-        return from_hub(
+        return _from_model(
+            model,
             lambda: cls.from_pretrained(
                 model, config=hf_config, revision=revision, ignore_mismatched_sizes=new_head
             ),
-            f"the weights of transformers model {model!r}",
-            _LOCAL_COPY,
+            "the weights",
         )
 
     @staticmethod
@@ -311,15 +319,7 @@ class TransformersNet(nn.Module):
         inputs from ``rescale_factor``); None for a random-weight ``config`` or a model without one."""
         if model is None:
             return None
-        if _is_local(model):
-            path = Path(model).expanduser() / _PROCESSOR_FILE
-            settings = json.loads(path.read_text()) if path.is_file() else None
-        else:
-            settings = from_hub(
-                lambda: _hub_processor_settings(model, revision),
-                f"the image processor of transformers model {model!r}",
-                _LOCAL_COPY,
-            )
+        settings = _from_model(model, lambda: _processor_settings(model, revision), "the image processor")
         return _processor_normalization(settings, model)
 
     @staticmethod
@@ -384,13 +384,3 @@ class TransformersNet(nn.Module):
         (``config``, its labels and overrides included) instead of ``model``, so a checkpoint rebuilds with no
         hub, cache or folder (:mod:`lightning_seg.standalone`)."""
         return {"model": None, "revision": None, "config": self.model.config.to_dict()}
-
-
-def _same_classes(categories: Sequence[str], class_names: Sequence[str] | None, num_classes: int) -> bool:
-    """Whether a model's labels are the data's classes: the same names in the same order (compared without
-    case, spaces, ``_``, ``-``), or, without names, the same number."""
-    if len(categories) != num_classes:
-        return False
-    if not class_names:
-        return True
-    return [name_key(c) for c in categories] == [name_key(c) for c in class_names]
