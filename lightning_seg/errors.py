@@ -6,6 +6,9 @@ from __future__ import annotations
 import difflib
 from pathlib import Path
 
+DEBUG_ENV = "LIGHTNING_SEG_DEBUG"
+"""Set to 1: bad input raises with its full traceback instead of one line."""
+
 MAX_MESSAGE = 196
 """Longest message after ``lightning-seg: error: `` (the whole line stays within about 220 characters)."""
 

@@ -27,12 +27,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from lightning_seg.checkpoints.load import load_module
+from lightning_seg.cli.records import record_from_config
 from lightning_seg.data.base import SegDataModule
 from lightning_seg.data.io import IMAGE_EXTENSIONS, read_image
 from lightning_seg.data.transforms import resize_sample
 from lightning_seg.errors import ConfigError, short_path
-from lightning_seg.module import SegmentationModule
-from lightning_seg.standalone import load_module
+from lightning_seg.task.module import SegmentationModule
 
 ImageInput = str | Path | torch.Tensor
 
@@ -101,7 +102,8 @@ class Segmenter:
         config.yaml for a checkpoint older than that record), load its weights and its tuned thresholds
         (beside it or carried by it). Raises ConfigError in one line for a file that is no checkpoint of
         this project."""
-        module, record = load_module(checkpoint, config=config, weights_only=weights_only)
+        record = record_from_config(config) if config is not None else None
+        module, record = load_module(checkpoint, record=record, weights_only=weights_only)
         module.load_postprocess(str(checkpoint))
         return cls(module, record, device, batch_size)
 

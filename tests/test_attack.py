@@ -11,6 +11,7 @@ from conftest import tiny_args
 from torch import nn
 from torchvision.io import decode_png, encode_png, read_file, write_png
 
+from lightning_seg.callbacks.base import command_pass
 from lightning_seg.cli import main, run_cli
 from lightning_seg.commands.attack import (
     LabelObjective,
@@ -23,6 +24,7 @@ from lightning_seg.commands.attack import (
 )
 from lightning_seg.errors import ConfigError
 from lightning_seg.models.outputs import NetOutput
+from lightning_seg.task.results import StageResults
 
 # a two-level U-Net of width 16 trained for 96 steps on 48 px shapes (about 10 s on two idle CPU cores): test
 # mIoU about 0.46, enough for attacks to have something to take
@@ -269,10 +271,12 @@ def test_attack_writes_table_plot_and_panels_and_no_test_record(report) -> None:
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["stage"] == "attack" and summary["rows"] == rows and "metrics" not in summary
     assert summary["target_class"] == TARGET and summary["split"] == "test" and summary["images"] == 8
-    # test's loop ran without its metrics: nothing of it is left to claim, and the trainer is restored
+    # test's loop ran over the command's own module: the model kept no test results, and the trainer, the
+    # data module and the model are as they were (no pass callback left, the test split served again)
     model = cli.model
-    assert model.robustness is None and "test" not in model.stage_table and "test" not in model.last_confusion
-    assert cli.trainer.test_loop.inference_mode is True and not cli.trainer.attacking
+    assert model.results.get("test") == StageResults()
+    assert cli.trainer.test_loop.inference_mode is True and command_pass(cli.trainer) is None
+    assert not cli.datamodule.keeps_original_mask("val") and "setup" not in vars(cli.datamodule)
 
 
 @pytest.mark.parametrize("split", ["predict", "val"])

@@ -197,9 +197,9 @@ def test_label_consistency_refuses_a_net_whose_head_was_not_built(net: str) -> N
             loss=CompoundLoss(label_weight=label_weight),
         )
 
-    module(0.5)._check_label_consistency()  # a head: accepted
+    module(0.5).check_label_consistency()  # a head: accepted
     with pytest.raises(ConfigError, match="has no image-level head.*label_weight > 0"):
-        module(0.0)._check_label_consistency()
+        module(0.0).check_label_consistency()
 
 
 def test_a_checkpoint_with_a_head_loads_into_a_model_that_does_not_build_it(

@@ -186,7 +186,7 @@ def test_skipped_bad_samples_keep_scoring_at_the_original_size(tmp_path: Path) -
         "--data.on_bad_sample", "skip",
     ]  # fmt: skip
     tested = run_cli(["test", *tiny_args(tmp_path / "runs", *args), "--allow_untrained=true"])
-    assert tested is not None and tested.model.scored_at["test"] == "original size"
+    assert tested is not None and tested.model.results.get("test").scored_at == "original size"
 
 
 def test_a_window_larger_than_the_image_without_padding_is_one_line() -> None:

@@ -190,7 +190,7 @@ def test_thresholds_steps_change_the_decision(tmp_path: Path) -> None:
         f"--model.init_args.postprocess.path={other}",
     ]
     tested = run_cli(["test", *tiny_args(runs, *chain), "--ckpt_path", str(best)])
-    rows = tested.model.stage_table["test"]
+    rows = tested.model.results.get("test").table
     assert [row["stage"] for row in rows] == ["raw", "+ thresholds"]
     # every pixel is background now: its IoU is its share of the pixels, the others' IoU is 0
     assert rows[1]["IoU"]["background"] == pytest.approx(rows[1]["acc"]) and rows[1]["acc"] > 0.5
@@ -265,7 +265,7 @@ def test_crf_in_the_chain_reads_each_image_as_stored(tmp_path: Path) -> None:
     fit = run_cli(["fit", *tiny_args(runs, *folder_args(data), epochs=2)])
     best = fit.trainer.checkpoint_callback.best_model_path
     tested = run_cli(["test", *tiny_args(runs, *folder_args(data), *crf), "--ckpt_path", best])
-    rows = tested.model.stage_table["test"]
+    rows = tested.model.results.get("test").table
     assert [row["stage"] for row in rows] == ["raw", "+ crf (3 iterations)"]
     assert tested.datamodule.datasets["test"].keep_original_image
     assert float(tested.trainer.callback_metrics["test/mIoU"]) == pytest.approx(rows[-1]["mIoU"], abs=1e-6)
@@ -328,7 +328,7 @@ def test_label_consistency_needs_an_image_level_head(run_root: Path, capsys) -> 
     # the oracle ablation needs no head, and says what it is
     oracle = [*chain, "--model.init_args.postprocess.oracle=true"]
     tested = run_cli(["test", *tiny_args(run_root, *oracle), "--allow_untrained=true"])
-    assert [row["stage"] for row in tested.model.stage_table["test"]] == [
+    assert [row["stage"] for row in tested.model.results.get("test").table] == [
         "raw",
         "+ consistency (oracle labels)",
     ]
@@ -363,8 +363,8 @@ def test_a_multi_label_head_gets_tuned_thresholds_that_consistency_reads(run_roo
     ]
     tested = run_cli(["test", *tiny_args(run_root, *micro, *chain), "--ckpt_path", str(best)])
     tuned = [0.5 if t is None else t for t in record["labels"]["thresholds"]]
-    assert tested.model._tuned_label_thresholds().tolist() == pytest.approx(tuned)
-    rows = [row["stage"] for row in tested.model.stage_table["test"]]
+    assert tested.model.tuned_label_thresholds().tolist() == pytest.approx(tuned)
+    rows = [row["stage"] for row in tested.model.results.get("test").table]
     assert rows == ["raw", "+ thresholds", "+ consistency"]
     summary = json.loads((Path(tested.trainer.log_dir) / "summary.json").read_text())
     assert summary["labels"]["names"] == record["labels"]["names"]

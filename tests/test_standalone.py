@@ -14,7 +14,9 @@ import lightning_seg
 from lightning_seg import SegmentationModule
 from lightning_seg.cli import run_cli
 from lightning_seg.errors import ConfigError
-from lightning_seg.standalone import RECORD_FORMAT, RECORD_KEY, write_bundle
+from lightning_seg.checkpoints.load import write_bundle
+from lightning_seg.checkpoints.read import read_checkpoint
+from lightning_seg.checkpoints.record import RECORD_FORMAT, RECORD_KEY
 
 CHAIN = [
     "--model.init_args.postprocess+=lightning_seg.postprocess.ClassThresholds",
@@ -78,7 +80,8 @@ def test_segmenter_predicts_what_predict_writes_with_tuned_thresholds(tmp_path: 
 
     # the bundle carries the thresholds: away from the file beside the checkpoint, it predicts the same,
     # in Python and as --ckpt_path of the CLI
-    bundle = write_bundle(model.module, best, tmp_path / "deploy" / "model.ckpt")
+    source = read_checkpoint(str(best), True)
+    bundle = write_bundle(model.module, source, best, tmp_path / "deploy" / "model.ckpt")
     assert torch.load(bundle, weights_only=True)[RECORD_KEY]["thresholds"]["class_names"] == ["a", "b", "c"]
     again = lightning_seg.load(bundle).predict([data / "images" / f"{name}.png" for name in names])
     assert all(torch.equal(a.classes, b.classes) for a, b in zip(again, results, strict=True))

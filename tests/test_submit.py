@@ -100,8 +100,8 @@ def test_voc_kaggle_fit_tune_test_submit_with_one_config(tmp_path: Path) -> None
     assert run_cli(["tune", *args, "--ckpt_path", ckpt]) is not None
     tested = run_cli(["test", *args, "--ckpt_path", ckpt])
     assert "test/competition_dice" in tested.trainer.callback_metrics
-    assert [row["stage"] for row in tested.model.stage_table["test"]][-1] == "+ thresholds"
-    assert all("competition_dice" in row for row in tested.model.stage_table["test"])
+    assert [row["stage"] for row in tested.model.results.get("test").table][-1] == "+ thresholds"
+    assert all("competition_dice" in row for row in tested.model.results.get("test").table)
     run_cli(["submit", *args, "--ckpt_path", ckpt])
     (folder,) = (Path(ckpt).parent.parent / "submit").iterdir()
     ids = list(VOC_KAGGLE_TEST_IDS)

@@ -19,23 +19,9 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint as LightningModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 
+from lightning_seg.callbacks.base import SaveGuard
+from lightning_seg.checkpoints.files import nonfinite_tensors, written_checkpoint
 from lightning_seg.errors import TrainingDiverged, short_path
-
-
-def written_checkpoint(*paths: str | None) -> str | None:
-    """The first of ``paths`` that is a file on disk. Lightning names a checkpoint (``last_model_path``,
-    ``best_model_path``) before writing it, so a name alone does not say the file exists."""
-    return next((path for path in paths if path and Path(path).is_file()), None)
-
-
-def nonfinite_tensors(module: torch.nn.Module) -> list[str]:
-    """Names of the floating-point parameters and buffers of ``module`` holding a NaN or an infinity
-    (one host read for the whole module)."""
-    named = [(n, t) for n, t in module.state_dict().items() if t.is_floating_point() and t.numel()]
-    if not named:
-        return []
-    finite = torch.stack([torch.isfinite(t).all() for _, t in named]).tolist()
-    return [name for (name, _), ok in zip(named, finite, strict=True) if not ok]
 
 
 class ModelCheckpoint(LightningModelCheckpoint):
@@ -169,10 +155,8 @@ class ModelCheckpoint(LightningModelCheckpoint):
 
     # ------------------------------------------------------------------------------ finite weights only
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
-        from lightning_seg.callbacks.divergence import DivergenceGuard
-
         for callback in trainer.callbacks:  # its message names the bad step and the loss terms
-            if isinstance(callback, DivergenceGuard):
+            if isinstance(callback, SaveGuard):
                 callback.check(trainer)
         bad = nonfinite_tensors(trainer.lightning_module)
         if bad:

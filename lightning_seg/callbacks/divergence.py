@@ -16,13 +16,15 @@ from typing import Any
 import lightning as L
 import torch
 
+from lightning_seg.callbacks.base import SaveGuard
+from lightning_seg.checkpoints.files import written_checkpoint
 from lightning_seg.errors import TrainingDiverged, short_path
 
 NO_STEP = 2**62
 """The first bad step when there is none (larger than any step: the minimum over processes ignores it)."""
 
 
-class DivergenceGuard(L.Callback):
+class DivergenceGuard(SaveGuard):
     """Stop training at a non-finite loss.
 
     Args:
@@ -165,8 +167,6 @@ class DivergenceGuard(L.Callback):
 
     @staticmethod
     def _message(trainer: L.Trainer, step: int, detail: str) -> str:
-        from lightning_seg.callbacks.checkpoint import written_checkpoint
-
         callback = trainer.checkpoint_callback
         kept = written_checkpoint(
             getattr(callback, "last_model_path", ""), getattr(callback, "best_model_path", "")

@@ -61,7 +61,7 @@ class BackboneFinetuning(BaseFinetuning):
     hyperparameters copied from group 0; schedulers then scale it along with the head's.
 
     The LightningModule must hold the net as ``self.net`` and build its optimizer from the parameters that
-    require gradients (as :class:`~lightning_seg.module.SegmentationModule` does); otherwise the frozen
+    require gradients (as :class:`~lightning_seg.task.module.SegmentationModule` does); otherwise the frozen
     backbone is already in group 0 at the head's lr.
 
     Args:

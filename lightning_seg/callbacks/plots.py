@@ -26,22 +26,18 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
-from lightning_seg.atomic import atomic_write
-from lightning_seg.callbacks import plot_figures as figures
-from lightning_seg.callbacks.image_ranking import ImageRanking, image_miou
-from lightning_seg.callbacks.publish import publish_figure, publish_table
-from lightning_seg.callbacks.summary import run_directory
+from lightning_seg.callbacks.base import StageFiles, command_pass, stage_results
 from lightning_seg.errors import ConfigError, TrainingDiverged
+from lightning_seg.reports import figures
+from lightning_seg.reports.image_ranking import ImageRanking, image_miou
+from lightning_seg.reports.publish import publish_figure, publish_table
+from lightning_seg.runs.log_dir import run_directory
+from lightning_seg.utils.atomic import atomic_write
+from lightning_seg.utils.error_lines import typed_line
 
 HISTORY_FILE = "history.json"
 STAGE_FIELDS = ("mIoU", "dice", "dice_fg", "image_dice_fg", "image_IoU_fg", "competition_dice", "acc")
 """The stage table's score columns (then one ``IoU/<class>`` column per class)."""
-
-
-def _one_line(error: BaseException, limit: int = 300) -> str:
-    """An error as one short line (mathtext errors span several, with a caret under the bad character)."""
-    text = " ".join(f"{type(error).__name__}: {error}".split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _float(value: Any) -> float | None:
@@ -52,7 +48,7 @@ def _float(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-class RunPlots(L.Callback):
+class RunPlots(StageFiles):
     """Plots and tables of a command in ``<log_dir>/plots/`` (the run's folder for ``fit``; the
     evaluation's own ``<run>/<stage>/<date-time>/`` for ``test`` and ``validate``), also handed to
     TensorBoard or W&B under the tags ``plots/<name>`` and ``tables/<name>``.
@@ -159,8 +155,8 @@ class RunPlots(L.Callback):
         if trainer.state.fn == "fit":
             if not trainer.sanity_checking:
                 self._add_row(trainer, "val", self._validation_row(trainer))
-        elif trainer.state.fn == "validate" and not getattr(trainer, "tuning", False):
-            # `tune` validates twice and writes its own record
+        elif trainer.state.fn == "validate" and command_pass(trainer) is None:
+            # a command's own pass over val (tune) writes its own record
             self.render(trainer, pl_module, "validate", run_directory(trainer))
 
     @staticmethod
@@ -219,13 +215,15 @@ class RunPlots(L.Callback):
 
         def fetch(i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             if not images:  # as stored (orig_image), else the batch's images denormalised, at each size
-                images.extend(pl_module._original_images(batch, [tuple(t.shape[-2:]) for t in truths]))
+                images.extend(
+                    pl_module.evaluation.original_images(batch, [tuple(t.shape[-2:]) for t in truths])
+                )
             return images[i], truths[i], classes[i]
 
         self.ranking.update(scores, list(names), fetch, num_classes, ignore_index)
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not getattr(trainer, "attacking", False):  # `attack` writes its own record
+        if command_pass(trainer) is None:  # a command's own pass (attack) writes its own record
             self.render(trainer, pl_module, "test", run_directory(trainer))
 
     # ----------------------------------------------------------------------------------- rendering
@@ -254,7 +252,7 @@ class RunPlots(L.Callback):
             try:
                 self.ranking.gather()
             except Exception as error:  # a rank's images that did not travel: no half-picture of the ends
-                rank_zero_warn(f"RunPlots: best/worst images left out ({_one_line(error)})")
+                rank_zero_warn(f"RunPlots: best/worst images left out ({typed_line(error)})")
                 self.ranking.reset()
         paths: list[str] = []
         if trainer.is_global_zero:
@@ -263,7 +261,7 @@ class RunPlots(L.Callback):
                     for path in drawn:
                         paths.append(str(path))  # as each file is written: a later failure keeps it
                 except Exception as error:
-                    rank_zero_warn(f"RunPlots: {stage} plot {name!r} not drawn ({_one_line(error)})")
+                    rank_zero_warn(f"RunPlots: {stage} plot {name!r} not drawn ({typed_line(error)})")
         self._rendered[stage] = paths
         return paths
 
@@ -299,7 +297,7 @@ class RunPlots(L.Callback):
         trainer: L.Trainer, pl_module: L.LightningModule, prefix: str, folder: Path
     ) -> Iterator[Path]:
         labels = figures.label_head_figure(
-            getattr(pl_module, "last_label_scores", {}).get(prefix), f"{prefix}: image-level head"
+            stage_results(pl_module, prefix).label_scores, f"{prefix}: image-level head"
         )
         if labels is not None:
             yield publish_figure(trainer, "plots/label_head", labels, folder / "label_head.png")
@@ -307,7 +305,7 @@ class RunPlots(L.Callback):
     @staticmethod
     def _this_confusion(pl_module: L.LightningModule, prefix: str, names: list[str]) -> torch.Tensor | None:
         """This evaluation's int64 K×K confusion matrix (None without one, or one that does not fit K)."""
-        confusion = getattr(pl_module, "last_confusion", {}).get(prefix)
+        confusion = stage_results(pl_module, prefix).confusion
         return confusion if confusion is not None and len(names) == len(confusion) else None
 
     def _confusion(
@@ -399,7 +397,7 @@ class RunPlots(L.Callback):
         trainer: L.Trainer, pl_module: L.LightningModule, prefix: str, names: list[str], folder: Path
     ) -> Iterator[Path]:
         """Test's stage table (raw; + inference; + each post-processing step) as a CSV table."""
-        table = getattr(pl_module, "stage_table", {}).get(prefix)
+        table = stage_results(pl_module, prefix).table
         if not table:
             return
         columns = ["stage", *STAGE_FIELDS, *(f"IoU/{name}" for name in names)]
@@ -425,54 +423,3 @@ class RunPlots(L.Callback):
         rows += [["best", i + 1, item.name, item.score] for i, item in enumerate(best)]
         columns = ["end", "rank", "name", "mIoU"]
         yield publish_table(trainer, "tables/best_worst", columns, rows, folder / "best_worst.csv")
-
-
-def render_run_plots(
-    trainer: L.Trainer, pl_module: L.LightningModule, stage: str, log_dir: Path, interrupted: bool = False
-) -> list[str]:
-    """Have every :class:`RunPlots` of the trainer render ``stage`` (once); the files written. What
-    ``RunSummary`` calls before writing ``summary.json``, whatever the order of the two callbacks; a plot
-    that fails is warned about and left out, never raised (see :meth:`RunPlots.render`).
-
-    Args:
-        interrupted: called from ``on_exception`` (Ctrl-C, divergence): no pass over the training masks.
-    """
-    paths: list[str] = []
-    for callback in trainer.callbacks:
-        if isinstance(callback, RunPlots):
-            paths += callback.render(trainer, pl_module, stage, log_dir, interrupted=interrupted)
-    return paths
-
-
-def publish_threshold_curves(trainer: L.Trainer, record: dict[str, Any], folder: Path) -> list[str]:
-    """``tune``'s threshold curves (``record["curves"]``: per class, and per label of a multi-label head,
-    the one-vs-rest score at each threshold of the grid) with the chosen thresholds, as
-    ``folder/threshold_curves.png``; the files written (none without a tuned class)."""
-    curves = record.get("curves")
-    if not curves:
-        return []
-    metric = {"dice": "Dice", "iou": "IoU"}.get(record["metric"], record["metric"])
-    panels = [
-        figures.ThresholdPanel(
-            f"{record['split']}: mask classes",
-            record["class_names"],
-            curves["classes"],
-            record["classes"]["thresholds"],
-            metric,
-        )
-    ]
-    if "labels" in curves and "labels" in record:
-        labels = record["labels"]
-        panels.append(
-            figures.ThresholdPanel(
-                f"{record['split']}: image labels",
-                labels["names"],
-                curves["labels"],
-                labels["thresholds"],
-                "F1",
-            )
-        )
-    figure = figures.threshold_curves_figure(curves["thresholds"], panels)
-    if figure is None:
-        return []
-    return [str(publish_figure(trainer, "plots/threshold_curves", figure, folder / "threshold_curves.png"))]

@@ -30,6 +30,8 @@ from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.callbacks.progress import ProgressBar
 from lightning.pytorch.utilities.data import extract_batch_size
 
+from lightning_seg.callbacks.base import command_pass
+
 STAGE_ORDER = ("train", "val", "test")
 """Metrics of these stages come first in a line, in this order; others follow by name."""
 
@@ -231,10 +233,9 @@ class PlainProgressBar(ProgressBar):
             return
         seconds = time.monotonic() - self._eval_start
         name = str(trainer.state.fn.value if trainer.state.fn is not None else "evaluate")
-        if getattr(trainer, "tuning", False):
-            name = "tune"
-        elif getattr(trainer, "attacking", False):
-            name = "attack"
+        running = command_pass(trainer)
+        if running is not None:  # a command's own pass: named after the command
+            name = running.name
         line = f"{name}: {images} images in {seconds:.1f} s"
         if prefix is not None:
             metrics = {

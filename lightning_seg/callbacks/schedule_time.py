@@ -50,7 +50,7 @@ class ScheduleTimeCheck(L.Callback):
 
 def _schedule_length(scheduler: object) -> int | None:
     """Optimizer steps of a step-measured schedule: OneCycleLR's ``total_steps``, or that of the factor of
-    :class:`~lightning_seg.schedulers.WarmupCosineLR` / ``PolyLR``; None for other schedules."""
+    :class:`~lightning_seg.task.schedulers.WarmupCosineLR` / ``PolyLR``; None for other schedules."""
     if getattr(scheduler, "total_steps", None):
         return int(scheduler.total_steps)  # type: ignore[attr-defined]
     lambdas = getattr(scheduler, "lr_lambdas", None) or [None]

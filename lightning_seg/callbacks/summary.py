@@ -12,9 +12,11 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 
-from lightning_seg.atomic import atomic_write
-from lightning_seg.callbacks.checkpoint import written_checkpoint
+from lightning_seg.callbacks.base import command_pass, stage_files, stage_results
+from lightning_seg.checkpoints.files import written_checkpoint
 from lightning_seg.errors import TrainingDiverged
+from lightning_seg.runs.log_dir import local_log_dir, run_directory
+from lightning_seg.utils.atomic import atomic_write
 
 
 def parameter_counts(pl_module: L.LightningModule) -> dict[str, int]:
@@ -53,39 +55,6 @@ def _fit_status(trainer: L.Trainer) -> dict[str, Any]:
         if isinstance(callback, EarlyStopping) and callback.stopped_epoch:
             return {"status": "stopped", "stopped_by": "early_stopping"}
     return {"status": "stopped" if trainer.should_stop else "completed"}
-
-
-def run_directory(trainer: L.Trainer) -> Path:
-    """The run's log directory (``runs/<name>/version_N``). A collective under DDP: call it on every rank."""
-    return Path(trainer.log_dir or trainer.default_root_dir)
-
-
-def local_log_dir(trainer: L.Trainer) -> Path:
-    """:func:`run_directory` as this process sees it, without the broadcast (for a rank that may be alone,
-    e.g. in ``on_exception``): TensorBoard's and CSV's ``log_dir``, another logger's ``save_dir`` (W&B: the
-    run folder the CLI pointed it at), else ``default_root_dir``. The same rule as ``Trainer.log_dir``."""
-    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-
-    logger = trainer.loggers[0] if trainer.loggers else None
-    if logger is None:
-        folder = None
-    elif isinstance(logger, TensorBoardLogger | CSVLogger):
-        folder = logger.log_dir
-    else:
-        folder = logger.save_dir
-    return Path(folder or trainer.default_root_dir)
-
-
-def _run_plots(
-    trainer: L.Trainer, pl_module: L.LightningModule, stage: str, log_dir: Path, interrupted: bool = False
-) -> list[str]:
-    """The files of the trainer's ``RunPlots`` for ``stage``, rendered now if not yet, so that the summary
-    lists them whatever the order of the two callbacks (a collective for test: call it on every rank). A
-    plot that fails is left out with a warning, never raised: the summary is written after it.
-    ``interrupted`` (from ``on_exception``): no pass over the training masks for the label histogram."""
-    from lightning_seg.callbacks.plots import render_run_plots  # plots.py imports this module
-
-    return render_run_plots(trainer, pl_module, stage, log_dir, interrupted=interrupted)
 
 
 def print_stage_table(console: Any, rows: list[dict[str, Any]], title: str) -> None:
@@ -185,17 +154,17 @@ class RunSummary(L.Callback):
         # not run_directory(): a broadcast, and other ranks may not be here (an exception on one rank)
         log_dir = local_log_dir(trainer)
         if self._has_results or not (log_dir / "summary.json").exists():
-            plots = _run_plots(trainer, pl_module, "fit", log_dir, interrupted=True)
+            plots = stage_files(trainer, pl_module, "fit", log_dir, interrupted=True)
             self._write(trainer, pl_module, "fit", "val", log_dir, status, plots)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # `tune` validates twice and writes its own record
-        if trainer.state.fn == "validate" and not getattr(trainer, "tuning", False):
+        # a command's own pass over val (tune) writes its own record
+        if trainer.state.fn == "validate" and command_pass(trainer) is None:
             self._summarise(trainer, pl_module, "validate", "val", {"status": "completed"})
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # `attack` drives test's loop without test's metrics and writes its own record
-        if not getattr(trainer, "attacking", False):
+        # a command's own pass (attack) drives test's loop without test's metrics and writes its own record
+        if command_pass(trainer) is None:
             self._summarise(trainer, pl_module, "test", "test", {"status": "completed"})
 
     def _summarise(
@@ -207,7 +176,7 @@ class RunSummary(L.Callback):
         status: dict[str, Any],
     ) -> None:
         log_dir = run_directory(trainer)  # every rank asks: a broadcast under DDP
-        plots = _run_plots(trainer, pl_module, stage, log_dir)
+        plots = stage_files(trainer, pl_module, stage, log_dir)
         self._write(trainer, pl_module, stage, prefix, log_dir, status, plots)
 
     @rank_zero_only
@@ -244,7 +213,8 @@ class RunSummary(L.Callback):
         }
         if stage == "test" and hasattr(pl_module, "inference"):
             summary["inference"] = pl_module.inference.describe()
-        scored_at = getattr(pl_module, "scored_at", {}).get(prefix)
+        results = stage_results(pl_module, prefix)
+        scored_at = results.scored_at
         if scored_at:
             summary["scored_at"] = scored_at  # "original size": against each mask as stored
         if stage == "fit":
@@ -255,15 +225,15 @@ class RunSummary(L.Callback):
             summary["seconds_per_epoch"] = sum(seconds) / len(seconds) if seconds else None
             if summary["status"] == "diverged":
                 summary["last_finite_checkpoint"] = last or best
-        stages = getattr(pl_module, "stage_table", {}).get(prefix) if stage != "fit" else None
+        stages = results.table if stage != "fit" else None
         if stages:
             # one row per stage of the inference path: what each post-processing step buys
             summary["stages"] = stages
             summary["postprocess"] = pl_module.postprocess.describe()
-        confusion = getattr(pl_module, "last_confusion", {}).get(prefix)
+        confusion = results.confusion
         if confusion is not None:
             summary["confusion"] = {"rows_target_cols_prediction": confusion.tolist()}
-        labels = getattr(pl_module, "last_label_scores", {}).get(prefix)
+        labels = results.label_scores
         if labels is not None:  # the image-level head: label confusion (single), per-label precision/recall
             summary["labels"] = labels
         log_dir.mkdir(parents=True, exist_ok=True)

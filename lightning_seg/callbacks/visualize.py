@@ -15,7 +15,8 @@ import lightning as L
 import torch
 from torch.utils.data import Subset
 
-from lightning_seg.callbacks.drawing import (
+from lightning_seg.callbacks.base import command_pass
+from lightning_seg.reports.drawing import (
     class_legend,
     classes_shown,
     clear_classes,
@@ -24,8 +25,8 @@ from lightning_seg.callbacks.drawing import (
     palette_with_ignored,
     show_picture,
 )
-from lightning_seg.callbacks.publish import MaskLayers, figure_pixels, publish_image
-from lightning_seg.callbacks.summary import run_directory
+from lightning_seg.reports.publish import MaskLayers, figure_pixels, publish_image
+from lightning_seg.runs.log_dir import run_directory
 
 
 def spread_of_samples(presence: torch.Tensor, labels: torch.Tensor | None, count: int) -> list[int]:
@@ -123,10 +124,10 @@ class SampleOverlays(L.Callback):
 
     # ------------------------------------------------------------------------------------- drawing
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # tune's calibration passes are validations too; they show nothing new
+        # a command's own passes over val (tune) are validations too; they show nothing new
         if (
             trainer.sanity_checking
-            or getattr(trainer, "tuning", False)
+            or command_pass(trainer) is not None
             or trainer.current_epoch % self.every_n_epochs
         ):
             return

@@ -36,8 +36,10 @@ every row of such a net.
 On ``--split predict`` the reference is the model's own clean prediction (standard for unlabelled images:
 the radius-0 row then scores 1.0 and the others measure how much of the prediction an attack changes).
 
-How it runs: ``test``'s loop, without ``torch.inference_mode`` (no gradient could be taken under it), with
-:class:`RobustnessPass` set as ``model.robustness``; ``test_step`` hands each batch to it. All radii of an
+How it runs: ``test``'s loop, without ``torch.inference_mode`` (no gradient could be taken under it), over a
+module of the command's own (:class:`RobustnessTask`, the segmentation module its child) whose ``test_step``
+hands each batch to :class:`RobustnessPass`; the data module serves the split through
+:meth:`~lightning_seg.data.base.SegDataModule.evaluate`. All radii of an
 attack run together: the batch is repeated once per radius > 0 (B·E images, ε per image), so every step is
 one forward and backward pass for all of them. Metrics stay on the device until the pass ends.
 
@@ -59,19 +61,22 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch.nn import functional as F
 from torchmetrics import Metric
 
-from lightning_seg.atomic import atomic_write
+from lightning_seg.callbacks.base import CommandPass, attached
+from lightning_seg.checkpoints.load import load_weights
+from lightning_seg.checkpoints.read import read_checkpoint
 from lightning_seg.errors import ConfigError, closest, short_path
 from lightning_seg.metrics import SegMetrics
 from lightning_seg.models.outputs import NetOutput
+from lightning_seg.utils.atomic import atomic_write
 
 if TYPE_CHECKING:
-    import lightning as L
-
-    from lightning_seg.module import SegmentationModule
+    from lightning_seg.task.module import SegmentationModule
 
 AttackName = Literal["fgsm", "pgd", "segpgd"]
 HeadName = Literal["mask", "label"]
@@ -437,7 +442,7 @@ CLEAN = "clean"
 
 
 class RobustnessPass:
-    """The attack's pass over a split, fed batch by batch from ``test_step`` (``model.robustness``).
+    """The attack's pass over a split, fed batch by batch from :class:`RobustnessTask`'s ``test_step``.
 
     Each batch: the clean images through the model's whole path (the radius-0 rows), then per group (an
     attack on a head, targeted or not) one attack of the batch repeated for every radius > 0, each radius's
@@ -496,7 +501,7 @@ class RobustnessPass:
             return targets
         self.label_reference = "clean predictions"
         decisions = model.label_decisions(
-            model.label_probabilities(clean.label), model._tuned_label_thresholds()
+            model.label_probabilities(clean.label), model.tuned_label_thresholds()
         )
         return decisions.long().argmax(1) if model.label_mode == "single" else decisions.float()
 
@@ -529,7 +534,7 @@ class RobustnessPass:
             row.share.update(hits, total)
         if row.labels is not None and label_logits is not None and label_targets is not None:
             probabilities = model.label_probabilities(label_logits)
-            decisions = model.label_decisions(probabilities, model._tuned_label_thresholds())
+            decisions = model.label_decisions(probabilities, model.tuned_label_thresholds())
             row.labels.update(probabilities, decisions, label_targets)
 
     def _objective(
@@ -558,13 +563,13 @@ class RobustnessPass:
         )
 
     # ------------------------------------------------------------------------------------ the batch
-    def step(self, batch: dict[str, Any], batch_idx: int = 0) -> None:
-        """Score one prepared batch (normalised float B×3×H×W ``image``) clean and under every attack."""
+    def step(self, batch: dict[str, Any], batch_idx: int = 0, rank: int = 0) -> None:
+        """Score one prepared batch (normalised float B×3×H×W ``image``) clean and under every attack;
+        ``rank``: this process's (each seeds its random starts apart)."""
         model, options = self.model, self.options
         image = batch["image"]
         device = image.device
         if self.generator is None:
-            rank = model.global_rank if model._trainer is not None else 0
             self.generator = torch.Generator(device=device).manual_seed(options.seed + rank)
         originals = batch.get("orig_mask")
         if options.split == "predict" or "mask" not in batch:
@@ -687,29 +692,36 @@ class RobustnessPass:
 
 
 # ------------------------------------------------------------------------------------------- the command
-def _split_as_test(datamodule: Any, split: str) -> Callable[[], None]:
-    """Let the test loop read ``split``: the data module's setup and test loader for this pass are those of
-    ``split`` (instance attributes, removed by the returned function). A val split is scored at each mask's
-    stored size, as test is."""
-    if split == "test":
-        return lambda: None
-    stage = {"val": "validate", "predict": "predict"}[split]
-    setup = datamodule.setup
-    scored = getattr(datamodule, "score_at_original_size", None)
-    if split == "val" and scored is not None and "val" not in scored:
-        datamodule.score_at_original_size = (*scored, "val")
-    datamodule.setup = lambda stage_=None, **_: setup(stage)
-    datamodule.test_dataloader = (
-        datamodule.val_dataloader if split == "val" else datamodule.predict_dataloader
-    )
+class RobustnessTask(L.LightningModule):
+    """``attack``'s pass as a module of its own, which the test loop drives: each batch goes to the
+    :class:`RobustnessPass` (the segmentation module, its child with its weights loaded, clean and under
+    every attack). The segmentation module is run, never reprogrammed.
 
-    def restore() -> None:
-        for name in ("setup", "test_dataloader"):
-            datamodule.__dict__.pop(name, None)
-        if scored is not None:
-            datamodule.score_at_original_size = scored
+    Args:
+        model: the segmentation module, its checkpoint's weights loaded.
+        report: the pass that scores the batches.
+        ckpt_path: the checkpoint (its tuned thresholds are read for the post-processing chain).
+    """
 
-    return restore
+    def __init__(self, model: SegmentationModule, report: RobustnessPass, ckpt_path: str | None) -> None:
+        super().__init__()
+        self.model = model  # a child: Lightning moves it to the device and attaches the trainer to it
+        self.report = report
+        self.ckpt_path = ckpt_path
+
+    def setup(self, stage: str) -> None:
+        self.model.setup(stage)  # e.g. loss weights from the data, which the label head's attack ascends
+
+    def on_test_start(self) -> None:
+        self.model.load_postprocess(self.ckpt_path)
+        steps = " → ".join(self.model.postprocess.describe()) or "none"
+        rank_zero_info(f"attack: inference {self.model.inference.describe()}; post-processing: {steps}")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self.report.step(batch, batch_idx, rank=self.global_rank)
+
+    def on_test_end(self) -> None:
+        self.model.postprocess.close()
 
 
 def run_attack(
@@ -725,34 +737,26 @@ def run_attack(
     split = options.split
     if datamodule is None:
         raise ConfigError(f"attack needs a data module (data: in the config) with a {split} split")
-    model._check_label_consistency()  # before the pass, not at its first batch
+    model.check_label_consistency()  # before the pass, not at its first batch
+    if ckpt_path is not None:
+        load_weights(model, read_checkpoint(ckpt_path, weights_only), ckpt_path)
     report = RobustnessPass(model, options)
-    restore = _split_as_test(datamodule, split)
     inference_mode = trainer.test_loop.inference_mode
     trainer.test_loop.inference_mode = False  # gradients with respect to the images
-    trainer.attacking = True  # RunSummary leaves the record to this command
-    model.robustness = report
     try:
-        trainer.test(
-            model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False, weights_only=weights_only
-        )
+        with attached(trainer, CommandPass("attack")), datamodule.evaluate(split):
+            trainer.test(RobustnessTask(model, report, ckpt_path), datamodule=datamodule, verbose=False)
         rows = report.rows()
         # each process attacked its share of the split
         images = int(
             trainer.strategy.reduce(torch.tensor(report.images, device=model.device), reduce_op="sum")
         )
     finally:
-        model.robustness = None
-        trainer.attacking = False
         trainer.test_loop.inference_mode = inference_mode
-        restore()
-        # test's own table and confusion were never filled by this pass: claim nothing
-        model.stage_table.pop("test", None)
-        model.last_confusion.pop("test", None)
     if trainer.is_global_zero:
         folder = Path(trainer.default_root_dir)
         meta = {
-            "checkpoint": str(trainer.ckpt_path) if trainer.ckpt_path else None,
+            "checkpoint": str(ckpt_path) if ckpt_path else None,
             "split": split,
             "images": images,
             "reference": report.reference,
@@ -893,8 +897,8 @@ def plot_panels(
     adversarial prediction, one row per image, class colours as ``predict`` writes them."""
     from matplotlib.figure import Figure
 
-    from lightning_seg.callbacks.drawing import class_legend, show_picture
-    from lightning_seg.callbacks.writer import colourize, default_palette
+    from lightning_seg.reports.drawing import class_legend, show_picture
+    from lightning_seg.reports.palette import colourize, default_palette
 
     palette = default_palette(len(class_names))
     columns = [

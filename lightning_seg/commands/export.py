@@ -33,15 +33,15 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from torch import nn
 
-from lightning_seg.atomic import atomic_write
-from lightning_seg.checks import read_checkpoint
+from lightning_seg.checkpoints.load import load_weights, write_bundle
+from lightning_seg.checkpoints.read import read_checkpoint
 from lightning_seg.errors import ConfigError, short_path
-from lightning_seg.standalone import load_weights
+from lightning_seg.utils.atomic import atomic_write
 
 if TYPE_CHECKING:
     import lightning as L
 
-    from lightning_seg.module import SegmentationModule
+    from lightning_seg.task.module import SegmentationModule
 
 Format = Literal["onnx", "torch_export"]
 FORMATS: tuple[Format, ...] = ("onnx", "torch_export")
@@ -98,8 +98,8 @@ class DeployableNet(nn.Module):
         # the net is this module's only child, so an exported program holds its weights and nothing of
         # the Lightning module around it (losses, metrics); the module is kept outside the module tree
         self.net = model.net
+        # held outside the module tree (see above); its uncompiled forward is traced, never torch.compile's
         self.__dict__["model"] = model
-        model.__dict__["_run_net"] = model.net  # torch.export traces the plain net, never torch.compile's
         self.divisor = int(model.size_divisor)
         self.register_buffer("mean", torch.tensor(model.mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(model.std, dtype=torch.float32).view(1, -1, 1, 1))
@@ -116,7 +116,7 @@ class DeployableNet(nn.Module):
         if d > 1:
             rows, columns = _pad_indices(h, w, d, x.device)
             x = x.index_select(2, rows).index_select(3, columns)
-        out = self.model(x)
+        out = self.model.forward_uncompiled(x)
         logits = out.mask
         if d > 1:
             logits = logits.index_select(2, torch.arange(h, device=x.device))
@@ -222,11 +222,11 @@ def program_runner(program: torch.export.ExportedProgram) -> Runner:
 
 def reference_runner(model: SegmentationModule, prepare: Callable[[torch.Tensor], torch.Tensor]) -> Runner:
     """The checkpoint itself: ``prepare`` (uint8 → the normalised float batch, as the data feeds it), then
-    :meth:`SegmentationModule.forward`."""
+    :meth:`SegmentationModule.forward_uncompiled` (the net the files were traced from)."""
 
     def run(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         with torch.no_grad():
-            out = model(prepare(image))
+            out = model.forward_uncompiled(prepare(image))
         label = out.label.float() if out.label is not None else None
         return out.mask.float(), label
 
@@ -449,8 +449,10 @@ def export_model(
         raise ConfigError("export needs a data module (data: in the config): its images check the parity")
     if trainer.world_size > 1:
         raise ConfigError("export runs in one process: drop trainer.devices / strategy for it")
-    if ckpt_path:
-        load_weights(model, read_checkpoint(ckpt_path, weights_only), ckpt_path)
+    # read once: the weights now, the bundle's record, epoch and loss weights later
+    checkpoint = read_checkpoint(ckpt_path, weights_only) if ckpt_path else None
+    if checkpoint is not None:
+        load_weights(model, checkpoint, ckpt_path)
     # the tuned thresholds (beside the checkpoint or carried by it) go into model.json and model.ckpt
     model.load_postprocess(ckpt_path)
     model.eval().cpu()
@@ -458,13 +460,19 @@ def export_model(
     folder = Path(trainer.default_root_dir)
     folder.mkdir(parents=True, exist_ok=True)
 
-    run_net = model.__dict__["_run_net"]
-    try:
-        return _export(
-            trainer, model, datamodule, ckpt_path, chosen, opset, min_agreement, batches, split, folder
-        )
-    finally:
-        model.__dict__["_run_net"] = run_net  # DeployableNet traces the plain net; a compiled one comes back
+    return _export(
+        trainer,
+        model,
+        datamodule,
+        ckpt_path,
+        checkpoint,
+        chosen,
+        opset,
+        min_agreement,
+        batches,
+        split,
+        folder,
+    )
 
 
 def _export(
@@ -472,6 +480,7 @@ def _export(
     model: SegmentationModule,
     datamodule: Any,
     ckpt_path: str | None,
+    checkpoint: dict[str, Any] | None,
     chosen: Sequence[str],
     opset: int,
     min_agreement: float,
@@ -486,10 +495,8 @@ def _export(
     if "onnx" in chosen:
         write_onnx(program, batches[0], folder / FILES["onnx"], opset, net.output_names)
         opset = written_opset(folder / FILES["onnx"]) or opset
-    if ckpt_path:  # the checkpoint that stands alone, tuned thresholds embedded (lightning_seg.standalone)
-        from lightning_seg.standalone import write_bundle
-
-        write_bundle(model, ckpt_path, folder / BUNDLE)
+    if ckpt_path and checkpoint is not None:  # the checkpoint that stands alone, tuned thresholds embedded
+        write_bundle(model, checkpoint, ckpt_path, folder / BUNDLE)
 
     def prepare(image: torch.Tensor) -> torch.Tensor:
         return datamodule.prepare_batch({"image": image}, train=False)["image"]
@@ -652,7 +659,7 @@ def describe_export(
         "versions": _versions(formats),
     }
     if net.has_label_head:
-        tuned = model._tuned_label_thresholds()
+        tuned = model.tuned_label_thresholds()
         label_thresholds = tuned if tuned is not None else model.label_task.thresholds
         record["labels"] = {
             "names": list(model.label_names),

@@ -25,13 +25,13 @@ import lightning as L
 import numpy as np
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from lightning_seg.atomic import atomic_write
-from lightning_seg.callbacks.writer import masks_to_host
 from lightning_seg.errors import ConfigError, short_path
 from lightning_seg.submission.rle import encode, encode_class_planes
+from lightning_seg.utils.atomic import atomic_write
+from lightning_seg.utils.host import masks_to_host
 
 if TYPE_CHECKING:
-    from lightning_seg.module import SegmentationModule
+    from lightning_seg.task.module import SegmentationModule
 
 LabelSource = Literal["head", "mask"]
 

@@ -17,11 +17,13 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import lightning as L
 import torch
 from torch import nn
 
-from lightning_seg.atomic import atomic_write
+from lightning_seg.callbacks.base import CommandPass, attached
 from lightning_seg.errors import ConfigError, short_path
+from lightning_seg.metrics import SegMetrics
 from lightning_seg.postprocess import ClassThresholds, PostProcess, Prediction
 from lightning_seg.postprocess.thresholds import (
     THRESHOLDS_FORMAT,
@@ -32,16 +34,16 @@ from lightning_seg.postprocess.thresholds import (
     scores,
     thresholds_path,
 )
+from lightning_seg.reports.threshold_curves import publish_threshold_curves
+from lightning_seg.utils.atomic import atomic_write
 
 if TYPE_CHECKING:
-    import lightning as L
-
-    from lightning_seg.module import SegmentationModule
+    from lightning_seg.task.module import SegmentationModule
 
 
 class ThresholdSearch(nn.Module):
     """The histograms of one calibration pass: pixels per class, and images per label of a multi-label
-    image head. The module feeds it from its validation step (see ``SegmentationModule._full_path``).
+    image head (fed by :class:`ThresholdCalibration`).
 
     Args:
         num_classes: K.
@@ -74,6 +76,95 @@ class ThresholdSearch(nn.Module):
         if self.labels is not None and label_probabilities is not None and label_targets is not None:
             known = (label_targets >= 0).all(1)
             self.labels.update(label_probabilities, label_targets > 0.5, known)
+
+
+class ThresholdCalibration(CommandPass):
+    """``tune``'s calibration pass over val: each batch through the model's path up to the decision (its
+    inference and the steps before the decision, a CRF), at each mask's stored size, into ``search``. It
+    reuses the validation step's forward pass (the logits it returns).
+
+    Args:
+        search: the histograms to fill.
+        postprocess: the model's chain (its steps before the decision run).
+    """
+
+    def __init__(self, search: ThresholdSearch, postprocess: PostProcess) -> None:
+        super().__init__("tune")
+        self.search = search
+        self.postprocess = postprocess
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.search.to(pl_module.device)
+
+    def on_validation_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        logits, label_logits = outputs["logits"], outputs["label_logits"]
+        predictions, truths = pl_module.evaluation.before_decision(
+            pl_module.mask_logits, batch, logits, label_logits, self.postprocess
+        )
+        label_probabilities = label_targets = None
+        if self.search.labels is not None and label_logits is not None:
+            label_probabilities = pl_module.label_probabilities(label_logits)
+            label_targets = pl_module.label_targets(batch)
+        self.search.update(predictions, truths, label_probabilities, label_targets)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.postprocess.close()  # the CRF's process pool
+
+
+class ChainScoring(CommandPass):
+    """``tune``'s before/after pass over val: each batch through the whole path with ``postprocess`` (the
+    new thresholds), row by row (the stage table), at each mask's stored size.
+
+    Args:
+        postprocess: the chain to score.
+        num_classes: K.
+        ignore_index: target pixels left out.
+    """
+
+    STAGE = "tune"
+
+    def __init__(self, postprocess: PostProcess, num_classes: int, ignore_index: int) -> None:
+        super().__init__("tune")
+        self.postprocess = postprocess
+        self.final = SegMetrics(num_classes, ignore_index)
+        self.table: list[dict[str, Any]] = []
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        pl_module.load_postprocess(trainer.ckpt_path, self.postprocess)
+        pl_module.evaluation.start_table(self.STAGE)
+        self.final.to(pl_module.device)
+
+    def on_validation_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        pl_module.evaluation.score(
+            pl_module.mask_logits,
+            batch,
+            self.STAGE,
+            outputs["logits"],
+            outputs["label_logits"],
+            self.final,
+            self.postprocess,
+        )
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.table = pl_module.evaluation.table(self.STAGE, self.final.compute()) or []
+        self.final.reset()
+        self.postprocess.close()
 
 
 def _check_arguments(split: str, steps: int, model: Any) -> None:
@@ -120,38 +211,31 @@ def tune_thresholds(
 ) -> dict[str, Any]:
     """Run the calibration pass, write the thresholds, verify them; returns the record written."""
     _check_arguments(split, steps, model)
-    model._check_label_consistency()  # before the pass, not after it
+    model.check_label_consistency()  # before the pass, not after it
     if datamodule is None:
         raise ConfigError("tune needs a data module (data: in the config) with a val split")
-    if "val" not in datamodule.score_at_original_size:
-        # calibrate on the masks as stored, at the size test and predict decide at
-        datamodule.score_at_original_size = (*datamodule.score_at_original_size, "val")
     # a multi-label head's thresholds too (its histogram stays empty for a net without a head)
     multi_label = getattr(model, "label_mode", None) == "multi"
     search = ThresholdSearch(
         model.num_classes, model.ignore_index, len(model.label_names) if multi_label else None, steps
     )
-    model.threshold_search = search.to(model.device)
-    trainer.tuning = True  # RunSummary leaves the record to this command
-    try:
+    # calibrate on the masks as stored, at the size test and predict decide at
+    with attached(trainer, ThresholdCalibration(search, model.postprocess)), datamodule.evaluate("val"):
         trainer.validate(
             model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False, weights_only=weights_only
         )
-        checkpoint = trainer.ckpt_path
-        search.to(model.device)
-        result = best_thresholds(search.classes, metric)
-        at_half = _score_at(search.classes, metric, 0.5)
-        labels = (
-            best_thresholds(search.labels, "dice")  # per label F1 over images
-            if search.labels is not None and search.labels.update_count
-            else None
-        )
-        thresholds = [round(t, 6) for t in grid(steps).tolist()]
-        curves = {"thresholds": thresholds, "classes": _curves(search.classes, metric)}
-        if labels is not None:
-            curves["labels"] = _curves(search.labels, "dice")
-    finally:
-        model.threshold_search = None
+    checkpoint = trainer.ckpt_path
+    result = best_thresholds(search.classes, metric)
+    at_half = _score_at(search.classes, metric, 0.5)
+    labels = (
+        best_thresholds(search.labels, "dice")  # per label F1 over images
+        if search.labels is not None and search.labels.update_count
+        else None
+    )
+    thresholds = [round(t, 6) for t in grid(steps).tolist()]
+    curves = {"thresholds": thresholds, "classes": _curves(search.classes, metric)}
+    if labels is not None:
+        curves["labels"] = _curves(search.labels, "dice")
     record: dict[str, Any] = {
         "format": THRESHOLDS_FORMAT,
         "checkpoint": str(checkpoint) if checkpoint else None,
@@ -179,29 +263,20 @@ def tune_thresholds(
     record["curves"] = curves  # the command's record only, not the thresholds file that test reads
 
     # the before/after table: val through the whole chain with the new thresholds
-    chain, model.postprocess = model.postprocess, _verification_chain(model, target)
-    model.full_path_stages.add("val")
-    try:
+    scoring = ChainScoring(_verification_chain(model, target), model.num_classes, model.ignore_index)
+    with attached(trainer, scoring), datamodule.evaluate("val"):
         trainer.validate(
             model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False, weights_only=weights_only
         )
-        table = model.stage_table.get("val", [])
-    finally:
-        model.postprocess.close()
-        model.postprocess = chain
-        model.full_path_stages.discard("val")
-        trainer.tuning = False
-    record["stages"] = table
+    record["stages"] = scoring.table
     record["thresholds_file"] = str(target)
     if trainer.is_global_zero:
         folder = Path(trainer.default_root_dir)
         folder.mkdir(parents=True, exist_ok=True)
-        from lightning_seg.callbacks.plots import publish_threshold_curves
-
         plots = publish_threshold_curves(trainer, record, folder / "plots")
         summary = {"stage": "tune", "status": "completed", **record, "plots": plots}
         atomic_write(folder / "summary.json", json.dumps(summary, indent=2))
-        _print(record, target, folder, chain.thresholds is None)
+        _print(record, target, folder, model.postprocess.thresholds is None)
     return record
 
 

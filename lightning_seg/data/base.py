@@ -13,10 +13,11 @@ links them into the model.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import lightning as L
@@ -119,8 +120,8 @@ class SegDataModule(L.LightningDataModule):
     # the mask class each image-level label says is present (None: none), for post-processing that checks a
     # class map against the labels; empty: a label names the class of the same name
     label_classes: tuple[str | None, ...] = ()
-    # whether evaluation samples also carry ``orig_image`` (set by the model when a post-processing step
-    # reads the image, see keep_original_image_of_evaluation_splits)
+    # whether evaluation samples also carry ``orig_image``, the image as stored: set before setup by whoever
+    # runs a model whose post-processing reads the image (a dense CRF; the CLI does it from the model's chain)
     keep_original_images: bool = False
 
     def __init__(
@@ -177,6 +178,8 @@ class SegDataModule(L.LightningDataModule):
         # the training order's seed (the same on every rank) and where a resumed run starts: (epoch, batch)
         self._shuffle_seed: int | None = None
         self._resume_position: tuple[int, int] | None = None
+        # the split a command evaluates through the test (or validation) loop, see evaluate()
+        self._evaluated: str | None = None
 
     # ----------------------------------------------------------------------------------------- classes
     @property
@@ -196,13 +199,36 @@ class SegDataModule(L.LightningDataModule):
                 f"(num_classes={self.num_classes})"
             )
 
-    def keep_original_image_of_evaluation_splits(self) -> None:
-        """Make val, test and predict samples also carry ``orig_image``, the uint8 image as stored (a dense
-        CRF reads the image at the size it scores). Datasets built already are switched too."""
-        self.keep_original_images = True
+    def keeps_original_mask(self, split: str) -> bool:
+        """Whether ``split``'s samples carry their mask as stored (``orig_mask``: scored at the original
+        size): the splits of ``score_at_original_size``, and the split a command evaluates (:meth:`evaluate`)."""
+        return split in self.score_at_original_size or (split == self._evaluated and split != "predict")
+
+    @contextlib.contextmanager
+    def evaluate(self, split: Literal["val", "test", "predict"]) -> Iterator[None]:
+        """For one command's pass over ``split`` (``tune`` through the validation loop, ``attack`` through the
+        test loop): ``split`` is scored at each mask's stored size, and ``setup("test")`` and
+        ``test_dataloader()`` serve it. Datasets built already follow; all is as before after the block.
+
+        What a command asks of the data, said here before setup, instead of reconfiguring the module."""
+        if split not in ("val", "test", "predict"):
+            raise ConfigError(f"{type(self).__name__}.evaluate: {split!r} is not an evaluation split")
+        previous, self._evaluated = self._evaluated, split
+        self._follow_keep_flags()
+        try:
+            yield
+        finally:
+            self._evaluated = previous
+            self._follow_keep_flags()
+
+    def _follow_keep_flags(self) -> None:
+        """Datasets built already carry the originals that :meth:`keeps_original_mask` and
+        ``keep_original_images`` now ask for."""
         for split, dataset in self.datasets.items():
-            if split != "train" and hasattr(dataset, "keep_original_image"):
-                dataset.keep_original_image = True
+            if hasattr(dataset, "keep_original_mask"):
+                dataset.keep_original_mask = self.keeps_original_mask(split)
+            if hasattr(dataset, "keep_original_image"):
+                dataset.keep_original_image = self.keep_original_images and split != "train"
 
     # ---------------------------------------------------------------------------------------- datasets
     def build_dataset(self, split: str) -> Dataset:
@@ -218,6 +244,9 @@ class SegDataModule(L.LightningDataModule):
         needed = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",)}[
             stage
         ]
+        if stage == "test" and self._evaluated is not None:
+            needed = (self._evaluated,)  # a command's pass over another split through the test loop
+        self._follow_keep_flags()
         for split in needed:
             if split not in self.datasets:
                 dataset = self.build_dataset(split)
@@ -375,7 +404,8 @@ class SegDataModule(L.LightningDataModule):
         return self._loader("val", shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        # during a command's pass over another split (evaluate), that split through the test loop
+        return self._loader(self._evaluated or "test", shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("predict", shuffle=False)
@@ -419,8 +449,8 @@ class SegDataModule(L.LightningDataModule):
         """float64 (N,) sampling weights of ``data.balanced_labels`` (computed once): ∝ 1 / the frequency
         of each sample's image label, or without data labels of its rarest present mask class."""
         if self._balance_weights is None:
+            from lightning_seg.data.label_sampling import balancing_weights, rarest_present_class
             from lightning_seg.data.stats import image_presence
-            from lightning_seg.labels import balancing_weights, rarest_present_class
 
             groups = self.sample_labels(split)
             if groups is None:

@@ -30,13 +30,13 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.io import encode_png
 
-from lightning_seg.atomic import atomic_write
 from lightning_seg.data.files import SampleFile
 from lightning_seg.data.image_mask import ImageMaskDataModule
 from lightning_seg.data.io import IndexMaskEncoder, MaskEncoder
 from lightning_seg.data.stats import default_cache_dir
 from lightning_seg.data.workers import map_in_workers
 from lightning_seg.errors import ConfigError
+from lightning_seg.utils.atomic import atomic_write
 
 COCO_CATEGORIES = (
     "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",

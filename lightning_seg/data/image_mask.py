@@ -271,7 +271,7 @@ class ImageMaskDataModule(SegDataModule):
             encoder = self.mask_encoder()
         dataset = self._check(split, ImageMaskDataset(samples, encoder, self.size, self.image_value_range))
         # after the check: with on_bad_sample "skip" it returns a new dataset of the good samples
-        dataset.keep_original_mask = split in self.score_at_original_size
+        dataset.keep_original_mask = self.keeps_original_mask(split)
         dataset.keep_original_image = self.keep_original_images and split != "train"
         return dataset
 

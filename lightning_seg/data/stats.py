@@ -28,9 +28,9 @@ from typing import Literal, get_args
 import torch
 from torch.utils.data import Dataset, Subset
 
-from lightning_seg.atomic import atomic_write
 from lightning_seg.data.workers import map_in_workers
 from lightning_seg.errors import ConfigError
+from lightning_seg.utils.atomic import atomic_write
 
 WeightRule = Literal["inverse_frequency", "median_frequency", "enet"]
 WEIGHT_RULES = get_args(WeightRule)

@@ -329,7 +329,7 @@ class VOCKaggleDataModule(ImageMaskDataModule):
         dataset = self._check(split, NpyImageMaskDataset(samples, encoder, self.size))
         if not isinstance(dataset, NpyImageMaskDataset):  # on_bad_sample "skip" rebuilt it with the good ones
             dataset = NpyImageMaskDataset(dataset.samples, encoder, self.size)
-        dataset.keep_original_mask = split in self.score_at_original_size
+        dataset.keep_original_mask = self.keeps_original_mask(split)
         dataset.keep_original_image = self.keep_original_images and split != "train"
         return dataset
 

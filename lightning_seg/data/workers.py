@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from lightning_seg.atomic import atomic_write
+from lightning_seg.utils.atomic import atomic_write
 
 
 @contextlib.contextmanager

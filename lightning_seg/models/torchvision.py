@@ -21,7 +21,7 @@ from lightning_seg.models.weights import (
     pretrained_wanted,
     torchvision_normalization,
 )
-from lightning_seg.network import reachable
+from lightning_seg.utils.network import reachable
 
 # arch → the backbone's output stride: resnets run dilated at stride 8, MobileNetV3 at 16. Padding to it keeps
 # the strided features aligned with the pixels (the heads resize back to any input size anyway).

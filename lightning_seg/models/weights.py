@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from lightning_seg.errors import ConfigError, truncate
-from lightning_seg.network import reachable
+from lightning_seg.utils.network import reachable
 
 T = TypeVar("T")
 

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from lightning_seg.class_argmax import class_argmax
 from lightning_seg.errors import ConfigError, closest, truncate
 from lightning_seg.postprocess.base import Prediction, Step
+from lightning_seg.utils.class_argmax import class_argmax
 
 STRUCTURES = {
     4: ndimage.generate_binary_structure(2, 1),  # edge neighbours only

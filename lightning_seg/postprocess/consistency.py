@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import torch
 
-from lightning_seg.class_argmax import class_argmax
 from lightning_seg.errors import ConfigError
 from lightning_seg.postprocess.base import Prediction, Step
+from lightning_seg.utils.class_argmax import class_argmax
 
 
 class LabelConsistency(Step):

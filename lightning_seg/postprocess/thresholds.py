@@ -31,9 +31,9 @@ from typing import Any, Literal
 import torch
 from torchmetrics import Metric
 
-from lightning_seg.class_argmax import class_argmax
 from lightning_seg.errors import ConfigError, short_path
 from lightning_seg.postprocess.base import Prediction, Step
+from lightning_seg.utils.class_argmax import class_argmax
 
 THRESHOLDS_FORMAT = "lightning_seg.thresholds/1"
 THRESHOLDS_SUFFIX = ".thresholds.json"

@@ -1,0 +1,36 @@
+"""The console entry point: ``lightning-seg`` and ``python -m lightning_seg`` (the CLI's subcommands, and
+``sweep``, which is many CLI runs)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from lightning_seg.cli.app import run_cli
+from lightning_seg.cli.sweep_check import FitArgsChecker
+from lightning_seg.errors import DEBUG_ENV, NothingToDo, TrainingDiverged
+from lightning_seg.sweep.runner import main as sweep_main
+
+
+def main(args: list[str] | None = None) -> int:
+    """Console entry point (``lightning-seg`` and ``python -m lightning_seg``): 0 on success or when there
+    is nothing to do, 1 when training diverged, 2 on bad input (Ctrl-C: 1, from Lightning)."""
+    argv = sys.argv[1:] if args is None else list(args)
+    if argv[:1] == ["sweep"]:
+        # not a Trainer method: many fit runs, each in its own process (lightning_seg/sweep/runner.py),
+        # their arguments checked with fit's own parser
+        return sweep_main(argv[1:], FitArgsChecker())
+    try:
+        return 0 if run_cli(args) is not None else 2
+    except SystemExit:
+        if argv[:1] in (["-h"], ["--help"]):  # LightningCLI lists the Trainer's subcommands, not sweep
+            print("\nalso: sweep  many fit runs over config overrides, ranked (sweep --help)")
+        raise
+    except NothingToDo as done:
+        print(f"lightning-seg: {done}", file=sys.stderr)
+        return 0
+    except TrainingDiverged as error:
+        if os.environ.get(DEBUG_ENV):
+            raise
+        print(f"lightning-seg: error: {error}", file=sys.stderr)
+        return 1

@@ -1,0 +1,667 @@
+"""``SegmentationModule``: one LightningModule for every net, loss and dataset.
+
+Data flow of a step: normalised float32 B×3×H×W batch → net (padded to its ``size_divisor``, cropped
+back) → :class:`~lightning_seg.models.outputs.NetOutput` → :class:`~lightning_seg.losses.CompoundLoss`
+(float32) → confusion-matrix metrics updated on the device → ``self.log`` under ``stage/name``. ``test`` scores
+through :class:`~lightning_seg.task.evaluation.EvaluationPath`, the path ``predict`` writes with; what a stage
+leaves beside its logged metrics is in :attr:`SegmentationModule.results`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from torch import nn
+from torch.nn import functional as F
+
+from lightning_seg.checkpoints.load import load_module
+from lightning_seg.checkpoints.record import RECORD_KEY
+from lightning_seg.data.base import IMAGENET_MEAN, IMAGENET_STD
+from lightning_seg.errors import ConfigError
+from lightning_seg.inference import Inference
+from lightning_seg.inference.predictor import to_probabilities
+from lightning_seg.labels import LabelMode, LabelTask, label_weight_source, plain_scores, resolve_label_mode
+from lightning_seg.losses import CompoundLoss
+from lightning_seg.metrics import NamedSums, SegMetrics
+from lightning_seg.models.outputs import NetOutput, as_net_output, pad_to_multiple
+from lightning_seg.postprocess import LabelConsistency, PostProcess, Prediction, Step
+from lightning_seg.task.evaluation import EvaluationPath
+from lightning_seg.task.net_builder import UNBUILT_HEAD_MARKERS, NetBuilder, build_net
+from lightning_seg.task.optimizers import default_optimizer, optimizer_config, scheduler_with_total_steps
+from lightning_seg.task.results import TaskResults
+from lightning_seg.utils import random_state
+
+STAGES = ("train", "val", "test")
+
+
+class SegmentationModule(L.LightningModule):
+    """Semantic segmentation with any net, a compound loss and confusion-matrix metrics.
+
+    Args:
+        net: builds the net from ``num_classes`` (a net class with its other arguments).
+        num_classes: classes including background (linked from the data module by the CLI).
+        ignore_index: target label excluded from loss and metrics (linked from the data module).
+        class_names: names for per-class metrics (linked from the data module).
+        label_names: image-level classes of a net with a class head (linked; empty: derived from the
+            masks, see ``label_mode``).
+        label_classes: the mask class each data label says is present (None: none; linked from the data
+            module); empty: a label names the class of the same name.
+        label_mode: "single" (one class per image, softmax) or "multi" (several, sigmoid) for a net with a
+            class head; None: "single" when the data has ``label_names``, else "multi". Without data labels,
+            multi-label targets are the foreground classes present in the mask (L = K-1, named
+            ``class_names[1:]``) and single-label ones the dominant mask class (L = K). See
+            :mod:`lightning_seg.labels`.
+        label_thresholds: multi-label decision thresholds, one per label (or one for all); None: 0.5.
+        loss: the loss; None means cross-entropy + Dice with weight 1 each.
+        optimizer: builds the optimizer from the trainable parameters.
+        lr_scheduler: builds the scheduler from the optimizer; a null ``total_steps`` is filled in with the
+            run's optimizer-step count.
+        scheduler_interval: step the scheduler each "step" or each "epoch"; None: per step for schedules
+            measured in steps (OneCycle, WarmupCosine, Poly), else per epoch.
+        scheduler_monitor: metric that ReduceLROnPlateau watches (``val/loss`` or ``val/mIoU``).
+        binary_threshold: probability threshold of a one-channel (sigmoid) head.
+        predict_probabilities: also return per-class probabilities from ``predict`` (large: K floats per pixel).
+        inference: how ``test`` and ``predict`` turn images into probabilities (resize or sliding window,
+            flip and scale TTA); None: the whole image once. Validation inside ``fit`` always uses that.
+        postprocess: the steps after inference, in the order probabilities → decision → class map
+            (:mod:`lightning_seg.postprocess`: DenseCRF, ClassThresholds, LabelConsistency, SmallComponents);
+            applied by ``test``, ``predict`` and ``tune`` alike, never by validation inside ``fit``.
+        mean: the data's normalisation mean (linked from the data module; undoes it for steps that read
+            the image).
+        std: the data's normalisation std (linked from the data module).
+        channels_last: run the net in channels-last memory format (faster convolutions on GPUs).
+        compile: wrap the net in ``torch.compile``. Under DDP the compiled net runs inside DDP's forward,
+            where Dynamo splits its graph at DDP's gradient buckets (DDPOptimizer, torch's default), so the
+            all-reduces overlap the backward (tests/test_ddp.py checks the condition).
+    """
+
+    def __init__(
+        self,
+        net: NetBuilder,
+        num_classes: int,
+        ignore_index: int = 255,
+        class_names: Sequence[str] | None = None,
+        label_names: Sequence[str] | None = None,
+        label_classes: Sequence[str | None] | None = None,
+        label_mode: LabelMode | None = None,
+        label_thresholds: Sequence[float] | None = None,
+        loss: CompoundLoss | None = None,
+        optimizer: OptimizerCallable = default_optimizer,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        scheduler_interval: Literal["step", "epoch"] | None = None,
+        scheduler_monitor: str = "val/loss",
+        binary_threshold: float = 0.5,
+        predict_probabilities: bool = False,
+        inference: Inference | None = None,
+        postprocess: list[Step] | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        channels_last: bool = False,
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        if num_classes < 2:
+            raise ConfigError(f"model.num_classes must be >= 2 (background + one class), got {num_classes}")
+        # No save_hyperparameters(): the run's config.yaml beside the checkpoint is the one record of the
+        # configuration. LightningCLI merges checkpoint hparams back into the config on --ckpt_path, and a
+        # partial record (without the net) made it drop the config's net.
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.class_names = list(class_names) if class_names else [f"class_{i}" for i in range(num_classes)]
+        if len(self.class_names) != num_classes:
+            raise ConfigError(
+                f"model.class_names has {len(self.class_names)} names for {num_classes} classes"
+            )
+        self.label_mode = resolve_label_mode(label_mode, label_names)
+        derived = not label_names
+        if derived:
+            names = self.class_names[1:] if self.label_mode == "multi" else self.class_names
+        else:
+            names = list(label_names)
+        self.label_names = list(names)
+        self.label_task = LabelTask(
+            self.label_mode,
+            names,
+            self.class_names,
+            derived,
+            label_thresholds,
+            num_classes,
+            ignore_index,
+            label_classes=label_classes or None,
+        )
+        # the loss first: a head it gives weight 0 is not built (see build_net)
+        loss = loss if loss is not None else CompoundLoss()
+        self.net = build_net(
+            net,
+            num_classes,
+            len(names),
+            derived_labels=derived,
+            aux_head=loss.aux_weight > 0,
+            label_head=loss.label_weight > 0,
+            class_names=self.class_names,
+        )
+        self.size_divisor = int(getattr(self.net, "size_divisor", 1))
+        self.loss = loss
+        self.loss.bind(num_classes, ignore_index)
+        self.loss.bind_labels(self.label_mode, len(names))
+        self.optimizer_builder = optimizer
+        self.scheduler_builder = lr_scheduler
+        self.scheduler_interval = scheduler_interval
+        self.scheduler_monitor = scheduler_monitor
+        self.binary_threshold = binary_threshold
+        self.predict_probabilities = predict_probabilities
+        self.inference = inference if inference is not None else Inference()
+        self.postprocess = PostProcess(postprocess or [])
+        for step in self.postprocess.steps:
+            bind = getattr(step, "bind", None)
+            if callable(bind):
+                bind(self.class_names)
+        self.mean = tuple(mean) if mean is not None else IMAGENET_MEAN
+        self.std = tuple(std) if std is not None else IMAGENET_STD
+        # the path after training, shared by test, predict and the commands (tune, attack, submit, export)
+        self.evaluation = EvaluationPath(
+            self.inference,
+            self.postprocess,
+            num_classes,
+            ignore_index,
+            self.class_names,
+            self.label_task,
+            binary_threshold,
+            self.mean,
+            self.std,
+        )
+        # what each stage leaves for the run's records (RunSummary, RunPlots read it)
+        self.results = TaskResults()
+        # what rebuilds this model from its checkpoint alone, as plain data (lightning_seg.checkpoints.record);
+        # the CLI gives it (it holds the resolved config), every checkpoint saved carries it
+        self.standalone_record: dict[str, Any] | None = None
+        # thresholds carried by the loaded checkpoint (export's bundle)
+        self.embedded_thresholds: dict[str, Any] | None = None
+        self.channels_last = channels_last
+        if channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        # kept out of the module tree so checkpoints hold the plain net's keys
+        self.__dict__["_run_net"] = torch.compile(self.net) if compile else self.net
+        # the generators' states of the checkpoint a fit resumes from, restored at on_train_start
+        self._resumed_random_state: dict[str, Any] | None = None
+        # keyed "<stage>_" because a ModuleDict key "train" would shadow nn.Module.train
+        # each evaluation stage's loss sums (numerators and denominators), divided once at the epoch's end
+        self.eval_loss_sums = nn.ModuleDict(
+            {f"{stage}_": NamedSums() for stage in STAGES if stage != "train"}
+        )
+        self.metrics = nn.ModuleDict({f"{stage}_": SegMetrics(num_classes, ignore_index) for stage in STAGES})
+        self.label_metrics = nn.ModuleDict({f"{stage}_": self.label_task.new_metrics() for stage in STAGES})
+
+    # ------------------------------------------------------------------------------------------ setup
+    def setup(self, stage: str) -> None:
+        # a class-weight rule reads the data module's training statistics, lazily and only if the weights
+        # are not restored from a checkpoint (see on_load_checkpoint)
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if self.loss.weights_pending:
+            self.loss.bind(self.num_classes, self.ignore_index, getattr(datamodule, "class_weights", None))
+        if self.loss.label_weights_pending:  # the same for label weights, from the label counts
+            source = label_weight_source(datamodule, self.label_task)
+            self.loss.bind_labels(self.label_mode, len(self.label_names), source)
+        if stage == "fit":
+            # before DDP wraps the net: parameters the logits never use must not wait for gradients
+            freeze_unused = getattr(self.net, "freeze_unused_parameters", None)
+            if callable(freeze_unused):
+                freeze_unused()
+        if stage == "fit" and self.trainer.ckpt_path is None:
+            self._resolve_weights_on_rank_zero()
+
+    def _resolve_weights_on_rank_zero(self) -> None:
+        """Resolve class- and label-weight rules before training starts: rank 0 reads the data's statistics
+        (one cached pass over the training masks) and broadcasts the weights, so the other DDP ranks neither
+        repeat the pass nor stall inside the first step. A resumed fit restores them from its checkpoint."""
+        strategy = self.trainer.strategy
+        for pending, weights, assign in (
+            (self.loss.weights_pending, self.loss.pixel_weights, self.loss.set_class_weights),
+            (self.loss.label_weights_pending, self.loss.label_weights, self.loss.set_label_class_weights),
+        ):
+            if not pending:
+                continue
+            payload: tuple[torch.Tensor | None, str | None] | None = None
+            failure: Exception | None = None
+            if self.trainer.is_global_zero:
+                try:
+                    payload = (weights.resolved(), None)
+                except Exception as error:  # sent to every rank, so that all stop (none waits in broadcast)
+                    failure, payload = error, (None, str(error))
+            resolved, message = strategy.broadcast(payload, src=0)
+            if failure is not None:
+                raise failure
+            if message is not None:
+                raise ConfigError(message)
+            assign(resolved)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.loss.weight_tensor is not None:
+            checkpoint["loss_class_weights"] = self.loss.weight_tensor.cpu()
+        if self.loss.label_weight_tensor is not None:
+            checkpoint["loss_label_class_weights"] = self.loss.label_weight_tensor.cpu()
+        if self._trainer is not None and self.trainer.state.fn == "fit":
+            checkpoint["random_state"] = self._random_state()
+        if self.standalone_record is not None:
+            checkpoint[RECORD_KEY] = self.standalone_record
+
+    def unbuilt_head_keys(self, state: dict[str, Any]) -> list[str]:
+        """The keys of ``state`` that belong to a head this model does not build (an aux or image-label
+        head whose loss weight is 0): a checkpoint written before such heads were left out holds them, and
+        they never shaped a mask (trained with weight 0, they were never trained)."""
+        own = self.state_dict()
+        return [k for k in state if k not in own and any(marker in k for marker in UNBUILT_HEAD_MARKERS)]
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        dropped = self.unbuilt_head_keys(checkpoint.get("state_dict", {}))
+        if dropped:
+            from lightning.pytorch.utilities import rank_zero_info
+
+            for key in dropped:
+                del checkpoint["state_dict"][key]
+            rank_zero_info(
+                f"checkpoint: left out {len(dropped)} weights of a head this model does not build "
+                f"({dropped[0]}, ...; its loss weight is 0)"
+            )
+        if checkpoint.get("loss_class_weights") is not None:
+            self.loss.set_class_weights(checkpoint["loss_class_weights"])
+        if checkpoint.get("loss_label_class_weights") is not None:
+            self.loss.set_label_class_weights(checkpoint["loss_label_class_weights"])
+        self._resumed_random_state = checkpoint.get("random_state")
+        record = checkpoint.get(RECORD_KEY)
+        self.embedded_thresholds = record.get("thresholds") if isinstance(record, dict) else None
+
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls,
+        checkpoint_path: Any,
+        map_location: Any = None,
+        hparams_file: Any = None,
+        strict: bool | None = None,
+        weights_only: bool | None = None,
+        **kwargs: Any,
+    ) -> SegmentationModule:
+        """The model rebuilt from the checkpoint's own record (no arguments needed; eval mode, on CPU
+        unless ``map_location``); with ``hparams_file`` or constructor arguments, Lightning's loader."""
+        if hparams_file is not None or kwargs or strict is False:
+            return super().load_from_checkpoint(
+                checkpoint_path, map_location, hparams_file, strict, weights_only, **kwargs
+            )
+        return load_module(
+            checkpoint_path, weights_only=weights_only is not False, map_location=map_location or "cpu"
+        )[0]
+
+    def _random_state(self) -> dict[str, Any]:
+        """The generators' states at this save; under DDP each rank's torch and CUDA states (Kornia's and
+        dropout's draws differ per rank), gathered since only rank 0 writes the file."""
+        state = random_state.capture()
+        if self.trainer.world_size > 1:
+            for key in ("torch", "cuda"):
+                if key in state:
+                    state[f"{key}_per_rank"] = self.all_gather(state[key].to(self.device)).cpu()
+        return state
+
+    def on_train_start(self) -> None:
+        # restored here, after the sanity check and the creation of the epoch's loader, so that the first
+        # draw after it is the first augmentation of the resumed batch, as in the uninterrupted run
+        state, self._resumed_random_state = self._resumed_random_state, None
+        if state is not None:
+            random_state.restore_for_rank(state, self.trainer.global_rank, self.trainer.world_size)
+
+    # ---------------------------------------------------------------------------------------- forward
+    def forward(self, image: torch.Tensor) -> NetOutput:
+        """float32 B×3×H×W (normalised) → :class:`NetOutput` with B×K×H×W mask logits at the input size."""
+        return self._forward(image, self._run_net)
+
+    def forward_uncompiled(self, image: torch.Tensor) -> NetOutput:
+        """:meth:`forward` through the plain net even when ``compile`` is on (``export`` traces this)."""
+        return self._forward(image, self.net)
+
+    def _forward(self, image: torch.Tensor, net: nn.Module) -> NetOutput:
+        padded, (h, w) = pad_to_multiple(image, self.size_divisor)
+        if self.channels_last:
+            padded = padded.contiguous(memory_format=torch.channels_last)
+        out = as_net_output(net(padded))
+
+        def to_input_size(logits: torch.Tensor) -> torch.Tensor:
+            if logits.shape[-2:] != padded.shape[-2:]:  # nets (or aux heads) that predict at a lower stride
+                logits = F.interpolate(logits, size=padded.shape[-2:], mode="bilinear", align_corners=False)
+            return logits[..., :h, :w]
+
+        out.mask = to_input_size(out.mask)
+        if out.aux is not None:
+            out.aux = to_input_size(out.aux)
+        return out
+
+    def mask_logits(self, image: torch.Tensor) -> torch.Tensor:
+        """The net's B×K×H×W mask logits (what :class:`Inference` calls, window by window when sliding)."""
+        return self(image).mask
+
+    def classes_from_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """B×K×H×W logits → int64 B×H×W classes (sigmoid threshold for a one-channel head)."""
+        return self.evaluation.classes_from_logits(logits)
+
+    def predict_path(
+        self, batch: dict[str, Any], out: NetOutput, truths: list[torch.Tensor] | None = None
+    ) -> list[Prediction]:
+        """The whole path of ``predict`` for one batch (:meth:`EvaluationPath.predict_path`)."""
+        return self.evaluation.predict_path(self.mask_logits, batch, out, truths)
+
+    # ------------------------------------------------------------------------------ image-level labels
+    def label_targets(self, batch: dict[str, Any]) -> torch.Tensor | None:
+        """The batch's image-level target: int64 (B,) (single) or float32 B×L 0/1 (multi), -100 where
+        unknown; None when the data has labels but the batch carries none."""
+        return self.label_task.targets(batch.get("label"), batch["mask"])
+
+    def label_probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """B×L label logits → float32 B×L probabilities (softmax for single-label, sigmoid for multi)."""
+        return self.label_task.probabilities(logits)
+
+    def label_decisions(
+        self, probabilities: torch.Tensor, thresholds: torch.Tensor | Sequence[float] | None = None
+    ) -> torch.Tensor:
+        """float32 B×L probabilities → bool B×L: the argmax one-hot (single), or ``p >= threshold`` per label
+        (multi; ``thresholds`` (L,) or None for ``label_thresholds``)."""
+        return self.label_task.decisions(probabilities, thresholds)
+
+    def tuned_label_thresholds(self) -> torch.Tensor | None:
+        """The multi-label thresholds ``tune`` found, when a ClassThresholds step loaded them (else None:
+        ``label_thresholds``)."""
+        return self.evaluation.tuned_label_thresholds()
+
+    # ------------------------------------------------------------------------------------------ steps
+    def _step(
+        self, batch: dict[str, Any], stage: str
+    ) -> tuple[dict[str, torch.Tensor], NetOutput, list[torch.Tensor] | None]:
+        """Loss and metric updates of one batch; returns the loss terms (``"loss"`` their weighted sum;
+        training only, evaluation adds to the split's sums), the net's output and, for ``test`` (scored
+        through the whole path), the final int64 H_i×W_i class maps it scored (else None)."""
+        image, mask = batch["image"], batch["mask"]
+        out = self(image)
+        label = None
+        if out.label is not None:
+            self.label_task.check_head(out.label)
+            label = self.label_targets(batch)
+        if stage == "train":
+            losses = self.loss(out, mask, label)
+            self._log_training_losses(losses, mask)
+        else:  # the split's sums; the terms are computed once from them at the epoch's end
+            losses = {}
+            self.eval_loss_sums[f"{stage}_"].update(self.loss.split_sums(out, mask, label))
+        with torch.no_grad():
+            final = self._score(batch, stage, out.mask.detach(), out.label)
+            if out.label is not None and label is not None:
+                probabilities = self.label_probabilities(out.label.detach())
+                # test decides the labels as predict does: with the tuned thresholds when loaded
+                tuned = self.tuned_label_thresholds() if stage == "test" else None
+                decisions = self.label_decisions(probabilities, tuned)
+                self.label_metrics[f"{stage}_"].update(probabilities, decisions, label)
+        return losses, out, final
+
+    def _log_training_losses(self, losses: dict[str, torch.Tensor], mask: torch.Tensor) -> None:
+        """Per-process values: syncing training losses would stall every step. The step values go to the
+        logger only (read on the host every log_every_n_steps); the progress bar shows the epoch mean,
+        because Lightning turns every step-level progress-bar value into a float with .item() on every
+        step, which waits for the device."""
+        # epoch means weigh each batch by its images with a labelled pixel: a batch of wholly ignored masks
+        # has loss 0 and weight 0 (a device tensor: no host sync)
+        batch_size = (mask != self.ignore_index).flatten(1).any(1).sum()
+        self.log("train/loss_step", losses["loss"], on_step=True, on_epoch=False, batch_size=batch_size)
+        self.log(
+            "train/loss",
+            losses["loss"],
+            on_step=False,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=batch_size,
+        )
+        for name, value in losses.items():
+            if name != "loss":
+                self.log(f"train/loss/{name}", value, on_step=False, on_epoch=True, batch_size=batch_size)
+
+    def _score(
+        self,
+        batch: dict[str, Any],
+        stage: str,
+        logits: torch.Tensor,
+        label_logits: torch.Tensor | None = None,
+    ) -> list[torch.Tensor] | None:
+        """Update the stage's metrics; returns the final class maps of the whole path (``test``; None for
+        the other stages).
+
+        ``test`` is scored through the whole path that ``predict`` takes (:meth:`EvaluationPath.score`).
+        Others decide from the step's own logits: against each mask as stored when the batch carries
+        ``orig_mask`` (probabilities resized back to it), else against the mask resized for batching.
+        """
+        metrics = self.metrics[f"{stage}_"]
+        originals = batch.get("orig_mask")
+        self.results.stage(stage).scored_at = "original size" if originals is not None else "batch size"
+        if stage == "test":
+            return self.evaluation.score(self.mask_logits, batch, stage, logits, label_logits, metrics)
+        if originals is None:  # the training step's path: no softmax needed
+            metrics.update(self.classes_from_logits(logits), batch["mask"])
+            return None
+        probabilities = to_probabilities(logits)
+        for item, original in zip(probabilities, originals, strict=True):  # sizes differ: one at a time
+            resized = self.inference.at_size(item, original.shape)
+            metrics.update(self.evaluation.classes_from_probabilities(resized[None]), original[None].long())
+        return None
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        losses = self._step(batch, "train")[0]
+        # the terms go to callbacks (DivergenceGuard names them when the loss turns non-finite)
+        terms = {name: value.detach() for name, value in losses.items() if name != "loss"}
+        return {"loss": losses["loss"], "loss_terms": terms}
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        """Returns the plain pass's detached ``logits`` (B×K×H×W) and ``label_logits`` (B×L or None), for a
+        command's own pass over the split (``tune`` reuses them instead of a second forward pass)."""
+        out = self._step(batch, "val")[1]
+        return {
+            "logits": out.mask.detach(),
+            "label_logits": None if out.label is None else out.label.detach(),
+        }
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        """Returns ``classes``: the final int64 H_i×W_i class maps at each mask's stored size, what test
+        scored (RunPlots ranks images by them)."""
+        return {"classes": self._step(batch, "test")[2]}
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        """Class maps at each image's own size.
+
+        Returns:
+            ``{"name": [str], "mask": [uint8 H_i×W_i]}`` (int64 when there are more than 256 classes), one
+            entry per image, plus ``"probability": [float32 K×H_i×W_i]`` when ``predict_probabilities``.
+            Probabilities come from :attr:`inference` and are resized back to ``orig_size``, then go
+            through :attr:`postprocess` to the decision, as in ``test``. ``MaskWriter`` copies each batch's
+            masks to the host and writes them on a background thread; the CLI's ``predict`` keeps no
+            predictions (``--return_predictions true`` makes Lightning keep them all in host memory).
+            Compact masks, and probabilities on request only, keep each batch's copy small.
+        """
+        out_plain = self(batch["image"])
+        predictions = self.predict_path(batch, out_plain)
+        mask_dtype = torch.uint8 if self.num_classes <= 256 else torch.int64
+        masks = [p.classes.to(mask_dtype) for p in predictions if p.classes is not None]
+        names = batch.get("name") or [f"{batch_idx:05d}_{i:03d}" for i in range(len(masks))]
+        out: dict[str, Any] = {"name": list(names), "mask": masks}
+        if self.predict_probabilities:
+            # what the decision read (after a CRF); a one-channel head keeps its one channel
+            out["probability"] = [
+                p.probabilities[1:] if self.evaluation.binary_head else p.probabilities for p in predictions
+            ]
+        if out_plain.label is not None:  # a class head: float32 B×L probabilities, bool B×L decisions
+            out["label_probability"] = self.label_probabilities(out_plain.label)
+            out["label_decision"] = self.label_decisions(
+                out["label_probability"], self.tuned_label_thresholds()
+            )
+        return out
+
+    # -------------------------------------------------------------------------------------- epoch end
+    def _log_epoch_metrics(self, stage: str) -> None:
+        metrics = self.metrics[f"{stage}_"]
+        losses = self._split_losses(stage)
+        if not metrics.updated:  # e.g. tune's calibration pass: nothing to log, nothing to carry over
+            self.label_metrics[f"{stage}_"].reset()
+            return
+        scores = metrics.compute()
+        # already synced across processes by torchmetrics; no sync_dist needed
+        logged = {f"{stage}/{name}": scores[name] for name in ("dice", "dice_fg", "acc")}
+        logged.update({f"{stage}/loss/{name}": value for name, value in losses.items() if name != "loss"})
+        if "loss" in losses:
+            self.log(f"{stage}/loss", losses["loss"], prog_bar=True)
+        for name in ("IoU_fg", "image_IoU", "image_dice_fg", "image_IoU_fg", "competition_dice"):
+            if name in scores:
+                logged[f"{stage}/{name}"] = scores[name]
+        # one host copy for the NaN test (classes absent from the whole evaluation are not logged)
+        for class_name, value, present in zip(
+            self.class_names, scores["iou"], (~scores["iou"].isnan()).tolist(), strict=True
+        ):
+            if present:
+                logged[f"{stage}/IoU/{class_name}"] = value
+        label_metric = self.label_metrics[f"{stage}_"]
+        if label_metric.update_count:
+            label_scores = label_metric.compute()  # synced across processes by torchmetrics
+            label_metric.reset()
+            for name in ("f1", "acc", "mAP"):
+                if name in label_scores:
+                    logged[f"{stage}/label_{name}"] = label_scores[name]
+            record = plain_scores(label_scores, self.label_mode, self.label_names)  # one host copy
+            self.results.stage(stage).label_scores = record
+            for kind in ("precision", "recall"):
+                for label_name, value, known in zip(
+                    self.label_names, label_scores[kind], record[kind], strict=True
+                ):
+                    if known is not None:  # undefined (no prediction / no target of the label): not logged
+                        logged[f"{stage}/label_{kind}/{label_name}"] = value
+        self.log_dict(logged, prog_bar=False)
+        self.log(f"{stage}/mIoU", scores["mIoU"], prog_bar=True)
+        results = self.results.stage(stage)
+        results.confusion = scores["confusion"].cpu()
+        results.table = self.evaluation.table(stage, scores)
+        metrics.reset()
+
+    def _split_losses(self, stage: str) -> dict[str, torch.Tensor]:
+        """An evaluation stage's loss terms over the whole split (summed across processes, divided once:
+        :mod:`lightning_seg.split_loss`), and the sums reset; {} for training or without an update."""
+        sums = self.eval_loss_sums[f"{stage}_"] if f"{stage}_" in self.eval_loss_sums else None
+        if sums is None or not sums.update_count:
+            return {}
+        losses = self.loss.from_split_sums(sums.compute())
+        sums.reset()
+        return losses
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch_metrics("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch_metrics("test")
+
+    def _start_full_path(self, stage: str) -> None:
+        """Before a stage scored (or predicted) through the whole path: read the tuned thresholds of the
+        evaluated checkpoint, reset the stage table, and say in the log what runs."""
+        self.load_postprocess(self.trainer.ckpt_path)
+        self.evaluation.start_table(stage)
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if self.postprocess.needs_image and not getattr(datamodule, "keep_original_images", True):
+            # the CLI sets it from this chain; a script that builds the trainer itself says it
+            rank_zero_warn(
+                f"{stage}: a post-processing step reads each image, and the data module does not keep them "
+                "as stored: it reads the batch's images resized back; set datamodule.keep_original_images = "
+                "True before the trainer runs"
+            )
+        steps = " → ".join(self.postprocess.describe()) or "none"
+        rank_zero_info(f"{stage}: inference {self.inference.describe()}; post-processing: {steps}")
+
+    def load_postprocess(self, ckpt_path: str | None, postprocess: PostProcess | None = None) -> None:
+        """Make a post-processing chain (the model's, or a command's ``postprocess``) ready for the weights of
+        ``ckpt_path``: read its tuned thresholds (beside it, or carried by it), and refuse a LabelConsistency
+        step the net cannot feed."""
+        chain = postprocess or self.postprocess
+        thresholds = chain.thresholds
+        if thresholds is not None:
+            thresholds.load(
+                self.class_names,
+                ckpt_path,
+                inference=self.inference.describe(),
+                tuned_after=[step.describe() for step in chain.before_decision()],
+                label_names=self.label_names if self.label_mode == "multi" else None,
+                embedded=self.embedded_thresholds,
+            )
+        self.check_label_consistency()
+
+    def check_label_consistency(self) -> None:
+        """LabelConsistency reads a multi-label head, or a single-label one on labels that name classes;
+        refuse what it would misread (before a pass over the data, not at its first batch)."""
+        step = self.postprocess.find(LabelConsistency)
+        if step is None or getattr(step, "oracle", False):
+            return
+        if getattr(self.net, "label_head", None) is None:
+            raise ConfigError(
+                f"model.postprocess LabelConsistency: the net ({type(self.net).__name__}) has no image-level "
+                "head; use a net with one (MicroUNet) and model.loss label_weight > 0, or oracle: true for the "
+                "ablation"
+            )
+        if self.label_mode == "single" and self.label_task.derived:
+            raise ConfigError(
+                "model.postprocess LabelConsistency: a single-label head trained on each mask's dominant class "
+                "would remove every other class of an image; train with model.label_mode: multi"
+            )
+
+    def on_fit_start(self) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None and "val" in getattr(datamodule, "score_at_original_size", ()):
+            rank_zero_info("validation: the whole image once, scored at each mask's original size")
+        else:
+            rank_zero_info(
+                "validation: the whole image once, scored at the batch size (fast); test scores at the "
+                "original size through model.inference and model.postprocess "
+                "(data.score_at_original_size: [val, test] validates at the original size)"
+            )
+
+    def on_validation_start(self) -> None:
+        # never silently: validate's numbers are the plain path's, not the configured chain's (said to a
+        # user's validate, not to a command's own quiet passes over val)
+        if self.trainer.state.fn == "validate" and self.trainer.validate_loop.verbose:
+            rank_zero_info(
+                "validate: the whole image once, without model.inference's windows/TTA and without "
+                "model.postprocess (those run in test, predict and tune)"
+            )
+
+    def on_test_start(self) -> None:
+        self._start_full_path("test")
+
+    def on_predict_start(self) -> None:
+        self._start_full_path("predict")
+
+    def on_test_end(self) -> None:
+        self.postprocess.close()
+
+    def on_predict_end(self) -> None:
+        self.postprocess.close()
+
+    # ------------------------------------------------------------------------------------- optimizers
+    def scheduler_with_total_steps(self, total_steps: int) -> tuple[LRSchedulerCallable, bool]:
+        """The scheduler builder with a null ``total_steps`` filled in (see :mod:`.optimizers`)."""
+        assert self.scheduler_builder is not None
+        return scheduler_with_total_steps(self.scheduler_builder, total_steps)
+
+    def configure_optimizers(self) -> Any:
+        # only trainable parameters: a finetuning callback adds the frozen backbone as its own group later
+        return optimizer_config(
+            [p for p in self.parameters() if p.requires_grad],
+            self.optimizer_builder,
+            self.scheduler_builder,
+            self.scheduler_interval,
+            self.scheduler_monitor,
+            int(self.trainer.estimated_stepping_batches) if self.scheduler_builder is not None else 0,
+            self.trainer.precision,
+        )
