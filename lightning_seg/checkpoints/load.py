@@ -12,6 +12,7 @@ import torch
 
 from lightning_seg.checkpoints.read import check_checkpoint_fits, read_checkpoint
 from lightning_seg.checkpoints.record import RECORD_KEY, attach_thresholds, build_module, read_record
+from lightning_seg.checkpoints.splits import SPLITS_KEY
 from lightning_seg.errors import ConfigError, short_path
 from lightning_seg.utils.atomic import atomic_write
 
@@ -75,6 +76,8 @@ def write_bundle(
         target: the bundle's path.
     """
     record = copy.deepcopy(module.standalone_record or read_record(source, checkpoint_path))
+    # the split the weights were trained on is the checkpoint's, not the exporting config's
+    record[SPLITS_KEY] = copy.deepcopy((source.get(RECORD_KEY) or {}).get(SPLITS_KEY))
     thresholds = module.postprocess.thresholds
     for step in record["model"].get("init_args", {}).get("postprocess") or []:
         if isinstance(step, dict) and str(step.get("class_path", "")).endswith("ClassThresholds"):

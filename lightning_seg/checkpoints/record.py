@@ -29,6 +29,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lightning_seg.checkpoints.splits import SPLITS_KEY
 from lightning_seg.errors import ConfigError, short_path
 from lightning_seg.models.weights import checkpoint_follows
 from lightning_seg.utils.error_lines import innermost_message
@@ -73,6 +74,7 @@ def model_record(
     size: Any = None,
     image_value_range: Any = None,
     eval_augmentations: list[Any] | None = None,
+    splits: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The record of a model built by the CLI (see the module's docstring).
 
@@ -83,6 +85,8 @@ def model_record(
         size: the data's ``size`` (int or (height, width)), None: images batched at their stored size.
         image_value_range: the data's ``image_value_range`` for images deeper than 8 bits.
         eval_augmentations: the data's ``eval_augmentations`` config (usually None).
+        splits: the samples of each split the model is trained on (``fit`` only; see
+            :mod:`lightning_seg.checkpoints.splits`).
     """
     config = copy.deepcopy(model_config)
     init_args = config.setdefault("init_args", {})
@@ -113,6 +117,7 @@ def model_record(
             "eval_augmentations": eval_augmentations or None,
         },
         "thresholds": None,
+        SPLITS_KEY: splits,
     }
     return plain(record)
 

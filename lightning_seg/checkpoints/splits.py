@@ -5,7 +5,7 @@ A run that trained without a test split and is then tested with ``--data.init_ar
 draw its test images from its old training pool (the val split is kept, the test split is cut from what was
 train): the score is inflated, silently. ``fit`` records each split's sample names in every checkpoint (under
 ``checkpoint["lightning_seg"]["splits"]``; the training split's names in full, the others as count and hash),
-and ``validate``, ``test``, ``tune``, ``attack`` and ``submit`` refuse in one line an evaluation split that
+and ``validate``, ``test``, ``tune`` and ``attack`` refuse in one line an evaluation split that
 holds a sample of that training split.
 
 A sample is named by :meth:`~lightning_seg.data.base.SegDataModule.sample_ids` (a file's path relative to its
@@ -26,12 +26,14 @@ SPLITS_KEY = "splits"
 ALLOW_OPTION = "allow_trained_samples"
 """``--allow_trained_samples true``: evaluate on samples whose names the checkpoint's training split holds (on
 purpose: another dataset whose file names coincide)."""
-SCORED_SPLIT = {"validate": "val", "test": "test", "submit": "predict"}
-"""The split each evaluation command reads (``tune`` and ``attack`` name theirs with ``--split``)."""
+SCORED_SPLIT = {"validate": "val", "test": "test"}
+"""The split each evaluation command scores (``tune`` and ``attack`` name theirs with ``--split``)."""
+SPLIT_CHECKED = ("validate", "test", "tune", "attack")
+"""The commands that score a split against its masks, and so are checked. ``predict``, ``submit`` and
+``export`` score nothing: their images may well be named like training ones (a competition's test folder)."""
 HINTS = {
-    "test": "hold test images out when fitting (data.test_fraction or data.test_list), or validate on its val split",
-    "val": "evaluate with the split of the run's config.yaml (data.split_seed, data.val_fraction, data.val_list)",
-    "predict": "predict images the run held out",
+    "test": "validate on its val split, or refit with data.test_fraction",
+    "val": "use its config.yaml's data.split_seed and data.val_fraction",
 }
 
 
@@ -64,7 +66,7 @@ def evaluated_split(subcommand: str, config: Any) -> str | None:
     """The split ``subcommand`` scores (None: one that scores no split against the training data)."""
     if subcommand in SCORED_SPLIT:
         return SCORED_SPLIT[subcommand]
-    if subcommand in ("tune", "attack"):
+    if subcommand in SPLIT_CHECKED:
         split = config.get("split")
         return None if subcommand == "attack" and split == "predict" else split
     return None
@@ -90,7 +92,6 @@ def check_held_out(record: dict[str, Any] | None, datamodule: Any, split: str, s
     if not leaked:
         return None
     raise ConfigError(
-        f"{split} split: {len(leaked)} of {len(ids)} samples (first: {leaked[0]}) were in the checkpoint's "
-        f"training split; {HINTS.get(split, HINTS['test'])} (other data with the same names: "
-        f"--{ALLOW_OPTION} true)"
+        f"{split} split: {len(leaked)} of {len(ids)} (first: {leaked[0]}) were in the checkpoint's training "
+        f"split; {HINTS.get(split, HINTS['test'])}; other data, same names: --{ALLOW_OPTION} true"
     )

@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 from jsonargparse import ArgumentError, Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.fabric.utilities.rank_zero import rank_zero_only
+from lightning.fabric.utilities.rank_zero import rank_zero_only, rank_zero_warn
 from lightning.pytorch.callbacks.progress import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import CheckpointIO
@@ -37,6 +37,13 @@ from lightning_seg.callbacks.schedule_time import ScheduleTimeCheck
 from lightning_seg.checkpoints import record as checkpoint_record
 from lightning_seg.checkpoints.atomic_io import AtomicCheckpointIO
 from lightning_seg.checkpoints.read import check_checkpoint_fits, forget_checkpoint, read_checkpoint
+from lightning_seg.checkpoints.splits import (
+    ALLOW_OPTION,
+    SPLIT_CHECKED,
+    check_held_out,
+    evaluated_split,
+    split_record,
+)
 from lightning_seg.cli.checks import (
     EVAL_SUBCOMMANDS,
     UNTRAINED_OPTION,
@@ -112,6 +119,14 @@ class SegCLI(LightningCLI):
                 type=bool,
                 default=False,
                 help="Run without --ckpt_path on purpose, with untrained (randomly initialised) weights.",
+            )
+        if subcommand in SPLIT_CHECKED:
+            parser.add_argument(
+                f"--{ALLOW_OPTION}",
+                type=bool,
+                default=False,
+                help="Score samples whose names the checkpoint's training split holds, on purpose (other data "
+                "whose file names coincide); never to evaluate on the training data itself.",
             )
         if subcommand == "predict":
             # MaskWriter writes each batch: Lightning need not keep every prediction in host memory too
@@ -216,6 +231,7 @@ class SegCLI(LightningCLI):
         checkpoint = self._read_checkpoint(config)
         if checkpoint is not None:
             check_checkpoint_fits(str(config.ckpt_path), checkpoint["state_dict"], self.model)
+            self._check_held_out(config, checkpoint)
             if self.subcommand == "fit":
                 runs.check_resume(config, checkpoint)  # before the trainer reads any data
         if self.subcommand == "fit":
@@ -251,6 +267,18 @@ class SegCLI(LightningCLI):
                 raise
             raise ConfigError(trainer_error_line(str(error), names)) from error
 
+    def _check_held_out(self, config: Namespace, checkpoint: dict[str, Any]) -> None:
+        """The split this command scores holds no sample the checkpoint was trained on (before any data is
+        read; :mod:`lightning_seg.checkpoints.splits`)."""
+        split = evaluated_split(self.subcommand, config)
+        if split is None or config.get(ALLOW_OPTION):
+            return
+        warning = check_held_out(
+            checkpoint.get(checkpoint_record.RECORD_KEY), self.datamodule, split, self.subcommand
+        )
+        if warning is not None:
+            rank_zero_warn(warning)
+
     def _give_model_its_record(self) -> None:
         """Hand the model what rebuilds it from a checkpoint alone (:mod:`lightning_seg.standalone`): its
         resolved config as plain data, and how the data makes an image batchable."""
@@ -269,6 +297,8 @@ class SegCLI(LightningCLI):
             size=getattr(data, "size", None),
             image_value_range=getattr(data, "image_value_range", None),
             eval_augmentations=data_args.get("eval_augmentations"),
+            # what the weights are trained on: only fit's checkpoints say it
+            splits=split_record(data) if self.subcommand == "fit" else None,
         )
 
     def _run_subcommand(self, subcommand: str) -> None:

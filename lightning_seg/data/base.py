@@ -230,6 +230,13 @@ class SegDataModule(L.LightningDataModule):
             if hasattr(dataset, "keep_original_image"):
                 dataset.keep_original_image = self.keep_original_images and split != "train"
 
+    def sample_ids(self, split: str) -> list[str] | None:
+        """Names that identify ``split``'s samples across runs (a file's path relative to the dataset, never an
+        absolute one: a moved dataset keeps its names), found without decoding anything; None where they
+        cannot be listed cheaply. A checkpoint records its training split's names, and an evaluation that
+        would score one of them is refused (:mod:`lightning_seg.checkpoints.splits`)."""
+        return None
+
     # ---------------------------------------------------------------------------------------- datasets
     def build_dataset(self, split: str) -> Dataset:
         """Return the CPU-side dataset of ``split`` ("train", "val", "test" or "predict")."""

@@ -262,6 +262,10 @@ class COCOSemanticDataModule(ImageMaskDataModule):
         for split in self.sources:
             self.render(split)
 
+    def sample_ids(self, split: str) -> list[str] | None:
+        # COCO's own train and val files are disjoint, and listing them renders every mask: not recorded
+        return None
+
     def find_samples(self, split: str) -> list[SampleFile]:
         source = "train" if split == "train" else "val"
         if source not in self._samples:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -167,6 +168,16 @@ class _Probe(Dataset):
         return None, ImageHeader(tuple(image.shape[-2:]))
 
 
+def _relative_id(sample: SampleFile, root: Path | None) -> str:
+    """``sample``'s image path relative to ``root``, without suffix; its ``name`` outside ``root``."""
+    if root is not None:
+        try:
+            return Path(sample.image).relative_to(root).with_suffix("").as_posix()
+        except ValueError:
+            pass
+    return sample.name
+
+
 class ImageMaskDataModule(SegDataModule):
     """Base of the file-based dataset modules: checks files at setup, decodes once per sample, resizes.
 
@@ -242,6 +253,16 @@ class ImageMaskDataModule(SegDataModule):
         drops the masks (and a missing mask's error), so the test or val samples can be returned as they are.
         By default: ``splits()[split]``, the test split for "predict"."""
         return self.splits()["test" if split == "predict" else split]
+
+    def sample_ids(self, split: str) -> list[str] | None:
+        """Each sample's image path relative to ``root`` without suffix (its ``name`` where it lies elsewhere);
+        None for a split whose files cannot be found (setup says why, when it needs the split)."""
+        try:
+            samples = self.find_samples(split)
+        except ConfigError:
+            return None
+        root = getattr(self, "root", None)
+        return [_relative_id(sample, root) for sample in samples]
 
     def mask_encoder(self) -> MaskEncoder:
         """How this dataset's mask files encode classes."""

@@ -154,6 +154,11 @@ class SyntheticDataModule(SegDataModule):
         self.counts = {"train": num_train, "val": num_val, "test": num_test, "predict": num_predict}
         self.size, self.max_shapes, self.noise, self.seed = size, max_shapes, noise, seed
 
+    def sample_ids(self, split: str) -> list[str] | None:
+        """``shapes_<split seed>_<index>``: a sample is its generator seed and index (disjoint per split)."""
+        seed = self.seed * 10 + {"train": 0, "val": 1, "test": 2, "predict": 3}[split]
+        return [f"shapes_{seed}_{i:05d}" for i in range(self.counts[split])]
+
     def build_dataset(self, split: str) -> Dataset:
         offset = {"train": 0, "val": 1, "test": 2, "predict": 3}[split]
         return SyntheticShapes(
