@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)  ## create .venv and install lightning_seg with its dev tools (reused afterwards)
 
 demo: $(STAMP)  ## train the offline default (synthetic shapes, CPU ok), then predict a few images
-	$(PY) -m lightning_seg.demo
+	$(PY) -m lightning_seg.cli.demo
 
 test: $(STAMP)  ## the fast test suite (what CI runs)
 	$(PY) -m pytest -q

@@ -34,7 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lightning_seg.cli import build_cli  # noqa: E402
 from lightning_seg.commands.tune import ThresholdSearch  # noqa: E402
 from lightning_seg.inference import Inference  # noqa: E402
+from lightning_seg.metrics import SegMetrics  # noqa: E402
 from lightning_seg.postprocess import PostProcess  # noqa: E402
+from lightning_seg.task.evaluation import EvaluationPath  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:
@@ -42,29 +44,46 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _reset(module: Any, stage: str) -> None:
-    module.metrics[f"{stage}_"].reset()
-    module.stage_names.pop(stage, None)
-    for key in [k for k in module.stage_metrics if k.startswith(f"{stage}_")]:
-        del module.stage_metrics[key]
+def _path(module: Any, inference: Inference, steps: list) -> EvaluationPath:
+    """The module's evaluation path with another inference and chain (the module itself is left alone)."""
+    return EvaluationPath(
+        inference,
+        PostProcess(steps),
+        module.num_classes,
+        module.ignore_index,
+        module.class_names,
+        module.label_task,
+        module.binary_threshold,
+        module.mean,
+        module.std,
+    ).to(module.device)
 
 
 @torch.no_grad()
-def score(module: Any, batches: list[dict], stage: str = "test") -> tuple[float, float]:
-    """(images/s, mIoU) of the module's whole path over prepared batches already on the device."""
+def score(
+    module: Any, path: EvaluationPath, batches: list[dict], search: ThresholdSearch | None = None
+) -> tuple[float, float]:
+    """(images/s, mIoU) of the whole path over prepared batches already on the device, as ``test`` scores;
+    with ``search``, ``tune``'s calibration pass instead (the path up to the decision into its histograms)."""
     device = module.device
+    final = SegMetrics(module.num_classes, module.ignore_index).to(device)
     for timed in (False, True):
-        _reset(module, stage)
+        final.reset()
+        path.start_table("bench")
         chosen = batches if timed else batches[:1]
         _sync(device)
         start = time.perf_counter()
         for batch in chosen:
             out = module(batch["image"])
-            module._score(batch, stage, out.mask, out.label)
+            if search is None:
+                path.score(module.mask_logits, batch, "bench", out.mask, out.label, final)
+            else:
+                predictions, truths = path.before_decision(module.mask_logits, batch, out.mask, out.label)
+                search.update(predictions, truths, None, None)
         _sync(device)
         seconds = time.perf_counter() - start
     images = sum(len(b["image"]) for b in batches)
-    miou = float(module.metrics[f"{stage}_"].compute()["mIoU"]) if module.threshold_search is None else 0.0
+    miou = float(final.compute()["mIoU"]) if search is None else 0.0
     return images / seconds, miou
 
 
@@ -105,7 +124,7 @@ def main() -> None:
     state = torch.load(args.ckpt_path, map_location="cpu", weights_only=True)["state_dict"]
     module.load_state_dict(state)
     module.to(device).eval()
-    data.score_at_original_size = ("val", "test")
+    data.score_at_original_size = ("val", "test")  # the benchmark's own data module, built here
     data.setup("test")
     data.setup("validate")
     test = _prepared(data, data.test_dataloader(), device)
@@ -125,34 +144,32 @@ def main() -> None:
     print("| setting | images/s | test mIoU |")
     print("| --- | --- | --- |")
     for inference, steps in settings:
-        module.inference, module.postprocess = inference, PostProcess(steps)
-        speed, miou = score(module, test)
+        speed, miou = score(module, _path(module, inference, steps), test)
         print(f"| {inference.describe()} | {speed:.2f} | {miou:.4f} |")
     try:
         from lightning_seg.postprocess import DenseCRF
     except ImportError:
         DenseCRF = None  # noqa: N806
     if DenseCRF is not None:
-        module.postprocess = PostProcess([DenseCRF(iterations=args.crf_iterations)])
-        data.keep_original_image_of_evaluation_splits()
+        data.keep_original_images = True  # the CRF reads each image as stored (the CLI sets it so)
+        data.datasets.clear()
+        data.setup("test")
+        data.setup("validate")
         subset = _prepared(data, data.test_dataloader(), device, args.crf_images)
         count = sum(len(b["image"]) for b in subset)
-        module.inference = Inference()
         for steps in ([], [DenseCRF(iterations=args.crf_iterations)]):
-            module.postprocess = PostProcess(steps)
-            speed, miou = score(module, subset)
+            path = _path(module, Inference(), steps)
+            speed, miou = score(module, path, subset)
             name = "resize" + (f" + {steps[0].describe()}" if steps else "")
             print(f"| {name}, first {count} images | {speed:.2f} | {miou:.4f} |")
-            module.postprocess.close()
+            path.postprocess.close()
 
     # the cost of tune: an evaluation pass against a calibration pass over val
     val = _prepared(data, data.val_dataloader(), device)
-    module.inference, module.postprocess = Inference(), PostProcess([])
-    module.full_path_stages = {"val"}
-    evaluation, _ = score(module, val, "val")
-    module.threshold_search = ThresholdSearch(module.num_classes, module.ignore_index, None, 101).to(device)
-    calibration, _ = score(module, val, "val")
-    module.threshold_search = None
+    plain = _path(module, Inference(), [])
+    evaluation, _ = score(module, plain, val)
+    search = ThresholdSearch(module.num_classes, module.ignore_index, None, 101).to(device)
+    calibration, _ = score(module, plain, val, search)
     images = sum(len(b["image"]) for b in val)
     print(
         f"tune on {images} val images: evaluation pass {images / evaluation:.2f} s, calibration pass "

@@ -409,7 +409,7 @@ def test_a_bfloat16_batch_is_attacked_in_float32_pixels(monkeypatch: pytest.Monk
         seen.append((pixels.dtype, epsilon.dtype, (adversarial - pixels).abs().amax().item()))
         return adversarial
 
-    monkeypatch.setattr(attack, "perturb", recording)
+    monkeypatch.setattr("lightning_seg.commands.attack.robustness.perturb", recording)
     options = attack.check_options(
         model, ["pgd"], [0, "1/255"], 10, None, True, None, None, None, "test", 0, 0
     )

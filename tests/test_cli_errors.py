@@ -16,12 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from lightning_seg import atomic, checkpoint_io
-from lightning_seg import checks as checks_module
 from lightning_seg import cli as cli_module
+from lightning_seg.checkpoints import atomic_io as checkpoint_io
+from lightning_seg.cli import checks as checks_module
 from lightning_seg.cli import main
 from lightning_seg.data.synthetic import SyntheticDataModule
-from lightning_seg.parse_errors import reduce_parse_error
+from lightning_seg.utils import atomic
+from lightning_seg.utils.parse_errors import reduce_parse_error
 from tests.conftest import tiny_args
 
 MAX_LINE = 220
@@ -426,7 +427,7 @@ def test_cases_are_importable_data() -> None:
 
 
 def test_lightning_resolves_remote_checkpoint_paths_itself() -> None:
-    from lightning_seg.checks import resolved_by_lightning
+    from lightning_seg.cli.checks import resolved_by_lightning
 
     for path in ("last", "best", "registry:model", "s3://bucket/x.ckpt", "file:///tmp/x.ckpt", "hf://a/b"):
         assert resolved_by_lightning(path), path
@@ -437,7 +438,7 @@ def test_a_checkpoint_with_python_objects_suggests_weights_only_false(tmp_path: 
     import numpy as np
     import torch
 
-    from lightning_seg.checks import read_checkpoint
+    from lightning_seg.checkpoints.read import read_checkpoint
     from lightning_seg.errors import ConfigError
 
     path = tmp_path / "np.ckpt"

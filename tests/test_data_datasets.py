@@ -114,7 +114,7 @@ def test_camvid_real_training_steps(tmp_path: Path):
     import lightning as L
 
     from lightning_seg.models.unet import UNet
-    from lightning_seg.module import SegmentationModule
+    from lightning_seg.task.module import SegmentationModule
 
     dm = CamVidDataModule(str(CAMVID), size=(96, 128), batch_size=4)
     model = SegmentationModule(

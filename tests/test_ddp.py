@@ -76,7 +76,7 @@ def test_ddp_validation_metrics_equal_single_process(tmp_path: Path) -> None:
     )
     assert set(single) == set(ddp)
     # the distributed sampler interleaves images, so batches differ: every metric and every loss term is
-    # computed from sums over the split (losses: lightning_seg.split_loss), so none may depend on that
+    # computed from sums over the split (losses: lightning_seg.losses.split_sums), so none may depend on that
     assert {"val/mIoU", "val/acc", "val/dice", "val/loss", "val/loss/ce", "val/loss/dice"} <= set(single)
     mismatched = {
         name: (single[name], ddp[name])

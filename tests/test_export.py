@@ -33,7 +33,7 @@ from lightning_seg.commands.export import (
     write_onnx,
 )
 from lightning_seg.models import MicroUNet, ResNetUNet, SMPNet, TorchvisionNet, UNet
-from lightning_seg.module import SegmentationModule
+from lightning_seg.task.module import SegmentationModule
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")

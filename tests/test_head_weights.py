@@ -20,7 +20,7 @@ from lightning_seg.cli import run_cli
 from lightning_seg.errors import ConfigError
 from lightning_seg.losses import CompoundLoss
 from lightning_seg.models import MicroUNet, SMPNet, TorchvisionNet
-from lightning_seg.module import SegmentationModule
+from lightning_seg.task.module import SegmentationModule
 
 # the smallest torchvision arch with an aux head (lraspp has none)
 ARCH = "deeplabv3_mobilenet_v3_large"

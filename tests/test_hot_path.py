@@ -324,7 +324,7 @@ def test_a_weight_rule_that_fails_on_rank_zero_stops_every_rank(
 
 
 def test_class_argmax_is_argmax_with_its_ties() -> None:
-    from lightning_seg.class_argmax import class_argmax
+    from lightning_seg.utils.class_argmax import class_argmax
 
     scores = torch.randint(0, 3, (4, 6, 9, 11)).float()  # many ties: the first maximum wins in both
     assert torch.equal(class_argmax(scores, 1), scores.argmax(1))

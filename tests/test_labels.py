@@ -17,6 +17,7 @@ from torch.nn import functional as F
 from torchmetrics.classification import MultilabelAveragePrecision
 
 from lightning_seg.cli import run_cli
+from lightning_seg.data.label_sampling import balancing_weights, rarest_present_class
 from lightning_seg.data.sampling import EpochSampler
 from lightning_seg.data.stats import ClassStatistics
 from lightning_seg.errors import ConfigError
@@ -24,16 +25,14 @@ from lightning_seg.labels import (
     NO_LABEL,
     MultiLabelMetrics,
     SingleLabelMetrics,
-    balancing_weights,
     label_class_map,
     presence_labels,
-    rarest_present_class,
     rule_weights,
 )
 from lightning_seg.losses import CompoundLoss
 from lightning_seg.models import MicroUNet, SMPNet
 from lightning_seg.models.outputs import NetOutput
-from lightning_seg.module import SegmentationModule
+from lightning_seg.task.module import SegmentationModule
 
 IGNORE = 255
 SHAPES = ["disc", "square", "triangle", "ring"]  # SyntheticShapes' foreground classes

@@ -15,11 +15,11 @@ import wandb_records
 from conftest import REPO, tiny_args
 from jsonargparse import Namespace
 
-from lightning_seg import wandb_runs
-from lightning_seg.callbacks.drawing import overlay
 from lightning_seg.callbacks.visualize import SampleOverlays, spread_of_samples
 from lightning_seg.cli import main, run_cli
 from lightning_seg.errors import ConfigError
+from lightning_seg.reports.drawing import overlay
+from lightning_seg.runs import wandb as wandb_runs
 
 WANDB_CONFIG = str(REPO / "configs" / "trainer" / "wandb.yaml")
 CONSTANT_LR = "--model.init_args.lr_scheduler=null"

@@ -6,7 +6,7 @@ import pytest
 import segmentation_models_pytorch as smp
 import torch
 
-from lightning_seg.loss_terms import FocalLoss, LovaszLoss
+from lightning_seg.losses.terms import FocalLoss, LovaszLoss
 
 IGNORE = 255
 

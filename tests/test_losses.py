@@ -174,7 +174,7 @@ def test_an_ignored_only_batch_leaves_the_epoch_loss_a_true_mean(tmp_path) -> No
     import lightning as L
 
     from lightning_seg.models import UNet
-    from lightning_seg.module import SegmentationModule
+    from lightning_seg.task.module import SegmentationModule
 
     class Batches(torch.utils.data.Dataset):
         def __len__(self) -> int:
@@ -210,7 +210,7 @@ def test_an_ignored_only_batch_leaves_the_epoch_loss_a_true_mean(tmp_path) -> No
 def test_a_derived_image_label_of_a_wholly_ignored_mask_counts_nowhere() -> None:
     """A class head trained on labels derived from masks: an image without a labelled pixel has no label,
     not "background"."""
-    from lightning_seg.module import NO_LABEL, dominant_class
+    from lightning_seg.labels import NO_LABEL, dominant_class
 
     masks = torch.tensor([[[0, 2], [2, 1]], [[IGNORE, IGNORE], [IGNORE, IGNORE]], [[0, 0], [IGNORE, 0]]])
     assert dominant_class(masks, 3, IGNORE).tolist() == [2, NO_LABEL, 0]

@@ -10,8 +10,9 @@ import torch
 from conftest import tiny_args
 
 from lightning_seg.cli import run_cli
+from lightning_seg.labels import NO_LABEL, dominant_class
 from lightning_seg.models import MicroUNet, SMPNet, UNet
-from lightning_seg.module import NO_LABEL, SegmentationModule, dominant_class
+from lightning_seg.task.module import SegmentationModule
 
 
 def test_num_labels_comes_from_the_data_labels() -> None:

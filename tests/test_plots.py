@@ -23,14 +23,14 @@ from torchvision.io import decode_png, read_file
 
 import lightning_seg
 from lightning_seg.callbacks import RunPlots
-from lightning_seg.callbacks import plot_figures as figures
 from lightning_seg.callbacks import plots as run_plots
-from lightning_seg.callbacks.drawing import class_legend
-from lightning_seg.callbacks.image_ranking import ImageRanking, image_miou
-from lightning_seg.callbacks.publish import figure_pixels
-from lightning_seg.callbacks.writer import default_palette
 from lightning_seg.cli import run_cli
 from lightning_seg.data.synthetic import SyntheticDataModule
+from lightning_seg.reports import figures
+from lightning_seg.reports.drawing import class_legend
+from lightning_seg.reports.image_ranking import ImageRanking, image_miou
+from lightning_seg.reports.palette import default_palette
+from lightning_seg.reports.publish import figure_pixels
 
 # SmallComponents makes the final class maps differ from the plain argmax, so a ranking made from the
 # plain predictions (what test_step returned before) would not match the recomputation below

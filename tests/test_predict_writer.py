@@ -12,8 +12,9 @@ from conftest import tiny_args
 from torchvision.io import encode_png
 
 import lightning_seg.callbacks.writer as writer_module
-from lightning_seg.callbacks.writer import MaskWriter, colourize
+from lightning_seg.callbacks.writer import MaskWriter
 from lightning_seg.cli import main, run_cli
+from lightning_seg.reports.palette import colourize
 
 # 10 images in batches of 4: three batches, the last one short; untrained weights spare a fit
 PREDICT = ["--data.init_args.num_predict=10", "--allow_untrained", "true"]

@@ -221,8 +221,8 @@ def test_checkpoints_are_written_beside_their_target_and_renamed(run_root: Path,
 
 
 def test_a_failed_checkpoint_write_keeps_the_previous_file(tmp_path: Path, monkeypatch) -> None:
-    from lightning_seg.atomic import HOST
-    from lightning_seg.checkpoint_io import AtomicCheckpointIO
+    from lightning_seg.checkpoints.atomic_io import AtomicCheckpointIO
+    from lightning_seg.utils.atomic import HOST
 
     io, target = AtomicCheckpointIO(), tmp_path / "last.ckpt"
     orphan = tmp_path / f".last.ckpt.{HOST}-999999999.tmp"  # left by a killed process that no longer runs

@@ -1,4 +1,4 @@
-"""Checkpoints that stand alone (lightning_seg.standalone) and the notebook API (lightning_seg.segmenter)."""
+"""Checkpoints that stand alone (lightning_seg.checkpoints) and the notebook API (lightning_seg.segmenter)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from torchvision.io import read_image
 
 import lightning_seg
 from lightning_seg import SegmentationModule
-from lightning_seg.cli import run_cli
-from lightning_seg.errors import ConfigError
 from lightning_seg.checkpoints.load import write_bundle
 from lightning_seg.checkpoints.read import read_checkpoint
 from lightning_seg.checkpoints.record import RECORD_FORMAT, RECORD_KEY
+from lightning_seg.cli import run_cli
+from lightning_seg.errors import ConfigError
 
 CHAIN = [
     "--model.init_args.postprocess+=lightning_seg.postprocess.ClassThresholds",
@@ -140,7 +140,7 @@ def test_checkpoint_without_record_loads_with_its_config(trained: Path, tmp_path
 def test_a_record_naming_pretrained_weights_rebuilds_offline(trained: Path) -> None:
     """A run trained from ImageNet weights records them; rebuilding from its checkpoint must not fetch them
     (the checkpoint's weights replace them; offline, a download would fail)."""
-    from lightning_seg.standalone import build_module
+    from lightning_seg.checkpoints.record import build_module
 
     record = torch.load(trained, weights_only=True)[RECORD_KEY]
     record["model"]["init_args"]["net"] = {

@@ -20,11 +20,11 @@ import yaml
 from conftest import DEFAULT_CONFIG, REPO
 
 from lightning_seg.cli import main
-from lightning_seg.commands.sweep import _terminate_as_interrupt, error_line
-from lightning_seg.commands.sweep_file import column_names, load_sweep_file, short_value
-from lightning_seg.commands.sweep_table import ranked, result_row, write_csv, write_markdown
 from lightning_seg.models import UNet
 from lightning_seg.runs import RunLock
+from lightning_seg.sweep.runner import _terminate_as_interrupt, error_line
+from lightning_seg.sweep.spec import column_names, load_sweep_file, short_value
+from lightning_seg.sweep.table import ranked, result_row, write_csv, write_markdown
 
 WEIGHTS = "model.init_args.loss.init_args.weights"
 WIDTH = "model.init_args.net.init_args.base_width"
@@ -427,7 +427,7 @@ def test_a_trial_dies_with_its_sweep_when_that_is_killed() -> None:
     # a stand-in sweep starting a stand-in trial as run_trial does, then SIGKILL: nothing it can handle
     script = (
         "import subprocess, sys, time\n"
-        "from lightning_seg.commands.sweep import _die_with_parent\n"
+        "from lightning_seg.sweep.runner import _die_with_parent\n"
         "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'],"
         " start_new_session=True, preexec_fn=_die_with_parent())\n"
         "print(child.pid, flush=True)\n"

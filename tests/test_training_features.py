@@ -10,7 +10,7 @@ import torch
 from conftest import tiny_args
 
 from lightning_seg.cli import run_cli
-from lightning_seg.schedulers import PolyLR, WarmupCosineLR
+from lightning_seg.task.schedulers import PolyLR, WarmupCosineLR
 
 
 def _fit(root: Path, *extra: str, epochs: int = 1):
@@ -44,7 +44,7 @@ def test_accumulation_and_clipping(run_root: Path) -> None:
 def test_step_schedules_get_the_run_length(run_root: Path, scheduler: str) -> None:
     cli = _fit(
         run_root,
-        f"--model.init_args.lr_scheduler=lightning_seg.schedulers.{scheduler}",
+        f"--model.init_args.lr_scheduler=lightning_seg.task.schedulers.{scheduler}",
         "--model.init_args.lr_scheduler.warmup=2",
         epochs=2,
     )

@@ -14,11 +14,11 @@ from data_trees import voc_tree
 from jsonargparse import Namespace
 
 from lightning_seg.cli import run_cli
+from lightning_seg.cli.pretrained import link_normalization
 from lightning_seg.data.voc import VOC_CLASSES
 from lightning_seg.errors import ConfigError
 from lightning_seg.models import SMPNet, TransformersNet
 from lightning_seg.models.class_mapping import ClassMapping
-from lightning_seg.pretrained import link_normalization
 
 transformers = pytest.importorskip("transformers")
 

@@ -22,6 +22,7 @@ from lightning_seg.labels.targets import (
     label_decisions,
     label_probabilities,
     presence_labels,
+    resolve_label_mode,
 )
 
 
@@ -71,6 +72,36 @@ class LabelTask(nn.Module):
             "class_map",
             label_class_map(self.names, class_names, mode, derived, label_classes),
             persistent=False,
+        )
+
+    @classmethod
+    def of_model(
+        cls,
+        mode: LabelMode | None,
+        data_label_names: Sequence[str] | None,
+        class_names: Sequence[str],
+        thresholds: Sequence[float] | None,
+        ignore_index: int,
+        label_classes: Sequence[str | None] | None = None,
+    ) -> LabelTask:
+        """The task of a model's head from its config: ``mode`` resolved (:func:`resolve_label_mode`), and
+        without data labels the labels derived from the masks (multi: the foreground classes; single: every
+        class)."""
+        resolved = resolve_label_mode(mode, data_label_names)
+        derived = not data_label_names
+        if derived:
+            names = list(class_names[1:]) if resolved == "multi" else list(class_names)
+        else:
+            names = list(data_label_names or ())
+        return cls(
+            resolved,
+            names,
+            class_names,
+            derived,
+            thresholds,
+            len(class_names),
+            ignore_index,
+            label_classes=label_classes or None,
         )
 
     @property

@@ -111,6 +111,49 @@ class EvaluationPath(nn.Module):
         thresholds = (postprocess or self.postprocess).thresholds
         return thresholds.labels if thresholds is not None else None
 
+    # ------------------------------------------------------------------------------ the chain's state
+    def load_postprocess(
+        self,
+        ckpt_path: str | None,
+        embedded: dict[str, Any] | None,
+        net: nn.Module,
+        postprocess: PostProcess | None = None,
+    ) -> None:
+        """Make a chain (the model's, or a command's ``postprocess``) ready for the weights of ``ckpt_path``:
+        read its tuned thresholds (beside it, or ``embedded`` in it), and refuse a LabelConsistency step
+        ``net`` cannot feed."""
+        chain = postprocess or self.postprocess
+        thresholds = chain.thresholds
+        if thresholds is not None:
+            task = self.label_task
+            thresholds.load(
+                self.class_names,
+                ckpt_path,
+                inference=self.inference.describe(),
+                tuned_after=[step.describe() for step in chain.before_decision()],
+                label_names=list(task.names) if task.mode == "multi" else None,
+                embedded=embedded,
+            )
+        self.check_label_consistency(net, chain)
+
+    def check_label_consistency(self, net: nn.Module, postprocess: PostProcess | None = None) -> None:
+        """LabelConsistency reads a multi-label head, or a single-label one on labels that name classes;
+        refuse what it would misread (before a pass over the data, not at its first batch)."""
+        step = (postprocess or self.postprocess).find(LabelConsistency)
+        if step is None or getattr(step, "oracle", False):
+            return
+        if getattr(net, "label_head", None) is None:
+            raise ConfigError(
+                f"model.postprocess LabelConsistency: the net ({type(net).__name__}) has no image-level "
+                "head; use a net with one (MicroUNet) and model.loss label_weight > 0, or oracle: true for the "
+                "ablation"
+            )
+        if self.label_task.mode == "single" and self.label_task.derived:
+            raise ConfigError(
+                "model.postprocess LabelConsistency: a single-label head trained on each mask's dominant class "
+                "would remove every other class of an image; train with model.label_mode: multi"
+            )
+
     # ------------------------------------------------------------------------------ probabilities
     def probabilities(
         self, mask_logits: MaskLogits, image: torch.Tensor, logits: torch.Tensor | None = None

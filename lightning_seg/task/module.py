@@ -25,12 +25,14 @@ from lightning_seg.data.base import IMAGENET_MEAN, IMAGENET_STD
 from lightning_seg.errors import ConfigError
 from lightning_seg.inference import Inference
 from lightning_seg.inference.predictor import to_probabilities
-from lightning_seg.labels import LabelMode, LabelTask, label_weight_source, plain_scores, resolve_label_mode
+from lightning_seg.labels import LabelMode, LabelTask, label_weight_source, plain_scores
 from lightning_seg.losses import CompoundLoss
 from lightning_seg.metrics import NamedSums, SegMetrics
 from lightning_seg.models.outputs import NetOutput, as_net_output, pad_to_multiple
-from lightning_seg.postprocess import LabelConsistency, PostProcess, Prediction, Step
+from lightning_seg.postprocess import PostProcess, Prediction, Step
+from lightning_seg.task.epoch_logs import label_logs, segmentation_logs
 from lightning_seg.task.evaluation import EvaluationPath
+from lightning_seg.task.loss_weights import resolve_on_rank_zero
 from lightning_seg.task.net_builder import UNBUILT_HEAD_MARKERS, NetBuilder, build_net
 from lightning_seg.task.optimizers import default_optimizer, optimizer_config, scheduler_with_total_steps
 from lightning_seg.task.results import TaskResults
@@ -117,23 +119,11 @@ class SegmentationModule(L.LightningModule):
             raise ConfigError(
                 f"model.class_names has {len(self.class_names)} names for {num_classes} classes"
             )
-        self.label_mode = resolve_label_mode(label_mode, label_names)
-        derived = not label_names
-        if derived:
-            names = self.class_names[1:] if self.label_mode == "multi" else self.class_names
-        else:
-            names = list(label_names)
-        self.label_names = list(names)
-        self.label_task = LabelTask(
-            self.label_mode,
-            names,
-            self.class_names,
-            derived,
-            label_thresholds,
-            num_classes,
-            ignore_index,
-            label_classes=label_classes or None,
+        self.label_task = LabelTask.of_model(
+            label_mode, label_names, self.class_names, label_thresholds, ignore_index, label_classes
         )
+        self.label_mode, self.label_names = self.label_task.mode, list(self.label_task.names)
+        derived, names = self.label_task.derived, self.label_names
         # the loss first: a head it gives weight 0 is not built (see build_net)
         loss = loss if loss is not None else CompoundLoss()
         self.net = build_net(
@@ -213,32 +203,7 @@ class SegmentationModule(L.LightningModule):
             if callable(freeze_unused):
                 freeze_unused()
         if stage == "fit" and self.trainer.ckpt_path is None:
-            self._resolve_weights_on_rank_zero()
-
-    def _resolve_weights_on_rank_zero(self) -> None:
-        """Resolve class- and label-weight rules before training starts: rank 0 reads the data's statistics
-        (one cached pass over the training masks) and broadcasts the weights, so the other DDP ranks neither
-        repeat the pass nor stall inside the first step. A resumed fit restores them from its checkpoint."""
-        strategy = self.trainer.strategy
-        for pending, weights, assign in (
-            (self.loss.weights_pending, self.loss.pixel_weights, self.loss.set_class_weights),
-            (self.loss.label_weights_pending, self.loss.label_weights, self.loss.set_label_class_weights),
-        ):
-            if not pending:
-                continue
-            payload: tuple[torch.Tensor | None, str | None] | None = None
-            failure: Exception | None = None
-            if self.trainer.is_global_zero:
-                try:
-                    payload = (weights.resolved(), None)
-                except Exception as error:  # sent to every rank, so that all stop (none waits in broadcast)
-                    failure, payload = error, (None, str(error))
-            resolved, message = strategy.broadcast(payload, src=0)
-            if failure is not None:
-                raise failure
-            if message is not None:
-                raise ConfigError(message)
-            assign(resolved)
+            resolve_on_rank_zero(self.loss, self.trainer.strategy, self.trainer.is_global_zero)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.loss.weight_tensor is not None:
@@ -246,7 +211,9 @@ class SegmentationModule(L.LightningModule):
         if self.loss.label_weight_tensor is not None:
             checkpoint["loss_label_class_weights"] = self.loss.label_weight_tensor.cpu()
         if self._trainer is not None and self.trainer.state.fn == "fit":
-            checkpoint["random_state"] = self._random_state()
+            checkpoint["random_state"] = random_state.capture_per_rank(
+                self.trainer.world_size, self.all_gather, self.device
+            )
         if self.standalone_record is not None:
             checkpoint[RECORD_KEY] = self.standalone_record
 
@@ -296,16 +263,6 @@ class SegmentationModule(L.LightningModule):
             checkpoint_path, weights_only=weights_only is not False, map_location=map_location or "cpu"
         )[0]
 
-    def _random_state(self) -> dict[str, Any]:
-        """The generators' states at this save; under DDP each rank's torch and CUDA states (Kornia's and
-        dropout's draws differ per rank), gathered since only rank 0 writes the file."""
-        state = random_state.capture()
-        if self.trainer.world_size > 1:
-            for key in ("torch", "cuda"):
-                if key in state:
-                    state[f"{key}_per_rank"] = self.all_gather(state[key].to(self.device)).cpu()
-        return state
-
     def on_train_start(self) -> None:
         # restored here, after the sanity check and the creation of the epoch's loader, so that the first
         # draw after it is the first augmentation of the resumed batch, as in the uninterrupted run
@@ -346,6 +303,16 @@ class SegmentationModule(L.LightningModule):
         """B×K×H×W logits → int64 B×H×W classes (sigmoid threshold for a one-channel head)."""
         return self.evaluation.classes_from_logits(logits)
 
+    def classes_from_probabilities(self, probabilities: torch.Tensor) -> torch.Tensor:
+        """B×K×H×W probabilities → int64 B×H×W classes (``binary_threshold`` for a one-channel head)."""
+        return self.evaluation.classes_from_probabilities(probabilities)
+
+    def inference_probabilities(
+        self, image: torch.Tensor, logits: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """float32 B×K×H×W probabilities of :attr:`inference` at the batch's size (K ≥ 2)."""
+        return self.evaluation.probabilities(self.mask_logits, image, logits)
+
     def predict_path(
         self, batch: dict[str, Any], out: NetOutput, truths: list[torch.Tensor] | None = None
     ) -> list[Prediction]:
@@ -368,6 +335,10 @@ class SegmentationModule(L.LightningModule):
         """float32 B×L probabilities → bool B×L: the argmax one-hot (single), or ``p >= threshold`` per label
         (multi; ``thresholds`` (L,) or None for ``label_thresholds``)."""
         return self.label_task.decisions(probabilities, thresholds)
+
+    def classes_of_labels(self, decisions: torch.Tensor) -> torch.Tensor:
+        """bool B×L label decisions → bool B×K: the mask classes they say are present (background always)."""
+        return self.label_task.classes_of_labels(decisions)
 
     def tuned_label_thresholds(self) -> torch.Tensor | None:
         """The multi-label thresholds ``tune`` found, when a ClassThresholds step loaded them (else None:
@@ -511,34 +482,16 @@ class SegmentationModule(L.LightningModule):
             return
         scores = metrics.compute()
         # already synced across processes by torchmetrics; no sync_dist needed
-        logged = {f"{stage}/{name}": scores[name] for name in ("dice", "dice_fg", "acc")}
-        logged.update({f"{stage}/loss/{name}": value for name, value in losses.items() if name != "loss"})
+        logged = segmentation_logs(stage, scores, losses, self.class_names)
         if "loss" in losses:
             self.log(f"{stage}/loss", losses["loss"], prog_bar=True)
-        for name in ("IoU_fg", "image_IoU", "image_dice_fg", "image_IoU_fg", "competition_dice"):
-            if name in scores:
-                logged[f"{stage}/{name}"] = scores[name]
-        # one host copy for the NaN test (classes absent from the whole evaluation are not logged)
-        for class_name, value, present in zip(
-            self.class_names, scores["iou"], (~scores["iou"].isnan()).tolist(), strict=True
-        ):
-            if present:
-                logged[f"{stage}/IoU/{class_name}"] = value
         label_metric = self.label_metrics[f"{stage}_"]
         if label_metric.update_count:
             label_scores = label_metric.compute()  # synced across processes by torchmetrics
             label_metric.reset()
-            for name in ("f1", "acc", "mAP"):
-                if name in label_scores:
-                    logged[f"{stage}/label_{name}"] = label_scores[name]
             record = plain_scores(label_scores, self.label_mode, self.label_names)  # one host copy
             self.results.stage(stage).label_scores = record
-            for kind in ("precision", "recall"):
-                for label_name, value, known in zip(
-                    self.label_names, label_scores[kind], record[kind], strict=True
-                ):
-                    if known is not None:  # undefined (no prediction / no target of the label): not logged
-                        logged[f"{stage}/label_{kind}/{label_name}"] = value
+            logged.update(label_logs(stage, label_scores, record, self.label_names))
         self.log_dict(logged, prog_bar=False)
         self.log(f"{stage}/mIoU", scores["mIoU"], prog_bar=True)
         results = self.results.stage(stage)
@@ -548,7 +501,7 @@ class SegmentationModule(L.LightningModule):
 
     def _split_losses(self, stage: str) -> dict[str, torch.Tensor]:
         """An evaluation stage's loss terms over the whole split (summed across processes, divided once:
-        :mod:`lightning_seg.split_loss`), and the sums reset; {} for training or without an update."""
+        :mod:`lightning_seg.losses.split_sums`), and the sums reset; {} for training or without an update."""
         sums = self.eval_loss_sums[f"{stage}_"] if f"{stage}_" in self.eval_loss_sums else None
         if sums is None or not sums.update_count:
             return {}
@@ -583,38 +536,12 @@ class SegmentationModule(L.LightningModule):
 
     def load_postprocess(self, ckpt_path: str | None, postprocess: PostProcess | None = None) -> None:
         """Make a post-processing chain (the model's, or a command's ``postprocess``) ready for the weights of
-        ``ckpt_path``: read its tuned thresholds (beside it, or carried by it), and refuse a LabelConsistency
-        step the net cannot feed."""
-        chain = postprocess or self.postprocess
-        thresholds = chain.thresholds
-        if thresholds is not None:
-            thresholds.load(
-                self.class_names,
-                ckpt_path,
-                inference=self.inference.describe(),
-                tuned_after=[step.describe() for step in chain.before_decision()],
-                label_names=self.label_names if self.label_mode == "multi" else None,
-                embedded=self.embedded_thresholds,
-            )
-        self.check_label_consistency()
+        ``ckpt_path`` (:meth:`EvaluationPath.load_postprocess`)."""
+        self.evaluation.load_postprocess(ckpt_path, self.embedded_thresholds, self.net, postprocess)
 
     def check_label_consistency(self) -> None:
-        """LabelConsistency reads a multi-label head, or a single-label one on labels that name classes;
-        refuse what it would misread (before a pass over the data, not at its first batch)."""
-        step = self.postprocess.find(LabelConsistency)
-        if step is None or getattr(step, "oracle", False):
-            return
-        if getattr(self.net, "label_head", None) is None:
-            raise ConfigError(
-                f"model.postprocess LabelConsistency: the net ({type(self.net).__name__}) has no image-level "
-                "head; use a net with one (MicroUNet) and model.loss label_weight > 0, or oracle: true for the "
-                "ablation"
-            )
-        if self.label_mode == "single" and self.label_task.derived:
-            raise ConfigError(
-                "model.postprocess LabelConsistency: a single-label head trained on each mask's dominant class "
-                "would remove every other class of an image; train with model.label_mode: multi"
-            )
+        """Refuse a LabelConsistency step the net cannot feed (:meth:`EvaluationPath.check_label_consistency`)."""
+        self.evaluation.check_label_consistency(self.net)
 
     def on_fit_start(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)

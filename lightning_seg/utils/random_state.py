@@ -9,6 +9,7 @@ which ``torch.load(weights_only=True)`` refuses; here every state is a tensor, a
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,20 @@ def capture() -> dict[str, Any]:
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state()  # the current device's: one device per process
+    return state
+
+
+def capture_per_rank(
+    world_size: int, all_gather: Callable[[torch.Tensor], torch.Tensor], device: torch.device
+) -> dict[str, Any]:
+    """:func:`capture`, and under DDP each rank's torch and CUDA states (``<key>_per_rank``, one row per
+    rank: Kornia's and dropout's draws differ per rank), gathered on ``device`` (the process group's) since
+    only rank 0 writes the file. A collective: every rank calls it."""
+    state = capture()
+    if world_size > 1:
+        for key in ("torch", "cuda"):
+            if key in state:
+                state[f"{key}_per_rank"] = all_gather(state[key].to(device)).cpu()
     return state
 
 
