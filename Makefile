@@ -26,8 +26,9 @@ test: $(STAMP)  ## the fast test suite (what CI runs)
 test-slow: $(STAMP)  ## only the slow tests (real CamVid when present, DDP on CPU)
 	$(PY) -m pytest -q -m slow
 
-lint: $(STAMP)  ## ruff checks
+lint: $(STAMP)  ## ruff checks and the package's layers (import-linter)
 	$(PY) -m ruff check lightning_seg tests benchmarks
+	$(VENV)/bin/lint-imports
 
 format: $(STAMP)  ## ruff format
 	$(PY) -m ruff format lightning_seg tests benchmarks
