@@ -309,7 +309,7 @@ def test_a_fit_without_validation_still_writes_its_summary(run_root: Path) -> No
 def test_concurrent_claims_get_different_folders(run_root: Path) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    from lightning_seg.runs import _new_numbered_folder
+    from lightning_seg.runs.folders import _new_numbered_folder
 
     # eight claims racing (threads list the folder, then mkdir): each gets its own folder
     with ThreadPoolExecutor(8) as pool:

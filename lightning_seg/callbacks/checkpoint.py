@@ -6,10 +6,16 @@ a run killed in epoch 3 resumed from epoch 1 and silently trained an epoch twice
 the end of every epoch (every validation), optionally also every N training steps for long epochs, and never
 writes a checkpoint of non-finite weights. Its arguments are Lightning's plus ``last_every_n_train_steps``;
 the CLI uses it in place of ``lightning.pytorch.callbacks.ModelCheckpoint`` where a config names that one.
+
+Private API kept on purpose: ``_save_last_checkpoint``, ``_save_checkpoint``, ``_monitor_candidates`` and
+``_should_save_on_train_epoch_end`` are ModelCheckpoint's own steps; no public hook says "write last.ckpt
+now" or "this save is about to happen", so the subclass calls and extends them (checked against Lightning
+2.5 and 2.6 by tests/test_runs.py's resume tests).
 """
 
 from __future__ import annotations
 
+import warnings
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -81,7 +87,11 @@ class ModelCheckpoint(LightningModelCheckpoint):
             # Lightning would use <save_dir>/<project>/<run id>/checkpoints; the run folder is save_dir
             # (trainer.log_dir), like a TensorBoard run's (see lightning_seg.wandb_runs)
             self.dirpath = str(Path(trainer.log_dir or trainer.default_root_dir) / "checkpoints")
-        super().setup(trainer, pl_module, stage)
+        with warnings.catch_warnings():
+            # Lightning's "directory exists and is not empty" is said on every resume, the one case where the
+            # CLI lets a fit write into a folder with checkpoints (it refuses a new run there)
+            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+            super().setup(trainer, pl_module, stage)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if getattr(self, "_evaluating", False):
@@ -146,12 +156,6 @@ class ModelCheckpoint(LightningModelCheckpoint):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
             self._last_global_step_saved, self._last_checkpoint_saved = saved
             self._last_was_step_save = True
-
-    def __warn_if_dir_not_empty(self, dirpath: str) -> None:
-        # overrides Lightning's (the same mangled name, this class being a ModelCheckpoint too): its
-        # "directory exists and is not empty" is said on every resume, the one case where the CLI lets a
-        # fit write into a folder with checkpoints (it refuses a new run there)
-        return
 
     # ------------------------------------------------------------------------------ finite weights only
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:

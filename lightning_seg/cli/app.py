@@ -108,6 +108,11 @@ class SegCLI(LightningCLI):
         for name in checkpoint_record.LINKED_FROM_DATA:
             parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
 
+    # Private LightningCLI hooks kept on purpose (no public alternative; checked with Lightning 2.5 and 2.6):
+    # _prepare_subcommand_parser is the one place that knows which subcommand a parser is for (the public
+    # add_arguments_to_parser does not); _parse_ckpt_path is the first step after parsing, before Lightning
+    # reads --ckpt_path's hyper-parameters; _run_subcommand is the only way to run code after a subcommand
+    # whether it failed or not (the public after_<subcommand> hooks run on success only).
     def _prepare_subcommand_parser(
         self, klass: type, subcommand: str, **kwargs: Any
     ) -> LightningArgumentParser:
