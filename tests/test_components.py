@@ -82,8 +82,7 @@ def test_connectivity_4_splits_a_diagonal_pair() -> None:
 
 def test_per_class_areas_by_name_and_by_list() -> None:
     classes = _scene()
-    by_name = SmallComponents(min_area={"person": 5, "car": 60})
-    by_name.bind(NAMES)
+    by_name = SmallComponents(min_area={"person": 5, "car": 60}).for_classes(NAMES)
     out = _run(by_name, classes)
     expected = classes.clone()
     expected[8, 8:10] = 0  # person speck
@@ -99,7 +98,7 @@ def test_per_class_areas_by_name_and_by_list() -> None:
 def test_bad_class_names_are_one_line() -> None:
     step = SmallComponents(min_area={"persn": 5})
     with pytest.raises(ConfigError) as error:
-        step.bind(NAMES)
+        step.for_classes(NAMES)
     message = str(error.value)
     assert "\n" not in message
     assert "'persn'" in message and "did you mean person?" in message and "road, car, person" in message
@@ -108,7 +107,7 @@ def test_bad_class_names_are_one_line() -> None:
     with pytest.raises(ConfigError, match="no class names"):
         _run(SmallComponents(min_area={"car": 5}), _scene())
     with pytest.raises(ConfigError, match="3 areas for 4 classes"):
-        SmallComponents(min_area=[0, 5, 5]).bind(NAMES)
+        SmallComponents(min_area=[0, 5, 5]).for_classes(NAMES)
     with pytest.raises(ConfigError, match=">= 0"):
         SmallComponents(min_area=-1)
 

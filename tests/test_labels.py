@@ -177,10 +177,7 @@ def test_label_targets_and_metric_updates_never_sync_with_the_host() -> None:
 
 # --------------------------------------------------------------------------------------------- losses
 def _label_loss(mode: str, num_labels: int, **kwargs) -> CompoundLoss:
-    loss = CompoundLoss(weights={"ce": 1.0}, label_weight=1.0, **kwargs)
-    loss.bind(3, IGNORE)
-    loss.bind_labels(mode, num_labels)
-    return loss
+    return CompoundLoss(weights={"ce": 1.0}, label_weight=1.0, **kwargs).for_task(3, IGNORE, mode, num_labels)
 
 
 def _parts(loss: CompoundLoss, logits: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:

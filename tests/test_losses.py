@@ -22,9 +22,7 @@ def _data(num_classes: int = 4, channels: int | None = None, seed: int = 0):
 
 
 def _loss(weights, num_classes=4, **kwargs) -> CompoundLoss:
-    loss = CompoundLoss(weights=weights, **kwargs)
-    loss.bind(num_classes, IGNORE)
-    return loss
+    return CompoundLoss(weights=weights, **kwargs).for_task(num_classes, IGNORE)
 
 
 def test_ce_term_equals_torch_cross_entropy_with_ignore() -> None:
@@ -128,10 +126,10 @@ def test_configuration_errors_are_clear() -> None:
     with pytest.raises(ConfigError, match="unknown term"):
         CompoundLoss(weights={"dcie": 1.0})
     with pytest.raises(ConfigError, match="3 values"):
-        CompoundLoss(class_weights=[1.0, 2.0, 3.0]).bind(4, IGNORE)
+        CompoundLoss(class_weights=[1.0, 2.0, 3.0]).for_task(4, IGNORE)
     logits, mask = _data()
-    unresolved = CompoundLoss(class_weights="median_frequency")
-    unresolved.bind(4, IGNORE)  # no data module yet: resolved later, or an error when used
+    # no data module: resolved when first used, and then an error
+    unresolved = CompoundLoss(class_weights="median_frequency").for_task(4, IGNORE)
     with pytest.raises(ConfigError, match="class statistics"):
         unresolved(NetOutput(logits), mask)
     with pytest.raises(ConfigError, match="one-channel"):
@@ -139,14 +137,13 @@ def test_configuration_errors_are_clear() -> None:
 
 
 def test_class_weight_rule_comes_from_the_data_source() -> None:
-    loss = CompoundLoss(class_weights="median_frequency")
     calls = []
 
     def source(rule: str) -> list[float]:
         calls.append(rule)
         return [1.0, 2.0, 3.0, 4.0]
 
-    loss.bind(4, IGNORE, source)
+    loss = CompoundLoss(class_weights="median_frequency").for_task(4, IGNORE, class_weight_source=source)
     assert calls == []  # resolved lazily: evaluating a checkpoint never needs the statistics
     logits, mask = _data()
     loss(NetOutput(logits), mask)
@@ -160,8 +157,7 @@ def test_class_weight_rule_comes_from_the_data_source() -> None:
 def test_a_batch_without_labelled_pixels_is_zero_not_nan(term: str, channels: int) -> None:
     if term == "bce" and channels > 1:
         pytest.skip("bce needs a one-channel head")
-    loss = CompoundLoss(weights={term: 1.0})
-    loss.bind(max(channels, 2), 255)
+    loss = CompoundLoss(weights={term: 1.0}).for_task(max(channels, 2), 255)
     logits = torch.randn(2, channels, 8, 8, requires_grad=True)
     out = loss(NetOutput(mask=logits), torch.full((2, 8, 8), 255))
     out["loss"].backward()

@@ -45,9 +45,7 @@ def _loss(terms: list[str], channels: int) -> CompoundLoss:
         label_smoothing=0.1,
         label_class_weights=[1.0, 2.0, 0.5, 3.0],
     )
-    loss.bind(2 if binary else channels, IGNORE)
-    loss.bind_labels("single", 4)
-    return loss
+    return loss.for_task(2 if binary else channels, IGNORE, "single", 4)
 
 
 def _batched_value(loss: CompoundLoss, output: NetOutput, mask: torch.Tensor, label: torch.Tensor, size: int):

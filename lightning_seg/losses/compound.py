@@ -51,17 +51,21 @@ class RuleOrListWeights:
         statistics: what a rule is computed from, for messages ("class statistics").
     """
 
-    def __init__(self, given: Sequence[float] | str | None, key: str, owner: str, statistics: str) -> None:
+    def __init__(
+        self,
+        given: Sequence[float] | str | None,
+        key: str,
+        owner: str,
+        statistics: str,
+        size: int | None = None,
+        source: WeightSource | None = None,
+    ) -> None:
         self.given, self.key, self.owner, self.statistics = given, key, owner, statistics
-        self.size = 0
-        self.source: WeightSource | None = None
+        self.size, self.source = size, source
         self.tensor: torch.Tensor | None = None  # resolved, on the CPU
         self._on_device: torch.Tensor | None = None  # its copy on the device last asked for
-
-    def bind(self, size: int, source: WeightSource | None) -> None:
-        """The number of values expected, and where a rule gets its statistics."""
-        self.size, self.source = size, source
-        self.set(None if isinstance(self.given, str) else self.given)
+        if size is not None:  # made for a task: a list is checked now, a rule waits for its first use
+            self.set(None if isinstance(given, str) else given)
 
     @property
     def pending(self) -> bool:
@@ -116,6 +120,10 @@ class CompoundLoss(nn.Module):
         label_class_weights: per-label weights (CE ``weight`` for single, BCE/focal ``pos_weight`` for
             multi): a list of L floats, or a rule (inverse_frequency, median_frequency, enet) computed from
             the training split's label frequencies as ``class_weights`` is from pixel frequencies.
+
+    The object YAML builds is the loss as configured; a model makes the loss of its task from it with
+    :meth:`for_task` (number of classes, ignore label, label head, where weight rules read statistics), a
+    new object complete when returned.
     """
 
     def __init__(
@@ -132,6 +140,19 @@ class CompoundLoss(nn.Module):
         label_class_weights: list[float] | WeightRule | None = None,
     ) -> None:
         super().__init__()
+        # as given, for for_task's copy
+        self.options = {
+            "weights": weights,
+            "class_weights": class_weights,
+            "label_smoothing": label_smoothing,
+            "focal_gamma": focal_gamma,
+            "tversky_alpha": tversky_alpha,
+            "tversky_beta": tversky_beta,
+            "aux_weight": aux_weight,
+            "label_weight": label_weight,
+            "label_loss": label_loss,
+            "label_class_weights": label_class_weights,
+        }
         self.weights = dict(weights) if weights is not None else {"ce": 1.0, "dice": 1.0}
         unknown = sorted(set(self.weights) - set(PIXEL_TERMS))
         if unknown:
@@ -160,18 +181,49 @@ class CompoundLoss(nn.Module):
             label_class_weights, "loss.label_class_weights", "the class head has {n} labels", "label counts"
         )
 
-    def bind(
+    def for_task(
         self,
         num_classes: int,
         ignore_index: int,
-        class_weight_source: Callable[[str], Sequence[float] | torch.Tensor] | None = None,
-    ) -> None:
-        """Learn the task from the data module: number of classes, ignore label, and where a class-weight
-        rule gets its statistics. A rule is resolved on first use (or restored from a checkpoint with
-        :meth:`set_class_weights`), so evaluating a checkpoint never needs the training data."""
-        self.num_classes, self.ignore_index = num_classes, ignore_index
-        self.pixel_weights.bind(num_classes, class_weight_source)
-        self._terms_key = None
+        label_mode: Literal["single", "multi"] = "single",
+        num_labels: int = 0,
+        class_weight_source: WeightSource | None = None,
+        label_weight_source: WeightSource | None = None,
+    ) -> CompoundLoss:
+        """This configured loss made for a task: ``num_classes`` (background included), the ignore label, the
+        image-level head's mode and number of labels, and where a ``class_weights`` (``label_class_weights``)
+        rule reads its statistics. A rule is resolved on first use (or restored from a checkpoint with
+        :meth:`set_class_weights`), so evaluating a checkpoint never needs the training data.
+
+        Raises:
+            ConfigError: a weight list of another length, or a ``label_loss`` that does not fit ``label_mode``.
+        """
+        kind = self.label_loss or LABEL_LOSSES[label_mode][0]
+        if kind not in LABEL_LOSSES[label_mode]:
+            raise ConfigError(
+                f"loss.label_loss={kind!r} does not fit {label_mode}-label heads; use one of "
+                f"{list(LABEL_LOSSES[label_mode])}"
+            )
+        loss = type(self)(**self.options)
+        loss.num_classes, loss.ignore_index = num_classes, ignore_index
+        loss.label_mode, loss.num_labels = label_mode, num_labels
+        loss.pixel_weights = RuleOrListWeights(
+            self.class_weights,
+            "loss.class_weights",
+            "the data has {n} classes",
+            "class statistics",
+            num_classes,
+            class_weight_source,
+        )
+        loss.label_weights = RuleOrListWeights(
+            self.label_class_weights,
+            "loss.label_class_weights",
+            "the class head has {n} labels",
+            "label counts",
+            num_labels,
+            label_weight_source,
+        )
+        return loss
 
     @property
     def weight_tensor(self) -> torch.Tensor | None:
@@ -187,22 +239,6 @@ class CompoundLoss(nn.Module):
         """Use these per-class weights (e.g. resolved from a rule, or restored from a checkpoint)."""
         self.pixel_weights.set(weights)
         self._terms_key = None  # rebuilt lazily for the head's mode and device
-
-    def bind_labels(
-        self,
-        mode: Literal["single", "multi"],
-        num_labels: int,
-        label_weight_source: Callable[[str], Sequence[float] | torch.Tensor] | None = None,
-    ) -> None:
-        """Learn the image-level task: the label mode, the number of labels, and where a
-        ``label_class_weights`` rule gets its label counts (resolved on first use, like ``class_weights``)."""
-        kind = self.label_loss or LABEL_LOSSES[mode][0]
-        if kind not in LABEL_LOSSES[mode]:
-            raise ConfigError(
-                f"loss.label_loss={kind!r} does not fit {mode}-label heads; use one of {list(LABEL_LOSSES[mode])}"
-            )
-        self.label_mode, self.num_labels = mode, num_labels
-        self.label_weights.bind(num_labels, label_weight_source)
 
     @property
     def label_weight_tensor(self) -> torch.Tensor | None:

@@ -54,3 +54,8 @@ class Step:
     def describe(self) -> str:
         """One line for logs and the stage table, e.g. ``crf (5 iterations)``."""
         return self.name
+
+    def for_classes(self, class_names: list[str]) -> Step:
+        """This step for a model's K class names (background first): itself, or a new step complete with them
+        (a step configured by class name); the model builds its chain from these."""
+        return self

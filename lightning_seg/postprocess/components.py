@@ -40,8 +40,8 @@ class SmallComponents(Step):
         connectivity: 4 (pixels touching by an edge are connected) or 8 (by an edge or a corner).
         fill: what removed pixels become: "background" (class 0) or "neighbours" (the most probable
             other class of ``prediction.probabilities`` at each pixel, the removed class excluded).
-        class_names: the K class names, background first; the model passes them through :meth:`bind`
-            when ``min_area`` is given by name.
+        class_names: the K class names, background first; a model gives them (:meth:`for_classes`) when
+            ``min_area`` is given by name or as a list.
     """
 
     acts_on = "classes"
@@ -76,13 +76,17 @@ class SmallComponents(Step):
         # minimum area of each class 0..K-1 (background 0) for a list or names; an int needs no K
         self._areas: list[int] | None = None
         if class_names is not None:
-            self.bind(class_names)
+            self._resolve(class_names)
         elif isinstance(self.min_area, list):
             self._areas = self._from_list(len(self.min_area))
 
     # ---------------------------------------------------------------------------------- class names
-    def bind(self, class_names: list[str]) -> None:
-        """Resolve ``min_area`` against the model's K class names (background first).
+    def for_classes(self, class_names: list[str]) -> SmallComponents:
+        """This step with ``min_area`` resolved against a model's K class names (a new step)."""
+        return SmallComponents(self.min_area, self.connectivity, self.fill, class_names=list(class_names))
+
+    def _resolve(self, class_names: list[str]) -> None:
+        """Resolve ``min_area`` against the K class names (background first).
 
         Raises:
             ConfigError: a name that is not a class (the valid ones listed), the background named, or a

@@ -1,12 +1,32 @@
-"""Class- and label-weight rules of the loss resolved once, before training starts."""
+"""Class- and label-weight rules of the loss: read from the data module's statistics when the loss first needs
+them, and resolved once on rank 0 before training starts."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from lightning.pytorch.strategies import Strategy
 
 from lightning_seg.errors import ConfigError
+from lightning_seg.labels import LabelTask, label_weight_source
 from lightning_seg.losses import CompoundLoss
+
+
+def class_weights_of(datamodule: Any, rule: str) -> torch.Tensor:
+    """A ``loss.class_weights`` rule resolved from the data module's training-mask statistics."""
+    weights = getattr(datamodule, "class_weights", None)
+    if weights is None:
+        raise ConfigError(f"loss.class_weights={rule!r} needs a data module with class statistics")
+    return weights(rule)
+
+
+def label_weights_of(datamodule: Any, task: LabelTask, rule: str) -> torch.Tensor:
+    """A ``loss.label_class_weights`` rule resolved from the training split's label counts."""
+    source = label_weight_source(datamodule, task)
+    if source is None:
+        raise ConfigError(f"loss.label_class_weights={rule!r} needs a data module with label counts")
+    return source(rule)
 
 
 def resolve_on_rank_zero(loss: CompoundLoss, strategy: Strategy, is_global_zero: bool) -> None:

@@ -25,14 +25,14 @@ from lightning_seg.data.base import IMAGENET_MEAN, IMAGENET_STD
 from lightning_seg.errors import ConfigError
 from lightning_seg.inference import Inference
 from lightning_seg.inference.predictor import to_probabilities
-from lightning_seg.labels import LabelMode, LabelTask, label_weight_source, plain_scores
+from lightning_seg.labels import LabelMode, LabelTask, plain_scores
 from lightning_seg.losses import CompoundLoss
 from lightning_seg.metrics import NamedSums, SegMetrics
 from lightning_seg.models.outputs import NetOutput, as_net_output, pad_to_multiple
 from lightning_seg.postprocess import PostProcess, Prediction, Step
 from lightning_seg.task.epoch_logs import label_logs, segmentation_logs
 from lightning_seg.task.evaluation import EvaluationPath
-from lightning_seg.task.loss_weights import resolve_on_rank_zero
+from lightning_seg.task.loss_weights import class_weights_of, label_weights_of, resolve_on_rank_zero
 from lightning_seg.task.net_builder import UNBUILT_HEAD_MARKERS, NetBuilder, build_net
 from lightning_seg.task.optimizers import default_optimizer, optimizer_config, scheduler_with_total_steps
 from lightning_seg.task.results import TaskResults
@@ -124,8 +124,16 @@ class SegmentationModule(L.LightningModule):
         )
         self.label_mode, self.label_names = self.label_task.mode, list(self.label_task.names)
         derived, names = self.label_task.derived, self.label_names
-        # the loss first: a head it gives weight 0 is not built (see build_net)
-        loss = loss if loss is not None else CompoundLoss()
+        # the loss first: a head it gives weight 0 is not built (see build_net); made for this task, its
+        # weight rules reading the data's statistics through this module when first used
+        loss = (loss if loss is not None else CompoundLoss()).for_task(
+            num_classes,
+            ignore_index,
+            self.label_mode,
+            len(names),
+            class_weight_source=lambda rule: class_weights_of(self._datamodule(), rule),
+            label_weight_source=lambda rule: label_weights_of(self._datamodule(), self.label_task, rule),
+        )
         self.net = build_net(
             net,
             num_classes,
@@ -137,8 +145,6 @@ class SegmentationModule(L.LightningModule):
         )
         self.size_divisor = int(getattr(self.net, "size_divisor", 1))
         self.loss = loss
-        self.loss.bind(num_classes, ignore_index)
-        self.loss.bind_labels(self.label_mode, len(names))
         self.optimizer_builder = optimizer
         self.scheduler_builder = lr_scheduler
         self.scheduler_interval = scheduler_interval
@@ -146,11 +152,8 @@ class SegmentationModule(L.LightningModule):
         self.binary_threshold = binary_threshold
         self.predict_probabilities = predict_probabilities
         self.inference = inference if inference is not None else Inference()
-        self.postprocess = PostProcess(postprocess or [])
-        for step in self.postprocess.steps:
-            bind = getattr(step, "bind", None)
-            if callable(bind):
-                bind(self.class_names)
+        steps = [s.for_classes(self.class_names) if isinstance(s, Step) else s for s in postprocess or []]
+        self.postprocess = PostProcess(steps)
         self.mean = tuple(mean) if mean is not None else IMAGENET_MEAN
         self.std = tuple(std) if std is not None else IMAGENET_STD
         # the path after training, shared by test, predict and the commands (tune, attack, submit, export)
@@ -189,14 +192,6 @@ class SegmentationModule(L.LightningModule):
 
     # ------------------------------------------------------------------------------------------ setup
     def setup(self, stage: str) -> None:
-        # a class-weight rule reads the data module's training statistics, lazily and only if the weights
-        # are not restored from a checkpoint (see on_load_checkpoint)
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if self.loss.weights_pending:
-            self.loss.bind(self.num_classes, self.ignore_index, getattr(datamodule, "class_weights", None))
-        if self.loss.label_weights_pending:  # the same for label weights, from the label counts
-            source = label_weight_source(datamodule, self.label_task)
-            self.loss.bind_labels(self.label_mode, len(self.label_names), source)
         if stage == "fit":
             # before DDP wraps the net: parameters the logits never use must not wait for gradients
             freeze_unused = getattr(self.net, "freeze_unused_parameters", None)
@@ -204,6 +199,9 @@ class SegmentationModule(L.LightningModule):
                 freeze_unused()
         if stage == "fit" and self.trainer.ckpt_path is None:
             resolve_on_rank_zero(self.loss, self.trainer.strategy, self.trainer.is_global_zero)
+
+    def _datamodule(self) -> Any:
+        return getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.loss.weight_tensor is not None:
