@@ -63,7 +63,7 @@ class Segmenter:
 
     Args:
         module: the model, weights loaded.
-        record: its checkpoint's record (:mod:`lightning_seg.standalone`): how images are made batchable.
+        record: its checkpoint's record (:mod:`lightning_seg.checkpoints.record`): how images are made batchable.
         device: where it runs; None: CUDA when available.
         batch_size: images per forward pass.
     """

@@ -3,6 +3,7 @@
 from lightning_seg.callbacks.checkpoint import ModelCheckpoint
 from lightning_seg.callbacks.divergence import DivergenceGuard
 from lightning_seg.callbacks.finetune import BackboneFinetuning
+from lightning_seg.callbacks.model_record import ModelRecord
 from lightning_seg.callbacks.plots import RunPlots
 from lightning_seg.callbacks.progress import PlainProgressBar
 from lightning_seg.callbacks.schedule_time import ScheduleTimeCheck
@@ -15,6 +16,7 @@ __all__ = [
     "DivergenceGuard",
     "MaskWriter",
     "ModelCheckpoint",
+    "ModelRecord",
     "PlainProgressBar",
     "RunPlots",
     "RunSummary",

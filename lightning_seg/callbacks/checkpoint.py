@@ -85,7 +85,7 @@ class ModelCheckpoint(LightningModelCheckpoint):
         self._evaluating = stage != "fit"
         if self.dirpath is None and trainer.loggers and isinstance(trainer.loggers[0], WandbLogger):
             # Lightning would use <save_dir>/<project>/<run id>/checkpoints; the run folder is save_dir
-            # (trainer.log_dir), like a TensorBoard run's (see lightning_seg.wandb_runs)
+            # (trainer.log_dir), like a TensorBoard run's (see lightning_seg.runs.wandb)
             self.dirpath = str(Path(trainer.log_dir or trainer.default_root_dir) / "checkpoints")
         with warnings.catch_warnings():
             # Lightning's "directory exists and is not empty" is said on every resume, the one case where the

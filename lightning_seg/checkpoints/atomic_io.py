@@ -4,7 +4,7 @@ Lightning's ``TorchCheckpointIO`` writes through an fsspec transaction, which st
 and moves it into place; when ``$TMPDIR`` is on another filesystem the move is a copy, so a kill or a full
 disk during it leaves a truncated checkpoint under its final name (once a zero-byte ``last.ckpt`` replaced
 the good one). Here the file is written beside its target, flushed to disk and renamed over it
-(:func:`lightning_seg.atomic.atomic_write`). Remote paths (``s3://``...) go to Lightning's own writer. The
+(:func:`lightning_seg.utils.atomic.atomic_write`). Remote paths (``s3://``...) go to Lightning's own writer. The
 CLI installs this plugin unless a config names another ``CheckpointIO``.
 """
 

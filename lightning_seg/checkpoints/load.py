@@ -61,7 +61,11 @@ def load_weights(module: SegmentationModule, checkpoint: dict[str, Any], path: s
 
 
 def write_bundle(
-    module: SegmentationModule, source: dict[str, Any], checkpoint_path: str | Path, target: str | Path
+    module: SegmentationModule,
+    source: dict[str, Any],
+    checkpoint_path: str | Path,
+    target: str | Path,
+    record: dict[str, Any] | None = None,
 ) -> Path:
     """A checkpoint that stands alone for deployment: the weights of ``module``, its record with the tuned
     thresholds it uses embedded (so no file beside it is needed), and the loss weights a later ``test``
@@ -74,8 +78,9 @@ def write_bundle(
             step and loss weights).
         checkpoint_path: that checkpoint's path (for messages).
         target: the bundle's path.
+        record: the model record of the exporting config (its post-processing chain); None: the source's.
     """
-    record = copy.deepcopy(module.standalone_record or read_record(source, checkpoint_path))
+    record = copy.deepcopy(record or read_record(source, checkpoint_path))
     # the split the weights were trained on is the checkpoint's, not the exporting config's
     record[SPLITS_KEY] = copy.deepcopy((source.get(RECORD_KEY) or {}).get(SPLITS_KEY))
     thresholds = module.postprocess.thresholds

@@ -32,6 +32,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import CheckpointIO
 
 from lightning_seg.callbacks.divergence import DivergenceGuard
+from lightning_seg.callbacks.model_record import ModelRecord
 from lightning_seg.callbacks.progress import default_progress_bar
 from lightning_seg.callbacks.schedule_time import ScheduleTimeCheck
 from lightning_seg.checkpoints import record as checkpoint_record
@@ -201,6 +202,7 @@ class SegCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         self.run_folder = None
+        self.model_record: dict[str, Any] | None = None
         if not self.subcommand:
             return  # built without running (run=False): nothing is written
         config = self.config[self.subcommand]
@@ -241,7 +243,7 @@ class SegCLI(LightningCLI):
                 runs.check_resume(config, checkpoint)  # before the trainer reads any data
         if self.subcommand == "fit":
             check_optimizer(self.model)
-        self._give_model_its_record()
+        self.model_record = self._model_record()
         if isinstance(self.model, SegmentationModule) and isinstance(self.datamodule, SegDataModule):
             # said to the data before any setup: a step that reads each image (a CRF) reads it as stored
             self.datamodule.keep_original_images = self.model.postprocess.needs_image
@@ -250,6 +252,8 @@ class SegCLI(LightningCLI):
         callbacks += [
             kind() for kind in ALWAYS_ON_CALLBACKS if not any(isinstance(c, kind) for c in callbacks)
         ]
+        if self.model_record is not None:
+            callbacks.append(ModelRecord(self.model_record))
         # a bar on a terminal, plain epoch lines in a log or pipe (Lightning refuses one with the bar disabled);
         # first, so that its end-of-test line comes before RunSummary's table
         wants_bar = {**trainer_config, **kwargs}.get("enable_progress_bar") is not False
@@ -284,11 +288,12 @@ class SegCLI(LightningCLI):
         if warning is not None:
             rank_zero_warn(warning)
 
-    def _give_model_its_record(self) -> None:
-        """Hand the model what rebuilds it from a checkpoint alone (:mod:`lightning_seg.standalone`): its
-        resolved config as plain data, and how the data makes an image batchable."""
+    def _model_record(self) -> dict[str, Any] | None:
+        """What rebuilds the model from a checkpoint alone (:mod:`lightning_seg.checkpoints.record`): its
+        resolved config as plain data, how the data makes an image batchable, and (fit) the split it trains
+        on; the :class:`ModelRecord` callback writes it into every checkpoint."""
         if not isinstance(self.model, SegmentationModule):
-            return
+            return None
         if self.subcommand:
             parser, config = self._subcommand_parsers[self.subcommand], self.config[self.subcommand]
         else:
@@ -296,7 +301,7 @@ class SegCLI(LightningCLI):
         resolved = yaml.safe_load(parser.dump(config, skip_none=False, skip_check=True))
         data = self.datamodule
         data_args = (resolved.get("data") or {}).get("init_args") or {}
-        self.model.standalone_record = checkpoint_record.model_record(
+        return checkpoint_record.model_record(
             resolved["model"],
             self.model,
             size=getattr(data, "size", None),

@@ -80,7 +80,7 @@ def use_recorded_architecture(config: Namespace, record: dict[str, Any] | None) 
 
 
 def _recorded_model_args(record: dict[str, Any] | None) -> dict[str, Any]:
-    """The model's init args in a checkpoint's record (:mod:`lightning_seg.standalone`); empty without one."""
+    """The model's init args in a checkpoint's record (:mod:`lightning_seg.checkpoints.record`); empty without one."""
     return ((record or {}).get("model") or {}).get("init_args") or {}
 
 

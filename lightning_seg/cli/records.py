@@ -28,4 +28,4 @@ def record_from_config(config: str | Path) -> dict[str, Any]:
     values.setdefault("trainer", {})["logger"] = False
     values["trainer"]["callbacks"] = []
     cli = build_cli(values, run=False)
-    return cli.model.standalone_record or {}
+    return cli.model_record or {}

@@ -46,7 +46,7 @@ def map_in_workers(dataset: Dataset, num_workers: int) -> Iterator:
 
 
 def save_png(image: torch.Tensor, path: Path | str) -> None:
-    """uint8 C×H×W → PNG file, atomically (:func:`lightning_seg.atomic.atomic_write`). Not torchvision's ``write_png``: it ignores write errors, so a
+    """uint8 C×H×W → PNG file, atomically (:func:`lightning_seg.utils.atomic.atomic_write`). Not torchvision's ``write_png``: it ignores write errors, so a
     full disk leaves empty or cut files without a word (seen writing to /dev/full)."""
     from torchvision.io import encode_png
 

@@ -382,5 +382,5 @@ class TransformersNet(nn.Module):
     def record_init_args(self) -> dict[str, Any]:
         """What replaces this net's init args in a checkpoint's model record: the resolved architecture
         (``config``, its labels and overrides included) instead of ``model``, so a checkpoint rebuilds with no
-        hub, cache or folder (:mod:`lightning_seg.standalone`)."""
+        hub, cache or folder (:mod:`lightning_seg.checkpoints.record`)."""
         return {"model": None, "revision": None, "config": self.model.config.to_dict()}

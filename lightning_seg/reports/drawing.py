@@ -1,5 +1,5 @@
 """Drawing class maps for people: overlays, picture cells and class legends, shared by the sample overlays,
-the run plots and the robustness panels (colours from :func:`lightning_seg.callbacks.writer.default_palette`)."""
+the run plots and the robustness panels (colours from :func:`lightning_seg.reports.palette.default_palette`)."""
 
 from __future__ import annotations
 

@@ -170,9 +170,6 @@ class SegmentationModule(L.LightningModule):
         )
         # what each stage leaves for the run's records (RunSummary, RunPlots read it)
         self.results = TaskResults()
-        # what rebuilds this model from its checkpoint alone, as plain data (lightning_seg.checkpoints.record);
-        # the CLI gives it (it holds the resolved config), every checkpoint saved carries it
-        self.standalone_record: dict[str, Any] | None = None
         # thresholds carried by the loaded checkpoint (export's bundle)
         self.embedded_thresholds: dict[str, Any] | None = None
         self.channels_last = channels_last
@@ -212,8 +209,6 @@ class SegmentationModule(L.LightningModule):
             checkpoint["random_state"] = random_state.capture_per_rank(
                 self.trainer.world_size, self.all_gather, self.device
             )
-        if self.standalone_record is not None:
-            checkpoint[RECORD_KEY] = self.standalone_record
 
     def unbuilt_head_keys(self, state: dict[str, Any]) -> list[str]:
         """The keys of ``state`` that belong to a head this model does not build (an aux or image-label

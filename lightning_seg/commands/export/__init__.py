@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from lightning_seg.callbacks.model_record import model_record_of
 from lightning_seg.checkpoints.load import load_weights, write_bundle
 from lightning_seg.checkpoints.read import read_checkpoint
 from lightning_seg.errors import ConfigError, short_path
@@ -218,7 +219,7 @@ def _export(
         write_onnx(program, batches[0], folder / FILES["onnx"], opset, net.output_names)
         opset = written_opset(folder / FILES["onnx"]) or opset
     if ckpt_path and checkpoint is not None:  # the checkpoint that stands alone, tuned thresholds embedded
-        write_bundle(model, checkpoint, ckpt_path, folder / BUNDLE)
+        write_bundle(model, checkpoint, ckpt_path, folder / BUNDLE, model_record_of(trainer))
 
     def prepare(image: torch.Tensor) -> torch.Tensor:
         return datamodule.prepare_batch({"image": image}, train=False)["image"]
