@@ -14,18 +14,19 @@ tests of the parse-error reducer, and run here.
 from __future__ import annotations
 
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from cli_cases import CLI_CASES
+from data_trees import block_mask, image_for, write_exif_jpeg, write_jpeg, write_png
+from helpers import DEFAULT_CONFIG, assert_one_line_error
 from PIL import Image
 
 from lightning_seg.cli import main, run_cli
-from tests.conftest import DEFAULT_CONFIG
-from tests.data_trees import block_mask, image_for, write_jpeg, write_png
-from tests.test_cli_errors import CLI_CASES, make_checkpoint
 
 MESSAGE_LIMIT = 200
 CLASSES = "[a,b,c]"
@@ -66,16 +67,10 @@ def index_tree(root: Path, count: int = 8, classes: int = 3, mask_ext: str = ".p
     return data
 
 
-def assert_one_error_line(code: int, err: str, needle: str, root: Path) -> str:
-    lines = [line for line in err.splitlines() if line.strip()]
+def assert_refused(code: int, err: str, needle: str, root: Path) -> str:
+    """Exit code 2 and the one error line matching ``needle``, its message (``root`` aside) within the limit."""
     assert code == 2, err
-    assert len(lines) == 1, err
-    line = lines[0]
-    assert line.startswith("lightning-seg: error: "), line
-    message = line.removeprefix("lightning-seg: error: ").replace(str(root), "")
-    assert len(message) <= MESSAGE_LIMIT, f"{len(message)} characters: {message}"
-    assert re.search(needle, line), f"{needle!r} not in {line!r}"
-    return line
+    return assert_one_line_error(err, pattern=needle, max_len=MESSAGE_LIMIT, uncounted=root)
 
 
 # -------------------------------------------------------------------------------------- silent mislabels
@@ -399,13 +394,16 @@ def test_bad_data_is_refused_in_one_line(case, tmp_path: Path, capsys: pytest.Ca
     args, needle = case(tmp_path)
     capsys.readouterr()
     code = main(args)
-    assert_one_error_line(code, capsys.readouterr().err, needle, tmp_path)
+    assert_refused(code, capsys.readouterr().err, needle, tmp_path)
     assert not list(tmp_path.glob("runs/**/*.ckpt"))  # refused before any training
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_checkpoint(tmp_path_factory.mktemp("trained"))
+def checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_run_once: Path) -> Path:
+    """A copy of the session's tiny trained run (conftest): its last checkpoint."""
+    run = tmp_path_factory.mktemp("trained") / "default" / "version_0"
+    shutil.copytree(tiny_run_once, run)
+    return run / "checkpoints" / "last.ckpt"
 
 
 @pytest.mark.parametrize(("build", "expected"), [c[1:] for c in CLI_CASES], ids=[c[0] for c in CLI_CASES])
@@ -415,7 +413,7 @@ def test_bad_command_lines_are_refused_in_one_line(
     args = build(tmp_path, checkpoint)
     capsys.readouterr()
     code = main(args)
-    assert_one_error_line(code, capsys.readouterr().err, re.escape(expected), tmp_path)
+    assert_refused(code, capsys.readouterr().err, re.escape(expected), tmp_path)
     assert not list(tmp_path.glob("runs/**/*.ckpt"))  # refused before any training
 
 
@@ -454,13 +452,3 @@ def test_samples_in_no_split_list_and_masks_without_images_are_counted(tmp_path:
     )
     assert cli.datamodule.unlisted == ["s7"]
     assert sorted(s.name for s in cli.datamodule.datasets["train"].samples) == [f"s{i}" for i in range(5)]
-
-
-# ---------------------------------------------------------------------------------------- helpers for cases
-def write_exif_jpeg(path: Path, image: torch.Tensor, orientation: int) -> Path:
-    """uint8 3×H×W → JPEG with an EXIF orientation tag (as phone cameras write them)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    exif = Image.Exif()
-    exif[0x0112] = orientation
-    Image.fromarray(image.permute(1, 2, 0).numpy()).save(path, exif=exif, quality=95)
-    return path

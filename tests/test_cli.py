@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import DEFAULT_CONFIG, REPO, tiny_args
+from helpers import DEFAULT_CONFIG, REPO, TinyRun, assert_one_line_error, tiny_args
 from torchvision.io import decode_png, read_file
 
 from lightning_seg.cli import build_cli, main, run_cli
@@ -50,14 +52,17 @@ def test_cli_links_classes_from_data_into_model(run_root: Path) -> None:
     assert cli.model.net.head.out_channels == 5
 
 
-def test_validate_test_and_predict_from_checkpoint(run_root: Path) -> None:
-    fit = _fit(run_root)
-    best = fit.trainer.checkpoint_callback.best_model_path
+def test_validate_test_and_predict_from_checkpoint(run_root: Path, tiny_run: TinyRun) -> None:
+    best = str(tiny_run.best)
+    fit_summary = json.loads((tiny_run.run / "summary.json").read_text())
+    assert Path(fit_summary["best_checkpoint"]).name == tiny_run.best.name
     for stage, prefix in (("validate", "val"), ("test", "test")):
         cli = run_cli([stage, *tiny_args(run_root), "--ckpt_path", best])
         summary = json.loads((Path(cli.trainer.log_dir) / "summary.json").read_text())
         assert summary["stage"] == stage
         assert 0.0 <= summary["metrics"][f"{prefix}/mIoU"] <= 1.0
+        if stage == "validate":  # the best checkpoint, validated again, scores what fit recorded for it
+            assert summary["metrics"]["val/mIoU"] == pytest.approx(fit_summary["best_score"], abs=1e-6)
     # the net given by config files alone (no command-line override of it) must accept the checkpoint too
     tiny_net = run_root.parent / "tiny_net.yaml"
     tiny_net.write_text(
@@ -106,8 +111,7 @@ def test_resume_continues_where_it_stopped(run_root: Path, how: str) -> None:
 
 def test_resume_last_without_a_run_is_a_clear_error(run_root: Path, capsys) -> None:
     assert main(["fit", *tiny_args(run_root), "--ckpt_path", "last"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--ckpt_path last" in err[0] and "last.ckpt" in err[0]
+    assert_one_line_error(capsys, "--ckpt_path last", "last.ckpt")
 
 
 def test_predict_maps_back_to_original_size(run_root: Path) -> None:
@@ -154,14 +158,12 @@ def test_print_config_shows_every_part(capsys: pytest.CaptureFixture[str]) -> No
 )
 def test_bad_overrides_give_one_error_line(run_root: Path, args, needle, capsys) -> None:
     assert main(["fit", *tiny_args(run_root), *args]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("lightning-seg: error:") and needle in err[0]
+    assert_one_line_error(capsys, needle)
 
 
 def test_missing_config_file_gives_one_error_line(capsys) -> None:
     assert main(["fit", "--config", "configs/does_not_exist.yaml"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "does_not_exist.yaml" in err[0]
+    assert_one_line_error(capsys, "does_not_exist.yaml")
 
 
 def test_too_few_classes_gives_one_error_line(run_root: Path, tmp_path: Path, capsys) -> None:
@@ -172,24 +174,36 @@ def test_too_few_classes_gives_one_error_line(run_root: Path, tmp_path: Path, ca
         assert main(["fit", *tiny_args(run_root), "--config", str(config)]) == 2
     finally:
         sys.path.remove(str(Path(__file__).parent))
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "num_classes must be >= 2" in err[0]
+    assert_one_line_error(capsys, "num_classes must be >= 2")
+
+
+SUBCOMMANDS = ("fit", "validate", "test", "predict", "tune", "submit", "export", "attack")
 
 
 def test_console_script_and_module_entry_agree() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "lightning_seg", "fit", "--config", "nope.yaml"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-    )
-    assert result.returncode == 2
-    assert result.stderr.strip().count("\n") == 0 and "nope.yaml" in result.stderr
-    assert "Traceback" not in result.stderr
+    """The installed ``lightning-seg`` console script (beside this Python, run with this checkout's code):
+    its help names every subcommand (``sweep`` has its own parser, see test_sweep); it and
+    ``python -m lightning_seg`` refuse a missing config with the same one line."""
+    script = Path(sys.executable).with_name("lightning-seg")
+    assert script.is_file(), f"{script}: install the package (pip install -e .)"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    shown = subprocess.run([str(script), "--help"], capture_output=True, text=True, cwd=REPO, env=env)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert shown.stdout.startswith("usage: lightning-seg "), shown.stdout[:500]
+    listed = re.search(r"\{([a-z,]+)\}", shown.stdout)
+    assert listed and listed.group(1).split(",") == list(SUBCOMMANDS), shown.stdout[:500]
+    lines = []
+    for entry in ([str(script)], [sys.executable, "-m", "lightning_seg"]):
+        result = subprocess.run(
+            [*entry, "fit", "--config", "nope.yaml"], capture_output=True, text=True, cwd=REPO, env=env
+        )
+        assert result.returncode == 2, (entry, result.stderr[-2000:])
+        lines.append(assert_one_line_error(result.stderr, "nope.yaml"))
+    assert lines[0] == lines[1]
 
 
 def test_sample_overlays_written_each_validation_epoch(run_root: Path) -> None:
-    cli = run_cli(["fit", *tiny_args(run_root, epochs=2)])
+    cli = run_cli(["fit", *tiny_args(run_root, epochs=2, plots=True)])
     samples = sorted((Path(cli.trainer.log_dir) / "samples").glob("epoch_*.png"))
     assert [p.name for p in samples] == ["epoch_000.png", "epoch_001.png"]
     picture = decode_png(read_file(str(samples[0])))
@@ -224,3 +238,39 @@ def test_null_for_an_argument_of_a_nested_class(run_root: Path) -> None:
     )
     assert parsed.returncode == 0 and "encoder_weights: null" in parsed.stdout  # not the string 'None'
     assert "args parameter" not in parsed.stderr  # argv rewritten in place: no LightningCLI warning
+
+
+def _run_demo(folder: Path, *extra: str) -> tuple[subprocess.CompletedProcess, Path]:
+    """``make demo``'s command, ``python -m lightning_seg.demo``, run in ``folder`` (which gets the repo's
+    configs/, as the Makefile runs it from the repo root); returns the process and the run directory it names."""
+    import shutil
+
+    shutil.copytree(REPO / "configs", folder / "configs")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(
+        [sys.executable, "-m", "lightning_seg.demo", *extra],
+        capture_output=True,
+        text=True,
+        cwd=folder,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    named = [line for line in done.stdout.splitlines() if line.startswith("run directory: ")]
+    assert len(named) == 1, done.stdout[-3000:]
+    return done, folder / named[0].removeprefix("run directory: ")
+
+
+@pytest.mark.slow
+def test_make_demo_trains_and_predicts(tmp_path: Path) -> None:
+    """What `make demo` runs, in a folder of its own: the default config trained to the end, then predict
+    with its best checkpoint; everything written under that folder's runs/."""
+    _, run = _run_demo(tmp_path)
+    assert run.is_dir() and (tmp_path / "runs") in run.parents
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["stage"] == "fit" and summary["status"] == "completed"
+    best = tmp_path / summary["best_checkpoint"]  # relative to the demo's folder (or absolute)
+    assert best.is_file() and best.parent == run / "checkpoints" and 0.0 < summary["best_score"] <= 1.0
+    (predictions,) = run.glob("predict/*/predictions")
+    index = sorted(predictions.glob("*_index.png"))
+    assert len(index) == 8  # the default num_predict
+    assert decode_png(read_file(str(index[0]))).shape == (1, 64, 64)

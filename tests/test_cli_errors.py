@@ -1,311 +1,29 @@
 """Bad command-line input ends with exit code 2 and one readable line ``lightning-seg: error: ...`` that
 names the key or file; ``LIGHTNING_SEG_DEBUG=1`` raises with the full original error instead.
 
-``CLI_CASES`` holds the cases as data for other modules: ``(id, build, expected)`` where
-``build(tmp: Path, checkpoint: Path) -> list[str]`` returns the arguments of ``lightning_seg.cli.main``
-(it may write files under ``tmp``; ``checkpoint`` is a tiny trained checkpoint of the default config with
-``tiny_args``, see :func:`make_checkpoint`) and ``expected`` is a substring of the error line.
+The bad command lines themselves (``CLI_CASES``) are data in cli_cases.py, run by test_bad_input_corpus.py.
 """
 
 from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from cli_cases import CLI_CASES, MAX_LINE, Build, fit_case, with_file
+from helpers import ERROR_PREFIX, TinyRun, assert_one_line_error, tiny_args
 
-from lightning_seg import cli as cli_module
 from lightning_seg.checkpoints import atomic_io as checkpoint_io
 from lightning_seg.cli import checks as checks_module
 from lightning_seg.cli import main
-from lightning_seg.data.synthetic import SyntheticDataModule
+from lightning_seg.errors import DEBUG_ENV
 from lightning_seg.utils import atomic
 from lightning_seg.utils.parse_errors import reduce_parse_error
-from tests.conftest import tiny_args
-
-MAX_LINE = 220
-
-Build = Callable[[Path, Path], list[str]]
-
-
-class FourShapes(SyntheticDataModule):
-    """The shapes without rings: one class fewer than the default data (named by class_path below)."""
-
-    class_names = ("background", "disc", "square", "triangle")
-
-
-def make_checkpoint(root: Path) -> Path:
-    """Train the default config with ``tiny_args`` for one epoch; its ``last.ckpt`` (a few seconds)."""
-    assert main(["fit", *tiny_args(root)]) == 0
-    return next(root.glob("*/version_*/checkpoints/last.ckpt"))
-
-
-def _fit(*extra: str) -> Build:
-    return lambda tmp, ckpt: ["fit", *tiny_args(tmp / "runs", *extra)]
-
-
-def _with_file(name: str, content: bytes | str, *before: str) -> Build:
-    """``fit`` with the tiny overrides and then ``--config <tmp>/<name>`` holding ``content``."""
-
-    def build(tmp: Path, ckpt: Path) -> list[str]:
-        path = tmp / name
-        path.write_bytes(content if isinstance(content, bytes) else content.encode())
-        return ["fit", *tiny_args(tmp / "runs"), *before, "--config", str(path)]
-
-    return build
-
-
-def _with_ckpt(subcommand: str, make: Callable[[Path, Path], Path], *extra: str) -> Build:
-    """``subcommand`` with ``--ckpt_path`` set to what ``make(tmp, checkpoint)`` returns."""
-    return lambda tmp, ckpt: [
-        subcommand,
-        *tiny_args(tmp / "runs", *extra),
-        "--ckpt_path",
-        str(make(tmp, ckpt)),
-    ]
-
-
-def _write(name: str, data: Callable[[Path], bytes]) -> Callable[[Path, Path], Path]:
-    def make(tmp: Path, ckpt: Path) -> Path:
-        path = tmp / name
-        path.write_bytes(data(ckpt))
-        return path
-
-    return make
-
-
-def _trained(tmp: Path, ckpt: Path) -> Path:
-    return ckpt
-
-
-# jsonargparse's Union messages (400-1,240 characters) reduced to key, value and what was expected
-PARSE_CASES: list[tuple[str, Build, str]] = [
-    (
-        "net-class-typo",
-        _fit("--model.init_args.net", "lightning_seg.models.UNett"),
-        "model.init_args.net: no class lightning_seg.models.UNett; did you mean lightning_seg.models.UNet?",
-    ),
-    (
-        "net-class-typo-in-yaml",
-        _with_file(
-            "typo.yaml", "model:\n  init_args:\n    net:\n      class_path: lightning_seg.models.UNett\n"
-        ),
-        "did you mean lightning_seg.models.UNet?",
-    ),
-    (
-        "net-module-typo",
-        _fit("--model.init_args.net", "lightning_seg.modells.UNet"),
-        "did you mean lightning_seg.models.UNet?",
-    ),
-    (
-        "data-class-typo",
-        _fit("--data", "lightning_seg.data.SyntheticDataModul"),
-        "data: no class lightning_seg.data.SyntheticDataModul; did you mean lightning_seg.data.SyntheticDataModule?",
-    ),
-    (
-        "optimizer-class-typo",
-        _fit("--model.init_args.optimizer", "torch.optim.Adamm"),
-        "model.init_args.optimizer: no class torch.optim.Adamm; did you mean torch.optim.Adam?",
-    ),
-    (
-        "mask-mode-literal",
-        lambda tmp, ckpt: [
-            "fit",
-            *tiny_args(tmp / "runs", "--data", "lightning_seg.data.FolderDataModule", f"--data.root={tmp}"),
-            *("--data.init_args.mask_mode", "idx"),
-        ],
-        "data.init_args.mask_mode: 'idx' is not one of 'index', 'rgb', 'binary'; did you mean 'index'?",
-    ),
-    (
-        "scheduler-interval-literal",
-        _fit("--model.init_args.scheduler_interval", "stepp"),
-        "model.init_args.scheduler_interval: 'stepp' is not one of 'step', 'epoch'",
-    ),
-    (
-        "precision-literal",
-        _fit("--trainer.precision", "bf16-mixd"),
-        "trainer.precision: 'bf16-mixd' is not one of",
-    ),
-    (
-        "unknown-model-key",
-        _fit("--model.init_args.no_such_key=1"),
-        "model.init_args.no_such_key: unknown key, not an argument of SegmentationModule",
-    ),
-    (
-        "unknown-net-key",
-        _fit("--model.init_args.net.init_args.base_widht=4"),
-        "model.init_args.net.init_args.base_widht: unknown key, not an argument of UNet; did you mean base_width?",
-    ),
-    (
-        "lr-not-a-number",
-        _fit("--model.init_args.optimizer.init_args.lr", "fast"),
-        "model.init_args.optimizer.init_args.lr: expected a float, got 'fast'",
-    ),
-    (
-        "max-epochs-not-a-number",
-        _fit("--trainer.max_epochs=abc"),
-        "trainer.max_epochs: expected an int or null",
-    ),
-    (
-        "batch-size-not-a-number",
-        _fit("--data.init_args.batch_size=many"),
-        "data.init_args.batch_size: expected an int",
-    ),
-    (
-        "unknown-trainer-option",
-        _fit("--trainer.max_epocs", "1"),
-        "unknown option --trainer.max_epocs for fit; did you mean --trainer.max_epochs?",
-    ),
-]
-
-# values only torch or Lightning would reject, and only once the run is under way: checked up front
-VALUE_CASES: list[tuple[str, Build, str]] = [
-    (
-        "negative-lr",
-        _fit("--model.init_args.optimizer.init_args.lr", "-0.1"),
-        "model.init_args.optimizer.init_args.lr: Invalid learning rate: -0.1",
-    ),
-    (
-        "scheduler-pct-start",
-        _fit("--model.init_args.lr_scheduler.init_args.pct_start", "1.5"),
-        "model.init_args.lr_scheduler.init_args.pct_start:",
-    ),
-    (
-        "negative-num-workers",
-        _fit("--data.init_args.num_workers", "-1"),
-        "data.num_workers must be >= 0",  # SegDataModule checks it as it is built
-    ),
-    (
-        "check-val-every-zero-epochs",
-        _fit("--trainer.check_val_every_n_epoch", "0"),
-        "trainer.check_val_every_n_epoch must be >= 1",
-    ),
-    (
-        "unknown-accelerator",
-        _fit("--trainer.accelerator", "tpuu"),
-        "trainer.accelerator: You selected an invalid accelerator name",
-    ),
-    (
-        "negative-max-epochs",
-        _fit("--trainer.max_epochs", "-5"),
-        "trainer.max_epochs must be a non-negative integer or -1",
-    ),
-]
-
-CHECKPOINT_CASES: list[tuple[str, Build, str]] = [
-    (
-        "other-class-count",
-        _with_ckpt("test", _trained, f"--data={__name__}.FourShapes"),
-        "has 5 classes, the data has 4",
-    ),
-    (
-        "other-net-depth",
-        _with_ckpt("test", _trained, "--model.init_args.net.init_args.depth=3"),
-        "was trained with another net: 26 keys missing (net.downs.2.",
-    ),
-    (
-        "other-net-class",
-        _with_ckpt("predict", _trained, "--model.init_args.net", "lightning_seg.models.MicroUNet"),
-        "was trained with a UNet, not a MicroUNet",
-    ),
-    (
-        "other-class-count-on-resume",
-        _with_ckpt("fit", _trained, f"--data={__name__}.FourShapes"),
-        "has 5 classes, the data has 4",
-    ),
-    (
-        "empty-file",
-        _with_ckpt("test", _write("empty.ckpt", lambda ckpt: b"")),
-        "empty.ckpt: empty file (0 bytes)",
-    ),
-    (
-        "truncated",
-        _with_ckpt("test", _write("cut.ckpt", lambda ckpt: ckpt.read_bytes()[: ckpt.stat().st_size // 2])),
-        "cut.ckpt: not a readable checkpoint (truncated or corrupt)",
-    ),
-    (
-        "corrupt",
-        _with_ckpt("predict", _write("noise.ckpt", lambda ckpt: bytes(range(256)) * 40)),
-        "noise.ckpt: not a readable checkpoint (truncated or corrupt)",
-    ),
-    (
-        "not-a-lightning-checkpoint",
-        _with_ckpt("test", _write("plain.ckpt", lambda ckpt: _torch_bytes({"weight": [1.0]}))),
-        "plain.ckpt: not a Lightning checkpoint",
-    ),
-    (
-        "folder",
-        _with_ckpt("test", lambda tmp, ckpt: ckpt.parent),
-        "checkpoints: is a folder, not a checkpoint file",
-    ),
-    ("missing", _with_ckpt("test", lambda tmp, ckpt: tmp / "gone.ckpt"), "gone.ckpt: no such file"),
-]
-
-UNTRAINED_CASES: list[tuple[str, Build, str]] = [
-    (subcommand, lambda tmp, ckpt, s=subcommand: [s, *tiny_args(tmp / "runs")], "--allow_untrained true")
-    for subcommand in ("predict", "test", "validate")
-]
-
-CONFIG_FILE_CASES: list[tuple[str, Build, str]] = [
-    (
-        "binary",
-        _with_file("weights.yaml", bytes(range(256))),
-        "weights.yaml: a binary file, not a YAML config",
-    ),
-    (
-        "latin-1",
-        _with_file("latin.yaml", "trainer:\n  max_epochs: 1 # café\n".encode("latin-1")),
-        "latin.yaml: not UTF-8",
-    ),
-    ("a-list", _with_file("list.yaml", "- trainer\n- model\n"), "list.yaml: the top level must be a mapping"),
-    ("a-string", _with_file("word.yaml", "fit\n"), "word.yaml: the top level must be a mapping"),
-    (
-        "yaml-syntax",
-        _with_file("broken.yaml", "trainer:\n  max_epochs: 3\n   min_epochs: 1\n"),
-        "broken.yaml: YAML syntax error at line 3, column 14",
-    ),
-    (
-        "yaml-unclosed",
-        _with_file("open.yaml", "model:\n  init_args: {a: [1,\n  b: 2\n"),
-        "open.yaml: YAML syntax error at line 4, column 1",
-    ),
-    ("a-folder", lambda tmp, ckpt: ["fit", "--config", str(tmp)], ": is a folder, not a YAML file"),
-]
-
-CLI_CASES: list[tuple[str, Build, str]] = [
-    *PARSE_CASES,
-    *VALUE_CASES,
-    *CHECKPOINT_CASES,
-    *UNTRAINED_CASES,
-    *CONFIG_FILE_CASES,
-]
-
-
-def _torch_bytes(obj: object) -> bytes:
-    import io
-
-    import torch
-
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    return buffer.getvalue()
 
 
 def _ids(cases: list[tuple[str, Build, str]]) -> list[str]:
     return [case[0] for case in cases]
-
-
-def assert_one_error_line(capsys: pytest.CaptureFixture[str], expected: str) -> str:
-    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(err) == 1, err
-    line = err[0]
-    assert line.startswith("lightning-seg: error: "), line
-    assert len(line) <= MAX_LINE, (len(line), line)
-    assert expected in line, line
-    assert "Traceback" not in line
-    return line
 
 
 def test_allow_untrained_predicts_on_purpose(tmp_path: Path) -> None:
@@ -352,7 +70,7 @@ def test_read_only_output_folder_is_one_line(
         assert main(args) == 2
     finally:
         locked.chmod(0o755)
-    line = assert_one_error_line(capsys, f"{key}: cannot write to")
+    line = assert_one_line_error(capsys, f"{key}: cannot write to", max_len=MAX_LINE - len(ERROR_PREFIX))
     assert "locked" in line
 
 
@@ -364,7 +82,11 @@ def test_full_disk_names_the_run_folder(tmp_path: Path, monkeypatch, capsys) -> 
     root = tmp_path / "runs"
     assert main(["fit", *tiny_args(root)]) == 2
     # the logger's save_dir decides where a run writes (tiny_args sets it): that is the key to change
-    line = assert_one_error_line(capsys, "no space left on device; pass --trainer.logger.init_args.save_dir")
+    line = assert_one_line_error(
+        capsys,
+        "no space left on device; pass --trainer.logger.init_args.save_dir",
+        max_len=MAX_LINE - len(ERROR_PREFIX),
+    )
     assert str(root) in line or "version_0" in line
 
 
@@ -375,25 +97,25 @@ def test_full_disk_with_a_file_name(tmp_path: Path, monkeypatch, capsys) -> None
 
     monkeypatch.setattr(checkpoint_io.torch, "save", no_space)
     assert main(["fit", *tiny_args(tmp_path / "runs")]) == 2
-    assert_one_error_line(capsys, ".ckpt: no space left on device")
+    assert_one_line_error(capsys, ".ckpt: no space left on device", max_len=MAX_LINE - len(ERROR_PREFIX))
 
 
 @pytest.mark.parametrize(
     ("build", "original"),
     [
         (
-            _fit("--model.init_args.net", "lightning_seg.models.UNett"),
+            fit_case("--model.init_args.net", "lightning_seg.models.UNett"),
             "Does not validate against any of the Union",
         ),
-        (_fit("--model.init_args.optimizer.init_args.lr", "-0.1"), "Invalid learning rate"),
-        (_with_file("list.yaml", "- a\n"), "top level must be a mapping"),
+        (fit_case("--model.init_args.optimizer.init_args.lr", "-0.1"), "Invalid learning rate"),
+        (with_file("list.yaml", "- a\n"), "top level must be a mapping"),
     ],
     ids=["parse", "torch", "config-file"],
 )
 def test_debug_env_raises_with_the_original_error(
     build: Build, original: str, tmp_path: Path, monkeypatch
 ) -> None:
-    monkeypatch.setenv(cli_module.DEBUG_ENV, "1")
+    monkeypatch.setenv(DEBUG_ENV, "1")
     with pytest.raises(Exception) as raised:
         main(build(tmp_path, Path("unused.ckpt")))
     chain, error = [], raised.value
@@ -457,10 +179,12 @@ def test_the_private_lightning_hooks_this_cli_overrides_still_exist() -> None:
         assert callable(getattr(LightningCLI, name, None)), name
 
 
-def test_full_disk_while_writing_prediction_pngs_names_the_file(tmp_path: Path, monkeypatch, capsys) -> None:
+def test_full_disk_while_writing_prediction_pngs_names_the_file(
+    tmp_path: Path, tiny_run: TinyRun, monkeypatch, capsys
+) -> None:
     """Prediction PNGs are written by Python, not torchvision's ``write_png`` (which ignores write errors:
     a full disk left empty files without a word)."""
-    checkpoint = make_checkpoint(tmp_path / "trained")
+    checkpoint = tiny_run.last
 
     def full_for_pngs(path, mode="r", *args, **kwargs):
         if ".png" in str(path):
@@ -471,9 +195,11 @@ def test_full_disk_while_writing_prediction_pngs_names_the_file(tmp_path: Path, 
     args = ["predict", *tiny_args(tmp_path / "runs"), "--ckpt_path", str(checkpoint)]
     capsys.readouterr()
     assert main(args) == 2
-    line = assert_one_error_line(capsys, ".png: no space left on device")
+    line = assert_one_line_error(
+        capsys, ".png: no space left on device", max_len=MAX_LINE - len(ERROR_PREFIX)
+    )
     assert "predictions" in line
-    assert not list((tmp_path / "trained").rglob("*.tmp"))  # no half-written leftovers
+    assert not list(tiny_run.run.rglob("*.tmp"))  # no half-written leftovers
 
 
 def test_save_png_writes_what_torchvision_decodes(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from conftest import DEFAULT_CONFIG, REPO
+from helpers import DEFAULT_CONFIG, REPO
 
 from lightning_seg.cli import build_cli
 

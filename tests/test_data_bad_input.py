@@ -186,8 +186,9 @@ def test_error_messages_name_the_file_first(tree: Path):
 
 # ------------------------------------------------------------------- decoded as a viewer shows the file
 def test_exif_orientation_is_applied_to_images_masks_and_headers(tmp_path: Path):
+    from data_trees import write_exif_jpeg
+
     from lightning_seg.data.io import image_size
-    from tests.test_bad_input_corpus import write_exif_jpeg
 
     # a square photo stored unrotated with "rotate 90° clockwise" (6) in its EXIF block
     stored = torch.zeros(3, 32, 32, dtype=torch.uint8)
@@ -319,7 +320,7 @@ def test_the_binary_hint_is_not_given_for_an_unrelated_absent_class(tree: Path):
 
 
 def test_images_rotated_by_exif_are_counted_at_setup(tree: Path):
-    from tests.test_bad_input_corpus import write_exif_jpeg
+    from data_trees import write_exif_jpeg
 
     # a square image: no size check can tell whether its mask was drawn on the rotated view
     write_exif_jpeg(tree / "images" / "s3.jpg", image_for(block_mask(32, 32, 3, seed=3)), orientation=6)

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_args
 from data_trees import VOC_KAGGLE_TEST_IDS, VOC_KAGGLE_TRAIN_IDS, voc_kaggle_tree
+from helpers import voc_kaggle_args
 
 from lightning_seg.cli import run_cli
 from lightning_seg.data import VOCKaggleDataModule
@@ -170,25 +170,10 @@ def test_bad_input_is_one_line_naming_the_file(tmp_path: Path, case: str) -> Non
 
 
 # ----------------------------------------------------------------------------------------- through the CLI
-def _cli_args(runs: Path, data: Path) -> list[str]:
-    return tiny_args(
-        runs,
-        "--data", "lightning_seg.data.VOCKaggleDataModule",
-        "--data.root", str(data),
-        "--data.size", "[32,32]",
-        "--data.batch_size", "2",
-        "--data.val_fraction", "0.25",
-        "--data.allow_absent_classes=true",
-        "--model.init_args.label_mode=multi",
-        "--model.init_args.net=lightning_seg.models.MicroUNet",
-        "--model.init_args.net.base_width=8",
-    )  # fmt: skip
-
-
 def test_fit_trains_the_multi_label_head_from_the_csv_and_predicts_in_csv_order(tmp_path: Path) -> None:
     data = voc_kaggle_tree(tmp_path / "voc")
     runs = tmp_path / "runs"
-    fit = run_cli(["fit", *_cli_args(runs, data)])
+    fit = run_cli(["fit", *voc_kaggle_args(runs, data)])
     assert fit is not None
     model = fit.model
     assert model.label_mode == "multi" and model.label_names == list(VOC_CLASSES[1:])
@@ -198,7 +183,7 @@ def test_fit_trains_the_multi_label_head_from_the_csv_and_predicts_in_csv_order(
     )
     best = fit.trainer.checkpoint_callback.best_model_path
 
-    predicted = run_cli(["predict", *_cli_args(runs, data), "--ckpt_path", best])
+    predicted = run_cli(["predict", *voc_kaggle_args(runs, data), "--ckpt_path", best])
     assert predicted is not None
     out = Path(predicted.trainer.log_dir) / "predictions"
     with (out / "labels.csv").open() as handle:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, tiny_args
 from data_trees import folder_args, folder_tree
+from helpers import REPO, tiny_args
 
 from lightning_seg.cli import run_cli
 

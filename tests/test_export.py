@@ -1,6 +1,7 @@
 """``export``: every net family exported once with dynamic batch, height and width and fed two sizes (one
-not a multiple of 32) through onnxruntime; fit → export → onnxruntime's classes equal what ``predict``
-writes; one-line errors without onnxruntime and when a file disagrees with the checkpoint.
+not a multiple of 32) through onnxruntime; fit → export → onnxruntime's classes and those of model.pt2
+(loaded with ``torch.export.load``) equal what ``predict`` writes; one-line errors without onnxruntime
+and when a file disagrees with the checkpoint.
 
 Nets are built small with random weights (nothing downloaded); an ONNX export takes a few seconds each.
 """
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_args
+from helpers import TinyRun, assert_one_line_error, tiny_args
 from torchvision.io import decode_png, read_file
 
 from lightning_seg.cli import main, run_cli
@@ -35,8 +36,12 @@ from lightning_seg.commands.export import (
 from lightning_seg.models import MicroUNet, ResNetUNet, SMPNet, TorchvisionNet, UNet
 from lightning_seg.task.module import SegmentationModule
 
-pytest.importorskip("onnxruntime")
-pytest.importorskip("onnxscript")
+
+def _needs_onnx() -> None:
+    """Skips a test that writes ONNX (onnxscript) and runs it (onnxruntime) where those are missing."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+
 
 FAMILIES: dict[str, Callable[..., torch.nn.Module]] = {
     "UNet": functools.partial(UNet, base_width=4, depth=3),
@@ -78,6 +83,7 @@ def _images(size: tuple[int, int], batch: int = 2, seed: int = 0) -> torch.Tenso
 
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_each_net_family_exports_with_dynamic_sizes_and_agrees(family: str, tmp_path: Path) -> None:
+    _needs_onnx()
     model = _module(FAMILIES[family])
     net = DeployableNet(model).eval()
     program = export_program(net, _images(SIZES[0]))
@@ -119,12 +125,14 @@ def test_graph_padding_is_the_modules_padding(builder: Callable[..., torch.nn.Mo
             assert torch.equal(net(image), model(_normalise(image)).mask), size
 
 
-def test_fit_export_onnx_classes_equal_predict_masks(run_root: Path, capsys: pytest.CaptureFixture) -> None:
-    """fit → tune → predict (plain: no post-processing) → export with the tuned thresholds in the config:
-    onnxruntime's argmax on the predict images is what predict wrote; model.json names the thresholds
+def test_fit_export_onnx_classes_equal_predict_masks(
+    run_root: Path, tiny_run: TinyRun, capsys: pytest.CaptureFixture
+) -> None:
+    """(the session's tiny fit) → tune → predict (plain: no post-processing) → export with the tuned
+    thresholds in the config: onnxruntime's and model.pt2's argmax on the predict images is what predict wrote; model.json names the thresholds
     the graph leaves out."""
-    fit = run_cli(["fit", *tiny_args(run_root)])
-    ckpt = fit.trainer.checkpoint_callback.last_model_path
+    _needs_onnx()
+    ckpt = str(tiny_run.last)
     assert run_cli(["tune", *tiny_args(run_root), "--ckpt_path", ckpt]) is not None
     predict = run_cli(["predict", *tiny_args(run_root), "--ckpt_path", ckpt])
     masks = Path(predict.trainer.log_dir) / "predictions"
@@ -156,16 +164,25 @@ def test_fit_export_onnx_classes_equal_predict_masks(run_root: Path, capsys: pyt
         assert record["parity"][name]["agreement"] >= 0.999
         assert record["parity"][name]["sizes"] == {"32×32": 4, "29×29": 4}  # predict images + a crop
 
-    # a deployment: raw uint8 RGB into onnxruntime, argmax, against the PNGs predict wrote
+    # a deployment: raw uint8 RGB into onnxruntime, and into the torch.export program (model.pt2) loaded
+    # as a user would, argmax, against the PNGs predict wrote
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    program = torch.export.load(str(folder / "model.pt2")).module()
     compared = 0
     for batch in cli.datamodule.predict_dataloader():
         (logits,) = session.run(None, {"image": batch["image"].numpy()})
-        for name, classes in zip(batch["name"], logits.argmax(1), strict=True):
+        with torch.no_grad():
+            exported = program(batch["image"])
+        exported = exported[0] if isinstance(exported, tuple | list) else exported
+        assert exported.shape == (len(batch["name"]), 5, 32, 32)
+        for name, classes, pt2_classes in zip(
+            batch["name"], logits.argmax(1), exported.argmax(1), strict=True
+        ):
             written = decode_png(read_file(str(masks / f"{name}_index.png")))[0].numpy()
             assert np.array_equal(classes, written), name
+            assert np.array_equal(pt2_classes.numpy(), written), name
             compared += 1
     assert compared == 4
 
@@ -175,8 +192,7 @@ def test_export_without_onnxruntime_says_what_to_install(
 ) -> None:
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime raises ImportError
     assert main(["export", *tiny_args(run_root), "--allow_untrained", "true"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "pip install 'lightning_seg[onnx]'" in err[0], err
+    assert_one_line_error(capsys, "pip install 'lightning_seg[onnx]'")
 
 
 def test_export_fails_in_one_line_when_a_file_disagrees(
@@ -192,9 +208,7 @@ def test_export_fails_in_one_line_when_a_file_disagrees(
     monkeypatch.setattr(export_command, "program_runner", negated)
     args = [*tiny_args(run_root), "--allow_untrained", "true", "--formats", "[torch_export]"]
     assert main(["export", *args]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "model.pt2 agrees with the checkpoint on" in err[0], err
-    assert "below --min_agreement 99.9%" in err[0]
+    assert_one_line_error(capsys, "model.pt2 agrees with the checkpoint on", "below --min_agreement 99.9%")
 
 
 def test_check_parity_names_the_file_and_the_numbers(tmp_path: Path) -> None:

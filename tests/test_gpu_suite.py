@@ -15,8 +15,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import DEFAULT_CONFIG
 from data_trees import camvid_tree
+from helpers import DEFAULT_CONFIG
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 

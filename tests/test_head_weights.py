@@ -13,7 +13,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import tiny_args
+from helpers import tiny_args
 from torch import nn
 
 from lightning_seg.cli import run_cli

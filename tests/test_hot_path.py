@@ -19,8 +19,8 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
-from conftest import tiny_args
 from data_trees import folder_args, folder_tree
+from helpers import assert_one_line_error, tiny_args
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from lightning_seg.cli import main, run_cli
@@ -320,7 +320,7 @@ def test_a_weight_rule_that_fails_on_rank_zero_stops_every_rank(
         "--model.init_args.loss.init_args.label_class_weights=inverse_frequency",
     ]
     assert main(["fit", *args]) == 2
-    assert capsys.readouterr().err.strip().splitlines()[-1] == f"lightning-seg: error: {message}"
+    assert assert_one_line_error(capsys) == f"lightning-seg: error: {message}"
 
 
 def test_class_argmax_is_argmax_with_its_ties() -> None:

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_args
+from helpers import assert_one_line_error, tiny_args
 
 from lightning_seg.cli import main, run_cli
 from lightning_seg.inference import Inference
-from lightning_seg.metrics import SegMetrics
 
 
 def _pointwise_net(classes: int = 4) -> torch.nn.Module:
@@ -116,12 +115,18 @@ def test_describe_says_what_ran() -> None:
 def test_bad_inference_settings_are_one_line(run_root: Path, args: list[str], needle: str, capsys) -> None:
     chosen = ["--model.init_args.inference=lightning_seg.inference.Inference", *args]
     assert main(["test", *tiny_args(run_root, *chosen), "--allow_untrained=true"]) == 2
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and needle in lines[0]
+    assert_one_line_error(capsys, needle)
 
 
-def test_test_scores_what_predict_writes_with_sliding_window_and_tta(run_root: Path) -> None:
-    fit = run_cli(["fit", *tiny_args(run_root)])
+def test_test_scores_what_predict_writes_with_sliding_window_and_tta(tmp_path: Path) -> None:
+    """Sliding windows + flip TTA on folder data (predict reads the test split): test's mIoU equals predict's
+    index PNGs scored against the masks as stored, and differs from the plain inference's."""
+    from data_trees import folder_args, folder_tree, miou_of_index_pngs
+
+    data = folder_tree(tmp_path / "data", count=12, sizes=((32, 48), (40, 40), (27, 33)))
+    runs = tmp_path / "runs"
+    common = folder_args(data)
+    fit = run_cli(["fit", *tiny_args(runs, *common, epochs=2)])
     best = fit.trainer.checkpoint_callback.best_model_path
     inference = [
         "--model.init_args.inference=lightning_seg.inference.Inference",
@@ -130,21 +135,16 @@ def test_test_scores_what_predict_writes_with_sliding_window_and_tta(run_root: P
         "--model.init_args.inference.init_args.stride=[8,8]",
         "--model.init_args.inference.init_args.hflip=true",
     ]
-    tested = run_cli(["test", *tiny_args(run_root, *inference), "--ckpt_path", best])
+    tested = run_cli(["test", *tiny_args(runs, *common, *inference), "--ckpt_path", best])
     assert tested is not None
     mIoU = float(tested.trainer.callback_metrics["test/mIoU"])
-    plain = run_cli(["test", *tiny_args(run_root), "--ckpt_path", best])
+    plain = run_cli(["test", *tiny_args(runs, *common), "--ckpt_path", best])
     assert float(plain.trainer.callback_metrics["test/mIoU"]) != mIoU  # the inference setting did change it
-    # predict_step on the test images, through the same object, scored independently
-    module, data = tested.model.eval(), tested.datamodule
-    data.setup("test")
-    metrics = SegMetrics(module.num_classes, module.ignore_index)
-    with torch.no_grad():
-        for batch in data.test_dataloader():
-            batch = data.prepare_batch(batch, train=False)
-            masks = module.predict_step(batch, 0)["mask"]
-            metrics.update(torch.stack(masks).long(), batch["mask"])
-    assert float(metrics.compute()["mIoU"]) == pytest.approx(mIoU, abs=1e-6)
+    predicted = run_cli(["predict", *tiny_args(runs, *common, *inference), "--ckpt_path", best])
+    assert predicted.model.inference.describe() == tested.model.inference.describe()
+    expected, count = miou_of_index_pngs(Path(predicted.trainer.log_dir) / "predictions", data / "masks")
+    assert count == len(tested.datamodule.datasets["test"]) == 4
+    assert expected == pytest.approx(mIoU, abs=1e-6)
 
 
 def test_test_scores_at_the_original_size_what_predict_writes(tmp_path: Path) -> None:
@@ -172,7 +172,7 @@ def test_test_scores_at_the_original_size_what_predict_writes(tmp_path: Path) ->
 
 
 def test_skipped_bad_samples_keep_scoring_at_the_original_size(tmp_path: Path) -> None:
-    from data_trees import folder_tree
+    from data_trees import folder_tree, miou_of_index_pngs
 
     data = folder_tree(tmp_path / "data", count=12, sizes=((32, 48), (40, 40)))
     (data / "masks" / "s3.png").write_bytes(b"not a png")  # one bad sample, skipped by on_bad_sample
@@ -187,6 +187,14 @@ def test_skipped_bad_samples_keep_scoring_at_the_original_size(tmp_path: Path) -
     ]  # fmt: skip
     tested = run_cli(["test", *tiny_args(tmp_path / "runs", *args), "--allow_untrained=true"])
     assert tested is not None and tested.model.results.get("test").scored_at == "original size"
+    scored = [sample.name for sample in tested.datamodule.datasets["test"].samples]
+    assert "s3" not in scored and len(scored) >= 2
+    # predict (the same untrained weights: seed 42) writes what test scored, the bad sample left out
+    predicted = run_cli(["predict", *tiny_args(tmp_path / "runs", *args), "--allow_untrained=true"])
+    out = Path(predicted.trainer.log_dir) / "predictions"
+    expected, count = miou_of_index_pngs(out, data / "masks", names=scored)
+    assert count == len(scored)
+    assert float(tested.trainer.callback_metrics["test/mIoU"]) == pytest.approx(expected, abs=1e-6)
 
 
 def test_a_window_larger_than_the_image_without_padding_is_one_line() -> None:

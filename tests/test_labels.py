@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, tiny_args
 from data_trees import msd_tree
+from helpers import REPO, tiny_args
 from torch.nn import functional as F
 from torchmetrics.classification import MultilabelAveragePrecision
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 import wandb_records
-from conftest import REPO, tiny_args
+from helpers import REPO
+from helpers import tiny_args as lean_tiny_args
 from jsonargparse import Namespace
 
 from lightning_seg.callbacks.visualize import SampleOverlays, spread_of_samples
@@ -20,6 +21,12 @@ from lightning_seg.cli import main, run_cli
 from lightning_seg.errors import ConfigError
 from lightning_seg.reports.drawing import overlay
 from lightning_seg.runs import wandb as wandb_runs
+
+
+def tiny_args(root: Path, *extra: str, epochs: int = 1) -> list[str]:
+    """helpers.tiny_args with the run plots and sample overlays this module is about."""
+    return lean_tiny_args(root, *extra, epochs=epochs, plots=True)
+
 
 WANDB_CONFIG = str(REPO / "configs" / "trainer" / "wandb.yaml")
 CONSTANT_LR = "--model.init_args.lr_scheduler=null"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_args
+from helpers import tiny_args
 
 from lightning_seg.cli import run_cli
 from lightning_seg.labels import NO_LABEL, dominant_class

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import tiny_args
+from helpers import tiny_args as lean_tiny_args
 from lightning.pytorch.trainer.states import TrainerStatus
 from torchvision.io import decode_png, read_file
 
@@ -31,6 +31,12 @@ from lightning_seg.reports.drawing import class_legend
 from lightning_seg.reports.image_ranking import ImageRanking, image_miou
 from lightning_seg.reports.palette import default_palette
 from lightning_seg.reports.publish import figure_pixels
+
+
+def tiny_args(root: Path, *extra: str, epochs: int = 1) -> list[str]:
+    """helpers.tiny_args with the run plots and sample overlays this module is about."""
+    return lean_tiny_args(root, *extra, epochs=epochs, plots=True)
+
 
 # SmallComponents makes the final class maps differ from the plain argmax, so a ranking made from the
 # plain predictions (what test_step returned before) would not match the recomputation below

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_args
 from data_trees import folder_args
+from helpers import TinyRun, assert_one_line_error, tiny_args
 
 from lightning_seg.cli import main, run_cli
 from lightning_seg.errors import ConfigError
@@ -207,18 +207,15 @@ def test_thresholds_steps_change_the_decision(tmp_path: Path) -> None:
 )
 def test_tune_refuses_bad_arguments(run_root: Path, extra: list[str], needle: str, capsys) -> None:
     assert main(["tune", *tiny_args(run_root), "--allow_untrained=true", *extra]) == 2
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(lines) == 1 and needle in lines[0], lines
+    assert_one_line_error(capsys, needle)
 
 
-def test_bad_thresholds_files_are_one_line(tmp_path: Path, capsys) -> None:
-    runs = tmp_path / "runs"
-    fit = run_cli(["fit", *tiny_args(runs)])
-    best = Path(fit.trainer.checkpoint_callback.best_model_path)
+def test_bad_thresholds_files_are_one_line(tmp_path: Path, run_root: Path, tiny_run: TinyRun, capsys) -> None:
+    runs, best = run_root, tiny_run.best
     chain = ["--model.init_args.postprocess+=lightning_seg.postprocess.ClassThresholds"]
     # not tuned yet
     assert main(["test", *tiny_args(runs, *chain), "--ckpt_path", str(best)]) == 2
-    assert "run `python -m lightning_seg tune`" in capsys.readouterr().err
+    assert_one_line_error(capsys, "run `python -m lightning_seg tune`")
     assert run_cli(["tune", *tiny_args(runs), "--ckpt_path", str(best)]) is not None
     capsys.readouterr()
     path = best.with_name(best.stem + ".thresholds.json")
@@ -239,21 +236,20 @@ def test_bad_thresholds_files_are_one_line(tmp_path: Path, capsys) -> None:
         )
         == 2
     )
-    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(err) == 1 and "thresholds for 3 classes, the model has 5" in err[0]
+    assert_one_line_error(capsys, "thresholds for 3 classes, the model has 5")
     # the checkpoint changed since it was tuned
     checkpoint = torch.load(best, weights_only=False)
     checkpoint["epoch"] = 99
     torch.save(checkpoint, best)
     assert main(["test", *tiny_args(runs, *chain), "--ckpt_path", str(best)]) == 2
-    assert "run tune again" in capsys.readouterr().err
+    assert_one_line_error(capsys, "run tune again")
 
 
 def test_crf_in_the_chain_reads_each_image_as_stored(tmp_path: Path) -> None:
     """A DenseCRF step makes the data keep each original image; test reports its row and predict writes
     what test scored."""
     pytest.importorskip("pydensecrf")
-    from data_trees import folder_tree
+    from data_trees import folder_tree, miou_of_index_pngs
 
     data = folder_tree(tmp_path / "data", count=12, sizes=((32, 48), (27, 33)))
     runs = tmp_path / "runs"
@@ -268,7 +264,13 @@ def test_crf_in_the_chain_reads_each_image_as_stored(tmp_path: Path) -> None:
     rows = tested.model.results.get("test").table
     assert [row["stage"] for row in rows] == ["raw", "+ crf (3 iterations)"]
     assert tested.datamodule.datasets["test"].keep_original_image
-    assert float(tested.trainer.callback_metrics["test/mIoU"]) == pytest.approx(rows[-1]["mIoU"], abs=1e-6)
+    miou = float(tested.trainer.callback_metrics["test/mIoU"])
+    assert miou == pytest.approx(rows[-1]["mIoU"], abs=1e-6)
+    # predict with the same chain writes the classes test scored: its PNGs against the masks give test's mIoU
+    predicted = run_cli(["predict", *tiny_args(runs, *folder_args(data), *crf), "--ckpt_path", best])
+    expected, count = miou_of_index_pngs(Path(predicted.trainer.log_dir) / "predictions", data / "masks")
+    assert count == len(tested.datamodule.datasets["test"]) == 4
+    assert miou == pytest.approx(expected, abs=1e-6)
 
 
 def test_a_class_without_a_threshold_is_left_to_the_argmax() -> None:
@@ -297,10 +299,10 @@ def test_classes_no_label_speaks_about_are_never_removed() -> None:
     assert classes_of_labels(torch.tensor([[True, False, False]]), binary).tolist() == [[True, False]]
 
 
-def test_thresholds_tuned_on_other_probabilities_are_refused(tmp_path: Path, capsys) -> None:
-    runs = tmp_path / "runs"
-    fit = run_cli(["fit", *tiny_args(runs)])
-    best = Path(fit.trainer.checkpoint_callback.best_model_path)
+def test_thresholds_tuned_on_other_probabilities_are_refused(
+    tmp_path: Path, run_root: Path, tiny_run: TinyRun, capsys
+) -> None:
+    runs, best = run_root, tiny_run.best
     # tuned into the configured file, which test then reads
     configured = tmp_path / "mine.json"
     chain = [
@@ -316,15 +318,13 @@ def test_thresholds_tuned_on_other_probabilities_are_refused(tmp_path: Path, cap
         "--model.init_args.inference.hflip=true",
     ]
     assert main(["test", *tiny_args(runs, *chain, *tta), "--ckpt_path", str(best)]) == 2
-    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(err) == 1 and "tuned with inference 'resize', this run uses 'resize + hflip'" in err[0], err
+    assert_one_line_error(capsys, "tuned with inference 'resize', this run uses 'resize + hflip'")
 
 
 def test_label_consistency_needs_an_image_level_head(run_root: Path, capsys) -> None:
     chain = ["--model.init_args.postprocess+=lightning_seg.postprocess.LabelConsistency"]
     assert main(["test", *tiny_args(run_root, *chain), "--allow_untrained=true"]) == 2
-    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(err) == 1 and "has no image-level head" in err[0], err
+    assert_one_line_error(capsys, "has no image-level head")
     # the oracle ablation needs no head, and says what it is
     oracle = [*chain, "--model.init_args.postprocess.oracle=true"]
     tested = run_cli(["test", *tiny_args(run_root, *oracle), "--allow_untrained=true"])

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_args
+from helpers import assert_one_line_error, tiny_args
 
 from lightning_seg.cli import main, run_cli
 
@@ -53,5 +53,4 @@ def test_an_optimizer_eps_that_is_zero_in_float16_is_refused(run_root: Path, cap
         main(["fit", *tiny_args(run_root), "--trainer.precision=16-true", "--trainer.limit_train_batches=2"])
         == 2
     )
-    line = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "model.optimizer eps 1e-08 is 0 in torch.float16" in line and "eps: 1e-4" in line
+    assert_one_line_error(capsys, "model.optimizer eps 1e-08 is 0 in torch.float16", "eps: 1e-4")

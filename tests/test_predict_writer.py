@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_args
+from helpers import assert_one_line_error, tiny_args
 from torchvision.io import encode_png
 
 import lightning_seg.callbacks.writer as writer_module
@@ -87,11 +87,9 @@ def test_writer_thread_error_reaches_the_caller(
 
     monkeypatch.setattr(writer_module, "save_png", failing_save_png)
     assert main(["predict", *tiny_args(run_root), *PREDICT]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("lightning-seg: error: "), err
     if kind == "disk_full":
-        assert "no space left on device" in err[0] and "_index.png" in err[0]
+        assert_one_line_error(capsys, "no space left on device", "_index.png")
     else:
-        assert "does not fit an 8-bit PNG" in err[0]
+        assert_one_line_error(capsys, "does not fit an 8-bit PNG")
     assert seen and all(t is not threading.main_thread() for t in seen)  # written off the main thread
     assert not _writer_threads()

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import tiny_args
+from helpers import tiny_args
 from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
 
 from lightning_seg.callbacks import PlainProgressBar

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, tiny_args
+from helpers import REPO, TinyRun, assert_one_line_error, tiny_args
 
 from lightning_seg.cli import main, run_cli
 from lightning_seg.runs import RunLock
@@ -49,12 +49,6 @@ def _state(path: Path) -> dict[str, torch.Tensor]:
 
 def _same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
-def _one_error_line(capsys) -> str:
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1, lines
-    return lines[0]
 
 
 @pytest.fixture
@@ -183,7 +177,7 @@ def test_resume_after_a_crash_reproduces_the_uninterrupted_run(
 def test_checkpoints_hold_the_random_state_and_the_data_position_as_plain_data(
     run_root: Path, every_3_steps
 ) -> None:
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="simulated crash at step 4"):
         run_cli(
             [
                 "fit",
@@ -265,7 +259,7 @@ def test_resume_last_skips_a_run_another_process_is_training(run_root: Path, cap
         resumed = run_cli(["fit", *tiny_args(run_root, *CONSTANT_LR, epochs=2), "--ckpt_path", "last"])
         assert resumed is not None and Path(resumed.trainer.log_dir) == older
         assert main(["fit", *tiny_args(run_root, *CONSTANT_LR, epochs=2), "--ckpt_path", str(newer)]) == 2
-        line = _one_error_line(capsys)
+        line = assert_one_line_error(capsys)
         assert f"is being trained by process {holder.pid}" in line and newer.name in line
     finally:
         holder.kill()
@@ -280,7 +274,7 @@ def test_resume_last_skips_a_run_another_process_is_training(run_root: Path, cap
 def test_a_pinned_version_that_holds_a_run_is_refused(run_root: Path, capsys) -> None:
     first = Path(_fit(run_root).trainer.log_dir)
     assert main(["fit", *tiny_args(run_root), f"--trainer.logger.init_args.version={first.name}"]) == 2
-    line = _one_error_line(capsys)
+    line = assert_one_line_error(capsys)
     assert "already holds a run" in line and "--ckpt_path" in line
     # the run's own record, passed back as a config, starts a new run (its version is saved as null)
     again = run_cli(["fit", "--config", str(first / "config.yaml")])
@@ -338,8 +332,10 @@ def test_the_training_record_is_written_once_and_evaluations_write_their_own(run
     assert len(list((run / "predict").glob("*/predictions/*_index.png"))) == 4
 
 
-def test_each_predict_writes_a_new_folder_named_in_its_last_line(run_root: Path, capsys) -> None:
-    best = _fit(run_root).trainer.checkpoint_callback.best_model_path
+def test_each_predict_writes_a_new_folder_named_in_its_last_line(
+    run_root: Path, tiny_run: TinyRun, capsys
+) -> None:
+    best = str(tiny_run.best)
     capsys.readouterr()
     folders = []
     for _ in range(2):
@@ -360,7 +356,7 @@ def test_each_predict_writes_a_new_folder_named_in_its_last_line(run_root: Path,
         )
         == 2
     )
-    assert "already holds files" in _one_error_line(capsys)
+    assert "already holds files" in assert_one_line_error(capsys)
 
 
 # -------------------------------------------------------------------------- resumes with nothing to do
@@ -369,7 +365,8 @@ def test_resuming_a_finished_run_says_so_and_keeps_its_summary(run_root: Path, c
     summary = (run / "summary.json").read_bytes()
     capsys.readouterr()
     assert main(["fit", *tiny_args(run_root, epochs=1), "--ckpt_path", "last"]) == 0
-    line = _one_error_line(capsys)
+    line = assert_one_line_error(capsys, prefix="lightning-seg: ")  # a note (exit 0), not an error
+    assert not line.startswith("lightning-seg: error:")
     assert "finished" in line and "nothing left to do" in line and "max_epochs" in line
     assert (run / "summary.json").read_bytes() == summary
     assert not list(run.glob("config.resume-*.yaml"))
@@ -381,7 +378,8 @@ def test_resuming_a_run_stopped_by_max_time_says_so(run_root: Path, capsys) -> N
     assert summary["status"] == "stopped" and summary["stopped_by"] == "max_time"
     capsys.readouterr()
     assert _fit_exit_code(run_root, "--trainer.max_time=00:00:00:01", epochs=1000, resume=True) == 0
-    assert "stopped by max_time" in _one_error_line(capsys)
+    line = assert_one_line_error(capsys, "stopped by max_time", prefix="lightning-seg: ")  # exit 0: a note
+    assert not line.startswith("lightning-seg: error:")
 
 
 def test_extending_a_finished_one_cycle_run_is_refused_before_any_data_is_read(
@@ -395,7 +393,7 @@ def test_extending_a_finished_one_cycle_run_is_refused_before_any_data_is_read(
 
     monkeypatch.setattr(SyntheticDataModule, "setup", no_data)
     assert main(["fit", *tiny_args(run_root, epochs=2), "--ckpt_path", "last"]) == 2
-    line = _one_error_line(capsys)
+    line = assert_one_line_error(capsys)
     assert "OneCycleLR schedule ends at step 4" in line and "step 8" in line and "max_epochs 1" in line
 
 
@@ -411,7 +409,7 @@ def test_a_diverging_run_stops_with_one_line_exit_1_and_no_nan_checkpoint(run_ro
         "--model.init_args.optimizer.init_args.lr=1e12",
     )
     assert _fit_exit_code(run_root, *lr, epochs=4) == 1
-    line = _one_error_line(capsys)
+    line = assert_one_line_error(capsys)
     assert line.startswith("lightning-seg: error: training diverged: non-finite loss at step")
     assert "ce=" in line and "dice=" in line
     (run,) = (run_root / "default").iterdir()
@@ -419,6 +417,26 @@ def test_a_diverging_run_stops_with_one_line_exit_1_and_no_nan_checkpoint(run_ro
         assert all(torch.isfinite(t).all() for t in _state(checkpoint).values() if t.is_floating_point())
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "diverged"
+    _assert_names_the_last_finite_checkpoint(line, run)
+
+
+def _assert_names_the_last_finite_checkpoint(line: str, run: Path) -> Path | None:
+    """The divergence line's ``last finite checkpoint: <path>`` exists, holds finite weights and is the
+    checkpoint of the latest step in the run; ``no checkpoint was written`` only where none was."""
+    checkpoints = sorted(run.glob("checkpoints/*.ckpt"))
+    if "no checkpoint was written" in line:
+        assert not checkpoints, checkpoints
+        return None
+    named = line.split("last finite checkpoint: ", 1)[1].split("; ", 1)[0]
+    # the path as given, or its tail after "…/" when long (errors.short_path)
+    (path,) = [
+        c for c in checkpoints if str(c) == named or (named.startswith("…/") and str(c).endswith(named[1:]))
+    ]
+    assert path.is_file()
+    assert all(torch.isfinite(t).all() for t in _state(path).values() if t.is_floating_point())
+    steps = {c: torch.load(c, map_location="cpu", weights_only=True)["global_step"] for c in checkpoints}
+    assert steps[path] == max(steps.values()), steps
+    return path
 
 
 def test_a_few_non_finite_steps_can_be_skipped(run_root: Path) -> None:
@@ -439,7 +457,20 @@ def test_a_few_non_finite_steps_can_be_skipped(run_root: Path) -> None:
 def test_without_skipping_one_non_finite_step_stops_the_run(run_root: Path, capsys) -> None:
     nan_batch = ("--trainer.callbacks+=helpers.NonFiniteBatchAtStep", "--trainer.callbacks.step=2")
     assert _fit_exit_code(run_root, *nan_batch, epochs=2) == 1
-    assert "non-finite loss at step 3" in _one_error_line(capsys)
+    line = assert_one_line_error(capsys, "non-finite loss at step 3")
+    (run,) = (run_root / "default").iterdir()
+    assert "no checkpoint was written" in line  # step 3 is in epoch 0: nothing saved yet
+    _assert_names_the_last_finite_checkpoint(line, run)
+
+
+def test_the_divergence_line_names_the_last_finite_checkpoint(run_root: Path, capsys) -> None:
+    """A non-finite step in epoch 1 (step 6): the line names the checkpoint of the end of epoch 0 (step 4)."""
+    nan_batch = ("--trainer.callbacks+=helpers.NonFiniteBatchAtStep", "--trainer.callbacks.step=5")
+    assert _fit_exit_code(run_root, *nan_batch, epochs=2) == 1
+    line = assert_one_line_error(capsys, "non-finite loss at step 6", "last finite checkpoint: ")
+    (run,) = (run_root / "default").iterdir()
+    path = _assert_names_the_last_finite_checkpoint(line, run)
+    assert path is not None and torch.load(path, weights_only=True)["global_step"] == 4
 
 
 # ------------------------------------------------------------------------------------- Ctrl-C

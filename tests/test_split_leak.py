@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import DEFAULT_CONFIG
 
 from lightning_seg.cli import main, run_cli
 from lightning_seg.data import FolderDataModule
-from tests.conftest import DEFAULT_CONFIG
 from tests.data_trees import block_mask, image_for, write_png
 
 IMAGES = 40  # val_fraction 0.2: 32 train + 8 val; test_fraction 0.1 then draws 4 more

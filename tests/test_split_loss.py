@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_args
 from data_trees import folder_args, folder_tree
+from helpers import tiny_args
 
 from lightning_seg.cli import run_cli
 from lightning_seg.losses import PIXEL_TERMS, CompoundLoss

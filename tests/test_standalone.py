@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_args
 from data_trees import folder_args, folder_tree
+from helpers import TinyRun, tiny_args
 from torchvision.io import read_image
 
 import lightning_seg
@@ -26,11 +27,11 @@ CHAIN = [
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The default synthetic config, tiny, one epoch: its last checkpoint."""
-    root = tmp_path_factory.mktemp("standalone") / "runs"
-    fit = run_cli(["fit", *tiny_args(root)])
-    return Path(fit.trainer.checkpoint_callback.last_model_path)
+def trained(tmp_path_factory: pytest.TempPathFactory, tiny_run_once: Path) -> Path:
+    """The default synthetic config, tiny, one epoch (the session's run, copied): its last checkpoint."""
+    run = tmp_path_factory.mktemp("standalone") / "runs" / "default" / "version_0"
+    shutil.copytree(tiny_run_once, run)
+    return run / "checkpoints" / "last.ckpt"
 
 
 def test_checkpoint_loads_with_weights_only_and_rebuilds_its_model(trained: Path) -> None:
@@ -152,12 +153,12 @@ def test_a_record_naming_pretrained_weights_rebuilds_offline(trained: Path) -> N
     assert record["model"]["init_args"]["net"]["init_args"]["encoder_weights"] == "IMAGENET1K_V1"  # untouched
 
 
-def test_a_bundle_ignores_the_thresholds_path_of_its_config(tmp_path: Path) -> None:
+def test_a_bundle_ignores_the_thresholds_path_of_its_config(
+    tmp_path: Path, run_root: Path, tiny_run: TinyRun
+) -> None:
     """A config naming its thresholds file (ClassThresholds.path): the bundle carries the thresholds, and
     loads away from that file (whose checksum names the training checkpoint, not the bundle)."""
-    runs = tmp_path / "runs"
-    fit = run_cli(["fit", *tiny_args(runs)])
-    last = Path(fit.trainer.checkpoint_callback.last_model_path)
+    runs, last = run_root, tiny_run.last
     assert run_cli(["tune", *tiny_args(runs), "--ckpt_path", str(last)]) is not None
     named = tmp_path / "named.thresholds.json"
     last.with_name(last.stem + ".thresholds.json").rename(named)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import tiny_args
+from helpers import TinyRun, assert_one_line_error, tiny_args, voc_kaggle_args
 from torchvision.io import decode_png, read_file
 
 from lightning_seg.cli import main, run_cli
@@ -46,9 +46,8 @@ def check_submission(
     return len(seen)
 
 
-def test_submit_decodes_to_the_predicted_class_maps(run_root: Path) -> None:
-    fit = run_cli(["fit", *tiny_args(run_root)])
-    ckpt = fit.trainer.checkpoint_callback.last_model_path
+def test_submit_decodes_to_the_predicted_class_maps(run_root: Path, tiny_run: TinyRun) -> None:
+    ckpt = str(tiny_run.last)
     run_cli(["submit", *tiny_args(run_root), "--ckpt_path", ckpt])
     (folder,) = (Path(ckpt).parent.parent / "submit").iterdir()
     assert check_submission(folder / "submission.csv", folder / "predictions", num_classes=5) == 4
@@ -61,12 +60,11 @@ def test_submit_decodes_to_the_predicted_class_maps(run_root: Path) -> None:
 
 
 def test_submit_refuses_labels_from_a_head_the_net_lacks(
-    run_root: Path, capsys: pytest.CaptureFixture
+    run_root: Path, tiny_run: TinyRun, capsys: pytest.CaptureFixture
 ) -> None:
-    fit = run_cli(["fit", *tiny_args(run_root)])
-    ckpt = fit.trainer.checkpoint_callback.last_model_path
+    ckpt = str(tiny_run.last)
     assert main(["submit", *tiny_args(run_root), "--ckpt_path", ckpt, "--labels_from", "head"]) == 2
-    assert "has no image-level head; use --labels_from mask" in capsys.readouterr().err
+    assert_one_line_error(capsys, "has no image-level head; use --labels_from mask")
 
 
 def test_voc_kaggle_fit_tune_test_submit_with_one_config(tmp_path: Path) -> None:
@@ -74,8 +72,8 @@ def test_voc_kaggle_fit_tune_test_submit_with_one_config(tmp_path: Path) -> None
     label thresholds), test, submit; the CSV is in test_set.csv's order, its planes decode to the class maps
     the same path wrote, and its classification rows to the head's decisions with the tuned label
     thresholds (labels.csv of the same command)."""
-    from conftest import REPO
     from data_trees import VOC_KAGGLE_TEST_IDS, voc_kaggle_tree
+    from helpers import REPO
 
     data = voc_kaggle_tree(tmp_path / "voc")
     runs = tmp_path / "runs"
@@ -121,7 +119,6 @@ def test_classification_rows_follow_the_test_csv_column_order(tmp_path: Path) ->
     """A test_set.csv whose label columns are in another order than VOC's gets its vectors in that order
     (matched by name), never VOC's order under another header."""
     from data_trees import voc_kaggle_tree
-    from test_data_voc_kaggle import _cli_args
 
     data = voc_kaggle_tree(tmp_path / "voc")
     test_csv = data / "test" / "test_set.csv"
@@ -130,9 +127,9 @@ def test_classification_rows_follow_the_test_csv_column_order(tmp_path: Path) ->
     with test_csv.open("w", newline="") as handle:
         csv.writer(handle).writerows(reordered)
     runs = tmp_path / "runs"
-    fit = run_cli(["fit", *_cli_args(runs, data)])
+    fit = run_cli(["fit", *voc_kaggle_args(runs, data)])
     ckpt = fit.trainer.checkpoint_callback.last_model_path
-    run_cli(["submit", *_cli_args(runs, data), "--ckpt_path", ckpt])
+    run_cli(["submit", *voc_kaggle_args(runs, data), "--ckpt_path", ckpt])
     (folder,) = (Path(ckpt).parent.parent / "submit").iterdir()
     with (folder / "predictions" / "labels.csv").open(newline="") as handle:
         decided = {
@@ -151,16 +148,16 @@ def test_submit_refuses_before_the_pass_when_a_test_image_was_skipped(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     from data_trees import VOC_KAGGLE_TEST_IDS, voc_kaggle_tree
-    from test_data_voc_kaggle import _cli_args
 
     data = voc_kaggle_tree(tmp_path / "voc")
     runs = tmp_path / "runs"
-    fit = run_cli(["fit", *_cli_args(runs, data)])
+    fit = run_cli(["fit", *voc_kaggle_args(runs, data)])
     ckpt = fit.trainer.checkpoint_callback.last_model_path
     missing = VOC_KAGGLE_TEST_IDS[1]
     (data / "test" / "img" / f"test_{missing}.npy").unlink()
     skip = "--data.init_args.on_bad_sample=skip"
-    assert main(["submit", *_cli_args(runs, data), skip, "--ckpt_path", ckpt]) == 2
-    line = capsys.readouterr().err.strip().splitlines()[-1]
-    assert f"1 test images of the competition CSV were skipped as bad files (Id {missing}, ...)" in line
+    assert main(["submit", *voc_kaggle_args(runs, data), skip, "--ckpt_path", ckpt]) == 2
+    assert_one_line_error(
+        capsys, f"1 test images of the competition CSV were skipped as bad files (Id {missing}, ...)"
+    )
     assert not list((Path(ckpt).parent.parent / "submit").glob("*/submission.csv"))

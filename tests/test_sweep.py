@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import DEFAULT_CONFIG, REPO
+from helpers import DEFAULT_CONFIG, REPO, assert_one_line_error
 
 from lightning_seg.cli import main
 from lightning_seg.models import UNet
@@ -290,11 +290,9 @@ def test_sweep_file_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFi
         path = tmp_path / f"bad{index}.yaml"
         path.write_text(content if isinstance(content, str) else yaml.safe_dump(content))
         assert main(["sweep", "--config", str(path), "--output", str(tmp_path / "out")]) == 2, expected
-        lines = capsys.readouterr().err.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("lightning-seg: error: "), lines
-        assert expected in lines[0], (expected, lines[0])
+        assert_one_line_error(capsys, expected)
     assert main(["sweep", "--config", str(tmp_path / "missing.yaml")]) == 2
-    assert "no such sweep file" in capsys.readouterr().err
+    assert_one_line_error(capsys, "no such sweep file")
     assert main(["sweep", "--config", DEFAULT_CONFIG, "--max_trials", "0"]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()

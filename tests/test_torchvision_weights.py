@@ -16,7 +16,7 @@ from urllib.error import URLError
 import pytest
 import torch
 import torchvision
-from conftest import assert_checkpoint_rebuilds, tiny_args
+from helpers import assert_checkpoint_rebuilds, tiny_args
 from torch import nn
 from torchvision.models import WeightsEnum
 from torchvision.models import segmentation as tv_seg

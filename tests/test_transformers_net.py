@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import assert_checkpoint_rebuilds, tiny_args
 from data_trees import voc_tree
+from helpers import TinyRun, assert_checkpoint_rebuilds, assert_one_line_error, tiny_args
 from jsonargparse import Namespace
 
 from lightning_seg.cli import run_cli
@@ -20,7 +20,13 @@ from lightning_seg.errors import ConfigError
 from lightning_seg.models import SMPNet, TransformersNet
 from lightning_seg.models.class_mapping import ClassMapping
 
-transformers = pytest.importorskip("transformers")
+try:
+    import transformers
+except ImportError:  # the tests of SMP, timm, class mappings and normalisation records run without it
+    transformers = None
+needs_transformers = pytest.mark.skipif(
+    transformers is None, reason="needs transformers (pip install 'lightning_seg[hf]')"
+)
 
 
 def _four_stage_backbone(model_type: str, **settings: object) -> dict:
@@ -109,6 +115,7 @@ def _voc_args(root: Path, net: dict, voc: Path) -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------------- the wrapper
+@needs_transformers
 @pytest.mark.parametrize("family", list(CONFIGS))
 def test_each_family_gives_logits_at_the_input_size_with_a_backbone(family: str) -> None:
     net = TransformersNet(num_classes=4, config=CONFIGS[family], class_names=["bg", "a", "b", "c"])
@@ -128,6 +135,7 @@ def test_each_family_gives_logits_at_the_input_size_with_a_backbone(family: str)
         assert any("bbox_predictor" in name for name in net.unused)  # boxes play no part in segmentation
 
 
+@needs_transformers
 def test_query_based_logits_are_the_log_of_the_semantic_score() -> None:
     """Mask2Former's logits are log Σ_q softmax(class_q)[c]·sigmoid(mask_q), upsampled: transformers' own
     semantic post-processing gives the same class map."""
@@ -141,6 +149,7 @@ def test_query_based_logits_are_the_log_of_the_semantic_score() -> None:
     assert (ours[0] == theirs).float().mean() > 0.97  # they resize the mask logits first; borders may differ
 
 
+@needs_transformers
 def test_config_errors_are_one_line() -> None:
     with pytest.raises(ConfigError, match="exactly one of model"):
         TransformersNet(num_classes=2)
@@ -150,6 +159,7 @@ def test_config_errors_are_one_line() -> None:
         TransformersNet(num_classes=2, config={"model_type": "bert"})
 
 
+@needs_transformers
 def test_a_hub_model_offline_names_the_weights_and_a_local_folder(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens: "no network", whatever CI has
     with pytest.raises(
@@ -207,6 +217,7 @@ def _coco_detr_folder(root: Path, mean: float = 0.5, std: float = 0.5) -> Path:
     return root
 
 
+@needs_transformers
 def test_zero_shot_test_of_a_coco_model_on_voc(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """`test` with no checkpoint scores a COCO-label model on VOC through the shipped table; the data's
     normalisation comes from the model's image processor (0.5/0.5)."""
@@ -227,6 +238,7 @@ def test_zero_shot_test_of_a_coco_model_on_voc(tmp_path: Path, caplog: pytest.Lo
     assert len(listed) == 1 and listed[0].endswith("banner, wall-other-merged")
 
 
+@needs_transformers
 def test_zero_shot_refused_when_the_head_is_replaced(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """Without a mapping the COCO labels are not the data's classes: the head is new, so `test` without a
     checkpoint would score random weights, and says so."""
@@ -234,13 +246,18 @@ def test_zero_shot_refused_when_the_head_is_replaced(tmp_path: Path, capsys: pyt
     runs = tmp_path / "runs"
     net = {"class_path": "lightning_seg.models.TransformersNet", "init_args": {"model": str(model_dir)}}
     assert run_cli(["test", *_net_args(runs, net)]) is None
-    error = capsys.readouterr().err.strip().splitlines()[-1]
-    assert error.startswith(
-        "lightning-seg: error: test without --ckpt_path: TransformersNet replaced the pretrained"
+    # transformers' load report and a normalisation warning come first: one error line, the last one
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = "\n".join(line for line in err if line.startswith("lightning-seg: error:"))
+    line = assert_one_line_error(
+        errors,
+        prefix="lightning-seg: error: test without --ckpt_path: TransformersNet replaced the pretrained",
     )
+    assert err[-1] == line
 
 
 # ----------------------------------------------------------------------------------------------- fit, reload
+@needs_transformers
 @pytest.mark.parametrize("family", ["segformer", "mask2former"])
 def test_fit_predict_and_reload_through_the_cli(tmp_path: Path, family: str) -> None:
     runs = tmp_path / "runs"
@@ -255,6 +272,7 @@ def test_fit_predict_and_reload_through_the_cli(tmp_path: Path, family: str) -> 
     assert_checkpoint_rebuilds(last, fit.model, side=64)
 
 
+@needs_transformers
 def test_fine_tuning_a_local_model_keeps_its_weights_but_the_head(tmp_path: Path) -> None:
     """A local pretrained folder with other labels: every weight but the class head is the folder's."""
     model_dir = _coco_detr_folder(tmp_path / "detr")
@@ -284,6 +302,7 @@ def _config(net: dict, mean: list[float] | None = None, std: list[float] | None 
     )
 
 
+@needs_transformers
 def test_normalisation_follows_the_weights(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     # a timm encoder whose weights expect 0.5/0.5 (timm's pretrained config: no download)
     smp_net = {
@@ -342,13 +361,11 @@ def test_a_timm_universal_encoder_trains_through_smpnet(tmp_path: Path) -> None:
 
 
 def test_an_evaluation_normalises_as_its_checkpoint_trained(
-    tmp_path: Path, capsys: pytest.CaptureFixture
+    run_root: Path, tiny_run: TinyRun, capsys: pytest.CaptureFixture
 ) -> None:
     """The synthetic data trains with 0.5/0.25; `test` of its checkpoint with mean/std null uses the recorded
     values, not the data module's ImageNet default, and other values given on purpose get one warning."""
-    runs = tmp_path / "runs"
-    fit = run_cli(["fit", *tiny_args(runs)])
-    last = fit.trainer.checkpoint_callback.last_model_path
+    runs, last = run_root, str(tiny_run.last)
     null = ["--data.init_args.mean=null", "--data.init_args.std=null"]
     evaluation = run_cli(["test", *tiny_args(runs), *null, "--ckpt_path", last])
     assert evaluation.datamodule.mean == (0.5, 0.5, 0.5) and evaluation.datamodule.std == (0.25, 0.25, 0.25)
@@ -363,21 +380,22 @@ def test_an_evaluation_normalises_as_its_checkpoint_trained(
     ]
 
 
-def test_a_resume_refuses_another_normalisation(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    runs = tmp_path / "runs"
-    fit = run_cli(["fit", *tiny_args(runs)])
-    last = fit.trainer.checkpoint_callback.last_model_path
+def test_a_resume_refuses_another_normalisation(
+    run_root: Path, tiny_run: TinyRun, capsys: pytest.CaptureFixture
+) -> None:
+    runs, last = run_root, str(tiny_run.last)
     capsys.readouterr()
     resumed = run_cli(
         ["fit", *tiny_args(runs, epochs=2), "--data.init_args.std=[0.3, 0.3, 0.3]", "--ckpt_path", last]
     )
     assert resumed is None
-    error = capsys.readouterr().err.strip().splitlines()[-1]
-    assert error.startswith(
-        "lightning-seg: error: resuming: data.mean (0.5, 0.5, 0.5) and data.std (0.3, 0.3, 0.3)"
+    assert_one_line_error(
+        capsys,
+        prefix="lightning-seg: error: resuming: data.mean (0.5, 0.5, 0.5) and data.std (0.3, 0.3, 0.3)",
     )
 
 
+@needs_transformers
 def test_scores_stay_float32_under_bf16_autocast() -> None:
     """The model runs in bf16; the sum over queries of its outputs must not (bf16 einsum moved argmaxes)."""
     net = TransformersNet(num_classes=4, config=MASK2FORMER).eval()
@@ -392,6 +410,7 @@ def test_scores_stay_float32_under_bf16_autocast() -> None:
     torch.testing.assert_close(mixed.double(), expected, atol=1e-4, rtol=1e-4)
 
 
+@needs_transformers
 def test_a_checkpoint_rebuilds_without_the_model_folder(tmp_path: Path) -> None:
     """The record keeps the resolved transformers config: the folder the run started from may be gone, for
     `predict --ckpt_path` with the run's own config as for `lightning_seg.load`."""
@@ -416,6 +435,7 @@ def test_a_checkpoint_rebuilds_without_the_model_folder(tmp_path: Path) -> None:
     assert loaded.module.net.mapping is not None and loaded.module.mean == (0.5, 0.5, 0.5)
 
 
+@needs_transformers
 def test_backbone_finetuning_leaves_what_the_net_froze_frozen(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     net = {"class_path": "lightning_seg.models.TransformersNet", "init_args": {"config": DPT}}
