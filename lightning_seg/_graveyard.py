@@ -1,7 +1,7 @@
 """Old module paths that configs, saved checkpoint records and user code name, kept loading.
 
-Each old path imports the module that now holds its contents and warns once (``DeprecationWarning``) with the
-new path. Modelled on Lightning's ``_graveyard``: one place, no copies of code, removed after a release that
+Each old path imports the module that now holds its contents and warns once with the
+new path (a ``FutureWarning``: shown by default). Modelled on Lightning's ``_graveyard``: one place, no copies of code, removed after a release that
 announced it. A class path in YAML (``class_path: lightning_seg.module.SegmentationModule``) or in a
 checkpoint's record resolves through here, so runs written before the package was laid out in rooms keep
 rebuilding.
@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import importlib.abc
 import importlib.machinery
+import importlib.util
 import sys
 import warnings
 from types import ModuleType
@@ -58,6 +59,12 @@ MOVED: dict[str, tuple[str, ...]] = {
 """Old module path → the modules that hold its public names now (several where a module was split: a name
 is looked up in them in order)."""
 
+RENAMED: dict[str, str] = {
+    # the optimizer a config left unset, as jsonargparse recorded it in a run's config.yaml
+    "lightning_seg.module._default_optimizer": "lightning_seg.task.optimizers.default_optimizer",
+}
+"""Old ``module.name`` → new ``module.name`` of a name that moved under another name."""
+
 
 class _SplitModule(ModuleType):
     """An old module whose names now live in several modules: each name from the first that has it."""
@@ -67,6 +74,10 @@ class _SplitModule(ModuleType):
         self._parts = parts
 
     def __getattr__(self, name: str) -> object:
+        renamed = RENAMED.get(f"{self.__name__}.{name}")
+        if renamed is not None:
+            module, _, attribute = renamed.rpartition(".")
+            return getattr(importlib.import_module(module), attribute)
         for part in self._parts:
             if hasattr(part, name):
                 return getattr(part, name)
@@ -76,6 +87,9 @@ class _SplitModule(ModuleType):
 class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Finds an old path of :data:`MOVED` and loads it as the new module itself (the same object, so a class
     has one identity whichever path named it)."""
+
+    def __init__(self) -> None:
+        self._origins: dict[str, importlib.machinery.ModuleSpec | None] = {}
 
     def find_spec(
         self, fullname: str, path: object = None, target: object = None
@@ -88,16 +102,26 @@ class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         targets = MOVED[spec.name]
         warnings.warn(
             f"{spec.name} moved to {' and '.join(targets)}; the old path will be removed in a later release",
-            DeprecationWarning,
+            FutureWarning,  # shown by default: a class_path in YAML imports it where DeprecationWarning is hidden
             stacklevel=2,
         )
         if len(targets) == 1:
-            return importlib.import_module(targets[0])
+            module = importlib.import_module(targets[0])
+            # importlib sets __spec__ on what create_module returns (to this finder's): keep the module's own
+            # for get_code (``python -m <old path>`` after the old path was imported)
+            self._origins.setdefault(spec.name, module.__spec__)
+            return module
         return _SplitModule(spec.name, [importlib.import_module(target) for target in targets])
 
     def exec_module(self, module: ModuleType) -> None:
         # the new module is already executed; importlib binds it under the old name in sys.modules
         return None
+
+    def get_code(self, fullname: str) -> object:
+        """The new module's code, for ``python -m <old path>`` (runpy runs it as ``__main__``)."""
+        spec = self._origins.get(fullname) or importlib.util.find_spec(MOVED[fullname][0])
+        assert spec is not None and spec.loader is not None
+        return spec.loader.get_code(spec.name)  # type: ignore[attr-defined]
 
 
 def install() -> None:

@@ -57,7 +57,7 @@ def test_old_class_paths_in_a_record_rebuild_with_a_deprecation_warning(key: str
     assert type(module).__name__ == "SegmentationModule"
     if fresh:  # the first import of the old path says where it went
         assert any(
-            issubclass(w.category, DeprecationWarning) and module_name in str(w.message) for w in caught
+            issubclass(w.category, FutureWarning) and module_name in str(w.message) for w in caught
         )
 
 
@@ -67,7 +67,7 @@ def test_every_old_path_imports_the_same_objects() -> None:
 
     for old, targets in _graveyard.MOVED.items():
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", FutureWarning)
             module = importlib.import_module(old)
         for target in targets:
             new = importlib.import_module(target)
@@ -91,3 +91,19 @@ def test_a_release_config_and_checkpoint_test_to_the_same_score(tmp_path: Path) 
     assert cli is not None
     summary = json.loads((Path(cli.trainer.log_dir) / "summary.json").read_text())
     assert summary["metrics"]["test/mIoU"] == pytest.approx(RELEASE_TEST_MIOU, abs=1e-6)
+
+
+def test_an_old_config_default_and_an_old_entry_module_still_resolve() -> None:
+    """What a release's config.yaml records for an optimizer left unset, and ``python -m lightning_seg.demo``
+    (the release's ``make demo``), both through the old paths."""
+    import runpy
+
+    from lightning_seg.task.optimizers import default_optimizer
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        from lightning_seg.module import _default_optimizer  # type: ignore[attr-defined]
+
+        namespace = runpy.run_module("lightning_seg.demo", run_name="demo_as_imported")
+    assert _default_optimizer is default_optimizer
+    assert callable(namespace["run"]) and namespace["DEFAULT_CONFIG"] == "configs/default.yaml"

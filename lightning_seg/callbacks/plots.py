@@ -6,8 +6,8 @@ validation's row-normalised confusion matrix and per-class IoU, the image-level 
 confusion matrix, per-class IoU, the stage table and, for test, the best and worst images by per-image
 mIoU, scored on the final class maps that test scored. ``tune`` draws its threshold curves with
 :func:`publish_threshold_curves`. Every figure goes through
-:func:`~lightning_seg.callbacks.publish.publish_figure` and every table through
-:func:`~lightning_seg.callbacks.publish.publish_table` (CSV beside the PNGs).
+:func:`~lightning_seg.reports.publish.publish_figure` and every table through
+:func:`~lightning_seg.reports.publish.publish_table` (CSV beside the PNGs).
 
 Plots never cost a run its record: ``RunSummary`` renders them just before it writes ``summary.json``, so a
 plot that fails (a full disk, a figure matplotlib cannot draw) is reported in one warning line and left out,

@@ -86,7 +86,7 @@ class SampleOverlays(L.Callback):
     Rows are labelled; each column's title gives the image's name and, for a net with an image-level head,
     its true and predicted image labels; a legend gives the class colours (ignored target pixels: white).
     The picture goes to every logger under ``val/samples`` and to ``<log_dir>/samples/epoch_XXX.png``
-    (:mod:`lightning_seg.callbacks.publish`); W&B gets each image with its target and prediction as mask
+    (:mod:`lightning_seg.reports.publish`); W&B gets each image with its target and prediction as mask
     layers (classes toggled in its UI). Predictions are the validation pass's (the plain forward pass at the
     batch's size), computed for these images only at the end of the epoch.
 

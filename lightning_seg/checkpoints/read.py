@@ -39,7 +39,13 @@ def cached_checkpoint(path: str | Path, weights_only: bool | None = True) -> dic
         return None
     (name, mtime, size, safe), checkpoint = _last_read
     same_file = (name, mtime, size) == key[:3]
-    return checkpoint if same_file and (safe or not key[3]) else None
+    return _copy(checkpoint) if same_file and (safe or not key[3]) else None
+
+
+def _copy(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """A copy each consumer may change (a module's ``on_load_checkpoint`` drops keys of heads it does not
+    build) without changing what the next one reads; the tensors are shared, not copied."""
+    return {**checkpoint, "state_dict": dict(checkpoint["state_dict"])}
 
 
 def forget_checkpoint() -> None:
@@ -49,13 +55,15 @@ def forget_checkpoint() -> None:
 
 
 def read_checkpoint(
-    path: str, weights_only: bool | None = True, option: str = "--ckpt_path"
+    path: str, weights_only: bool | None = True, option: str = "--ckpt_path", cache: bool = False
 ) -> dict[str, Any]:
     """Load a checkpoint (memory-mapped: tensors are read only when used) or say in one line why not; the
     same file read again, unchanged, is the same dict (see :data:`_last_read`).
 
     ``weights_only``: as the run's ``--weights_only`` (None, Lightning's default, means True here).
-    ``option``: what the message calls the path (the CLI option, or "checkpoint" for the Python API)."""
+    ``option``: what the message calls the path (the CLI option, or "checkpoint" for the Python API).
+    ``cache``: keep it for the rest of the command (the CLI's commands; :func:`forget_checkpoint` at their
+    end); the Python API reads without keeping anything."""
     global _last_read
     cached = cached_checkpoint(path, weights_only)
     if cached is not None:
@@ -94,8 +102,10 @@ def read_checkpoint(
         raise ConfigError(
             f"{option} {shown}: not a Lightning checkpoint (no state_dict; bare saved weights?)"
         )
+    if not cache:
+        return checkpoint
     _last_read = (_cache_key(file, weights_only), checkpoint)
-    return checkpoint
+    return _copy(checkpoint)
 
 
 def _shape(shape: Sequence[int]) -> str:

@@ -19,6 +19,7 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
+from lightning_seg.data.base import SAMPLE_ID_SEPARATOR
 from lightning_seg.errors import ConfigError
 
 SPLITS_KEY = "splits"
@@ -72,17 +73,29 @@ def evaluated_split(subcommand: str, config: Any) -> str | None:
     return None
 
 
+def merge_trained(splits: dict[str, Any] | None, previous: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``splits`` of a resumed fit with the training samples of the checkpoint it resumes (``previous``)
+    added: a resume with another split must not forget what the weights were already trained on."""
+    before = ((previous or {}).get("train") or {}).get("ids")
+    if splits is None or splits.get("train") is None or not before:
+        return splits
+    ids = sorted(set(splits["train"]["ids"]) | set(before))
+    return {**splits, "train": {"count": len(ids), "sha256": _digest(ids), "ids": ids}}
+
+
 def check_held_out(record: dict[str, Any] | None, datamodule: Any, split: str, subcommand: str) -> str | None:
     """Refuse (ConfigError, one line) when ``split`` of ``datamodule`` holds a sample of the training split
-    the checkpoint's model ``record`` names. Returns a warning line when the checkpoint records no split (one
-    written before checkpoints carried it), else None."""
-    splits = (record or {}).get(SPLITS_KEY)
-    trained = ((splits or {}).get("train") or {}).get("ids")
-    if trained is None:
+    the checkpoint's model ``record`` names (the same name and, where known, the same file size). Returns a
+    warning line when the checkpoint was written before checkpoints recorded their split, else None (also
+    for data that cannot list its samples)."""
+    if record is None or SPLITS_KEY not in record:
         return (
             f"{subcommand}: the checkpoint records no training split (written before checkpoints carried "
             f"one): cannot check that the {split} samples were not trained on"
         )
+    trained = (((record or {}).get(SPLITS_KEY) or {}).get("train") or {}).get("ids")
+    if trained is None:
+        return None
     lister = getattr(datamodule, "sample_ids", None)
     ids = lister(split) if callable(lister) else None
     if not ids:
@@ -91,7 +104,8 @@ def check_held_out(record: dict[str, Any] | None, datamodule: Any, split: str, s
     leaked = [name for name in ids if name in seen]
     if not leaked:
         return None
+    first = leaked[0].split(SAMPLE_ID_SEPARATOR)[0]
     raise ConfigError(
-        f"{split} split: {len(leaked)} of {len(ids)} (first: {leaked[0]}) were in the checkpoint's training "
+        f"{split} split: {len(leaked)} of {len(ids)} (first: {first}) were in the checkpoint's training "
         f"split; {HINTS.get(split, HINTS['test'])}; other data, same names: --{ALLOW_OPTION} true"
     )

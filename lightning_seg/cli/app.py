@@ -41,8 +41,10 @@ from lightning_seg.checkpoints.read import check_checkpoint_fits, forget_checkpo
 from lightning_seg.checkpoints.splits import (
     ALLOW_OPTION,
     SPLIT_CHECKED,
+    SPLITS_KEY,
     check_held_out,
     evaluated_split,
+    merge_trained,
     split_record,
 )
 from lightning_seg.cli.checks import (
@@ -198,7 +200,8 @@ class SegCLI(LightningCLI):
         ckpt_path = config.get("ckpt_path")
         if not ckpt_path or resolved_by_lightning(str(ckpt_path)):
             return None
-        return read_checkpoint(str(ckpt_path), config.get("weights_only"))  # the one read (cached there)
+        # the one read of the command: kept until it ends (Lightning's restore and the command reuse it)
+        return read_checkpoint(str(ckpt_path), config.get("weights_only"), cache=True)
 
     def before_instantiate_classes(self) -> None:
         self.run_folder = None
@@ -245,8 +248,10 @@ class SegCLI(LightningCLI):
             check_optimizer(self.model)
         self.model_record = self._model_record()
         if isinstance(self.model, SegmentationModule) and isinstance(self.datamodule, SegDataModule):
-            # said to the data before any setup: a step that reads each image (a CRF) reads it as stored
-            self.datamodule.keep_original_images = self.model.postprocess.needs_image
+            # said to the data before any setup: a step that reads each image (a CRF) reads it as stored, in
+            # the commands that run the whole path (fit's validation never does)
+            runs_chain = self.subcommand in ("test", "predict", "submit", "tune", "attack")
+            self.datamodule.keep_original_images = runs_chain and self.model.postprocess.needs_image
         trainer_config = self._get(self.config_init, "trainer", default={})
         callbacks = list(trainer_config.get("callbacks") or [])
         callbacks += [
@@ -288,6 +293,13 @@ class SegCLI(LightningCLI):
         if warning is not None:
             rank_zero_warn(warning)
 
+    def _trained_splits(self) -> dict[str, Any] | None:
+        if self.subcommand != "fit":
+            return None
+        checkpoint = self._read_checkpoint(self.config["fit"])
+        previous = (checkpoint or {}).get(checkpoint_record.RECORD_KEY) or {}
+        return merge_trained(split_record(self.datamodule), previous.get(SPLITS_KEY))
+
     def _model_record(self) -> dict[str, Any] | None:
         """What rebuilds the model from a checkpoint alone (:mod:`lightning_seg.checkpoints.record`): its
         resolved config as plain data, how the data makes an image batchable, and (fit) the split it trains
@@ -307,8 +319,9 @@ class SegCLI(LightningCLI):
             size=getattr(data, "size", None),
             image_value_range=getattr(data, "image_value_range", None),
             eval_augmentations=data_args.get("eval_augmentations"),
-            # what the weights are trained on: only fit's checkpoints say it
-            splits=split_record(data) if self.subcommand == "fit" else None,
+            # what the weights are trained on: only fit's checkpoints say it (a resume adds what the
+            # checkpoint it resumes was trained on)
+            splits=self._trained_splits(),
         )
 
     def _run_subcommand(self, subcommand: str) -> None:

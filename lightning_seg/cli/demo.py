@@ -1,4 +1,5 @@
-"""``python -m lightning_seg.demo``: train the embedded default, then predict a few images with its best checkpoint.
+"""``python -m lightning_seg.cli.demo`` (`make demo`; the old ``python -m lightning_seg.demo`` too): train the
+embedded default, then predict a few images with its best checkpoint.
 
 What ``make demo`` runs. Both stages go through the same CLI a user calls; extra arguments are passed to
 both (e.g. ``--trainer.max_epochs 2``).

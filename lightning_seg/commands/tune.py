@@ -19,9 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 from lightning_seg.callbacks.base import CommandPass, attached
+from lightning_seg.checkpoints.load import load_weights
+from lightning_seg.checkpoints.read import read_checkpoint
 from lightning_seg.errors import ConfigError, short_path
 from lightning_seg.metrics import SegMetrics
 from lightning_seg.postprocess import ClassThresholds, PostProcess, Prediction
@@ -35,6 +38,7 @@ from lightning_seg.postprocess.thresholds import (
     thresholds_path,
 )
 from lightning_seg.reports.threshold_curves import publish_threshold_curves
+from lightning_seg.task.epoch_logs import segmentation_logs
 from lightning_seg.utils.atomic import atomic_write
 
 if TYPE_CHECKING:
@@ -78,92 +82,84 @@ class ThresholdSearch(nn.Module):
             self.labels.update(label_probabilities, label_targets > 0.5, known)
 
 
-class ThresholdCalibration(CommandPass):
-    """``tune``'s calibration pass over val: each batch through the model's path up to the decision (its
-    inference and the steps before the decision, a CRF), at each mask's stored size, into ``search``. It
-    reuses the validation step's forward pass (the logits it returns).
+class ThresholdCalibration(L.LightningModule):
+    """``tune``'s calibration pass over val, a module of the command's own that the validation loop drives:
+    each batch through the model's path up to the decision (its inference and the steps before the decision,
+    a CRF), at each mask's stored size, into ``search``. The model (a child, its weights loaded) is run, never
+    reprogrammed, and logs nothing.
 
     Args:
+        model: the segmentation module.
         search: the histograms to fill.
-        postprocess: the model's chain (its steps before the decision run).
     """
 
-    def __init__(self, search: ThresholdSearch, postprocess: PostProcess) -> None:
-        super().__init__("tune")
+    def __init__(self, model: SegmentationModule, search: ThresholdSearch) -> None:
+        super().__init__()
+        self.model = model
         self.search = search
-        self.postprocess = postprocess
 
-    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.search.to(pl_module.device)
+    def setup(self, stage: str) -> None:
+        self.model.setup(stage)
 
-    def on_validation_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        logits, label_logits = outputs["logits"], outputs["label_logits"]
-        predictions, truths = pl_module.evaluation.before_decision(
-            pl_module.mask_logits, batch, logits, label_logits, self.postprocess
-        )
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        model = self.model
+        out = model(batch["image"])
+        predictions, truths = model.evaluation.before_decision(model.mask_logits, batch, out.mask, out.label)
         label_probabilities = label_targets = None
-        if self.search.labels is not None and label_logits is not None:
-            label_probabilities = pl_module.label_probabilities(label_logits)
-            label_targets = pl_module.label_targets(batch)
+        if self.search.labels is not None and out.label is not None:
+            label_probabilities = model.label_probabilities(out.label)
+            label_targets = model.label_targets(batch)
         self.search.update(predictions, truths, label_probabilities, label_targets)
 
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.postprocess.close()  # the CRF's process pool
+    def on_validation_end(self) -> None:
+        self.model.postprocess.close()  # the CRF's process pool
 
 
-class ChainScoring(CommandPass):
-    """``tune``'s before/after pass over val: each batch through the whole path with ``postprocess`` (the
-    new thresholds), row by row (the stage table), at each mask's stored size.
+class ChainScoring(L.LightningModule):
+    """``tune``'s before/after pass over val: each batch through the whole path with ``postprocess`` (the new
+    thresholds), row by row (the stage table), at each mask's stored size; logs the last row's scores as
+    ``val/*``, as the validation of that chain.
 
     Args:
+        model: the segmentation module (its weights loaded).
         postprocess: the chain to score.
-        num_classes: K.
-        ignore_index: target pixels left out.
+        ckpt_path: the checkpoint (what ``postprocess``'s thresholds are checked against).
     """
 
-    STAGE = "tune"
+    STAGE = "val"
 
-    def __init__(self, postprocess: PostProcess, num_classes: int, ignore_index: int) -> None:
-        super().__init__("tune")
+    def __init__(self, model: SegmentationModule, postprocess: PostProcess, ckpt_path: str | None) -> None:
+        super().__init__()
+        self.model = model
         self.postprocess = postprocess
-        self.final = SegMetrics(num_classes, ignore_index)
+        self.ckpt_path = ckpt_path
+        self.final = SegMetrics(model.num_classes, model.ignore_index)
         self.table: list[dict[str, Any]] = []
 
-    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        pl_module.load_postprocess(trainer.ckpt_path, self.postprocess)
-        pl_module.evaluation.start_table(self.STAGE)
-        self.final.to(pl_module.device)
+    def setup(self, stage: str) -> None:
+        self.model.setup(stage)
 
-    def on_validation_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        pl_module.evaluation.score(
-            pl_module.mask_logits,
-            batch,
-            self.STAGE,
-            outputs["logits"],
-            outputs["label_logits"],
-            self.final,
-            self.postprocess,
+    def on_validation_start(self) -> None:
+        self.model.load_postprocess(self.ckpt_path, self.postprocess)
+        self.model.evaluation.start_table(self.STAGE)
+        steps = " → ".join(self.postprocess.describe()) or "none"
+        rank_zero_info(f"{self.STAGE}: inference {self.model.inference.describe()}; post-processing: {steps}")
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        model = self.model
+        out = model(batch["image"])
+        model.evaluation.score(
+            model.mask_logits, batch, self.STAGE, out.mask, out.label, self.final, self.postprocess
         )
 
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.table = pl_module.evaluation.table(self.STAGE, self.final.compute()) or []
+    def on_validation_epoch_end(self) -> None:
+        scores = self.final.compute()  # synced across processes by torchmetrics
+        self.log_dict(segmentation_logs(self.STAGE, scores, {}, self.model.class_names))
+        self.log(f"{self.STAGE}/mIoU", scores["mIoU"], prog_bar=True)
+        self.table = self.model.evaluation.table(self.STAGE, scores) or []
         self.final.reset()
+
+    def on_validation_end(self) -> None:
         self.postprocess.close()
 
 
@@ -219,12 +215,12 @@ def tune_thresholds(
     search = ThresholdSearch(
         model.num_classes, model.ignore_index, len(model.label_names) if multi_label else None, steps
     )
+    if ckpt_path is not None:
+        load_weights(model, read_checkpoint(ckpt_path, weights_only, cache=True), ckpt_path)
+    checkpoint = ckpt_path
     # calibrate on the masks as stored, at the size test and predict decide at
-    with attached(trainer, ThresholdCalibration(search, model.postprocess)), datamodule.evaluate("val"):
-        trainer.validate(
-            model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False, weights_only=weights_only
-        )
-    checkpoint = trainer.ckpt_path
+    with attached(trainer, CommandPass("tune")), datamodule.evaluate("val"):
+        trainer.validate(ThresholdCalibration(model, search), datamodule=datamodule, verbose=False)
     result = best_thresholds(search.classes, metric)
     at_half = _score_at(search.classes, metric, 0.5)
     labels = (
@@ -263,11 +259,9 @@ def tune_thresholds(
     record["curves"] = curves  # the command's record only, not the thresholds file that test reads
 
     # the before/after table: val through the whole chain with the new thresholds
-    scoring = ChainScoring(_verification_chain(model, target), model.num_classes, model.ignore_index)
-    with attached(trainer, scoring), datamodule.evaluate("val"):
-        trainer.validate(
-            model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False, weights_only=weights_only
-        )
+    scoring = ChainScoring(model, _verification_chain(model, target), ckpt_path)
+    with attached(trainer, CommandPass("tune")), datamodule.evaluate("val"):
+        trainer.validate(scoring, datamodule=datamodule, verbose=False)
     record["stages"] = scoring.table
     record["thresholds_file"] = str(target)
     if trainer.is_global_zero:

@@ -80,6 +80,16 @@ def collate_samples(items: list[dict[str, Any]], mask_dtype: torch.dtype = torch
     return batch
 
 
+SAMPLE_ID_SEPARATOR = "\t"
+"""Between a sample's name and its fingerprint in :meth:`SegDataModule.sample_ids` (never in a file name)."""
+
+
+def sample_id(name: str, fingerprint: int | str | None = None) -> str:
+    """A sample's id: its ``name`` (a path relative to its dataset), and what tells two files of that name
+    apart (the image file's size), when known."""
+    return name if fingerprint is None else f"{name}{SAMPLE_ID_SEPARATOR}{fingerprint}"
+
+
 class SegDataModule(L.LightningDataModule):
     """Base class of every dataset module.
 
@@ -198,6 +208,23 @@ class SegDataModule(L.LightningDataModule):
                 f"{type(self).__name__}: ignore_index {self.ignore_index} collides with a class index "
                 f"(num_classes={self.num_classes})"
             )
+
+    def keep_original_image_of_evaluation_splits(self) -> None:
+        """Deprecated: set ``keep_original_images = True`` before setup (the CLI does, for a chain that reads
+        the image). Kept for scripts written before; datasets built already follow."""
+        warnings.warn(
+            "keep_original_image_of_evaluation_splits() is deprecated: set datamodule.keep_original_images = "
+            "True before the trainer runs",
+            FutureWarning,
+            stacklevel=2,
+        )
+        self.keep_original_images = True
+        self._follow_keep_flags()
+
+    @property
+    def eval_augmentations(self) -> list[nn.Module]:
+        """The Kornia modules applied to val/test/predict batches (usually none)."""
+        return list(self._eval_augmentations)
 
     def keeps_original_mask(self, split: str) -> bool:
         """Whether ``split``'s samples carry their mask as stored (``orig_mask``: scored at the original

@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.data import Dataset, get_worker_info
 
 from lightning_seg.data.augment import natural_image_augmentations
-from lightning_seg.data.base import SegDataModule
+from lightning_seg.data.base import SegDataModule, sample_id
 from lightning_seg.data.files import SampleFile
 from lightning_seg.data.io import (
     ImageHeader,
@@ -168,6 +168,13 @@ class _Probe(Dataset):
         return None, ImageHeader(tuple(image.shape[-2:]))
 
 
+def _file_size(path: Path) -> int | None:
+    try:
+        return Path(path).stat().st_size
+    except OSError:  # a missing or unreadable file: setup reports it; the name alone identifies it here
+        return None
+
+
 def _relative_id(sample: SampleFile, root: Path | None) -> str:
     """``sample``'s image path relative to ``root``, without suffix; its ``name`` outside ``root``."""
     if root is not None:
@@ -255,14 +262,16 @@ class ImageMaskDataModule(SegDataModule):
         return self.splits()["test" if split == "predict" else split]
 
     def sample_ids(self, split: str) -> list[str] | None:
-        """Each sample's image path relative to ``root`` without suffix (its ``name`` where it lies elsewhere);
-        None for a split whose files cannot be found (setup says why, when it needs the split)."""
+        """Each sample's image path relative to ``root`` without suffix (its ``name`` where it lies elsewhere)
+        and its image file's size in bytes: two files count as the same sample only if both agree (another
+        folder whose files are named alike is other data). None for a split whose files cannot be found
+        (setup says why, when it needs the split)."""
         try:
             samples = self.find_samples(split)
         except ConfigError:
             return None
         root = getattr(self, "root", None)
-        return [_relative_id(sample, root) for sample in samples]
+        return [sample_id(_relative_id(sample, root), _file_size(sample.image)) for sample in samples]
 
     def mask_encoder(self) -> MaskEncoder:
         """How this dataset's mask files encode classes."""

@@ -1,7 +1,7 @@
 """``CompoundLoss``: a weighted sum of segmentation loss terms, each named in YAML.
 
 The terms are segmentation-models-pytorch's losses (dice, jaccard, tversky), torch's cross-entropy, and
-SMP's focal and Lovász formulas without their host syncs (:mod:`lightning_seg.loss_terms`); this module only
+SMP's focal and Lovász formulas without their host syncs (:mod:`lightning_seg.losses.terms`); this module only
 chooses the mode from the logits (one channel → binary/sigmoid, K channels → multiclass/softmax), passes
 ``ignore_index`` and class weights to every term, and runs them in float32 (Dice/Jaccard sums overflow fp16).
 
@@ -364,7 +364,7 @@ class CompoundLoss(nn.Module):
     def split_sums(
         self, output: NetOutput, mask: torch.Tensor, label: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
-        """One batch's share of every term's split value (:mod:`lightning_seg.split_loss`): float64 sums
+        """One batch's share of every term's split value (:mod:`lightning_seg.losses.split_sums`): float64 sums
         by name (each pixel term, ``aux/<term>``, ``label``), to be added over the split and read with
         :meth:`from_split_sums`. Arguments as :meth:`forward`."""
         with torch.no_grad(), torch.autocast(device_type=output.mask.device.type, enabled=False):

@@ -242,7 +242,7 @@ class CompetitionDice(Metric):
 
 class NamedSums(Metric):
     """Sums of named float64 vectors, summed across processes: each evaluation loss term's numerators and
-    denominators over a split (:mod:`lightning_seg.split_loss`), divided once at the end.
+    denominators over a split (:mod:`lightning_seg.losses.split_sums`), divided once at the end.
 
     A state is added for each name on its first update (the terms of a net are known only from its first
     output: an aux head, an image-label head); every process sees the same names.

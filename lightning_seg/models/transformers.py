@@ -377,7 +377,7 @@ class TransformersNet(nn.Module):
 
     ARCHITECTURE_ARGS = ("model", "revision", "config")
     """The init args that say which architecture is built: a checkpoint's record replaces them (below), and
-    the CLI takes them from that record when it loads the checkpoint (:mod:`lightning_seg.pretrained`)."""
+    the CLI takes them from that record when it loads the checkpoint (:mod:`lightning_seg.cli.pretrained`)."""
 
     def record_init_args(self) -> dict[str, Any]:
         """What replaces this net's init args in a checkpoint's model record: the resolved architecture

@@ -7,7 +7,7 @@ settings files read), how its weights want the image normalised::
     def weights_normalization(**init_args) -> Normalization | None: ...
 
 The CLI reads it before building anything and fills ``data.mean``/``data.std`` with it where the config left
-them null (:func:`lightning_seg.pretrained.link_normalization`). Sources: torchvision's weight
+them null (:func:`lightning_seg.cli.pretrained.link_normalization`). Sources: torchvision's weight
 enums (their ``transforms()``), SMP's per-weights ``config.json`` on the Hugging Face Hub, timm's pretrained
 config, and a transformers image processor's ``preprocessor_config.json``.
 

@@ -9,6 +9,7 @@ time, so a step that parallelises across images (the CRF's process pool) sees al
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Literal
 
@@ -58,4 +59,12 @@ class Step:
     def for_classes(self, class_names: list[str]) -> Step:
         """This step for a model's K class names (background first): itself, or a new step complete with them
         (a step configured by class name); the model builds its chain from these."""
+        bind = getattr(self, "bind", None)
+        if callable(bind):  # a step written for the release before (bind after construction)
+            warnings.warn(
+                f"{type(self).__name__}.bind(class_names) is deprecated: override Step.for_classes",
+                FutureWarning,
+                stacklevel=2,
+            )
+            bind(list(class_names))
         return self

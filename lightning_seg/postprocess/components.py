@@ -35,7 +35,7 @@ class SmallComponents(Step):
     Args:
         min_area: components with fewer pixels than this are removed. One int for every foreground
             class; or per class, as ``{class name: area}`` (classes not named keep all components; the
-            names need the class names, given here or by :meth:`bind`) or as a list of K ints indexed
+            names need the class names, given here or by :meth:`for_classes`) or as a list of K ints indexed
             by class (the background's entry is not used). 0 or 1 removes nothing.
         connectivity: 4 (pixels touching by an edge are connected) or 8 (by an edge or a corner).
         fill: what removed pixels become: "background" (class 0) or "neighbours" (the most probable
@@ -132,7 +132,7 @@ class SmallComponents(Step):
         if self._areas is None:
             raise ConfigError(
                 "components.min_area is given by class name, but no class names were given "
-                "(class_names, or bind() by the model)"
+                "(class_names, or for_classes() by the model)"
             )
         if len(self._areas) != num_classes:
             raise ConfigError(

@@ -2,10 +2,10 @@
 
 Each function returns a matplotlib :class:`~matplotlib.figure.Figure` (Agg, never a window: ``Figure`` is
 made directly, not through ``pyplot``), or None when it has nothing to draw, so an empty plot is never
-written. :func:`~lightning_seg.callbacks.publish.publish_figure` renders and publishes them. Figures are
+written. :func:`~lightning_seg.reports.publish.publish_figure` renders and publishes them. Figures are
 small (``DPI`` 100, a few inches, never more than :data:`MAX_INCHES` a side whatever the number of classes)
 and deterministic (fixed colours and order; no timestamps). Names (classes, images) are drawn literally
-(:func:`~lightning_seg.callbacks.drawing.literal`: a ``$`` is not mathtext).
+(:func:`~lightning_seg.reports.drawing.literal`: a ``$`` is not mathtext).
 """
 
 from __future__ import annotations
@@ -247,7 +247,7 @@ def label_head_figure(record: dict[str, Any] | None, title: str) -> Any | None:
     """Precision and recall of each image-level label (a net with a class head; None without one).
 
     Args:
-        record: ``pl_module.last_label_scores[prefix]``: ``names``, ``precision``, ``recall`` (None where
+        record: ``pl_module.results.get(prefix).label_scores``: ``names``, ``precision``, ``recall`` (None where
             undefined), ``f1``, ``acc``.
     """
     if not record or not any(_finite(v) for v in [*record["precision"], *record["recall"]]):

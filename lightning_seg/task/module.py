@@ -131,8 +131,9 @@ class SegmentationModule(L.LightningModule):
             ignore_index,
             self.label_mode,
             len(names),
-            class_weight_source=lambda rule: class_weights_of(self._datamodule(), rule),
-            label_weight_source=lambda rule: label_weights_of(self._datamodule(), self.label_task, rule),
+            # bound methods, not lambdas: the module stays picklable (ddp_spawn, torch.save)
+            class_weight_source=self._class_weights_of_data,
+            label_weight_source=self._label_weights_of_data,
         )
         self.net = build_net(
             net,
@@ -199,6 +200,12 @@ class SegmentationModule(L.LightningModule):
 
     def _datamodule(self) -> Any:
         return getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+
+    def _class_weights_of_data(self, rule: str) -> torch.Tensor:
+        return class_weights_of(self._datamodule(), rule)
+
+    def _label_weights_of_data(self, rule: str) -> torch.Tensor:
+        return label_weights_of(self._datamodule(), self.label_task, rule)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.loss.weight_tensor is not None:
@@ -422,14 +429,8 @@ class SegmentationModule(L.LightningModule):
         terms = {name: value.detach() for name, value in losses.items() if name != "loss"}
         return {"loss": losses["loss"], "loss_terms": terms}
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
-        """Returns the plain pass's detached ``logits`` (B×K×H×W) and ``label_logits`` (B×L or None), for a
-        command's own pass over the split (``tune`` reuses them instead of a second forward pass)."""
-        out = self._step(batch, "val")[1]
-        return {
-            "logits": out.mask.detach(),
-            "label_logits": None if out.label is None else out.label.detach(),
-        }
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._step(batch, "val")
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         """Returns ``classes``: the final int64 H_i×W_i class maps at each mask's stored size, what test
@@ -548,9 +549,8 @@ class SegmentationModule(L.LightningModule):
             )
 
     def on_validation_start(self) -> None:
-        # never silently: validate's numbers are the plain path's, not the configured chain's (said to a
-        # user's validate, not to a command's own quiet passes over val)
-        if self.trainer.state.fn == "validate" and self.trainer.validate_loop.verbose:
+        # never silently: validate's numbers are the plain path's, not the configured chain's
+        if self.trainer.state.fn == "validate":
             rank_zero_info(
                 "validate: the whole image once, without model.inference's windows/TTA and without "
                 "model.postprocess (those run in test, predict and tune)"

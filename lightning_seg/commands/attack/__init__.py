@@ -57,7 +57,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import lightning as L
-import torch
 
 from lightning_seg.callbacks.base import CommandPass, attached
 from lightning_seg.checkpoints.load import load_weights
@@ -148,18 +147,16 @@ def run_attack(
         raise ConfigError(f"attack needs a data module (data: in the config) with a {split} split")
     model.check_label_consistency()  # before the pass, not at its first batch
     if ckpt_path is not None:
-        load_weights(model, read_checkpoint(ckpt_path, weights_only), ckpt_path)
+        load_weights(model, read_checkpoint(ckpt_path, weights_only, cache=True), ckpt_path)
     report = RobustnessPass(model, options)
     inference_mode = trainer.test_loop.inference_mode
     trainer.test_loop.inference_mode = False  # gradients with respect to the images
+    task = RobustnessTask(model, report, ckpt_path)
     try:
         with attached(trainer, CommandPass("attack")), datamodule.evaluate(split):
-            trainer.test(RobustnessTask(model, report, ckpt_path), datamodule=datamodule, verbose=False)
+            trainer.test(task, datamodule=datamodule, verbose=False)
         rows = report.rows()
-        # each process attacked its share of the split
-        images = int(
-            trainer.strategy.reduce(torch.tensor(report.images, device=model.device), reduce_op="sum")
-        )
+        images = task.images
     finally:
         trainer.test_loop.inference_mode = inference_mode
     if trainer.is_global_zero:

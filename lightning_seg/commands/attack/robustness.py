@@ -361,6 +361,7 @@ class RobustnessTask(L.LightningModule):
         self.model = model  # a child: Lightning moves it to the device and attaches the trainer to it
         self.report = report
         self.ckpt_path = ckpt_path
+        self.images = 0  # the images attacked by every process, after the pass
 
     def setup(self, stage: str) -> None:
         self.model.setup(stage)  # e.g. loss weights from the data, which the label head's attack ascends
@@ -372,6 +373,12 @@ class RobustnessTask(L.LightningModule):
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self.report.step(batch, batch_idx, rank=self.global_rank)
+
+    def on_test_epoch_end(self) -> None:
+        # summed while the module is still on its device (after test, Lightning moves it back to the CPU,
+        # where NCCL cannot reduce): each process attacked its share of the split
+        total = torch.tensor(self.report.images, device=self.device)
+        self.images = int(self.trainer.strategy.reduce(total, reduce_op="sum"))
 
     def on_test_end(self) -> None:
         self.model.postprocess.close()

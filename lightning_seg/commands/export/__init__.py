@@ -173,7 +173,7 @@ def export_model(
     if trainer.world_size > 1:
         raise ConfigError("export runs in one process: drop trainer.devices / strategy for it")
     # read once: the weights now, the bundle's record, epoch and loss weights later
-    checkpoint = read_checkpoint(ckpt_path, weights_only) if ckpt_path else None
+    checkpoint = read_checkpoint(ckpt_path, weights_only, cache=True) if ckpt_path else None
     if checkpoint is not None:
         load_weights(model, checkpoint, ckpt_path)
     # the tuned thresholds (beside the checkpoint or carried by it) go into model.json and model.ckpt

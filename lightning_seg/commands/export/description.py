@@ -73,7 +73,7 @@ def describe_export(
     ]
     if net.has_label_head:
         not_in_graph.append("the image-level decision (softmax argmax or per-label thresholds)")
-    augmentations = getattr(datamodule, "_eval_augmentations", None)
+    augmentations = getattr(datamodule, "eval_augmentations", None)
     if augmentations:
         not_in_graph.append(
             "the data's eval_augmentations (" + ", ".join(type(a).__name__ for a in augmentations) + ")"
