@@ -14,7 +14,7 @@ The images go the way ``predict`` takes them, step by step the same code: decode
 ``prepare_batch`` (scaling, evaluation augmentations, normalisation), then the model's ``predict_step``:
 its inference (windows, TTA), probabilities resized back to each image's size, its post-processing chain
 (tuned thresholds included). So ``Segmenter.predict`` writes what ``python -m lightning_seg predict``
-writes, pixel for pixel (tests/test_standalone.py checks it).
+writes, pixel for pixel (tests/checkpoints/test_standalone.py checks it).
 """
 
 from __future__ import annotations

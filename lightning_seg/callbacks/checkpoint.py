@@ -10,7 +10,7 @@ the CLI uses it in place of ``lightning.pytorch.callbacks.ModelCheckpoint`` wher
 Private API kept on purpose: ``_save_last_checkpoint``, ``_save_checkpoint``, ``_monitor_candidates`` and
 ``_should_save_on_train_epoch_end`` are ModelCheckpoint's own steps; no public hook says "write last.ckpt
 now" or "this save is about to happen", so the subclass calls and extends them (checked against Lightning
-2.5 and 2.6 by tests/test_runs.py's resume tests).
+2.5 and 2.6 by tests/runs/test_runs.py's resume tests).
 """
 
 from __future__ import annotations

@@ -79,7 +79,7 @@ class SegmentationModule(L.LightningModule):
         channels_last: run the net in channels-last memory format (faster convolutions on GPUs).
         compile: wrap the net in ``torch.compile``. Under DDP the compiled net runs inside DDP's forward,
             where Dynamo splits its graph at DDP's gradient buckets (DDPOptimizer, torch's default), so the
-            all-reduces overlap the backward (tests/test_ddp.py checks the condition).
+            all-reduces overlap the backward (tests/cli/test_ddp.py checks the condition).
     """
 
     def __init__(

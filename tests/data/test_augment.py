@@ -30,7 +30,7 @@ from tests.data_trees import block_mask
 # Kornia's elastic warp calls affine_grid without align_corners; the warning is not ours
 pytestmark = pytest.mark.filterwarnings("ignore:Default grid_sample and affine_grid behavior")
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 B, H, W = 4, 48, 64
 NUM_CLASSES, IGNORE = 5, 255
 
@@ -221,7 +221,7 @@ def test_every_used_class_is_covered(tmp_path: Path):
     used = {type(aug).__name__ for augs in default_pipelines(tmp_path).values() for aug in augs}
     used |= config_augmentation_classes()
     missing = used - set(GEOMETRIC) - set(INTENSITY)
-    assert not missing, f"add these Kornia classes to tests/test_augment.py: {sorted(missing)}"
+    assert not missing, f"add these Kornia classes to tests/data/test_augment.py: {sorted(missing)}"
 
 
 @pytest.mark.parametrize("name", ["base", "synthetic", "folder", "camvid", "pets", "voc", "msd", "coco"])

@@ -1,6 +1,6 @@
 """Runs written by the release before the package was laid out in rooms keep working.
 
-``tests/data/release_0_1/`` holds what that release wrote for a tiny default run (2 epochs, a 2-level U-Net
+``tests/fixtures/release_0_1/`` holds what that release wrote for a tiny default run (2 epochs, a 2-level U-Net
 of width 4, WarmupCosineLR named by its old path ``lightning_seg.schedulers``, focal + median-frequency
 class weights): its best checkpoint (optimizer and loop state left out), the run's ``config.yaml``, and the
 mask logits that release's ``lightning_seg.load`` gave on a fixed input. The test mIoU below is what that
@@ -23,7 +23,7 @@ from lightning_seg import _graveyard
 from lightning_seg.checkpoints.record import build_module
 from lightning_seg.cli import run_cli
 
-RELEASE = Path(__file__).parent / "data" / "release_0_1"
+RELEASE = Path(__file__).resolve().parents[1] / "fixtures" / "release_0_1"
 RELEASE_TEST_MIOU = 0.017603034153580666
 """``lightning_seg test --config config.yaml --ckpt_path model.ckpt`` with the release (commit 136bbd2)."""
 

@@ -22,7 +22,7 @@ from tests.data_trees import (
     write_png,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def check_batch(

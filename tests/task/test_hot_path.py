@@ -52,7 +52,7 @@ OPTIMIZERS = "torch/optim/"
 # moved to the device), and its container reads the size a crop makes from them (batch_prob, output_size):
 # host values, not device values
 KORNIA_HOST_PARAMETERS = "_get_new_batch_shape"
-INTERNALS = ("/torch/", "tests/test_hot_path.py")
+INTERNALS = ("/torch/", "tests/task/test_hot_path.py")
 
 
 class HostReads:

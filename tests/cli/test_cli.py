@@ -169,11 +169,11 @@ def test_missing_config_file_gives_one_error_line(capsys) -> None:
 def test_too_few_classes_gives_one_error_line(run_root: Path, tmp_path: Path, capsys) -> None:
     config = tmp_path / "one_class.yaml"
     config.write_text("data:\n  class_path: helpers.OneClassDataModule\n")
-    sys.path.insert(0, str(Path(__file__).parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, where helpers.py is
     try:
         assert main(["fit", *tiny_args(run_root), "--config", str(config)]) == 2
     finally:
-        sys.path.remove(str(Path(__file__).parent))
+        sys.path.remove(str(Path(__file__).resolve().parents[1]))
     assert_one_line_error(capsys, "num_classes must be >= 2")
 
 

@@ -34,7 +34,7 @@ from tests.data_trees import (
     voc_tree,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CAMVID = real_camvid_root()
 needs_camvid = pytest.mark.skipif(
     not (CAMVID / "trainannot").is_dir(), reason=f"CamVid not found at {CAMVID}"

@@ -11,7 +11,7 @@ from lightning_seg.cli import build_cli
 RUN_CONFIGS = sorted(
     p
     for p in (REPO / "configs").glob("*/*.yaml")
-    if p.parent.name not in ("data", "trainer", "sweeps")  # sweeps: tests/test_sweep.py
+    if p.parent.name not in ("data", "trainer", "sweeps")  # sweeps: tests/sweep/test_sweep.py
 )
 
 

@@ -1,7 +1,7 @@
 """A head the loss gives weight 0 (torchvision's aux head, an image-level label head) is not built.
 
 Built, it would run every step for nothing, and its parameters, without gradients, stop DDP (which runs
-without ``find_unused_parameters``; the 2-process run is ``tests/test_ddp.py``'s slow aux-head test).
+without ``find_unused_parameters``; the 2-process run is ``tests/cli/test_ddp.py``'s slow aux-head test).
 """
 
 from __future__ import annotations
