@@ -12,7 +12,7 @@ One object, configured in YAML as ``model.init_args.inference``, used by ``predi
 
 Probabilities are the softmax of the logits (sigmoid for a one-channel head), averaged over the variants;
 resizing and averaging probabilities keeps them probabilities. The class map is decided from them by the
-module (:meth:`SegmentationModule.classes_from_probabilities`).
+module (:meth:`EvaluationPath.classes_from_probabilities`).
 """
 
 from __future__ import annotations

@@ -47,3 +47,25 @@ def pad_to_multiple(x: torch.Tensor, divisor: int) -> tuple[torch.Tensor, tuple[
         mode = "reflect" if pad_h < h and pad_w < w else "replicate"
         x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
     return x, (h, w)
+
+
+def forward_at_input_size(
+    net: torch.nn.Module, image: torch.Tensor, size_divisor: int = 1, channels_last: bool = False
+) -> NetOutput:
+    """``net`` on float B×3×H×W ``image`` padded to multiples of ``size_divisor`` (and in channels-last
+    memory format on request), its mask (and aux) logits brought back to B×K×H×W at the input size:
+    upsampled bilinearly where the net predicts at a lower stride, then cropped."""
+    padded, (h, w) = pad_to_multiple(image, size_divisor)
+    if channels_last:
+        padded = padded.contiguous(memory_format=torch.channels_last)
+    out = as_net_output(net(padded))
+
+    def to_input_size(logits: torch.Tensor) -> torch.Tensor:
+        if logits.shape[-2:] != padded.shape[-2:]:  # nets (or aux heads) that predict at a lower stride
+            logits = F.interpolate(logits, size=padded.shape[-2:], mode="bilinear", align_corners=False)
+        return logits[..., :h, :w]
+
+    out.mask = to_input_size(out.mask)
+    if out.aux is not None:
+        out.aux = to_input_size(out.aux)
+    return out

@@ -17,7 +17,6 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
-from torch.nn import functional as F
 
 from lightning_seg.checkpoints.load import load_module
 from lightning_seg.checkpoints.record import RECORD_KEY
@@ -28,7 +27,7 @@ from lightning_seg.inference.predictor import to_probabilities
 from lightning_seg.labels import LabelMode, LabelTask, plain_scores
 from lightning_seg.losses import CompoundLoss
 from lightning_seg.metrics import NamedSums, SegMetrics
-from lightning_seg.models.outputs import NetOutput, as_net_output, pad_to_multiple
+from lightning_seg.models.outputs import NetOutput, forward_at_input_size
 from lightning_seg.postprocess import PostProcess, Prediction, Step
 from lightning_seg.task.epoch_logs import label_logs, segmentation_logs
 from lightning_seg.task.evaluation import EvaluationPath
@@ -280,20 +279,7 @@ class SegmentationModule(L.LightningModule):
         return self._forward(image, self.net)
 
     def _forward(self, image: torch.Tensor, net: nn.Module) -> NetOutput:
-        padded, (h, w) = pad_to_multiple(image, self.size_divisor)
-        if self.channels_last:
-            padded = padded.contiguous(memory_format=torch.channels_last)
-        out = as_net_output(net(padded))
-
-        def to_input_size(logits: torch.Tensor) -> torch.Tensor:
-            if logits.shape[-2:] != padded.shape[-2:]:  # nets (or aux heads) that predict at a lower stride
-                logits = F.interpolate(logits, size=padded.shape[-2:], mode="bilinear", align_corners=False)
-            return logits[..., :h, :w]
-
-        out.mask = to_input_size(out.mask)
-        if out.aux is not None:
-            out.aux = to_input_size(out.aux)
-        return out
+        return forward_at_input_size(net, image, self.size_divisor, self.channels_last)
 
     def mask_logits(self, image: torch.Tensor) -> torch.Tensor:
         """The net's B×K×H×W mask logits (what :class:`Inference` calls, window by window when sliding)."""
@@ -302,16 +288,6 @@ class SegmentationModule(L.LightningModule):
     def classes_from_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """B×K×H×W logits → int64 B×H×W classes (sigmoid threshold for a one-channel head)."""
         return self.evaluation.classes_from_logits(logits)
-
-    def classes_from_probabilities(self, probabilities: torch.Tensor) -> torch.Tensor:
-        """B×K×H×W probabilities → int64 B×H×W classes (``binary_threshold`` for a one-channel head)."""
-        return self.evaluation.classes_from_probabilities(probabilities)
-
-    def inference_probabilities(
-        self, image: torch.Tensor, logits: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """float32 B×K×H×W probabilities of :attr:`inference` at the batch's size (K ≥ 2)."""
-        return self.evaluation.probabilities(self.mask_logits, image, logits)
 
     def predict_path(
         self, batch: dict[str, Any], out: NetOutput, truths: list[torch.Tensor] | None = None
