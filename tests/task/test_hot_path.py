@@ -236,7 +236,7 @@ def test_weight_rules_are_resolved_on_rank_zero_and_broadcast_before_training(
 ) -> None:
     from lightning.pytorch.strategies import SingleDeviceStrategy
 
-    import lightning_seg.labels as labels
+    import lightning_seg.labels.weights as labels  # where label_weight_source looks label_counts up
     from lightning_seg import SegmentationModule
     from lightning_seg.data.synthetic import SyntheticDataModule
     from lightning_seg.losses import CompoundLoss
