@@ -96,7 +96,9 @@ class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     ) -> importlib.machinery.ModuleSpec | None:
         if fullname not in MOVED:
             return None
-        return importlib.machinery.ModuleSpec(fullname, self)
+        # the new module's file as origin: ``python -m <old path>`` puts it in sys.argv[0]
+        target = importlib.util.find_spec(MOVED[fullname][0])
+        return importlib.machinery.ModuleSpec(fullname, self, origin=target.origin if target else None)
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
         targets = MOVED[spec.name]

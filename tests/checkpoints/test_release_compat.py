@@ -96,6 +96,7 @@ def test_a_release_config_and_checkpoint_test_to_the_same_score(tmp_path: Path) 
 def test_an_old_config_default_and_an_old_entry_module_still_resolve() -> None:
     """What a release's config.yaml records for an optimizer left unset, and ``python -m lightning_seg.demo``
     (the release's ``make demo``), both through the old paths."""
+    import importlib.util
     import runpy
 
     from lightning_seg.task.optimizers import default_optimizer
@@ -106,4 +107,6 @@ def test_an_old_config_default_and_an_old_entry_module_still_resolve() -> None:
 
         namespace = runpy.run_module("lightning_seg.demo", run_name="demo_as_imported")
     assert _default_optimizer is default_optimizer
+    # python -m puts the spec's origin in sys.argv[0] (argparse reads it): the new module's file
+    assert importlib.util.find_spec("lightning_seg.demo").origin.endswith("cli/demo.py")
     assert callable(namespace["run"]) and namespace["DEFAULT_CONFIG"] == "configs/default.yaml"
