@@ -56,9 +56,7 @@ def test_old_class_paths_in_a_record_rebuild_with_a_deprecation_warning(key: str
         module = build_module(record, for_training=True)
     assert type(module).__name__ == "SegmentationModule"
     if fresh:  # the first import of the old path says where it went
-        assert any(
-            issubclass(w.category, FutureWarning) and module_name in str(w.message) for w in caught
-        )
+        assert any(issubclass(w.category, FutureWarning) and module_name in str(w.message) for w in caught)
 
 
 def test_every_old_path_imports_the_same_objects() -> None:
