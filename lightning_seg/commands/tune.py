@@ -25,6 +25,7 @@ from torch import nn
 from lightning_seg.callbacks.base import CommandPass, attached
 from lightning_seg.checkpoints.load import load_weights
 from lightning_seg.checkpoints.read import read_checkpoint
+from lightning_seg.commands.model_pass import ModelPass
 from lightning_seg.errors import ConfigError, short_path
 from lightning_seg.metrics import SegMetrics
 from lightning_seg.postprocess import ClassThresholds, PostProcess, Prediction
@@ -82,7 +83,7 @@ class ThresholdSearch(nn.Module):
             self.labels.update(label_probabilities, label_targets > 0.5, known)
 
 
-class ThresholdCalibration(L.LightningModule):
+class ThresholdCalibration(ModelPass):
     """``tune``'s calibration pass over val, a module of the command's own that the validation loop drives:
     each batch through the model's path up to the decision (its inference and the steps before the decision,
     a CRF), at each mask's stored size, into ``search``. The model (a child, its weights loaded) is run, never
@@ -94,12 +95,8 @@ class ThresholdCalibration(L.LightningModule):
     """
 
     def __init__(self, model: SegmentationModule, search: ThresholdSearch) -> None:
-        super().__init__()
-        self.model = model
+        super().__init__(model)
         self.search = search
-
-    def setup(self, stage: str) -> None:
-        self.model.setup(stage)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         model = self.model
@@ -115,7 +112,7 @@ class ThresholdCalibration(L.LightningModule):
         self.model.postprocess.close()  # the CRF's process pool
 
 
-class ChainScoring(L.LightningModule):
+class ChainScoring(ModelPass):
     """``tune``'s before/after pass over val: each batch through the whole path with ``postprocess`` (the new
     thresholds), row by row (the stage table), at each mask's stored size; logs the last row's scores as
     ``val/*``, as the validation of that chain.
@@ -129,21 +126,16 @@ class ChainScoring(L.LightningModule):
     STAGE = "val"
 
     def __init__(self, model: SegmentationModule, postprocess: PostProcess, ckpt_path: str | None) -> None:
-        super().__init__()
-        self.model = model
+        super().__init__(model)
         self.postprocess = postprocess
         self.ckpt_path = ckpt_path
         self.final = SegMetrics(model.num_classes, model.ignore_index)
         self.table: list[dict[str, Any]] = []
 
-    def setup(self, stage: str) -> None:
-        self.model.setup(stage)
-
     def on_validation_start(self) -> None:
         self.model.load_postprocess(self.ckpt_path, self.postprocess)
         self.model.evaluation.start_table(self.STAGE)
-        steps = " → ".join(self.postprocess.describe()) or "none"
-        rank_zero_info(f"{self.STAGE}: inference {self.model.inference.describe()}; post-processing: {steps}")
+        rank_zero_info(f"{self.STAGE}: {self.model.evaluation.describe(self.postprocess)}")
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         model = self.model

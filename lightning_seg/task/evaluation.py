@@ -111,6 +111,11 @@ class EvaluationPath(nn.Module):
         thresholds = (postprocess or self.postprocess).thresholds
         return thresholds.labels if thresholds is not None else None
 
+    def describe(self, postprocess: PostProcess | None = None) -> str:
+        """What runs, for the log: ``inference resize; post-processing: thresholds → components``."""
+        steps = " → ".join((postprocess or self.postprocess).describe()) or "none"
+        return f"inference {self.inference.describe()}; post-processing: {steps}"
+
     # ------------------------------------------------------------------------------ the chain's state
     def load_postprocess(
         self,
@@ -265,6 +270,21 @@ class EvaluationPath(nn.Module):
         originals = batch.get("orig_mask")
         return [o.long() for o in originals] if originals is not None else list(batch["mask"])
 
+    def _at_truth_sizes(
+        self,
+        mask_logits: MaskLogits,
+        batch: dict[str, Any],
+        logits: torch.Tensor,
+        label_logits: torch.Tensor | None,
+        chain: PostProcess,
+    ) -> tuple[list[Prediction], list[torch.Tensor], list[tuple[int, int]]]:
+        """The batch's predictions at the sizes of the masks it is scored against (before any step), the
+        int64 H_i×W_i truths, and their sizes."""
+        truths = self.truths(batch)
+        sizes = [tuple(t.shape[-2:]) for t in truths]
+        probabilities = self.probabilities(mask_logits, batch["image"], logits)
+        return self.predictions(probabilities, batch, sizes, label_logits, truths, chain), truths, sizes
+
     def before_decision(
         self,
         mask_logits: MaskLogits,
@@ -276,10 +296,7 @@ class EvaluationPath(nn.Module):
         """A batch's predictions at each mask's stored size after the chain's steps on probabilities (a CRF),
         before any decision, with the truths they are scored against (``tune`` calibrates on them)."""
         chain = postprocess or self.postprocess
-        truths = self.truths(batch)
-        sizes = [tuple(t.shape[-2:]) for t in truths]
-        probabilities = self.probabilities(mask_logits, batch["image"], logits)
-        predictions = self.predictions(probabilities, batch, sizes, label_logits, truths, chain)
+        predictions, truths, _ = self._at_truth_sizes(mask_logits, batch, logits, label_logits, chain)
         for step in chain.before_decision():
             step.apply(predictions)
         return predictions, truths
@@ -321,10 +338,7 @@ class EvaluationPath(nn.Module):
         stored size, updating one metric per row of the stage table (the last row is ``final``). Returns the
         final int64 H_i×W_i class maps it scored."""
         chain = postprocess or self.postprocess
-        truths = self.truths(batch)
-        sizes = [tuple(t.shape[-2:]) for t in truths]
-        probabilities = self.probabilities(mask_logits, batch["image"], logits)
-        predictions = self.predictions(probabilities, batch, sizes, label_logits, truths, chain)
+        predictions, truths, sizes = self._at_truth_sizes(mask_logits, batch, logits, label_logits, chain)
         names = self.row_names.setdefault(stage, self.rows(chain))
         rows = iter(range(len(names)))
 

@@ -501,8 +501,7 @@ class SegmentationModule(L.LightningModule):
                 "as stored: it reads the batch's images resized back; set datamodule.keep_original_images = "
                 "True before the trainer runs"
             )
-        steps = " → ".join(self.postprocess.describe()) or "none"
-        rank_zero_info(f"{stage}: inference {self.inference.describe()}; post-processing: {steps}")
+        rank_zero_info(f"{stage}: {self.evaluation.describe()}")
 
     def load_postprocess(self, ckpt_path: str | None, postprocess: PostProcess | None = None) -> None:
         """Make a post-processing chain (the model's, or a command's ``postprocess``) ready for the weights of

@@ -8,12 +8,12 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.nn import functional as F
 from torchmetrics import Metric
 
+from lightning_seg.commands.model_pass import ModelPass
 from lightning_seg.errors import ConfigError
 from lightning_seg.metrics import SegMetrics
 from lightning_seg.models.outputs import NetOutput
@@ -345,7 +345,7 @@ class RobustnessPass:
         return rows
 
 
-class RobustnessTask(L.LightningModule):
+class RobustnessTask(ModelPass):
     """``attack``'s pass as a module of its own, which the test loop drives: each batch goes to the
     :class:`RobustnessPass` (the segmentation module, its child with its weights loaded, clean and under
     every attack). The segmentation module is run, never reprogrammed.
@@ -357,19 +357,14 @@ class RobustnessTask(L.LightningModule):
     """
 
     def __init__(self, model: SegmentationModule, report: RobustnessPass, ckpt_path: str | None) -> None:
-        super().__init__()
-        self.model = model  # a child: Lightning moves it to the device and attaches the trainer to it
+        super().__init__(model)
         self.report = report
         self.ckpt_path = ckpt_path
         self.images = 0  # the images attacked by every process, after the pass
 
-    def setup(self, stage: str) -> None:
-        self.model.setup(stage)  # e.g. loss weights from the data, which the label head's attack ascends
-
     def on_test_start(self) -> None:
         self.model.load_postprocess(self.ckpt_path)
-        steps = " → ".join(self.model.postprocess.describe()) or "none"
-        rank_zero_info(f"attack: inference {self.model.inference.describe()}; post-processing: {steps}")
+        rank_zero_info(f"attack: {self.model.evaluation.describe()}")
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self.report.step(batch, batch_idx, rank=self.global_rank)
