@@ -12,7 +12,7 @@ import lightning as L
 import torch
 
 from lightning_seg.data.synthetic import SyntheticDataModule
-from lightning_seg.models import UNet
+from lightning_seg.models import UNet, as_net_output
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = str(REPO / "configs" / "default.yaml")
@@ -88,7 +88,9 @@ def assert_checkpoint_rebuilds(checkpoint: Path, trained: Any, side: int) -> Any
     image = torch.randn(1, 3, side, side)
     trained.eval()
     with torch.no_grad():
-        torch.testing.assert_close(loaded.module.net(image)["mask"], trained.net(image)["mask"])
+        torch.testing.assert_close(
+            as_net_output(loaded.module.net(image)).mask, as_net_output(trained.net(image)).mask
+        )
     return loaded
 
 

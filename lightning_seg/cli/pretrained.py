@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 from typing import Any
 
@@ -89,11 +90,41 @@ def _data_normalization(config: Namespace) -> Namespace | None:
     return data if isinstance(data, Namespace) and "mean" in data and "std" in data else None
 
 
+def _data_defaults(config: Namespace) -> tuple[list[float], list[float]] | None:
+    """The ``mean``/``std`` defaults of the config's data class (None when it has none or cannot be read)."""
+    module_name, _, name = str(config.get("data.class_path") or "").rpartition(".")
+    try:
+        parameters = inspect.signature(getattr(importlib.import_module(module_name), name)).parameters
+    except (ImportError, AttributeError, ValueError, TypeError):
+        return None
+    mean, std = (parameters[key].default if key in parameters else None for key in ("mean", "std"))
+    if mean is None or std is None or mean is inspect.Parameter.empty or std is inspect.Parameter.empty:
+        return None
+    return list(mean), list(std)
+
+
 def _follow(config: Namespace, expected: Normalization | None, announce: bool, refuse: bool = False) -> None:
     """Null ``data.mean``/``std`` take ``expected``'s values; set ones that differ from them are kept, with one
     warning line on rank zero (``announce``), or refused (``refuse``)."""
     data = _data_normalization(config)
     if expected is None or data is None:
+        return
+    if not expected.known:
+        # a file with no companion config: its statistics are the user's to state; a data module's own
+        # default (ImageNet's, or the synthetic shapes' 0.5/0.25) says nothing about these weights
+        if (
+            data.mean is None
+            or data.std is None
+            or _data_defaults(config) == (list(data.mean), list(data.std))
+        ):
+            raise ConfigError(
+                truncate(
+                    f"{expected.source}: nothing states its normalisation (no companion <stem>.json, "
+                    "config.json or preprocessor_config.json); set data.mean and data.std (ImageNet's: "
+                    "[0.485, 0.456, 0.406], [0.229, 0.224, 0.225])",
+                    300,
+                )
+            )
         return
     if data.mean is None and data.std is None:
         data.mean, data.std = list(expected.mean), list(expected.std)

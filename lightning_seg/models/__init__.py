@@ -7,6 +7,7 @@ from lightning_seg.models.smp import SMPNet
 from lightning_seg.models.torchvision import TorchvisionNet
 from lightning_seg.models.transformers import TransformersNet
 from lightning_seg.models.unet import UNet
+from lightning_seg.models.weight_files import WeightsFile
 
 __all__ = [
     "MicroUNet",
@@ -16,6 +17,7 @@ __all__ = [
     "TorchvisionNet",
     "TransformersNet",
     "UNet",
+    "WeightsFile",
     "as_net_output",
     "pad_to_multiple",
 ]

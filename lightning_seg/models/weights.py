@@ -11,6 +11,10 @@ them null (:func:`lightning_seg.cli.pretrained.link_normalization`). Sources: to
 enums (their ``transforms()``), SMP's per-weights ``config.json`` on the Hugging Face Hub, timm's pretrained
 config, and a transformers image processor's ``preprocessor_config.json``.
 
+Weights from a local file, and those that install from the package index, are read by
+:mod:`lightning_seg.models.weight_files`; their normalisation comes from a companion config, or is
+``Normalization.unknown`` and then asked of the user.
+
 Downloads go through :func:`from_hub`: the local cache first, then, only when the hub answers within seconds,
 the network; otherwise one line names the weights and how to use a local copy (the hub's client would retry
 for about half a minute first, with a screenful of warnings).
@@ -50,6 +54,17 @@ class Normalization:
             tuple(round(float(s) / input_max, 6) for s in std),
             source,
         )
+
+    @classmethod
+    def unknown(cls, source: str) -> Normalization:
+        """Weights whose training statistics nothing states (a file with no companion config): the data's
+        ``mean``/``std`` must be given, never assumed (``known`` is False)."""
+        return cls((), (), source)
+
+    @property
+    def known(self) -> bool:
+        """Whether the weights' statistics are stated (False for :meth:`unknown`)."""
+        return bool(self.mean)
 
     def differs(self, mean: Sequence[float], std: Sequence[float], tolerance: float = 1e-3) -> bool:
         """Whether ``mean``/``std`` (one value each per channel) differ from these by more than ``tolerance``."""
@@ -116,6 +131,42 @@ def hub_json(repo_id: str, filename: str, revision: str | None, what: str, local
     path = from_hub(lambda: hf_hub_download(repo_id, filename, revision=revision), what, local_hint)
     with open(path) as file:
         return json.load(file)
+
+
+def processor_normalization(settings: dict[str, Any], where: str, who: str) -> Normalization | None:
+    """The data module's mean/std equivalent to a transformers image processor's settings (its JSON, with
+    the class defaults filled in where known): ``rescale_factor`` converts to [0, 1] inputs; a processor
+    that does not normalise gives mean 0, std 1 in its units; None when it states no mean/std.
+
+    Raises ConfigError in one line for BGR input (``do_flip_channel_order``) and for values that are not in
+    [0, 1] units after the conversion. ``where`` names the settings, ``who`` the net, for messages."""
+    if settings.get("do_flip_channel_order"):
+        raise ConfigError(f"{who}: {where} feeds the model BGR images; not supported (RGB only)")
+    scale = (
+        255.0 * float(settings.get("rescale_factor") or 1 / 255)
+        if settings.get("do_rescale", True)
+        else 255.0
+    )
+    if settings.get("do_normalize") is False:
+        return Normalization.of((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), where, input_max=scale)
+    mean, std = settings.get("image_mean"), settings.get("image_std")
+    if mean is None or std is None:
+        return None
+    return checked_normalization(Normalization.of(mean, std, where, input_max=scale), who)
+
+
+def checked_normalization(found: Normalization, who: str) -> Normalization:
+    """``found``, refused in one line when its values cannot be [0, 1]-unit statistics (a mean above 1: values
+    stated for 0..255 inputs without saying so; a std that is not positive)."""
+    if max(found.mean) > 1 or min(found.std) <= 0:
+        raise ConfigError(
+            truncate(
+                f"{who}: {found.source} gives mean {list(found.mean)}, std {list(found.std)}: not statistics "
+                "of [0, 1] inputs; state input_range [0, 255] beside them, or set data.mean and data.std",
+                300,
+            )
+        )
+    return found
 
 
 def torchvision_normalization(weights: Any) -> Normalization:

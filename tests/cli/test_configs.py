@@ -51,6 +51,9 @@ def test_all_issue_configs_exist() -> None:
         "voc/torchvision_deeplabv3.yaml",
         "voc/deeplabv3_coco_finetune.yaml",
         "voc/detr_zero_shot.yaml",
+        "camvid/lite0_unet.yaml",
+        "folder/lite0_unet_binary.yaml",
+        "folder/lite0_unet_multiclass.yaml",
     }
 
 
