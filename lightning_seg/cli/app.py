@@ -20,13 +20,14 @@ import os
 import re
 import sys
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import yaml
 from jsonargparse import ArgumentError, Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.fabric.utilities.rank_zero import rank_zero_only, rank_zero_warn
+from lightning.fabric.utilities.rank_zero import rank_zero_info, rank_zero_only, rank_zero_warn
 from lightning.pytorch.callbacks.progress import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import CheckpointIO
@@ -67,6 +68,7 @@ from lightning_seg.cli.pretrained import (
     warn_unread_checkpoint,
 )
 from lightning_seg.cli.trainer import SegTrainer
+from lightning_seg.commands.budget import BUDGET_OPTION, parse_budget, plan_epochs
 from lightning_seg.data.base import SegDataModule
 from lightning_seg.errors import (
     DEBUG_ENV,
@@ -81,6 +83,7 @@ from lightning_seg.models.weights import checkpoint_follows
 from lightning_seg.runs import folders as runs
 from lightning_seg.runs import wandb as wandb_runs
 from lightning_seg.task.module import SegmentationModule
+from lightning_seg.utils.atomic import atomic_write
 from lightning_seg.utils.config_files import check_config_files
 from lightning_seg.utils.error_lines import config_error_in_chain, one_line
 from lightning_seg.utils.parse_errors import reduce_parse_error
@@ -136,6 +139,14 @@ class SegCLI(LightningCLI):
                 help="Score samples whose names the checkpoint's training split holds, on purpose (other data "
                 "whose file names coincide); never to evaluate on the training data itself.",
             )
+        if subcommand == "fit":
+            parser.add_argument(
+                f"--{BUDGET_OPTION}",
+                type=str | None,
+                default=None,
+                help="Wall-clock budget (20m, 1h30m): a probe times real batches and sets max_epochs so the "
+                "schedule ends inside it; the run's config.yaml records the epochs chosen.",
+            )
         if subcommand == "predict":
             # MaskWriter writes each batch: Lightning need not keep every prediction in host memory too
             # (its default, None, keeps them); --return_predictions true still asks for them
@@ -188,6 +199,12 @@ class SegCLI(LightningCLI):
             check_untrained(subcommand, config)
             check_config_values(config)
             check_output_folders(config)
+            if config.get(BUDGET_OPTION) is not None:
+                parse_budget(config[BUDGET_OPTION])
+                if config.get("ckpt_path") is not None:
+                    raise ConfigError(
+                        f"--{BUDGET_OPTION} starts a run: not with --ckpt_path (a resume keeps its schedule)"
+                    )
             runs.resolve_checkpoint(config, training=subcommand == "fit")
             checkpoint = self._read_checkpoint(config)
             if checkpoint is not None and not checkpoint.get("hyper_parameters"):
@@ -322,6 +339,25 @@ class SegCLI(LightningCLI):
             # what the weights are trained on: only fit's checkpoints say it (a resume adds what the
             # checkpoint it resumes was trained on)
             splits=self._trained_splits(),
+        )
+
+    def before_fit(self) -> None:
+        """``--budget``: size the schedule to the budget (:mod:`lightning_seg.commands.budget`) before fit."""
+        config = self.config["fit"]
+        if config.get(BUDGET_OPTION) is None:
+            return
+        budget_s = parse_budget(config[BUDGET_OPTION])
+        if self.trainer.world_size > 1:
+            raise ConfigError(f"--{BUDGET_OPTION}: single-process runs only for now (devices: 1)")
+        plan = plan_epochs(self.trainer, self.model, self.datamodule, budget_s)
+        self.trainer.fit_loop.max_epochs = plan.epochs
+        # the record gives the epochs chosen, not the budget: `fit --config <run>/config.yaml` repeats this run
+        config.trainer.max_epochs = plan.epochs
+        rank_zero_info(f"lightning-seg: {plan.line()}")
+        folder = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write(
+            folder / "budget.json", json.dumps({**asdict(plan), "epoch_s": plan.epoch_s}, indent=2) + "\n"
         )
 
     def _run_subcommand(self, subcommand: str) -> None:

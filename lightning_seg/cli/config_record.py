@@ -21,6 +21,7 @@ import yaml
 from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningArgumentParser, SaveConfigCallback
 
+from lightning_seg.commands.budget import BUDGET_OPTION
 from lightning_seg.utils.atomic import atomic_write
 
 
@@ -87,4 +88,8 @@ class ConfigRecord(SaveConfigCallback):
         config = copy.deepcopy(self.config)
         for key, value in self.as_given.items():
             config[key] = value
+        # fit's budget is spent once it has chosen max_epochs (recorded); the record must also serve the
+        # commands that have no such option (`test --config <run>/config.yaml`)
+        if BUDGET_OPTION in config:
+            del config[BUDGET_OPTION]
         return config

@@ -134,7 +134,7 @@ def write_plan(argv: list[str]) -> Path:
         f"{fingerprint.samples['train']} train / {fingerprint.samples['val']} val / {fingerprint.samples['test']} "
         f"test images, {len(fingerprint.classes)} classes. The facts behind each choice: fingerprint.json.",
         "Each choice says which fact decided it; edit freely. Train, then score the test split:",
-        f"  lightning-seg fit --config {folder / output.name}",
+        f"  lightning-seg fit --config {folder / output.name}   # add --budget 20m to fit the schedule to 20 minutes",
         "  lightning-seg test --config <run>/config.yaml --ckpt_path <run>/checkpoints/last.ckpt",
         "",
     ]

@@ -1,0 +1,167 @@
+"""``fit --budget 20m``: measure a few real training and validation batches, then choose ``max_epochs`` so
+the learning-rate schedule ends inside the budget.
+
+``trainer.max_time`` alone stops a warmup-cosine or one-cycle schedule wherever the clock runs out, with the
+learning rate still high. Here the schedule is sized to the budget instead: a probe (a copy of the model, its
+own Trainer with the run's accelerator and precision, no logger, no checkpoints) times ``PROBE_STEPS``
+training steps after ``WARMUP_STEPS`` and ``PROBE_VAL_BATCHES`` validation batches; the epochs that fit in
+what is left of the budget become ``max_epochs``, and ``max_time`` is set to the budget as the backstop.
+The probe's own time counts against the budget. Like Lightning's learning-rate finder it brings its own
+Trainer and leaves the run's untouched; the run then starts from the seed as if there had been no probe.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import math
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from lightning_seg.errors import ConfigError
+
+BUDGET_OPTION = "budget"
+"""fit's wall-clock budget option (not a Trainer argument: LightningCLI passes only those to trainer.fit)."""
+WARMUP_STEPS = 2
+PROBE_STEPS = 5
+PROBE_VAL_BATCHES = 3
+EPOCH_OVERHEAD = 0.15
+"""Share of each epoch's measured time added for what the probe does not see (epoch-end metrics, loader
+restarts, checkpoints)."""
+_DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s)?\s*$")
+
+
+def parse_budget(text: str) -> float:
+    """Seconds of ``"20m"``, ``"1h30m"``, ``"90s"`` or ``"1.5h"``; refused in one line otherwise."""
+    match = _DURATION.match(str(text))
+    if not match or not any(match.groups()):
+        raise ConfigError(f"--budget {text!r}: a duration such as 20m, 1h30m or 90s")
+    hours, minutes, seconds = (float(part) if part else 0.0 for part in match.groups())
+    total = hours * 3600 + minutes * 60 + seconds
+    if total <= 0:
+        raise ConfigError(f"--budget {text!r}: must be longer than 0")
+    return total
+
+
+class _StepClock(Callback):
+    """Times training batches after the first ``skip`` (device-synchronised), and validation batches."""
+
+    def __init__(self, skip: int) -> None:
+        self.skip = skip
+        self.train: list[float] = []
+        self.val: list[float] = []
+        self._start = 0.0
+
+    def _now(self, pl_module: L.LightningModule) -> float:
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+        return time.perf_counter()
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        self._start = self._now(pl_module)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if trainer.global_step > self.skip:
+            self.train.append(self._now(pl_module) - self._start)
+
+    def on_validation_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        self._start = self._now(pl_module)
+
+    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        self.val.append(self._now(pl_module) - self._start)
+
+
+@dataclass(frozen=True)
+class BudgetPlan:
+    """What the probe measured and the epochs chosen from it."""
+
+    budget_s: float
+    probe_s: float
+    step_s: float
+    val_batch_s: float
+    steps_per_epoch: int
+    val_batches: int
+    epochs: int
+
+    @property
+    def epoch_s(self) -> float:
+        """The estimated seconds of one epoch, validation included."""
+        measured = self.steps_per_epoch * self.step_s + self.val_batches * self.val_batch_s
+        return measured * (1 + EPOCH_OVERHEAD)
+
+    def line(self) -> str:
+        """One line for the log and the record."""
+        return (
+            f"budget {dt.timedelta(seconds=round(self.budget_s))}: measured {self.step_s:.3g} s a training step, "
+            f"{self.val_batch_s:.3g} s a validation batch ({self.probe_s:.0f} s of probing): {self.epochs} epochs "
+            f"of {self.steps_per_epoch} steps, about {self.epochs * self.epoch_s / 60:.1f} min"
+        )
+
+
+def plan_epochs(
+    trainer: L.Trainer, model: L.LightningModule, datamodule: L.LightningDataModule, budget_s: float
+) -> BudgetPlan:
+    """Probe a copy of ``model`` on ``datamodule`` with ``trainer``'s accelerator, devices and precision, and
+    return the epochs that fit in ``budget_s`` (the probe's own time deducted).
+
+    Raises ConfigError in one line when not even one epoch fits, naming the budget that would."""
+    start = time.perf_counter()
+    clock = _StepClock(skip=WARMUP_STEPS)
+    scratch = tempfile.mkdtemp(prefix="lightning_seg_budget_")  # nothing of the probe lands in the run
+    probe = L.Trainer(
+        default_root_dir=scratch,
+        accelerator=trainer.accelerator,
+        devices=1,
+        precision=trainer.precision,
+        max_steps=WARMUP_STEPS + PROBE_STEPS,
+        limit_val_batches=PROBE_VAL_BATCHES,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[clock],
+    )
+    probe_model = copy.deepcopy(model)
+    try:
+        with torch.random.fork_rng(devices=[]):  # the run's own random draws stay as without a probe
+            probe.fit(probe_model, datamodule=datamodule)
+            probe.validate(probe_model, datamodule=datamodule, verbose=False)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        del probe_model
+    if not clock.train:
+        raise ConfigError(
+            f"--budget: the probe could not time a training step (fewer than {WARMUP_STEPS + 1} batches?)"
+        )
+    steps = max(1, len(datamodule.train_dataloader()) // max(1, trainer.accumulate_grad_batches))
+    val_batches = _val_batches(trainer, datamodule)
+    step_s = sorted(clock.train)[len(clock.train) // 2] * max(1, trainer.accumulate_grad_batches)
+    val_s = sorted(clock.val[1:] or clock.val)[len(clock.val[1:] or clock.val) // 2] if clock.val else 0.0
+    probe_s = time.perf_counter() - start
+    draft = BudgetPlan(budget_s, probe_s, step_s, val_s, steps, val_batches, epochs=1)
+    epochs = math.floor((budget_s - probe_s) / draft.epoch_s)
+    if epochs < 1:
+        needed = probe_s + draft.epoch_s
+        raise ConfigError(
+            f"--budget {budget_s:g}s is shorter than one epoch here ({draft.line()}); give at least "
+            f"{math.ceil(needed)}s"
+        )
+    return BudgetPlan(budget_s, probe_s, step_s, val_s, steps, val_batches, epochs)
+
+
+def _val_batches(trainer: L.Trainer, datamodule: L.LightningDataModule) -> int:
+    """Validation batches an epoch runs (``limit_val_batches`` applied; 0 when validation is off)."""
+    limit = trainer.limit_val_batches
+    if not limit:
+        return 0
+    total = len(datamodule.val_dataloader())
+    return int(min(total, limit)) if isinstance(limit, int) else int(total * float(limit))
