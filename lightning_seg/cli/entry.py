@@ -9,6 +9,7 @@ import sys
 from lightning_seg.cli.app import run_cli
 from lightning_seg.cli.sweep_check import FitArgsChecker
 from lightning_seg.commands.plan.main import main as plan_main
+from lightning_seg.commands.plan.main import planned_fit, run_plan, split_plan_args
 from lightning_seg.errors import DEBUG_ENV, NothingToDo, TrainingDiverged
 from lightning_seg.sweep.runner import main as sweep_main
 
@@ -20,6 +21,14 @@ def main(args: list[str] | None = None) -> int:
     if argv[:1] == ["plan"]:
         # not a Trainer method: reads the data and writes a config, trains nothing
         return plan_main(argv[1:])
+    if argv[:1] == ["fit"] and planned_fit(argv[1:]):
+        # `fit --data.root DIR` with no config: plan first, then fit the plan (its other options kept)
+        plan_args, fit_args = split_plan_args(argv[1:])
+        plan = run_plan(plan_args)
+        if plan is None:
+            return 2
+        print(f"lightning-seg: plan written: {plan}; fitting it")
+        argv = args = ["fit", "--config", str(plan), *fit_args]
     if argv[:1] == ["sweep"]:
         # not a Trainer method: many fit runs, each in its own process (lightning_seg/sweep/runner.py),
         # their arguments checked with fit's own parser

@@ -172,3 +172,26 @@ def test_what_the_plan_decides_is_not_an_option_and_unlistable_names_are_refused
         capsys, "with space.png: a split list cannot name a file whose name holds white space"
     )
     assert not (tmp_path / "p").exists()  # nothing written
+
+
+def test_fit_with_a_data_root_and_no_config_plans_then_fits(tmp_path: Path, capsys) -> None:
+    """``fit --data.root DIR``: the data options go to plan, the rest (trainer, budget) to the fit of the plan."""
+    _needs_lite0()
+    data = folder_tree(tmp_path / "data", count=12, num_classes=2, ignore_value=None)
+    runs = tmp_path / "runs"
+    output = tmp_path / "p" / "plan.yaml"
+    code = main(
+        [
+            "fit", "--data.root", str(data), "--data.mask_mode=binary", "--data.num_workers", "0",
+            "--output", str(output), "--trainer.max_steps=1", "--trainer.limit_val_batches=1",
+            f"--trainer.default_root_dir={runs}", f"--trainer.logger.init_args.save_dir={runs}",
+            "--trainer.enable_progress_bar=false",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    assert f"plan written: {output}; fitting it" in capsys.readouterr().out
+    config = yaml.safe_load(output.read_text())
+    assert config["data"]["init_args"]["num_workers"] == 0  # the user's value, not the plan's 2
+    record = yaml.safe_load(next(runs.rglob("config.yaml")).read_text())
+    assert record["trainer"]["max_steps"] == 1 and record["data"]["init_args"]["mask_mode"] == "binary"
+    assert list(runs.rglob("last.ckpt"))

@@ -33,7 +33,7 @@ PLAN_FRACTIONS = {"val_fraction": 0.15, "test_fraction": 0.15}
 """The plan keeps a test split (the data module's own default has none), drawn once and written down."""
 DECIDED = {"size", "batch_size", "balanced_labels", "train_augmentations"}
 """Data arguments the plan decides: not options of ``plan`` (a value given would be overruled)."""
-NOT_COPIED = {"root", "num_workers", "train_list", "val_list", "test_list"}
+NOT_COPIED = {"root", "train_list", "val_list", "test_list"}
 """Data arguments the plan writes itself rather than copies (root made absolute, the split as lists)."""
 
 
@@ -51,13 +51,15 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def _given_data_args(parser: ArgumentParser, config: Any) -> dict[str, Any]:
-    """The data arguments that differ from the defaults (what the user said), root first and absolute."""
+def _given_data_args(parser: ArgumentParser, config: Any, argv: list[str]) -> dict[str, Any]:
+    """The data arguments the user said: named on the command line, or differing from the defaults; root
+    first and absolute."""
     defaults = parser.get_defaults().data.as_dict()
+    named = {arg.split("=", 1)[0].removeprefix("--data.") for arg in argv if arg.startswith("--data.")}
     given = config.data.as_dict()
     args = {"root": str(Path(given["root"]).expanduser().resolve())}
     for key, value in given.items():
-        if key not in NOT_COPIED and value != defaults.get(key):
+        if key not in NOT_COPIED and (key in named or value != defaults.get(key)):
             args[key] = value
     return args
 
@@ -103,7 +105,7 @@ def write_plan(argv: list[str]) -> Path:
         config = parser.parse_args(argv)
     except ArgumentError as error:
         raise ConfigError(reduce_parse_error(str(error))) from error
-    data_args = _given_data_args(parser, config)
+    data_args = _given_data_args(parser, config, argv)
     base = {**config.data.as_dict(), "root": data_args["root"]}
     drawn = FolderDataModule(**base).splits()
     _check_counts(
@@ -152,12 +154,43 @@ def write_plan(argv: list[str]) -> Path:
     return folder / output.name
 
 
-def main(argv: list[str]) -> int:
-    """Console entry (``lightning-seg plan ...``): 0 when the plan is written, 2 on bad input (one line)."""
+def planned_fit(fit_args: list[str]) -> bool:
+    """Whether ``fit``'s arguments ask for a plan first: a data root and no config."""
+    names = [arg.split("=", 1)[0] for arg in fit_args]
+    return "--data.root" in names and not any(name in ("-c", "--config") for name in names)
+
+
+def split_plan_args(fit_args: list[str]) -> tuple[list[str], list[str]]:
+    """``fit``'s arguments split into ``plan``'s (``--data.*``, ``--output``) and the rest, which ``fit`` gets
+    after the plan's config (``--budget``, ``--trainer.*``). Options are ``--name value`` or ``--name=value``."""
+    plan: list[str] = []
+    fit: list[str] = []
+    index = 0
+    while index < len(fit_args):
+        arg = fit_args[index]
+        takes_value = (
+            "=" not in arg and index + 1 < len(fit_args) and not fit_args[index + 1].startswith("--")
+        )
+        group = [arg, fit_args[index + 1]] if takes_value else [arg]
+        name = arg.split("=", 1)[0]
+        (plan if name.startswith("--data.") or name == "--output" else fit).extend(group)
+        index += len(group)
+    return plan, fit
+
+
+def run_plan(argv: list[str]) -> Path | None:
+    """:func:`write_plan`, with bad input said in one line on stderr (None then)."""
     try:
-        path = write_plan(argv)
+        return write_plan(argv)
     except ConfigError as error:
         print(f"lightning-seg: error: {error}", file=sys.stderr)
+        return None
+
+
+def main(argv: list[str]) -> int:
+    """Console entry (``lightning-seg plan ...``): 0 when the plan is written, 2 on bad input (one line)."""
+    path = run_plan(argv)
+    if path is None:
         return 2
     print(f"lightning-seg: plan written: {path} (train it: lightning-seg fit --config {path})")
     return 0

@@ -103,7 +103,7 @@ def render_plan(
     lines += [
         _choice(4, "size", recipe.size),
         _choice(4, "batch_size", recipe.batch_size),
-        "    num_workers: 2",
+        *([] if "num_workers" in data_args else ["    num_workers: 2"]),
         _choice(4, "balanced_labels", recipe.balanced_labels),
     ]
     for split, path in split_lists.items():
