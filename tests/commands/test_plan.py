@@ -195,3 +195,26 @@ def test_fit_with_a_data_root_and_no_config_plans_then_fits(tmp_path: Path, caps
     record = yaml.safe_load(next(runs.rglob("config.yaml")).read_text())
     assert record["trainer"]["max_steps"] == 1 and record["data"]["init_args"]["mask_mode"] == "binary"
     assert list(runs.rglob("last.ckpt"))
+
+
+def test_an_unreadable_image_is_the_data_module_s_call(tmp_path: Path, capsys) -> None:
+    """A broken training image: refused in the data module's one line by default; with on_bad_sample: skip
+    it is dropped, and the plan reads the images that are left (nothing read twice, nothing refused early)."""
+    data = folder_tree(tmp_path / "data", count=14, num_classes=3)
+    (data / "images" / "s3.png").write_bytes(b"not a png at all")
+    out = ["--output", str(tmp_path / "p" / "plan.yaml")]
+    assert main(["plan", "--data.root", str(data), "--data.class_names", "[a,b,c]", *out]) == 2
+    assert_one_line_error(capsys, "s3.png")
+    config, fingerprint, _ = _plan(
+        capsys,
+        "--data.root",
+        str(data),
+        "--data.class_names",
+        "[a,b,c]",
+        "--data.on_bad_sample",
+        "skip",
+        *out,
+    )
+    assert (
+        sum(fingerprint["samples"].values()) == 13 and config["data"]["init_args"]["on_bad_sample"] == "skip"
+    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import statistics
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from lightning_seg.data.base import SegDataModule
@@ -70,21 +71,30 @@ class Fingerprint:
         return max(counts) / min(counts) if counts else 1.0
 
 
-def _by_long_side(sizes: list[tuple[int, int]], pick: str) -> list[int]:
+def by_long_side(sizes: list[tuple[int, int]], pick: str) -> list[int]:
+    """The (height, width) of ``sizes`` ordered by long side (then short side) that is the ``"min"``,
+    ``"median"`` (the lower one of an even count) or ``"max"``."""
     ordered = sorted(sizes, key=lambda size: (max(size), min(size)))
     index = {"min": 0, "max": len(ordered) - 1, "median": (len(ordered) - 1) // 2}[pick]
     return list(ordered[index])
 
 
-def training_sizes(samples: list[Any]) -> list[ImageHeader]:
-    """The headers of the samples' images (sizes as a viewer shows them; no decoding)."""
-    return [image_header(sample.image) for sample in samples]
+def readable_headers(samples: list[Any]) -> dict[Path, ImageHeader]:
+    """The header of each sample's image by its path (no decoding). A file whose header cannot be read is
+    left out: the data module's setup decides about it (refused, or dropped with ``on_bad_sample: skip``)."""
+    headers = {}
+    for sample in samples:
+        try:
+            headers[Path(sample.image)] = image_header(sample.image)
+        except ConfigError:
+            continue
+    return headers
 
 
-def take_fingerprint(datamodule: SegDataModule) -> Fingerprint:
+def take_fingerprint(datamodule: SegDataModule, headers: dict[Path, ImageHeader]) -> Fingerprint:
     """Set ``datamodule`` up for training and testing (its checks, the split, the statistics of the training
     masks at its ``size``) and read its fingerprint from the samples it kept (``on_bad_sample: skip`` drops
-    some).
+    some); ``headers`` are those :func:`readable_headers` read already (any other is read here).
 
     Raises ConfigError (one line, from the data module's own checks) for data it cannot train on.
     """
@@ -97,8 +107,8 @@ def take_fingerprint(datamodule: SegDataModule) -> Fingerprint:
         datamodule.setup("test")  # the test masks pass the same checks now, not at the first `test`
     kept = {split: getattr(datamodule.datasets.get(split), "samples", []) for split in SPLITS}
     samples = {split: len(kept[split]) for split in SPLITS}
-    headers = training_sizes(kept["train"])
-    sizes = [header.size for header in headers]
+    kept_headers = [headers.get(Path(s.image)) or image_header(s.image) for s in kept["train"]]
+    sizes = [header.size for header in kept_headers]
     stats = datamodule.class_statistics("train")
     labelled = max(int(stats.pixel_counts.sum()), 1)
     names = list(datamodule.class_names)
@@ -114,11 +124,11 @@ def take_fingerprint(datamodule: SegDataModule) -> Fingerprint:
         data_class=f"{module}.{cls.__name__}",
         samples=samples,
         image_sizes={
-            "median": _by_long_side(sizes, "median"),
-            "min": _by_long_side(sizes, "min"),
-            "max": _by_long_side(sizes, "max"),
+            "median": by_long_side(sizes, "median"),
+            "min": by_long_side(sizes, "min"),
+            "max": by_long_side(sizes, "max"),
             "median_long_side": int(statistics.median(max(size) for size in sizes)),
-            "deep": sum(header.deep for header in headers),
+            "deep": sum(header.deep for header in kept_headers),
         },
         classes=names,
         pixel_share={

@@ -19,7 +19,7 @@ from typing import Any
 
 from jsonargparse import ArgumentError, ArgumentParser
 
-from lightning_seg.commands.plan.fingerprint import SPLITS, take_fingerprint, training_sizes
+from lightning_seg.commands.plan.fingerprint import SPLITS, readable_headers, take_fingerprint
 from lightning_seg.commands.plan.recipe import choose, choose_size
 from lightning_seg.commands.plan.render import render_plan
 from lightning_seg.data.folder import FolderDataModule
@@ -112,9 +112,12 @@ def write_plan(argv: list[str]) -> Path:
         {split: len(drawn[split]) for split in SPLITS}, data_args["root"], config.data.test_fraction
     )
     # the statistics are read at the size the recipe trains at: a small object that survives there counts
-    size = choose_size(training_sizes(drawn["train"]))
+    headers = readable_headers(drawn["train"])  # read once: the size choice and the fingerprint
+    if not headers:
+        raise ConfigError(f"plan: no training image of {data_args['root']} has a readable header")
+    size = choose_size([header.size for header in headers.values()])
     datamodule = FolderDataModule(**{**base, "size": tuple(size.value)})
-    fingerprint = take_fingerprint(datamodule)
+    fingerprint = take_fingerprint(datamodule, headers)
     recipe = choose(fingerprint, size)
 
     root = Path(data_args["root"])

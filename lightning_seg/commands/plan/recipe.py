@@ -10,11 +10,9 @@ size needs evaluation at the stored size, which the folder module's one ``size``
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Sequence
 from dataclasses import dataclass
 
-from lightning_seg.commands.plan.fingerprint import Fingerprint
-from lightning_seg.data.io import ImageHeader
+from lightning_seg.commands.plan.fingerprint import Fingerprint, by_long_side
 from lightning_seg.models.packaged_weights import PACKAGED_WEIGHTS
 
 ENCODER = "tu-tf_efficientnet_lite0"
@@ -56,12 +54,10 @@ def _multiple(value: float) -> int:
     return max(STRIDE * 2, int(round(value / STRIDE)) * STRIDE)
 
 
-def choose_size(headers: Sequence[ImageHeader]) -> Choice:
-    """The training size: the median image (by long side), its long side at most :data:`MAX_LONG_SIDE`, each
-    side a multiple of the stride and at least twice it."""
-    height, width = sorted((header.size for header in headers), key=lambda size: (max(size), min(size)))[
-        (len(headers) - 1) // 2
-    ]
+def choose_size(sizes: list[tuple[int, int]]) -> Choice:
+    """The training size: the median image (by long side) of ``sizes`` (height, width), its long side at
+    most :data:`MAX_LONG_SIDE`, each side a multiple of the stride and at least twice it."""
+    height, width = by_long_side(sizes, "median")
     scale = min(1.0, MAX_LONG_SIDE / max(height, width))
     size = [_multiple(height * scale), _multiple(width * scale)]
     why = f"median training image {height}x{width}"
