@@ -22,15 +22,22 @@ from lightning_seg.errors import ConfigError, truncate
 from lightning_seg.models.weights import Normalization
 
 
+def _named_class(class_path: str) -> type | None:
+    """The class a config's ``class_path`` names, or None when it cannot be imported (the parser says so)."""
+    module_name, _, name = class_path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError, ValueError):  # ValueError: an empty module name
+        return None
+
+
 def net_config(config: Namespace) -> tuple[type | None, dict[str, Any]]:
     """The net class a CLI config names (None when it cannot be imported) and its init args as a dict."""
     net = config.get("model.init_args.net")
     if not isinstance(net, Namespace) or not isinstance(net.get("class_path"), str):
         return None, {}
-    module_name, _, name = net.class_path.rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module_name), name)
-    except (ImportError, AttributeError):
+    cls = _named_class(net.class_path)
+    if cls is None:
         return None, {}
     init_args = net.get("init_args")
     return cls, (init_args.as_dict() if isinstance(init_args, Namespace) else {})
@@ -92,10 +99,10 @@ def _data_normalization(config: Namespace) -> Namespace | None:
 
 def _data_defaults(config: Namespace) -> tuple[list[float], list[float]] | None:
     """The ``mean``/``std`` defaults of the config's data class (None when it has none or cannot be read)."""
-    module_name, _, name = str(config.get("data.class_path") or "").rpartition(".")
+    cls = _named_class(str(config.get("data.class_path") or ""))
     try:
-        parameters = inspect.signature(getattr(importlib.import_module(module_name), name)).parameters
-    except (ImportError, AttributeError, ValueError, TypeError):
+        parameters = inspect.signature(cls).parameters if cls is not None else {}
+    except (ValueError, TypeError):
         return None
     mean, std = (parameters[key].default if key in parameters else None for key in ("mean", "std"))
     if mean is None or std is None or mean is inspect.Parameter.empty or std is inspect.Parameter.empty:

@@ -17,6 +17,7 @@ import datetime as dt
 import math
 import re
 import shutil
+import statistics
 import tempfile
 import time
 from dataclasses import dataclass
@@ -144,8 +145,9 @@ def plan_epochs(
         )
     steps = max(1, len(datamodule.train_dataloader()) // max(1, trainer.accumulate_grad_batches))
     val_batches = _val_batches(trainer, datamodule)
-    step_s = sorted(clock.train)[len(clock.train) // 2] * max(1, trainer.accumulate_grad_batches)
-    val_s = sorted(clock.val[1:] or clock.val)[len(clock.val[1:] or clock.val) // 2] if clock.val else 0.0
+    step_s = statistics.median_high(clock.train) * max(1, trainer.accumulate_grad_batches)
+    # the first validation batch pays for the loader's start: left out when there are others
+    val_s = statistics.median_high(clock.val[1:] or clock.val) if clock.val else 0.0
     probe_s = time.perf_counter() - start
     draft = BudgetPlan(budget_s, probe_s, step_s, val_s, steps, val_batches, epochs=1)
     epochs = math.floor((budget_s - probe_s) / draft.epoch_s)
