@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# what the demo needs (lightning_seg and its core dependencies): a first `make demo` installs only that
+DEMO_STAMP := $(VENV)/.installed-core
 
 .PHONY: help install demo test test-slow lint format bench clean
 
@@ -13,11 +15,17 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[dev]"
-	touch $(STAMP)
+	touch $(STAMP) $(DEMO_STAMP)
+
+$(DEMO_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e .
+	touch $(DEMO_STAMP)
 
 install: $(STAMP)  ## create .venv and install lightning_seg with its dev tools (reused afterwards)
 
-demo: $(STAMP)  ## train the offline default (synthetic shapes, CPU ok), then predict a few images
+demo: $(DEMO_STAMP)  ## install only what it needs, train the offline default (synthetic shapes, CPU ok), predict a few images
 	$(PY) -m lightning_seg.cli.demo
 
 test: $(STAMP)  ## the fast test suite (what CI runs)

@@ -19,6 +19,7 @@ import json
 import os
 import re
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -98,6 +99,12 @@ ALWAYS_ON_CALLBACKS = (DivergenceGuard, ScheduleTimeCheck)
 class SegCLI(LightningCLI):
     """LightningCLI with the data → model links of this project, its extra subcommands (``tune``, ``submit``) and
     one-line errors for bad input."""
+
+    def __init__(self, *args: Any, started: float | None = None, **kwargs: Any) -> None:
+        self.started = time.perf_counter() if started is None else started
+        """When the command started (``time.perf_counter()``; after Python's imports, before a plan that
+        ``fit --data.root`` writes first): ``--budget`` counts from here."""
+        super().__init__(*args, **kwargs)
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
@@ -349,10 +356,15 @@ class SegCLI(LightningCLI):
         budget_s = parse_budget(config[BUDGET_OPTION])
         if self.trainer.world_size > 1:
             raise ConfigError(f"--{BUDGET_OPTION}: single-process runs only for now (devices: 1)")
-        plan = plan_epochs(self.trainer, self.model, self.datamodule, budget_s)
+        startup_s = time.perf_counter() - self.started
+        plan = plan_epochs(self.trainer, self.model, self.datamodule, budget_s, startup_s)
         self.trainer.fit_loop.max_epochs = plan.epochs
         # the record gives the epochs chosen, not the budget: `fit --config <run>/config.yaml` repeats this run
         config.trainer.max_epochs = plan.epochs
+        if plan.epoch_steps < plan.steps_per_epoch:
+            batches = plan.epoch_steps * self.trainer.accumulate_grad_batches
+            self.trainer.limit_train_batches = batches
+            config.trainer.limit_train_batches = batches
         rank_zero_info(f"lightning-seg: {plan.line()}")
         folder = Path(self.trainer.log_dir or self.trainer.default_root_dir)
         folder.mkdir(parents=True, exist_ok=True)
@@ -412,11 +424,15 @@ def _use_our_model_checkpoint(config: Namespace) -> None:
 
 
 def build_cli(
-    args: list[str] | dict[str, Any] | None = None, run: bool = True, cli_class: type[SegCLI] = SegCLI
+    args: list[str] | dict[str, Any] | None = None,
+    run: bool = True,
+    cli_class: type[SegCLI] = SegCLI,
+    started: float | None = None,
 ) -> SegCLI:
     """Build (and by default run) the CLI; ``args`` replaces ``sys.argv[1:]`` (tests call it in-process; a
     dict: a config's values, without subcommand); ``cli_class``: a subclass that stops early (``sweep``
-    checks its trials with the very parser ``fit`` uses)."""
+    checks its trials with the very parser ``fit`` uses); ``started``: when the command started
+    (``time.perf_counter()``, default now)."""
     return cli_class(
         SegmentationModule,
         SegDataModule,
@@ -429,17 +445,18 @@ def build_cli(
         parser_kwargs={"exit_on_error": False},
         args=args,
         run=run,
+        started=started,
     )
 
 
-def run_cli(args: list[str] | None = None) -> SegCLI | None:
+def run_cli(args: list[str] | None = None, started: float | None = None) -> SegCLI | None:
     """Run the CLI; on bad input print ``lightning-seg: error: <what and where>`` and return None.
 
     A diverged run raises :class:`TrainingDiverged` and a command with nothing to do :class:`NothingToDo`
     (``main`` prints them). Set ``LIGHTNING_SEG_DEBUG=1`` to get the full traceback instead.
     """
     try:
-        return build_cli(args)
+        return build_cli(args, started=started)
     except (TrainingDiverged, NothingToDo):
         raise
     except (ValueError, ArgumentError, FileNotFoundError) as error:

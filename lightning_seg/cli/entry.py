@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 from lightning_seg.cli.app import run_cli
 from lightning_seg.cli.sweep_check import FitArgsChecker
@@ -17,6 +18,7 @@ from lightning_seg.sweep.runner import main as sweep_main
 def main(args: list[str] | None = None) -> int:
     """Console entry point (``lightning-seg`` and ``python -m lightning_seg``): 0 on success or when there
     is nothing to do, 1 when training diverged, 2 on bad input (Ctrl-C: 1, from Lightning)."""
+    started = time.perf_counter()  # fit --budget counts a plan written first
     argv = sys.argv[1:] if args is None else list(args)
     if argv[:1] == ["plan"]:
         # not a Trainer method: reads the data and writes a config, trains nothing
@@ -34,7 +36,7 @@ def main(args: list[str] | None = None) -> int:
         # their arguments checked with fit's own parser
         return sweep_main(argv[1:], FitArgsChecker())
     try:
-        return 0 if run_cli(args) is not None else 2
+        return 0 if run_cli(args, started) is not None else 2
     except SystemExit:
         if argv[:1] in (["-h"], ["--help"]):  # LightningCLI lists the Trainer's subcommands, not sweep
             print("\nalso: sweep  many fit runs over config overrides, ranked (sweep --help)")

@@ -4,10 +4,14 @@ the learning-rate schedule ends inside the budget.
 ``trainer.max_time`` alone stops a warmup-cosine or one-cycle schedule wherever the clock runs out, with the
 learning rate still high. Here the schedule is sized to the budget instead: a probe (a copy of the model, its
 own Trainer with the run's accelerator and precision, no logger, no checkpoints) times ``PROBE_STEPS``
-training steps after ``WARMUP_STEPS`` and ``PROBE_VAL_BATCHES`` validation batches; the epochs that fit in
-what is left of the budget become ``max_epochs``, and ``max_time`` is set to the budget as the backstop.
-The probe's own time counts against the budget. Like Lightning's learning-rate finder it brings its own
-Trainer and leaves the run's untouched; the run then starts from the seed as if there had been no probe.
+training steps after ``WARMUP_STEPS`` and ``PROBE_VAL_BATCHES`` validation batches, and the epochs that
+fit in what is left of the budget become ``max_epochs``. Whole epochs alone leave up to one epoch of the
+budget unused (13% of a 10-minute CamVid run), so when one more, slightly shorter epoch trains more steps,
+the plan takes it and ``limit_train_batches`` shortens every epoch alike: each still draws its batches from
+a fresh shuffle of the whole training set, and validation and checkpoints run at each epoch's end as usual.
+The command's start-up and the probe count against the budget. Like Lightning's learning-rate finder the
+probe brings its own Trainer and leaves the run's untouched; the run then starts from the seed as if there
+had been no probe. No ``max_time`` backstop is set: it would stop the schedule it has just sized.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import shutil
 import statistics
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import lightning as L
@@ -34,9 +38,9 @@ BUDGET_OPTION = "budget"
 WARMUP_STEPS = 2
 PROBE_STEPS = 5
 PROBE_VAL_BATCHES = 3
-EPOCH_OVERHEAD = 0.15
+EPOCH_OVERHEAD = 0.10
 """Share of each epoch's measured time added for what the probe does not see (epoch-end metrics, loader
-restarts, checkpoints)."""
+restarts, checkpoints): 9.8% on CamVid's 10-minute run (BENCHMARKS.md)."""
 _DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s)?\s*$")
 
 
@@ -85,33 +89,69 @@ class BudgetPlan:
     """What the probe measured and the epochs chosen from it."""
 
     budget_s: float
+    startup_s: float
+    """Seconds the command spent before the probe (parsing, building the model, loading weights)."""
     probe_s: float
     step_s: float
     val_batch_s: float
     steps_per_epoch: int
+    """Optimizer steps in a whole pass over the training set."""
     val_batches: int
     epochs: int
+    epoch_steps: int
+    """Optimizer steps each epoch runs: ``steps_per_epoch``, or fewer when one more, shorter epoch trains
+    more steps within the budget."""
 
     @property
     def epoch_s(self) -> float:
-        """The estimated seconds of one epoch, validation included."""
-        measured = self.steps_per_epoch * self.step_s + self.val_batches * self.val_batch_s
-        return measured * (1 + EPOCH_OVERHEAD)
+        """The estimated seconds of one epoch of ``epoch_steps``, validation included."""
+        return _epoch_s(self.epoch_steps, self.step_s, self.val_batches, self.val_batch_s)
 
     def line(self) -> str:
         """One line for the log and the record."""
+        steps = (
+            f"{self.epoch_steps} steps"
+            if self.epoch_steps == self.steps_per_epoch
+            else f"{self.epoch_steps} of {self.steps_per_epoch} steps"
+        )
         return (
             f"budget {dt.timedelta(seconds=round(self.budget_s))}: measured {self.step_s:.3g} s a training step, "
-            f"{self.val_batch_s:.3g} s a validation batch ({self.probe_s:.0f} s of probing): {self.epochs} epochs "
-            f"of {self.steps_per_epoch} steps, about {self.epochs * self.epoch_s / 60:.1f} min"
+            f"{self.val_batch_s:.3g} s a validation batch ({self.startup_s:.0f} s of start-up, "
+            f"{self.probe_s:.0f} s of probing): {self.epochs} epochs of {steps}, about "
+            f"{dt.timedelta(seconds=round(self.epochs * self.epoch_s))}"
         )
 
 
+def _epoch_s(steps: int, step_s: float, val_batches: int, val_batch_s: float) -> float:
+    return (steps * step_s + val_batches * val_batch_s) * (1 + EPOCH_OVERHEAD)
+
+
+def fit_epochs(
+    left_s: float, steps: int, step_s: float, val_batches: int, val_batch_s: float
+) -> tuple[int, int]:
+    """(epochs, steps per epoch) that train the most optimizer steps in ``left_s`` seconds: as many whole
+    epochs of ``steps`` as fit, or one more epoch with each shortened alike when that trains more (on a tie,
+    whole epochs). (0, steps) when not one whole epoch fits."""
+    whole = math.floor(left_s / _epoch_s(steps, step_s, val_batches, val_batch_s))
+    if whole < 1:
+        return 0, steps
+    more = whole + 1
+    shorter = math.floor((left_s / more / (1 + EPOCH_OVERHEAD) - val_batches * val_batch_s) / step_s)
+    if shorter >= 1 and more * min(steps, shorter) > whole * steps:
+        return more, min(steps, shorter)
+    return whole, steps
+
+
 def plan_epochs(
-    trainer: L.Trainer, model: L.LightningModule, datamodule: L.LightningDataModule, budget_s: float
+    trainer: L.Trainer,
+    model: L.LightningModule,
+    datamodule: L.LightningDataModule,
+    budget_s: float,
+    startup_s: float = 0.0,
 ) -> BudgetPlan:
     """Probe a copy of ``model`` on ``datamodule`` with ``trainer``'s accelerator, devices and precision, and
-    return the epochs that fit in ``budget_s`` (the probe's own time deducted).
+    return the epochs that fit in ``budget_s`` (``startup_s``, the command's time before this call, and the
+    probe's own time deducted).
 
     Raises ConfigError in one line when not even one epoch fits, naming the budget that would."""
     start = time.perf_counter()
@@ -143,27 +183,28 @@ def plan_epochs(
         raise ConfigError(
             f"--budget: the probe could not time a training step (fewer than {WARMUP_STEPS + 1} batches?)"
         )
-    steps = max(1, len(datamodule.train_dataloader()) // max(1, trainer.accumulate_grad_batches))
-    val_batches = _val_batches(trainer, datamodule)
+    train_batches = _batches(trainer.limit_train_batches, len(datamodule.train_dataloader()))
+    steps = max(1, train_batches // max(1, trainer.accumulate_grad_batches))
+    val_limit = trainer.limit_val_batches
+    val_batches = _batches(val_limit, len(datamodule.val_dataloader())) if val_limit != 0 else 0
     step_s = statistics.median_high(clock.train) * max(1, trainer.accumulate_grad_batches)
     # the first validation batch pays for the loader's start: left out when there are others
     val_s = statistics.median_high(clock.val[1:] or clock.val) if clock.val else 0.0
     probe_s = time.perf_counter() - start
-    draft = BudgetPlan(budget_s, probe_s, step_s, val_s, steps, val_batches, epochs=1)
-    epochs = math.floor((budget_s - probe_s) / draft.epoch_s)
+    epochs, epoch_steps = fit_epochs(budget_s - startup_s - probe_s, steps, step_s, val_batches, val_s)
+    plan = BudgetPlan(budget_s, startup_s, probe_s, step_s, val_s, steps, val_batches, epochs, epoch_steps)
     if epochs < 1:
-        needed = probe_s + draft.epoch_s
+        needed = startup_s + probe_s + plan.epoch_s
         raise ConfigError(
-            f"--budget {budget_s:g}s is shorter than one epoch here ({draft.line()}); give at least "
+            f"--budget {budget_s:g}s is shorter than one epoch here ({replace(plan, epochs=1).line()}); give at least "
             f"{math.ceil(needed)}s"
         )
-    return BudgetPlan(budget_s, probe_s, step_s, val_s, steps, val_batches, epochs)
+    return plan
 
 
-def _val_batches(trainer: L.Trainer, datamodule: L.LightningDataModule) -> int:
-    """Validation batches an epoch runs (``limit_val_batches`` applied; 0 when validation is off)."""
-    limit = trainer.limit_val_batches
-    if not limit:
-        return 0
-    total = len(datamodule.val_dataloader())
+def _batches(limit: int | float | None, total: int) -> int:
+    """Batches an epoch runs of a loader of ``total``, with a Trainer's ``limit_*_batches`` applied (an int
+    counts batches, a float a share; 0 turns the loop off)."""
+    if limit is None:
+        return total
     return int(min(total, limit)) if isinstance(limit, int) else int(total * float(limit))

