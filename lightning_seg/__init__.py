@@ -1,6 +1,7 @@
 """lightning_seg: semantic-segmentation experiments with PyTorch Lightning."""
 
 from lightning_seg import _graveyard
+from lightning_seg.utils import started as _started  # noqa: F401  (before torch: the command's clock starts)
 
 _graveyard.install()  # before anything else: old module paths in configs and checkpoint records keep loading
 

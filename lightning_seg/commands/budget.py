@@ -2,16 +2,17 @@
 the learning-rate schedule ends inside the budget.
 
 ``trainer.max_time`` alone stops a warmup-cosine or one-cycle schedule wherever the clock runs out, with the
-learning rate still high. Here the schedule is sized to the budget instead: a probe (a copy of the model, its
-own Trainer with the run's accelerator and precision, no logger, no checkpoints) times ``PROBE_STEPS``
-training steps after ``WARMUP_STEPS`` and ``PROBE_VAL_BATCHES`` validation batches, and the epochs that
-fit in what is left of the budget become ``max_epochs``. Whole epochs alone leave up to one epoch of the
-budget unused (13% of a 10-minute CamVid run), so when one more, slightly shorter epoch trains more steps,
-the plan takes it and ``limit_train_batches`` shortens every epoch alike: each still draws its batches from
-a fresh shuffle of the whole training set, and validation and checkpoints run at each epoch's end as usual.
-The command's start-up and the probe count against the budget. Like Lightning's learning-rate finder the
-probe brings its own Trainer and leaves the run's untouched; the run then starts from the seed as if there
-had been no probe. No ``max_time`` backstop is set: it would stop the schedule it has just sized.
+learning rate still high. Here the schedule is sized to the budget instead. A probe (a copy of the model, its
+own Trainer with the run's accelerator and precision, no logger, checkpoints in a scratch folder) runs
+``PROBE_EPOCHS`` short epochs and times their training steps, their validation batches and the gap between
+the epochs (validation's start and end, a checkpoint, the loader's restart); the epochs that fit in what is
+left of the budget become ``max_epochs``. Whole epochs alone leave up to one epoch of the budget unused (13%
+of a 10-minute CamVid run), so when one more, slightly shorter epoch trains more steps, the plan takes it and
+``limit_train_batches`` shortens every epoch alike: each still draws its batches from a fresh shuffle of the
+whole training set, and validation and checkpoints run at each epoch's end as usual. The command's start-up
+and the probe count against the budget. Like Lightning's learning-rate finder the probe brings its own
+Trainer and leaves the run's untouched; the run then starts from the seed as if there had been no probe. No
+``max_time`` backstop is set: it would stop the schedule it has just sized.
 """
 
 from __future__ import annotations
@@ -29,18 +30,19 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from lightning_seg.errors import ConfigError
 
 BUDGET_OPTION = "budget"
 """fit's wall-clock budget option (not a Trainer argument: LightningCLI passes only those to trainer.fit)."""
-WARMUP_STEPS = 2
-PROBE_STEPS = 5
+PROBE_EPOCHS = 2
+PROBE_BATCHES = 4
+"""Training batches of each probe epoch: the first pays for the loader's start, the others are timed."""
 PROBE_VAL_BATCHES = 3
-EPOCH_OVERHEAD = 0.10
-"""Share of each epoch's measured time added for what the probe does not see (epoch-end metrics, loader
-restarts, checkpoints): 9.8% on CamVid's 10-minute run (BENCHMARKS.md)."""
+EPOCH_OVERHEAD = 0.05
+"""Share of each epoch's estimate added for what the probe does not run: the run's other callbacks (sample
+overlays, plots) and its logger."""
 _DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s)?\s*$")
 
 
@@ -57,31 +59,56 @@ def parse_budget(text: str) -> float:
 
 
 class _StepClock(Callback):
-    """Times training batches after the first ``skip`` (device-synchronised), and validation batches."""
+    """Times (device-synchronised) every training step but each epoch's first, every validation batch but
+    each loop's first (they pay for the loaders' start), and ``gap``: from epoch 0's last training step to
+    epoch 1's first, less the validation batches in between. The gap is what an epoch costs besides its
+    batches: validation's start and end, epoch-end hooks, the training loader's restart."""
 
-    def __init__(self, skip: int) -> None:
-        self.skip = skip
+    def __init__(self) -> None:
         self.train: list[float] = []
         self.val: list[float] = []
+        self.gap: float | None = None
         self._start = 0.0
+        self._last_step_end: float | None = None
+        self._val_since_step = 0.0
 
     def _now(self, pl_module: L.LightningModule) -> float:
         if pl_module.device.type == "cuda":
             torch.cuda.synchronize(pl_module.device)
         return time.perf_counter()
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        self._start = self._now(pl_module)
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        now = self._now(pl_module)
+        if batch_idx == 0 and self._last_step_end is not None and self.gap is None:
+            self.gap = now - self._last_step_end - self._val_since_step
+        self._start = now
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        if trainer.global_step > self.skip:
-            self.train.append(self._now(pl_module) - self._start)
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        now = self._now(pl_module)
+        if batch_idx > 0:
+            self.train.append(now - self._start)
+        self._last_step_end, self._val_since_step = now, 0.0
 
     def on_validation_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         self._start = self._now(pl_module)
 
-    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        self.val.append(self._now(pl_module) - self._start)
+    def on_validation_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        *args: Any,
+    ) -> None:
+        seconds = self._now(pl_module) - self._start
+        self._val_since_step += seconds
+        if batch_idx > 0:
+            self.val.append(seconds)
 
 
 @dataclass(frozen=True)
@@ -94,6 +121,8 @@ class BudgetPlan:
     probe_s: float
     step_s: float
     val_batch_s: float
+    epoch_gap_s: float
+    """An epoch's cost besides its batches (validation's start and end, the loader's restart)."""
     steps_per_epoch: int
     """Optimizer steps in a whole pass over the training set."""
     val_batches: int
@@ -103,9 +132,14 @@ class BudgetPlan:
     more steps within the budget."""
 
     @property
+    def fixed_s(self) -> float:
+        """An epoch's seconds that do not depend on its training steps: validation and the gap."""
+        return self.val_batches * self.val_batch_s + self.epoch_gap_s
+
+    @property
     def epoch_s(self) -> float:
         """The estimated seconds of one epoch of ``epoch_steps``, validation included."""
-        return _epoch_s(self.epoch_steps, self.step_s, self.val_batches, self.val_batch_s)
+        return _epoch_s(self.epoch_steps, self.step_s, self.fixed_s)
 
     def line(self) -> str:
         """One line for the log and the record."""
@@ -116,27 +150,26 @@ class BudgetPlan:
         )
         return (
             f"budget {dt.timedelta(seconds=round(self.budget_s))}: measured {self.step_s:.3g} s a training step, "
-            f"{self.val_batch_s:.3g} s a validation batch ({self.startup_s:.0f} s of start-up, "
-            f"{self.probe_s:.0f} s of probing): {self.epochs} epochs of {steps}, about "
-            f"{dt.timedelta(seconds=round(self.epochs * self.epoch_s))}"
+            f"{self.val_batch_s:.3g} s a validation batch, {self.epoch_gap_s:.2g} s between epochs "
+            f"({self.startup_s:.0f} s of start-up, {self.probe_s:.0f} s of probing): {self.epochs} epochs of "
+            f"{steps}, about {dt.timedelta(seconds=round(self.epochs * self.epoch_s))}"
         )
 
 
-def _epoch_s(steps: int, step_s: float, val_batches: int, val_batch_s: float) -> float:
-    return (steps * step_s + val_batches * val_batch_s) * (1 + EPOCH_OVERHEAD)
+def _epoch_s(steps: int, step_s: float, fixed_s: float) -> float:
+    return (steps * step_s + fixed_s) * (1 + EPOCH_OVERHEAD)
 
 
-def fit_epochs(
-    left_s: float, steps: int, step_s: float, val_batches: int, val_batch_s: float
-) -> tuple[int, int]:
-    """(epochs, steps per epoch) that train the most optimizer steps in ``left_s`` seconds: as many whole
-    epochs of ``steps`` as fit, or one more epoch with each shortened alike when that trains more (on a tie,
-    whole epochs). (0, steps) when not one whole epoch fits."""
-    whole = math.floor(left_s / _epoch_s(steps, step_s, val_batches, val_batch_s))
+def fit_epochs(left_s: float, steps: int, step_s: float, fixed_s: float) -> tuple[int, int]:
+    """(epochs, steps per epoch) that train the most optimizer steps in ``left_s`` seconds, an epoch costing
+    ``steps * step_s + fixed_s`` (plus :data:`EPOCH_OVERHEAD`): as many whole epochs of ``steps`` as fit, or
+    one more epoch with each shortened alike when that trains more (on a tie, whole epochs). (0, steps) when
+    not one whole epoch fits."""
+    whole = math.floor(left_s / _epoch_s(steps, step_s, fixed_s))
     if whole < 1:
         return 0, steps
     more = whole + 1
-    shorter = math.floor((left_s / more / (1 + EPOCH_OVERHEAD) - val_batches * val_batch_s) / step_s)
+    shorter = math.floor((left_s / more / (1 + EPOCH_OVERHEAD) - fixed_s) / step_s)
     if shorter >= 1 and more * min(steps, shorter) > whole * steps:
         return more, min(steps, shorter)
     return whole, steps
@@ -155,51 +188,52 @@ def plan_epochs(
 
     Raises ConfigError in one line when not even one epoch fits, naming the budget that would."""
     start = time.perf_counter()
-    clock = _StepClock(skip=WARMUP_STEPS)
+    clock = _StepClock()
     scratch = tempfile.mkdtemp(prefix="lightning_seg_budget_")  # nothing of the probe lands in the run
     probe = L.Trainer(
         default_root_dir=scratch,
         accelerator=trainer.accelerator,
         devices=1,
         precision=trainer.precision,
-        max_steps=WARMUP_STEPS + PROBE_STEPS,
-        limit_val_batches=PROBE_VAL_BATCHES,
+        max_epochs=PROBE_EPOCHS,
+        limit_train_batches=PROBE_BATCHES,
+        limit_val_batches=PROBE_VAL_BATCHES if trainer.limit_val_batches != 0 else 0,
         num_sanity_val_steps=0,
         logger=False,
-        enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[clock],
+        # a checkpoint every epoch, as the run writes (best and last): its cost is part of the gap
+        callbacks=[clock, ModelCheckpoint(dirpath=scratch, save_last=True)],
     )
     probe_model = copy.deepcopy(model)
     try:
         with torch.random.fork_rng(devices=[]):  # the run's own random draws stay as without a probe
             probe.fit(probe_model, datamodule=datamodule)
-            probe.validate(probe_model, datamodule=datamodule, verbose=False)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
         del probe_model
-    if not clock.train:
+    if not clock.train or clock.gap is None:
         raise ConfigError(
-            f"--budget: the probe could not time a training step (fewer than {WARMUP_STEPS + 1} batches?)"
+            "--budget: the probe could not time training steps (fewer than 2 training batches?)"
         )
     train_batches = _batches(trainer.limit_train_batches, len(datamodule.train_dataloader()))
     steps = max(1, train_batches // max(1, trainer.accumulate_grad_batches))
     val_limit = trainer.limit_val_batches
     val_batches = _batches(val_limit, len(datamodule.val_dataloader())) if val_limit != 0 else 0
     step_s = statistics.median_high(clock.train) * max(1, trainer.accumulate_grad_batches)
-    # the first validation batch pays for the loader's start: left out when there are others
-    val_s = statistics.median_high(clock.val[1:] or clock.val) if clock.val else 0.0
+    val_s = statistics.median_high(clock.val) if clock.val else 0.0
     probe_s = time.perf_counter() - start
-    epochs, epoch_steps = fit_epochs(budget_s - startup_s - probe_s, steps, step_s, val_batches, val_s)
-    plan = BudgetPlan(budget_s, startup_s, probe_s, step_s, val_s, steps, val_batches, epochs, epoch_steps)
+    measured = BudgetPlan(
+        budget_s, startup_s, probe_s, step_s, val_s, max(clock.gap, 0.0), steps, val_batches, 1, steps
+    )
+    epochs, epoch_steps = fit_epochs(budget_s - startup_s - probe_s, steps, step_s, measured.fixed_s)
     if epochs < 1:
-        needed = startup_s + probe_s + plan.epoch_s
+        needed = startup_s + probe_s + measured.epoch_s
         raise ConfigError(
-            f"--budget {budget_s:g}s is shorter than one epoch here ({replace(plan, epochs=1).line()}); give at least "
+            f"--budget {budget_s:g}s is shorter than one epoch here ({measured.line()}); give at least "
             f"{math.ceil(needed)}s"
         )
-    return plan
+    return replace(measured, epochs=epochs, epoch_steps=epoch_steps)
 
 
 def _batches(limit: int | float | None, total: int) -> int:

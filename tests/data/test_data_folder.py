@@ -267,8 +267,9 @@ def test_mask_suffix_in_the_same_folder(tmp_path: Path):
     assert sorted(s.name for part in dm.splits().values() for s in part) == [f"ISIC_{i}" for i in range(4)]
 
 
-def test_cli_command_from_the_readme(tmp_path: Path):
-    """``fit --config configs/default.yaml --data lightning_seg.data.FolderDataModule --data.root ...``"""
+def test_a_config_s_data_swapped_for_a_folder_on_the_command_line(tmp_path: Path):
+    """``fit --config configs/default.yaml --data lightning_seg.data.FolderDataModule --data.root ...``: the
+    class path switches the data module, the options after it set its arguments (README, "Configure")."""
     from lightning_seg.cli import build_cli
 
     root = tmp_path / "polyps"

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from lightning_seg.commands.plan.recipe import Choice
+from lightning_seg.models.outputs import as_net_output
 
 CPU_BATCHES = (4, 8, 16)
 GPU_BATCHES = (8, 16, 32, 64)
@@ -53,7 +54,7 @@ def _step(
     net: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor, masks: torch.Tensor
 ) -> None:
     optimizer.zero_grad(set_to_none=True)
-    logits = net(images)["mask"]
+    logits = as_net_output(net(images)).mask
     nn.functional.cross_entropy(logits, masks).backward()
     optimizer.step()
 
@@ -61,7 +62,7 @@ def _step(
 def time_batch_sizes(
     net: nn.Module, size: Sequence[int], num_classes: int, device: torch.device, batches: Sequence[int]
 ) -> list[BatchTiming]:
-    """Time training steps of ``net`` (its ``forward`` returns ``{"mask": B×K×H×W logits}``) on random float32
+    """Time training steps of ``net`` (B×K×H×W logits, or a dict of them under "mask") on random float32
     B×3×H×W images and int64 B×H×W masks of ``size`` (H, W) at each batch size of ``batches`` (ascending)
     on ``device``. The net's weights change (it is a throwaway copy)."""
     net = net.to(device).train()

@@ -21,11 +21,12 @@ from jsonargparse import ArgumentError, ArgumentParser
 
 from lightning_seg.commands.plan.batch_size import choose_batch_size
 from lightning_seg.commands.plan.fingerprint import SPLITS, readable_headers, take_fingerprint
-from lightning_seg.commands.plan.recipe import NET, choose, choose_crop, choose_size
+from lightning_seg.commands.plan.recipe import NET, SCRATCH_NET, choose, choose_crop, choose_net, choose_size
 from lightning_seg.commands.plan.render import render_plan
 from lightning_seg.data.folder import FolderDataModule
 from lightning_seg.errors import ConfigError, truncate
 from lightning_seg.models.smp import SMPNet
+from lightning_seg.models.unet import UNet
 from lightning_seg.utils.atomic import atomic_write
 from lightning_seg.utils.parse_errors import reduce_parse_error
 
@@ -121,9 +122,12 @@ def write_plan(argv: list[str]) -> Path:
     datamodule = FolderDataModule(**{**base, "size": tuple(size.value)})
     fingerprint = take_fingerprint(datamodule, headers)
     crop = choose_crop(size)
-    net = SMPNet(num_classes=len(fingerprint.classes), **NET)  # random weights: only its speed is measured
-    batch_size = choose_batch_size(net, crop.value, len(fingerprint.classes), fingerprint.samples["train"])
-    recipe = choose(fingerprint, size, crop, batch_size)
+    net = choose_net(size)
+    classes = len(fingerprint.classes)
+    # random weights: only the net's speed is measured
+    probed = UNet(classes, **SCRATCH_NET) if net.value == "unet" else SMPNet(num_classes=classes, **NET)
+    batch_size = choose_batch_size(probed, crop.value, classes, fingerprint.samples["train"])
+    recipe = choose(fingerprint, net, size, crop, batch_size)
 
     root = Path(data_args["root"])
     output = Path(config.output) if config.output else Path("plans") / root.name / "plan.yaml"

