@@ -130,9 +130,12 @@ def render_plan(
             _line(4, f"{split}_list", str(path), f"the plan's {split} split" if split == "train" else None)
         )
     aspect = width / height  # crop boxes around the crop's own aspect, so objects are not squeezed much
+    # crops of half the image see objects at 0.7x..1.4x the scale the net is evaluated at (configs/camvid/
+    # lite0_unet.yaml's boxes); a whole-image crop can only zoom in, and up to 1.4x as well
+    whole = recipe.crop.value == recipe.size.value
     crop = {
         "size": [height, width],
-        "scale": [0.25, 1.0],
+        "scale": [0.5, 1.0] if whole else [0.25, 1.0],
         "ratio": [round(aspect * 0.8, 2), round(aspect * 1.33, 2)],
         "cropping_mode": "resample",
     }
