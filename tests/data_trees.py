@@ -95,6 +95,12 @@ def image_for(mask: torch.Tensor) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------- layouts
+def write_index_pair(root: Path, name: str, mask: torch.Tensor) -> None:
+    """``root/images/<name>.png`` (:func:`image_for` the mask) and ``root/masks/<name>.png`` (the index mask)."""
+    write_png(root / "images" / f"{name}.png", image_for(mask))
+    write_png(root / "masks" / f"{name}.png", mask.to(torch.uint8))
+
+
 def folder_tree(
     root: Path,
     count: int = 8,

@@ -1,5 +1,5 @@
 """The console entry point: ``lightning-seg`` and ``python -m lightning_seg`` (the CLI's subcommands, and
-``sweep``, which is many CLI runs)."""
+``sweep`` and ``cv``, which are many CLI runs)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from lightning_seg.cli.sweep_check import FitArgsChecker
 from lightning_seg.commands.plan.main import main as plan_main
 from lightning_seg.commands.plan.main import planned_fit, run_plan, split_plan_args
 from lightning_seg.errors import DEBUG_ENV, NothingToDo, TrainingDiverged
+from lightning_seg.sweep.cv import main as cv_main
 from lightning_seg.sweep.runner import main as sweep_main
 from lightning_seg.utils.started import STARTED
 
@@ -38,11 +39,15 @@ def main(args: list[str] | None = None) -> int:
         # not a Trainer method: many fit runs, each in its own process (lightning_seg/sweep/runner.py),
         # their arguments checked with fit's own parser
         return sweep_main(argv[1:], FitArgsChecker())
+    if argv[:1] == ["cv"]:
+        # k folds, each a sweep trial: its own fit process, resumable (lightning_seg/sweep/cv.py)
+        return cv_main(argv[1:], FitArgsChecker())
     try:
         return 0 if run_cli(args, started) is not None else 2
     except SystemExit:
         if argv[:1] in (["-h"], ["--help"]):  # LightningCLI lists the Trainer's subcommands, not sweep
             print("\nalso: sweep  many fit runs over config overrides, ranked (sweep --help)")
+            print("      cv     k-fold cross-validation: a fit per fold, their mean ± std (cv --help)")
             print(
                 "      plan   read a folder of images and masks, write the config to train on it (plan --help)"
             )

@@ -23,6 +23,7 @@ from torch.utils.data import Dataset, get_worker_info
 from lightning_seg.data.augment import natural_image_augmentations
 from lightning_seg.data.base import SegDataModule, sample_id
 from lightning_seg.data.files import SampleFile
+from lightning_seg.data.folds import assign_folds, group_keys
 from lightning_seg.data.io import (
     ImageHeader,
     MaskEncoder,
@@ -32,6 +33,7 @@ from lightning_seg.data.io import (
     size_mismatch_message,
 )
 from lightning_seg.data.splits import check_disjoint_splits
+from lightning_seg.data.stats import cached_image_presence
 from lightning_seg.data.transforms import resize_mask, resize_sample
 from lightning_seg.data.workers import map_in_workers, single_threaded
 from lightning_seg.errors import ConfigError
@@ -205,6 +207,14 @@ class ImageMaskDataModule(SegDataModule):
         image_value_range: [low, high] of the stored values of images deeper than 8 bits (16-bit, 32-bit,
             float), mapped linearly onto 0..255 and clipped; e.g. [0, 4095] for 12-bit data. None refuses
             such images at setup (their high byte alone would keep 16 grey levels of 12-bit data).
+        folds: cross-validation (``lightning-seg cv`` sets it): the train and val samples together are
+            split into this many folds (:mod:`lightning_seg.data.folds`: stratified by the classes and
+            image labels each sample holds, seeded by ``split_seed``); ``fold`` is validated on, the others
+            trained on; the test split is left as it is. None: the dataset's own train/val split.
+        fold: the fold validated on, 0..folds-1.
+        group_by: a regex on the sample name (its image path below the dataset root, without suffix): the
+            samples whose matches (first capture group, else the whole match) agree share a fold, e.g.
+            ``'^([^_]+)_'`` for CamVid's drives. None: every sample alone.
         **kwargs: :class:`SegDataModule` arguments (batch size, workers, augmentation, normalisation).
     """
 
@@ -215,9 +225,16 @@ class ImageMaskDataModule(SegDataModule):
         check_files: Literal["header", "full", "none"] = "header",
         split_seed: int = 0,
         image_value_range: tuple[float, float] | None = None,
+        folds: int | None = None,
+        fold: int = 0,
+        group_by: str | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        if folds is not None and (folds < 2 or not 0 <= fold < folds):
+            raise ConfigError(f"data.folds must be >= 2 and data.fold in 0..folds-1, got {folds} and {fold}")
+        if group_by is not None and folds is None:
+            raise ConfigError("data.group_by groups cross-validation folds: set data.folds too (or use cv)")
         if size is not None:
             size = tuple(int(v) for v in size)
             if len(size) != 2 or min(size) < 1:
@@ -237,9 +254,11 @@ class ImageMaskDataModule(SegDataModule):
         self.on_bad_sample = on_bad_sample
         self.check_files = check_files
         self.split_seed = split_seed
+        self.folds, self.fold, self.group_by = folds, fold, group_by
         #: per split: how many samples setup dropped as bad (``on_bad_sample="skip"``)
         self.skipped: dict[str, int] = {}
         self._splits: dict[str, list[SampleFile]] | None = None
+        self._folds: dict[str, list[SampleFile]] | None = None
 
     # --------------------------------------------------------------------------- subclass interface
     def all_splits(self) -> dict[str, list[SampleFile]]:
@@ -255,6 +274,58 @@ class ImageMaskDataModule(SegDataModule):
             self._splits = splits
         return self._splits
 
+    def split_samples(self, split: str) -> list[SampleFile]:
+        """The samples ``split`` is built from: :meth:`find_samples`, or with ``folds`` for "train" and "val"
+        the fold's (:meth:`fold_splits` of the train and val samples together, drawn once)."""
+        if self.folds is None or split not in ("train", "val"):
+            return self.find_samples(split)
+        if self._folds is None:
+            pool = self.find_samples("train") + self.find_samples("val")
+            try:
+                test = {sample.image for sample in self.find_samples("test")}
+            except ConfigError:  # no test split to be found: the command that needs one says so
+                test = set()
+            shared = [sample.image for sample in pool if sample.image in test]
+            if shared:  # VOC and COCO test on their val split: every fold but one would train on it
+                raise ConfigError(
+                    f"{shared[0]}: data.folds would train on test images ({len(shared)} of the train and val "
+                    f"samples are also the test split's); cross-validate data with a test split of its own"
+                )
+            self._folds = self.fold_splits(pool)
+            check_disjoint_splits(self._folds)
+        return self._folds[split]
+
+    def fold_splits(self, pool: list[SampleFile]) -> dict[str, list[SampleFile]]:
+        """``pool`` split into :attr:`folds` folds (:func:`lightning_seg.data.folds.assign_folds`) by the
+        classes its masks hold (read once at :attr:`size`, cached) and its image labels: {"train": the
+        other folds, "val": fold :attr:`fold`}, each in name order."""
+        pool = sorted(pool, key=lambda sample: sample.name)
+        readable = [sample for sample in pool if sample.error is None]
+        presence = torch.zeros(len(pool), self.num_classes, dtype=torch.bool)
+        if readable:  # a sample with a missing mask holds nothing here; setup says what is wrong with it
+            dataset = ImageMaskDataset(readable, self.mask_encoder(), self.size, self.image_value_range)
+            read = cached_image_presence(dataset, self.num_classes, self.ignore_index, self.num_workers)
+            presence[[i for i, s in enumerate(pool) if s.error is None]] = read
+        if self.label_names:
+            presence = torch.cat([presence, self._label_rows(pool)], dim=1)
+        groups = group_keys([sample.name for sample in pool], self.group_by)
+        assigned = assign_folds(presence, groups, self.folds, self.split_seed)  # type: ignore[arg-type]
+        return {
+            "train": [s for s, f in zip(pool, assigned, strict=True) if f != self.fold],
+            "val": [s for s, f in zip(pool, assigned, strict=True) if f == self.fold],
+        }
+
+    def _label_rows(self, samples: list[SampleFile]) -> torch.Tensor:
+        """bool N×L: each sample's image labels (one index, or a multi-hot vector as VOC-Kaggle's)."""
+        rows = torch.zeros(len(samples), len(self.label_names), dtype=torch.bool)
+        for row, sample in enumerate(samples):
+            label = sample.label
+            if isinstance(label, int):
+                rows[row, label] = True
+            elif label is not None:
+                rows[row] = torch.as_tensor(list(label), dtype=torch.bool)
+        return rows
+
     def find_samples(self, split: str) -> list[SampleFile]:
         """The files of ``split`` ("train", "val", "test", "predict"); for "predict", :meth:`build_dataset`
         drops the masks (and a missing mask's error), so the test or val samples can be returned as they are.
@@ -267,7 +338,7 @@ class ImageMaskDataModule(SegDataModule):
         folder whose files are named alike is other data). None for a split whose files cannot be found
         (setup says why, when it needs the split)."""
         try:
-            samples = self.find_samples(split)
+            samples = self.split_samples(split)
         except ConfigError:
             return None
         root = getattr(self, "root", None)
@@ -286,7 +357,7 @@ class ImageMaskDataModule(SegDataModule):
 
     # ------------------------------------------------------------------------------------- datasets
     def build_dataset(self, split: str) -> ImageMaskDataset:
-        samples = self.find_samples(split)
+        samples = self.split_samples(split)
         name = type(self).__name__
         if not samples:
             raise ConfigError(f"{name}: the {split} split is empty; {self.empty_split_hint(split)}")

@@ -22,8 +22,9 @@ import dataclasses
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Literal, TypeVar, get_args
 
 import torch
 from torch.utils.data import Dataset, Subset
@@ -34,6 +35,7 @@ from lightning_seg.utils.atomic import atomic_write
 
 WeightRule = Literal["inverse_frequency", "median_frequency", "enet"]
 WEIGHT_RULES = get_args(WeightRule)
+T = TypeVar("T")
 _VERSION = 1  # bump when the counting changes, so old cache files are not reused
 
 
@@ -169,22 +171,67 @@ def class_statistics(
             disables caching.
         num_workers: worker processes for the pass.
     """
+    return _cached(
+        dataset,
+        f"{num_classes}|{ignore_index}",
+        cache_dir,
+        lambda: count_classes(dataset, num_classes, ignore_index, num_workers),
+        ClassStatistics.to_dict,
+        ClassStatistics.from_dict,
+    )
+
+
+def cached_image_presence(
+    dataset: Dataset,
+    num_classes: int,
+    ignore_index: int,
+    num_workers: int = 0,
+    cache_dir: str | Path | None = None,
+) -> torch.Tensor:
+    """:func:`image_presence` (bool N×C), cached as :func:`class_statistics` is (every fold of a
+    cross-validation reads the same masks to draw its folds)."""
+    return _cached(
+        dataset,
+        f"presence|{num_classes}|{ignore_index}",
+        cache_dir,
+        lambda: image_presence(dataset, num_classes, ignore_index, num_workers),
+        lambda presence: {"present": [row.nonzero().flatten().tolist() for row in presence]},
+        lambda data: _presence_from_lists(data["present"], num_classes),
+    )
+
+
+def _presence_from_lists(present: list[list[int]], num_classes: int) -> torch.Tensor:
+    presence = torch.zeros(len(present), num_classes, dtype=torch.bool)
+    for row, classes in enumerate(present):
+        presence[row, classes] = True
+    return presence
+
+
+def _cached(
+    dataset: Dataset,
+    what: str,
+    cache_dir: str | Path | None,
+    compute: Callable[[], T],
+    encode: Callable[[T], dict],
+    decode: Callable[[dict], T],
+) -> T:
+    """``compute()``, cached as JSON under a key of ``what`` and ``dataset.identity()`` when the dataset has
+    one (a damaged cache file is recomputed and replaced; an unwritable folder only disables caching)."""
     identity = getattr(dataset, "identity", None)
-    path = None
-    if identity is not None:
-        key = hashlib.sha1(f"{_VERSION}|{num_classes}|{ignore_index}|{identity()}".encode()).hexdigest()[:20]
-        path = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "stats"
-        path = path / f"{type(dataset).__name__}-{key}.json"
-        if path.is_file():
-            try:
-                return ClassStatistics.from_dict(json.loads(path.read_text()))
-            except (ValueError, KeyError):
-                pass  # a damaged cache file is recomputed and replaced
-    stats = count_classes(dataset, num_classes, ignore_index, num_workers)
-    if path is not None:
+    if identity is None:
+        return compute()
+    key = hashlib.sha1(f"{_VERSION}|{what}|{identity()}".encode()).hexdigest()[:20]
+    path = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "stats"
+    path = path / f"{type(dataset).__name__}-{key}.json"
+    if path.is_file():
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(path, json.dumps(stats.to_dict()))  # concurrent runs never read half a file
-        except OSError:
+            return decode(json.loads(path.read_text()))
+        except (ValueError, KeyError, TypeError, IndexError):
             pass
-    return stats
+    result = compute()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, json.dumps(encode(result)))  # concurrent runs never read half a file
+    except OSError:
+        pass
+    return result

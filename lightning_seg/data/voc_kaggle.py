@@ -281,7 +281,7 @@ class VOCKaggleDataModule(ImageMaskDataModule):
         if split == "predict":
             return [sample.name for sample in self.competition_samples()]
         dataset = self.datasets.get(split)
-        samples = dataset.samples if dataset is not None else self.find_samples(split)
+        samples = dataset.samples if dataset is not None else self.split_samples(split)
         return [sample.name for sample in samples]
 
     def competition_label_names(self) -> list[str]:
@@ -320,7 +320,7 @@ class VOCKaggleDataModule(ImageMaskDataModule):
 
     # -------------------------------------------------------------------------------------- datasets
     def build_dataset(self, split: str) -> NpyImageMaskDataset:
-        samples = self.find_samples(split)
+        samples = self.split_samples(split)
         if not samples:
             raise ConfigError(
                 f"{type(self).__name__}: the {split} split is empty; {self.empty_split_hint(split)}"
@@ -365,7 +365,7 @@ class VOCKaggleDataModule(ImageMaskDataModule):
     def multi_hot_labels(self, split: str = "train") -> torch.Tensor:
         """int64 N×20: the CSV label vectors of ``split``'s samples, in the dataset's order."""
         dataset = self.datasets.get(split)
-        samples = dataset.samples if dataset is not None else self.find_samples(split)
+        samples = dataset.samples if dataset is not None else self.split_samples(split)
         return torch.tensor([list(s.label) for s in samples], dtype=torch.int64).view(
             -1, len(self.label_names)
         )

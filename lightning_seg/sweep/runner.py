@@ -87,6 +87,11 @@ PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 # ------------------------------------------------------------------------------------------ the trials
+TrialName = Callable[[Trial], str]
+"""A trial's folder name when a caller names them (``cv``: ``fold_K``), instead of ``trial_NNN``."""
+Report = Callable[[list["TrialPlan"], list[ResultRow], Path], bool]
+"""What a caller makes of the finished trials (``cv``: its fold summary) instead of the sweep's table: given
+the plans, their ranked rows and the folder; True when the run has results (exit code 0)."""
 TrialChecker = Callable[[list[str]], Any]
 """A trial's ``fit`` arguments → its parsed config (a jsonargparse Namespace); ConfigError in one line when
 the CLI would refuse them."""
@@ -202,8 +207,15 @@ class SweepRecord:
         atomic_write(self.path, json.dumps(content, indent=2, default=str))
 
 
-def assign_ids(plans: list[TrialPlan], record: SweepRecord, folder: Path) -> None:
-    """A trial keeps the id (folder) the record gave it; a new one gets the next free ``trial_NNN``."""
+def assign_ids(
+    plans: list[TrialPlan], record: SweepRecord, folder: Path, name: TrialName | None = None
+) -> None:
+    """A trial keeps the id (folder) the record gave it; a new one gets ``name(trial)`` when given, else the
+    next free ``trial_NNN``."""
+    if name is not None:
+        for plan in plans:
+            plan.id = name(plan.trial)
+        return
     used = {entry.get("id", "") for entry in record.trials.values()}
     if folder.is_dir():
         used |= {path.name for path in folder.iterdir()}
@@ -404,9 +416,15 @@ def _terminate_as_interrupt() -> Iterator[None]:
 
 # -------------------------------------------------------------------------------------------- the sweep
 def run_sweep(
-    sweep: SweepFile, checker: TrialChecker, dry_run: bool = False, max_trials: int | None = None
+    sweep: SweepFile,
+    checker: TrialChecker,
+    dry_run: bool = False,
+    max_trials: int | None = None,
+    name: TrialName | None = None,
+    report: Report | None = None,
 ) -> int:
-    """Check (with ``checker``), plan, run the trials that need it, write and print the table; the exit code."""
+    """Check (with ``checker``), plan, run the trials that need it, write and print the table (or
+    ``report``); the exit code. ``name``: the trials' folder names (default ``trial_NNN``)."""
     trials = sweep.trials()[:max_trials]
     what = f"{len(trials)} of {sweep.grid_size}" if len(trials) < sweep.grid_size else str(len(trials))
     print(f"sweep {short_path(sweep.path)}: {what} trials ({sweep.method}) in {sweep.output}", flush=True)
@@ -414,7 +432,7 @@ def run_sweep(
     folder = sweep.output
     if dry_run:
         record = SweepRecord(folder, sweep.path)
-        assign_ids(plans, record, folder)
+        assign_ids(plans, record, folder, name)
         for plan in plans:
             decide(plan, record, folder)
         print_plan(plans, sweep)
@@ -430,24 +448,29 @@ def run_sweep(
     lock.acquire("another sweep runs in this folder; wait for it to finish")
     try:
         record = SweepRecord(folder, sweep.path)
-        assign_ids(plans, record, folder)
+        assign_ids(plans, record, folder, name)
         for plan in plans:
             decide(plan, record, folder)
             if plan.action == "invalid":
                 record.update(plan, status="invalid", error=plan.error)
         interrupted = _run_all(plans, folder, record)
         rows = results(plans, folder, record)
-        title = f"sweep {sweep.path.stem}: {len(rows)} trials by val/mIoU"
-        write_markdown(rows, list(sweep.parameters), folder / "results.md", title)
-        write_csv(rows, list(sweep.parameters), folder / "results.csv")
+        if report is None:
+            title = f"sweep {sweep.path.stem}: {len(rows)} trials by val/mIoU"
+            write_markdown(rows, list(sweep.parameters), folder / "results.md", title)
+            write_csv(rows, list(sweep.parameters), folder / "results.csv")
+            has_results = any(row.succeeded for row in rows)
+        else:  # an interrupted run reports when it is run again and finishes
+            has_results = not interrupted and report(plans, rows, folder)
     finally:
         lock.release()
-    print_results(rows, list(sweep.parameters), title)
-    print(f"results: {folder / 'results.md'}, {folder / 'results.csv'}")
+    if report is None:
+        print_results(rows, list(sweep.parameters), title)
+        print(f"results: {folder / 'results.md'}, {folder / 'results.csv'}")
     if interrupted:
         print("sweep interrupted; run the same command again to resume it", file=sys.stderr)
         return 1
-    return 0 if any(row.succeeded for row in rows) else 1
+    return 0 if has_results else 1
 
 
 def _run_all(plans: list[TrialPlan], folder: Path, record: SweepRecord) -> bool:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from data_trees import folder_tree, image_for, write_png
+from data_trees import folder_tree, image_for, write_index_pair, write_png
 from helpers import TINY_CALLBACKS, assert_one_line_error
 
 from lightning_seg.cli import main, run_cli
@@ -56,8 +56,7 @@ def _rare_class_tree(root: Path, count: int = 16) -> Path:
         mask[:, 24:] = 1
         if i % 4 == 0:
             mask[:4, :4] = 2
-        write_png(root / "images" / f"{'ba'[i % 6 == 0]}_{i:02d}.png", image_for(mask))
-        write_png(root / "masks" / f"{'ba'[i % 6 == 0]}_{i:02d}.png", mask.to(torch.uint8))
+        write_index_pair(root, f"{'ba'[i % 6 == 0]}_{i:02d}", mask)
     return root
 
 

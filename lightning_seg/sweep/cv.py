@@ -1,0 +1,256 @@
+"""``cv``: k-fold cross-validation, each fold its own resumable ``fit``, and the folds' mean ± std.
+
+    lightning-seg cv --config configs/X.yaml [--config more.yaml] --folds 5 [--group_by REGEX] [--seed 0]
+        [--output runs/cv/X] [--dry_run true] [fit options, e.g. --trainer.max_epochs=20]
+
+The train and val samples of the config's data module are split into ``folds`` folds (the data module's
+``folds``, ``fold`` and ``group_by`` arguments; :mod:`lightning_seg.data.folds`: stratified by the classes and
+image labels each sample holds, seeded by ``split_seed``, groups kept whole); the test split is left as it
+is. Fold K is one trial of the sweep machinery (:mod:`lightning_seg.sweep.runner`): ``fit`` in its own process
+in ``<output>/fold_K/`` with ``--data.init_args.fold=K``, so a killed or interrupted cv resumes where it
+stopped when run again (finished folds kept, an interrupted fold resumed from its ``last.ckpt``).
+
+Each finished fold's best checkpoint is then scored on its validation fold by ``validate`` (its own process,
+the run's ``config.yaml``, every mask at its stored size), once: ``<run>/validate/<date-time>/summary.json``.
+``<output>/summary.json`` holds every fold's metrics and their mean and sample standard deviation;
+``<output>/results.md`` the same as a table (mIoU, Dice, each class's IoU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from lightning_seg.errors import DEBUG_ENV, ConfigError, short_path
+from lightning_seg.sweep.runner import (
+    ERROR_PREFIX,
+    TrialChecker,
+    TrialPlan,
+    read_summary,
+    run_sweep,
+)
+from lightning_seg.sweep.spec import RESERVED, SweepFile, Trial
+from lightning_seg.sweep.table import SUCCEEDED, ResultRow
+from lightning_seg.utils.atomic import atomic_write
+from lightning_seg.utils.config_files import check_config_file
+from lightning_seg.utils.error_lines import one_line
+
+FOLD_KEY = "data.init_args.fold"
+FOLD_OPTIONS = ("data.init_args.folds", FOLD_KEY, "data.init_args.group_by")
+"""The data module's options cv sets itself: not fit options of a cv."""
+SCORED_AT_ORIGINAL_SIZE = "--data.init_args.score_at_original_size=[val, test]"
+HEADLINE = ("val/mIoU", "val/dice", "val/acc")
+"""The first rows of the table; the other metrics follow in name order."""
+
+
+def fold_name(trial: Trial) -> str:
+    """A fold's folder: ``fold_K``."""
+    return f"fold_{trial.values[FOLD_KEY]}"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lightning-seg cv",
+        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", action="append", required=True, help="a fit config (repeat to merge)")
+    parser.add_argument("--folds", type=int, required=True, help="k, at least 2")
+    parser.add_argument("--group_by", default=None, help="regex on sample names: a group shares a fold")
+    parser.add_argument("--seed", type=int, default=None, help="the folds' seed (data.split_seed)")
+    parser.add_argument("--output", default=None, help="the cv folder; default runs/cv/<config stem>")
+    parser.add_argument("--dry_run", type=lambda v: v.lower() in ("1", "true", "yes"), default=False)
+    return parser
+
+
+def parse(argv: list[str]) -> tuple[argparse.Namespace, dict[str, str]]:
+    """cv's own options, and the rest as fit options (``--key=value`` or ``--key value``) by dotted key.
+
+    Raises ConfigError in one line for a fit option cv sets itself or one without a value."""
+    options, rest = _parser().parse_known_args(argv)
+    fit: dict[str, str] = {}
+    index = 0
+    while index < len(rest):
+        arg = rest[index]
+        if not arg.startswith("--"):
+            raise ConfigError(f"cv: {arg!r} is not an option; fit options are --key=value")
+        key, equals, value = arg[2:].partition("=")
+        if not equals:
+            if index + 1 >= len(rest) or rest[index + 1].startswith("--"):
+                raise ConfigError(f"cv: --{key} needs a value")
+            value, index = rest[index + 1], index + 1
+        if (
+            key in RESERVED
+            or key in FOLD_OPTIONS
+            or key.removeprefix("data.") in ("folds", "fold", "group_by")
+        ):
+            raise ConfigError(f"cv: --{key} is set by cv itself (use --folds, --group_by, --output)")
+        fit[key] = value
+        index += 1
+    if options.folds < 2:
+        raise ConfigError(f"cv: --folds must be at least 2, got {options.folds}")
+    return options, fit
+
+
+def cv_sweep(options: argparse.Namespace, fit: dict[str, str]) -> SweepFile:
+    """The sweep that trains the folds: one trial per fold, the fold options and ``fit`` fixed."""
+    for config in options.config:
+        check_config_file(Path(config))
+    # the fit options first: one of them may switch the data class, whose arguments the fold options are
+    overrides: dict[str, Any] = {**fit, "data.init_args.folds": options.folds}
+    if options.group_by is not None:
+        overrides["data.init_args.group_by"] = options.group_by
+    if options.seed is not None:
+        overrides["data.init_args.split_seed"] = options.seed
+    output = Path(options.output) if options.output else Path("runs") / "cv" / Path(options.config[0]).stem
+    return SweepFile(
+        path=Path(options.config[0]),
+        base=tuple(options.config),
+        parameters={FOLD_KEY: list(range(options.folds))},
+        overrides=overrides,
+        output=output,
+    )
+
+
+def validated(run: Path, checkpoint: str, log: Path) -> dict[str, Any] | None:
+    """The ``validate`` summary of ``checkpoint`` in ``run``: the one written before, else a new one from its
+    own process (its output in ``log``). None when validation failed (the log says why)."""
+    for path in sorted((run / "validate").glob("*/summary.json")):
+        summary = json.loads(path.read_text())
+        if summary.get("evaluated_checkpoint") == checkpoint and summary.get("metrics"):
+            return summary
+    command = [
+        sys.executable, "-m", "lightning_seg", "validate", "--config", str(run / "config.yaml"),
+        "--ckpt_path", checkpoint, SCORED_AT_ORIGINAL_SIZE,
+    ]  # fmt: skip
+    with log.open("w") as out:
+        done = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ}, check=False)
+    if done.returncode != 0:
+        return None
+    found = [json.loads(p.read_text()) for p in sorted((run / "validate").glob("*/summary.json"))]
+    return next((s for s in reversed(found) if s.get("evaluated_checkpoint") == checkpoint), None)
+
+
+def fold_results(plans: list[TrialPlan], rows: list[ResultRow], folder: Path) -> list[dict[str, Any]]:
+    """Each fold's run, status, best checkpoint and validation metrics (None where it has none)."""
+    status = {row.trial: row for row in rows}
+    folds = []
+    for plan in sorted(plans, key=lambda p: p.trial.values[FOLD_KEY]):
+        row = status.get(plan.id)
+        run = plan.run_folder(folder)
+        summary = read_summary(run) or {}
+        checkpoint = summary.get("best_checkpoint")
+        entry: dict[str, Any] = {
+            "fold": plan.trial.values[FOLD_KEY],
+            "status": row.status if row is not None else plan.action,
+            "run": str(run) if run is not None else None,
+            "checkpoint": checkpoint,
+            "metrics": None,
+        }
+        if run is not None and checkpoint and entry["status"] in SUCCEEDED:
+            log = plan.folder(folder) / "validate.log"
+            print(
+                f"cv: {plan.id}: scoring {short_path(Path(checkpoint))} on its fold (log: {log})", flush=True
+            )
+            scored = validated(run, checkpoint, log)
+            if scored is None:
+                entry["status"], entry["error"] = "failed", f"validate failed; see {log}"
+            else:
+                entry["metrics"] = {k: v for k, v in scored["metrics"].items() if isinstance(v, int | float)}
+        folds.append(entry)
+    return folds
+
+
+def aggregate(folds: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
+    """Per metric over the folds that have it: ``mean``, ``std`` (sample, n-1; None for one fold), ``n``."""
+    keys = sorted({key for fold in folds if fold["metrics"] for key in fold["metrics"]})
+    out: dict[str, dict[str, float | None]] = {}
+    for key in keys:
+        values = [fold["metrics"][key] for fold in folds if fold["metrics"] and key in fold["metrics"]]
+        out[key] = {
+            "mean": statistics.fmean(values),
+            "std": statistics.stdev(values) if len(values) > 1 else None,
+            "n": len(values),
+        }
+    return out
+
+
+def _ordered(keys: list[str]) -> list[str]:
+    head = [key for key in HEADLINE if key in keys]
+    return head + sorted(key for key in keys if key not in head)
+
+
+def markdown(title: str, folds: list[dict[str, Any]], stats: dict[str, dict[str, float | None]]) -> str:
+    """The table: one row per metric, mean ± std, then each fold."""
+    headers = ["metric", "mean ± std", *(f"fold {fold['fold']}" for fold in folds)]
+    lines = [f"# {title}", "", "| " + " | ".join(headers) + " |", "|---|---:|" + "---:|" * len(folds)]
+    for key in _ordered(list(stats)):
+        stat = stats[key]
+        spread = f" ± {stat['std']:.4f}" if stat["std"] is not None else ""
+        cells = [
+            f"{fold['metrics'][key]:.4f}" if fold["metrics"] and key in fold["metrics"] else fold["status"]
+            for fold in folds
+        ]
+        lines.append(f"| {key} | {stat['mean']:.4f}{spread} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Each fold's best checkpoint (by its run's monitor) scored by `validate` on its validation fold, every "
+        "mask at its stored size; std is the sample standard deviation over the folds (n - 1).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def report(
+    sweep: SweepFile, group_by: str | None, plans: list[TrialPlan], rows: list[ResultRow], folder: Path
+) -> bool:
+    """Score the finished folds, write ``summary.json`` and ``results.md``, print the headline; True when a
+    fold has metrics."""
+    folds = fold_results(plans, rows, folder)
+    stats = aggregate(folds)
+    summary = {
+        "folds": len(folds),
+        "group_by": group_by,
+        "config": list(sweep.base),
+        "overrides": sweep.overrides,
+        "per_fold": folds,
+        "mean": {key: stat["mean"] for key, stat in stats.items()},
+        "std": {key: stat["std"] for key, stat in stats.items()},
+        "scored": sum(fold["metrics"] is not None for fold in folds),
+    }
+    atomic_write(folder / "summary.json", json.dumps(summary, indent=2) + "\n")
+    title = f"cv {sweep.path.stem}: {len(folds)} folds"
+    atomic_write(folder / "results.md", markdown(title, folds, stats))
+    for key in [k for k in HEADLINE if k in stats]:
+        stat = stats[key]
+        spread = f" ± {stat['std']:.4f}" if stat["std"] is not None else ""
+        print(f"cv: {key} {stat['mean']:.4f}{spread} over {stat['n']} of {len(folds)} folds", flush=True)
+    print(f"results: {folder / 'results.md'}, {folder / 'summary.json'}")
+    return summary["scored"] > 0
+
+
+def main(argv: list[str], checker: TrialChecker) -> int:
+    """``lightning-seg cv ...``: 0 when a fold has results, 1 when none has or on Ctrl-C, 2 on bad input."""
+    try:
+        options, fit = parse(argv)
+        sweep = cv_sweep(options, fit)
+        return run_sweep(
+            sweep,
+            checker,
+            dry_run=options.dry_run,
+            name=fold_name,
+            report=lambda plans, rows, folder: report(sweep, options.group_by, plans, rows, folder),
+        )
+    except ConfigError as error:
+        if os.environ.get(DEBUG_ENV):
+            raise
+        print(f"{ERROR_PREFIX}{one_line(error)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lightning-seg: cv interrupted; run the same command again to resume it", file=sys.stderr)
+        return 1
