@@ -209,10 +209,12 @@ class ImageMaskDataModule(SegDataModule):
             such images at setup (their high byte alone would keep 16 grey levels of 12-bit data).
         folds: cross-validation (``lightning-seg cv`` sets it): the train and val samples together are
             split into this many folds (:mod:`lightning_seg.data.folds`: stratified by the classes and
-            image labels each sample holds, seeded by ``split_seed``); ``fold`` is validated on, the others
+            image labels each sample holds, seeded by ``fold_seed``); ``fold`` is validated on, the others
             trained on; the test split is left as it is. None: the dataset's own train/val split.
         fold: the fold validated on, 0..folds-1.
-        group_by: a regex on the sample name (its image path below the dataset root, without suffix): the
+        fold_seed: the folds' seed (``split_seed`` draws the test split where the data has no fixed one, so
+            changing the folds never moves the test images).
+        group_by: a regex on the sample name (its image path below the image folder, without suffix): the
             samples whose matches (first capture group, else the whole match) agree share a fold, e.g.
             ``'^([^_]+)_'`` for CamVid's drives. None: every sample alone.
         **kwargs: :class:`SegDataModule` arguments (batch size, workers, augmentation, normalisation).
@@ -227,6 +229,7 @@ class ImageMaskDataModule(SegDataModule):
         image_value_range: tuple[float, float] | None = None,
         folds: int | None = None,
         fold: int = 0,
+        fold_seed: int = 0,
         group_by: str | None = None,
         **kwargs,
     ) -> None:
@@ -254,7 +257,7 @@ class ImageMaskDataModule(SegDataModule):
         self.on_bad_sample = on_bad_sample
         self.check_files = check_files
         self.split_seed = split_seed
-        self.folds, self.fold, self.group_by = folds, fold, group_by
+        self.folds, self.fold, self.fold_seed, self.group_by = folds, fold, fold_seed, group_by
         #: per split: how many samples setup dropped as bad (``on_bad_sample="skip"``)
         self.skipped: dict[str, int] = {}
         self._splits: dict[str, list[SampleFile]] | None = None
@@ -309,7 +312,7 @@ class ImageMaskDataModule(SegDataModule):
         if self.label_names:
             presence = torch.cat([presence, self._label_rows(pool)], dim=1)
         groups = group_keys([sample.name for sample in pool], self.group_by)
-        assigned = assign_folds(presence, groups, self.folds, self.split_seed)  # type: ignore[arg-type]
+        assigned = assign_folds(presence, groups, self.folds, self.fold_seed)  # type: ignore[arg-type]
         return {
             "train": [s for s, f in zip(pool, assigned, strict=True) if f != self.fold],
             "val": [s for s, f in zip(pool, assigned, strict=True) if f == self.fold],

@@ -5,7 +5,7 @@
 
 The train and val samples of the config's data module are split into ``folds`` folds (the data module's
 ``folds``, ``fold`` and ``group_by`` arguments; :mod:`lightning_seg.data.folds`: stratified by the classes and
-image labels each sample holds, seeded by ``split_seed``, groups kept whole); the test split is left as it
+image labels each sample holds, seeded by ``fold_seed``, groups kept whole); the test split is left as it
 is. Fold K is one trial of the sweep machinery (:mod:`lightning_seg.sweep.runner`): ``fit`` in its own process
 in ``<output>/fold_K/`` with ``--data.init_args.fold=K``, so a killed or interrupted cv resumes where it
 stopped when run again (finished folds kept, an interrupted fold resumed from its ``last.ckpt``).
@@ -42,7 +42,7 @@ from lightning_seg.utils.config_files import check_config_file
 from lightning_seg.utils.error_lines import one_line
 
 FOLD_KEY = "data.init_args.fold"
-FOLD_OPTIONS = ("data.init_args.folds", FOLD_KEY, "data.init_args.group_by")
+FOLD_OPTIONS = ("data.init_args.folds", FOLD_KEY, "data.init_args.group_by", "data.init_args.fold_seed")
 """The data module's options cv sets itself: not fit options of a cv."""
 SCORED_AT_ORIGINAL_SIZE = "--data.init_args.score_at_original_size=[val, test]"
 HEADLINE = ("val/mIoU", "val/dice", "val/acc")
@@ -63,9 +63,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", action="append", required=True, help="a fit config (repeat to merge)")
     parser.add_argument("--folds", type=int, required=True, help="k, at least 2")
     parser.add_argument("--group_by", default=None, help="regex on sample names: a group shares a fold")
-    parser.add_argument("--seed", type=int, default=None, help="the folds' seed (data.split_seed)")
+    parser.add_argument("--seed", type=int, default=0, help="the folds' seed (data.fold_seed)")
     parser.add_argument("--output", default=None, help="the cv folder; default runs/cv/<config stem>")
-    parser.add_argument("--dry_run", type=lambda v: v.lower() in ("1", "true", "yes"), default=False)
+    parser.add_argument(
+        "--dry_run", choices=("true", "false"), default="false", help="print the folds' commands"
+    )
     return parser
 
 
@@ -85,12 +87,14 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, dict[str, str]]:
             if index + 1 >= len(rest) or rest[index + 1].startswith("--"):
                 raise ConfigError(f"cv: --{key} needs a value")
             value, index = rest[index + 1], index + 1
-        if (
-            key in RESERVED
-            or key in FOLD_OPTIONS
-            or key.removeprefix("data.") in ("folds", "fold", "group_by")
-        ):
-            raise ConfigError(f"cv: --{key} is set by cv itself (use --folds, --group_by, --output)")
+        own = key.removeprefix("data.").removeprefix("init_args.")
+        if key in RESERVED or key in FOLD_OPTIONS or own in ("folds", "fold", "group_by", "fold_seed"):
+            raise ConfigError(f"cv: --{key} is set by cv itself (use --folds, --group_by, --seed, --output)")
+        if key == "budget":
+            raise ConfigError(
+                "cv: --budget would time each fold on its own (folds of different lengths, and an interrupted "
+                "fold could not resume); set --trainer.max_epochs, e.g. the epochs a fit --budget chose"
+            )
         fit[key] = value
         index += 1
     if options.folds < 2:
@@ -103,11 +107,13 @@ def cv_sweep(options: argparse.Namespace, fit: dict[str, str]) -> SweepFile:
     for config in options.config:
         check_config_file(Path(config))
     # the fit options first: one of them may switch the data class, whose arguments the fold options are
-    overrides: dict[str, Any] = {**fit, "data.init_args.folds": options.folds}
-    if options.group_by is not None:
-        overrides["data.init_args.group_by"] = options.group_by
-    if options.seed is not None:
-        overrides["data.init_args.split_seed"] = options.seed
+    # every fold option is set, so a config that holds one of its own (a fold's config.yaml) never leaks it
+    overrides: dict[str, Any] = {
+        **fit,
+        "data.init_args.folds": options.folds,
+        "data.init_args.group_by": options.group_by,
+        "data.init_args.fold_seed": options.seed,
+    }
     output = Path(options.output) if options.output else Path("runs") / "cv" / Path(options.config[0]).stem
     return SweepFile(
         path=Path(options.config[0]),
@@ -118,23 +124,27 @@ def cv_sweep(options: argparse.Namespace, fit: dict[str, str]) -> SweepFile:
     )
 
 
-def validated(run: Path, checkpoint: str, log: Path) -> dict[str, Any] | None:
-    """The ``validate`` summary of ``checkpoint`` in ``run``: the one written before, else a new one from its
-    own process (its output in ``log``). None when validation failed (the log says why)."""
-    for path in sorted((run / "validate").glob("*/summary.json")):
-        summary = json.loads(path.read_text())
-        if summary.get("evaluated_checkpoint") == checkpoint and summary.get("metrics"):
-            return summary
+def validated(run: Path, checkpoint: str, record: Path, log: Path) -> dict[str, Any] | None:
+    """The ``validate`` summary cv wrote for ``checkpoint`` (named in ``record``, so a validate the user ran
+    with other options is never taken for it), else a new one from its own process (its output in ``log``).
+    None when validation failed (the log says why)."""
+    if record.is_file():
+        known = json.loads(record.read_text())
+        path = Path(known.get("summary", ""))
+        if known.get("checkpoint") == checkpoint and path.is_file():
+            return json.loads(path.read_text())
+    before = set((run / "validate").glob("*/summary.json"))
     command = [
         sys.executable, "-m", "lightning_seg", "validate", "--config", str(run / "config.yaml"),
         "--ckpt_path", checkpoint, SCORED_AT_ORIGINAL_SIZE,
     ]  # fmt: skip
     with log.open("w") as out:
         done = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ}, check=False)
-    if done.returncode != 0:
+    written = sorted(set((run / "validate").glob("*/summary.json")) - before)
+    if done.returncode != 0 or len(written) != 1:
         return None
-    found = [json.loads(p.read_text()) for p in sorted((run / "validate").glob("*/summary.json"))]
-    return next((s for s in reversed(found) if s.get("evaluated_checkpoint") == checkpoint), None)
+    atomic_write(record, json.dumps({"checkpoint": checkpoint, "summary": str(written[0])}, indent=2) + "\n")
+    return json.loads(written[0].read_text())
 
 
 def fold_results(plans: list[TrialPlan], rows: list[ResultRow], folder: Path) -> list[dict[str, Any]]:
@@ -149,16 +159,19 @@ def fold_results(plans: list[TrialPlan], rows: list[ResultRow], folder: Path) ->
         entry: dict[str, Any] = {
             "fold": plan.trial.values[FOLD_KEY],
             "status": row.status if row is not None else plan.action,
+            "error": row.error if row is not None else plan.error,
             "run": str(run) if run is not None else None,
             "checkpoint": checkpoint,
             "metrics": None,
         }
-        if run is not None and checkpoint and entry["status"] in SUCCEEDED:
+        if entry["status"] in SUCCEEDED and not checkpoint:
+            entry["error"] = "no checkpoint to score: the config needs a ModelCheckpoint"
+        elif run is not None and checkpoint and entry["status"] in SUCCEEDED:
             log = plan.folder(folder) / "validate.log"
             print(
                 f"cv: {plan.id}: scoring {short_path(Path(checkpoint))} on its fold (log: {log})", flush=True
             )
-            scored = validated(run, checkpoint, log)
+            scored = validated(run, checkpoint, plan.folder(folder) / "scored.json", log)
             if scored is None:
                 entry["status"], entry["error"] = "failed", f"validate failed; see {log}"
             else:
@@ -188,8 +201,8 @@ def _ordered(keys: list[str]) -> list[str]:
 
 def markdown(title: str, folds: list[dict[str, Any]], stats: dict[str, dict[str, float | None]]) -> str:
     """The table: one row per metric, mean ± std, then each fold."""
-    headers = ["metric", "mean ± std", *(f"fold {fold['fold']}" for fold in folds)]
-    lines = [f"# {title}", "", "| " + " | ".join(headers) + " |", "|---|---:|" + "---:|" * len(folds)]
+    headers = ["metric", "mean ± std", "folds", *(f"fold {fold['fold']}" for fold in folds)]
+    lines = [f"# {title}", "", "| " + " | ".join(headers) + " |", "|---|---:|---:|" + "---:|" * len(folds)]
     for key in _ordered(list(stats)):
         stat = stats[key]
         spread = f" ± {stat['std']:.4f}" if stat["std"] is not None else ""
@@ -197,11 +210,14 @@ def markdown(title: str, folds: list[dict[str, Any]], stats: dict[str, dict[str,
             f"{fold['metrics'][key]:.4f}" if fold["metrics"] and key in fold["metrics"] else fold["status"]
             for fold in folds
         ]
-        lines.append(f"| {key} | {stat['mean']:.4f}{spread} | " + " | ".join(cells) + " |")
+        lines.append(f"| {key} | {stat['mean']:.4f}{spread} | {stat['n']} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        "Each fold's best checkpoint (by its run's monitor) scored by `validate` on its validation fold, every "
-        "mask at its stored size; std is the sample standard deviation over the folds (n - 1).",
+        "Each fold's best checkpoint (its ModelCheckpoint's) scored by `validate` on its validation fold, every "
+        "mask at its stored size; std is the sample standard deviation over the folds scored (n - 1).",
+    ]
+    lines += [
+        f"- fold {fold['fold']}: {fold['status']}: {fold['error']}" for fold in folds if fold.get("error")
     ]
     return "\n".join(lines) + "\n"
 
@@ -231,18 +247,25 @@ def report(
         spread = f" ± {stat['std']:.4f}" if stat["std"] is not None else ""
         print(f"cv: {key} {stat['mean']:.4f}{spread} over {stat['n']} of {len(folds)} folds", flush=True)
     print(f"results: {folder / 'results.md'}, {folder / 'summary.json'}")
-    return summary["scored"] > 0
+    if summary["scored"] < len(folds):
+        print(
+            f"cv: {summary['scored']} of {len(folds)} folds scored (results.md says why); the means are over "
+            "those; run the same command again to resume",
+            file=sys.stderr,
+        )
+    return summary["scored"] == len(folds)
 
 
 def main(argv: list[str], checker: TrialChecker) -> int:
-    """``lightning-seg cv ...``: 0 when a fold has results, 1 when none has or on Ctrl-C, 2 on bad input."""
+    """``lightning-seg cv ...``: 0 when every fold is scored, 1 when one is not (the means are then over the
+    others) or on Ctrl-C, 2 on bad input."""
     try:
         options, fit = parse(argv)
         sweep = cv_sweep(options, fit)
         return run_sweep(
             sweep,
             checker,
-            dry_run=options.dry_run,
+            dry_run=options.dry_run == "true",
             name=fold_name,
             report=lambda plans, rows, folder: report(sweep, options.group_by, plans, rows, folder),
         )

@@ -118,8 +118,10 @@ def test_cv_fits_each_fold_scores_it_on_its_fold_and_a_rerun_keeps_it(tmp_path: 
     # the same command again: both folds kept, each scored once (no second validate run)
     assert main(_cv_args(data, output)) == 0
     assert "2 trials finished before, kept" in capsys.readouterr().out
-    for fold in summary["per_fold"]:
+    for k, fold in enumerate(summary["per_fold"]):
         assert len(list((Path(fold["run"]) / "validate").glob("*/summary.json"))) == 1
+        scored = json.loads((output / f"fold_{k}" / "scored.json").read_text())
+        assert scored["checkpoint"] == fold["checkpoint"]
     assert json.loads((output / "summary.json").read_text())["mean"] == summary["mean"]
 
 
@@ -129,6 +131,10 @@ def test_cv_options_it_sets_itself_are_refused_in_one_line(tmp_path: Path, capsy
     assert_one_line_error(capsys, "--data.init_args.fold is set by cv itself")
     assert main(_cv_args(data, tmp_path / "cv", "--trainer.default_root_dir=x")) == 2
     assert_one_line_error(capsys, "--trainer.default_root_dir is set by cv itself")
+    assert main(_cv_args(data, tmp_path / "cv", "--data.fold_seed=3")) == 2
+    assert_one_line_error(capsys, "--data.fold_seed is set by cv itself")
+    assert main(_cv_args(data, tmp_path / "cv", "--budget", "5m")) == 2
+    assert_one_line_error(capsys, "cv: --budget would time each fold on its own")
     assert main(["cv", "--config", DEFAULT_CONFIG, "--folds", "1"]) == 2
     assert_one_line_error(capsys, "--folds must be at least 2")
 
