@@ -303,12 +303,14 @@ class ImageMaskDataModule(SegDataModule):
         classes its masks hold (read once at :attr:`size`, cached) and its image labels: {"train": the
         other folds, "val": fold :attr:`fold`}, each in name order."""
         pool = sorted(pool, key=lambda sample: sample.name)
-        readable = [sample for sample in pool if sample.error is None]
+        readable = [i for i, sample in enumerate(pool) if sample.error is None]
         presence = torch.zeros(len(pool), self.num_classes, dtype=torch.bool)
         if readable:  # a sample with a missing mask holds nothing here; setup says what is wrong with it
-            dataset = ImageMaskDataset(readable, self.mask_encoder(), self.size, self.image_value_range)
-            read = cached_image_presence(dataset, self.num_classes, self.ignore_index, self.num_workers)
-            presence[[i for i, s in enumerate(pool) if s.error is None]] = read
+            samples = [pool[i] for i in readable]
+            dataset = ImageMaskDataset(samples, self.mask_encoder(), self.size, self.image_value_range)
+            presence[readable] = cached_image_presence(
+                dataset, self.num_classes, self.ignore_index, self.num_workers
+            )
         if self.label_names:
             presence = torch.cat([presence, self._label_rows(pool)], dim=1)
         groups = group_keys([sample.name for sample in pool], self.group_by)

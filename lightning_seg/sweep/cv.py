@@ -40,6 +40,7 @@ from lightning_seg.sweep.table import SUCCEEDED, ResultRow
 from lightning_seg.utils.atomic import atomic_write
 from lightning_seg.utils.config_files import check_config_file
 from lightning_seg.utils.error_lines import one_line
+from lightning_seg.utils.options import option_groups
 
 FOLD_KEY = "data.init_args.fold"
 FOLD_OPTIONS = ("data.init_args.folds", FOLD_KEY, "data.init_args.group_by", "data.init_args.fold_seed")
@@ -77,16 +78,15 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, dict[str, str]]:
     Raises ConfigError in one line for a fit option cv sets itself or one without a value."""
     options, rest = _parser().parse_known_args(argv)
     fit: dict[str, str] = {}
-    index = 0
-    while index < len(rest):
-        arg = rest[index]
+    for group in option_groups(rest):
+        arg = group[0]
         if not arg.startswith("--"):
             raise ConfigError(f"cv: {arg!r} is not an option; fit options are --key=value")
         key, equals, value = arg[2:].partition("=")
         if not equals:
-            if index + 1 >= len(rest) or rest[index + 1].startswith("--"):
+            if len(group) < 2:
                 raise ConfigError(f"cv: --{key} needs a value")
-            value, index = rest[index + 1], index + 1
+            value = group[1]
         own = key.removeprefix("data.").removeprefix("init_args.")
         if key in RESERVED or key in FOLD_OPTIONS or own in ("folds", "fold", "group_by", "fold_seed"):
             raise ConfigError(f"cv: --{key} is set by cv itself (use --folds, --group_by, --seed, --output)")
@@ -96,7 +96,6 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, dict[str, str]]:
                 "fold could not resume); set --trainer.max_epochs, e.g. the epochs a fit --budget chose"
             )
         fit[key] = value
-        index += 1
     if options.folds < 2:
         raise ConfigError(f"cv: --folds must be at least 2, got {options.folds}")
     return options, fit
@@ -139,7 +138,7 @@ def validated(run: Path, checkpoint: str, record: Path, log: Path) -> dict[str, 
         "--ckpt_path", checkpoint, SCORED_AT_ORIGINAL_SIZE,
     ]  # fmt: skip
     with log.open("w") as out:
-        done = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ}, check=False)
+        done = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, check=False)
     written = sorted(set((run / "validate").glob("*/summary.json")) - before)
     if done.returncode != 0 or len(written) != 1:
         return None

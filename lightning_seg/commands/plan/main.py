@@ -28,6 +28,7 @@ from lightning_seg.errors import ConfigError, truncate
 from lightning_seg.models.smp import SMPNet
 from lightning_seg.models.unet import UNet
 from lightning_seg.utils.atomic import atomic_write
+from lightning_seg.utils.options import option_groups
 from lightning_seg.utils.parse_errors import reduce_parse_error
 
 MIN_SAMPLES = {"train": 4, "val": 1, "test": 1}
@@ -177,16 +178,9 @@ def split_plan_args(fit_args: list[str]) -> tuple[list[str], list[str]]:
     after the plan's config (``--budget``, ``--trainer.*``). Options are ``--name value`` or ``--name=value``."""
     plan: list[str] = []
     fit: list[str] = []
-    index = 0
-    while index < len(fit_args):
-        arg = fit_args[index]
-        takes_value = (
-            "=" not in arg and index + 1 < len(fit_args) and not fit_args[index + 1].startswith("--")
-        )
-        group = [arg, fit_args[index + 1]] if takes_value else [arg]
-        name = arg.split("=", 1)[0]
+    for group in option_groups(fit_args):
+        name = group[0].split("=", 1)[0]
         (plan if name.startswith("--data.") or name == "--output" else fit).extend(group)
-        index += len(group)
     return plan, fit
 
 
