@@ -67,6 +67,8 @@ def evaluated_split(subcommand: str, config: Any) -> str | None:
     """The split ``subcommand`` scores (None: one that scores no split against the training data)."""
     if subcommand in SCORED_SPLIT:
         return SCORED_SPLIT[subcommand]
+    if subcommand == "tune" and config.get("oof"):
+        return None  # calibrates on a cv's out-of-fold files, not on a split
     if subcommand in SPLIT_CHECKED:
         split = config.get("split")
         return None if subcommand == "attack" and split == "predict" else split

@@ -9,6 +9,7 @@ import time
 
 from lightning_seg.cli.app import run_cli
 from lightning_seg.cli.sweep_check import FitArgsChecker
+from lightning_seg.commands.ensemble import main as ensemble_main
 from lightning_seg.commands.plan.main import main as plan_main
 from lightning_seg.commands.plan.main import planned_fit, run_plan, split_plan_args
 from lightning_seg.errors import DEBUG_ENV, NothingToDo, TrainingDiverged
@@ -39,6 +40,9 @@ def main(args: list[str] | None = None) -> int:
         # not a Trainer method: many fit runs, each in its own process (lightning_seg/sweep/runner.py),
         # their arguments checked with fit's own parser
         return sweep_main(argv[1:], FitArgsChecker())
+    if argv[:1] == ["ensemble"]:
+        # not a Trainer method: reads checkpoints, writes one (lightning_seg/commands/ensemble.py)
+        return ensemble_main(argv[1:])
     if argv[:1] == ["cv"]:
         # k folds, each a sweep trial: its own fit process, resumable (lightning_seg/sweep/cv.py)
         return cv_main(argv[1:], FitArgsChecker())
@@ -48,6 +52,7 @@ def main(args: list[str] | None = None) -> int:
         if argv[:1] in (["-h"], ["--help"]):  # LightningCLI lists the Trainer's subcommands, not sweep
             print("\nalso: sweep  many fit runs over config overrides, ranked (sweep --help)")
             print("      cv     k-fold cross-validation: a fit per fold, their mean ± std (cv --help)")
+            print("      ensemble  several checkpoints (or a cv's folds) as one model (ensemble --help)")
             print(
                 "      plan   read a folder of images and masks, write the config to train on it (plan --help)"
             )

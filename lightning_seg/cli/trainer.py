@@ -28,6 +28,7 @@ class SegTrainer(L.Trainer):
         metric: Literal["dice", "iou"] = "dice",
         steps: int = 101,
         weights_only: bool | None = None,
+        oof: str | None = None,
     ) -> dict[str, Any]:
         """Tune per-class probability thresholds on the validation split and write them beside the checkpoint.
 
@@ -39,8 +40,11 @@ class SegTrainer(L.Trainer):
             metric: the one-vs-rest score each class's threshold maximises: dice (F1) or iou.
             steps: thresholds in the grid 0..1 (101: steps of 0.01).
             weights_only: how the checkpoint is loaded (as for ``validate``; a run's config.yaml states it).
+            oof: a cv folder: calibrate on its folds' out-of-fold probabilities (every training image, each
+                predicted by the fold model that never saw it) instead of a pass over val; for the cv's
+                ensemble (``--config <cv>/ensemble/config.yaml``), whose members trained on val.
         """
-        return tune_thresholds(self, model, datamodule, ckpt_path, split, metric, steps, weights_only)
+        return tune_thresholds(self, model, datamodule, ckpt_path, split, metric, steps, weights_only, oof)
 
     def submit(
         self,

@@ -14,6 +14,7 @@ gives the before/after table that ``tune`` prints and records.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 from lightning_seg.callbacks.base import CommandPass, attached
+from lightning_seg.callbacks.out_of_fold import load_out_of_fold, read_out_of_fold
 from lightning_seg.checkpoints.load import load_weights
 from lightning_seg.checkpoints.read import read_checkpoint
 from lightning_seg.commands.model_pass import ModelPass
@@ -187,6 +189,40 @@ def _verification_chain(model: SegmentationModule, path: Path) -> PostProcess:
     return PostProcess(steps)
 
 
+def out_of_fold_files(model: SegmentationModule, cv: Path) -> tuple[list[Path], dict[str, Any]]:
+    """Every out-of-fold file of a cv folder (``fold_*/oof``), checked against ``model``'s classes; with a
+    description for the record. ConfigError in one line for a folder without them, an unfinished fold, or
+    other classes."""
+    folders = sorted(cv.glob("fold_*/oof"))
+    if not folders:
+        raise ConfigError(
+            f"tune --oof {short_path(cv)}: no fold_*/oof folders (a cv folder whose folds were scored by this "
+            "version writes them; run the cv command again)"
+        )
+    files: list[Path] = []
+    binary = set()
+    for folder in folders:
+        index, found = read_out_of_fold(folder)
+        if index.get("class_names") != list(model.class_names):
+            raise ConfigError(
+                f"tune --oof: {short_path(folder)} holds classes {index.get('class_names')}, the model has "
+                f"{list(model.class_names)}"
+            )
+        binary.add(bool(index.get("binary_head")))
+        files += found
+    if len(binary) > 1:
+        raise ConfigError(f"tune --oof {short_path(cv)}: folds mix one-channel and K-channel heads")
+    model.evaluation.binary_head = binary.pop()
+    return files, {"folder": str(cv), "folds": len(folders), "images": len(files)}
+
+
+def _stored_predictions(files: list[Path]) -> Iterator[tuple[list[Prediction], list[torch.Tensor]]]:
+    """Each out-of-fold file as one image's prediction (float32 K×H×W) and int64 H×W truth."""
+    for file in files:
+        probabilities, mask = load_out_of_fold(file)
+        yield [Prediction(probabilities=probabilities)], [mask]
+
+
 def tune_thresholds(
     trainer: L.Trainer,
     model: SegmentationModule,
@@ -196,23 +232,40 @@ def tune_thresholds(
     metric: str,
     steps: int,
     weights_only: bool | None = None,
+    oof: str | None = None,
 ) -> dict[str, Any]:
-    """Run the calibration pass, write the thresholds, verify them; returns the record written."""
+    """Run the calibration pass (or read a cv's out-of-fold probabilities, ``oof``), write the thresholds,
+    verify them; returns the record written."""
     _check_arguments(split, steps, model)
     model.check_label_consistency()  # before the pass, not after it
-    if datamodule is None:
+    if datamodule is None and oof is None:
         raise ConfigError("tune needs a data module (data: in the config) with a val split")
+    if oof is not None and model.postprocess.before_decision():
+        raise ConfigError(
+            f"tune --oof: the out-of-fold files hold probabilities before post-processing, and "
+            f"{model.postprocess.before_decision()[0].describe()} reads each image; tune on val (without --oof), "
+            "or leave that step out"
+        )
     # a multi-label head's thresholds too (its histogram stays empty for a net without a head)
     multi_label = getattr(model, "label_mode", None) == "multi"
     search = ThresholdSearch(
-        model.num_classes, model.ignore_index, len(model.label_names) if multi_label else None, steps
+        model.num_classes,
+        model.ignore_index,
+        len(model.label_names) if multi_label and oof is None else None,  # no label probabilities stored
+        steps,
     )
-    if ckpt_path is not None:
-        load_weights(model, read_checkpoint(ckpt_path, weights_only, cache=True), ckpt_path)
     checkpoint = ckpt_path
-    # calibrate on the masks as stored, at the size test and predict decide at
-    with attached(trainer, CommandPass("tune")), datamodule.evaluate("val"):
-        trainer.validate(ThresholdCalibration(model, search), datamodule=datamodule, verbose=False)
+    stored: dict[str, Any] | None = None
+    if oof is not None:
+        files, stored = out_of_fold_files(model, Path(oof))
+        for predictions, truths in _stored_predictions(files):
+            search.update(predictions, truths, None, None)
+    else:
+        if ckpt_path is not None:
+            load_weights(model, read_checkpoint(ckpt_path, weights_only, cache=True), ckpt_path)
+        # calibrate on the masks as stored, at the size test and predict decide at
+        with attached(trainer, CommandPass("tune")), datamodule.evaluate("val"):
+            trainer.validate(ThresholdCalibration(model, search), datamodule=datamodule, verbose=False)
     result = best_thresholds(search.classes, metric)
     at_half = _score_at(search.classes, metric, 0.5)
     labels = (
@@ -229,7 +282,8 @@ def tune_thresholds(
         "checkpoint": str(checkpoint) if checkpoint else None,
         "checkpoint_sha256": file_digest(checkpoint) if checkpoint and Path(checkpoint).is_file() else None,
         "class_names": list(model.class_names),
-        "split": split,
+        "split": "out-of-fold" if stored is not None else split,
+        "out_of_fold": stored,
         "metric": metric,
         "grid": {"start": 0.0, "stop": 1.0, "steps": steps},
         "inference": model.inference.describe(),
@@ -250,11 +304,15 @@ def tune_thresholds(
     trainer.strategy.barrier()
     record["curves"] = curves  # the command's record only, not the thresholds file that test reads
 
-    # the before/after table: val through the whole chain with the new thresholds
-    scoring = ChainScoring(model, _verification_chain(model, target), ckpt_path)
-    with attached(trainer, CommandPass("tune")), datamodule.evaluate("val"):
-        trainer.validate(scoring, datamodule=datamodule, verbose=False)
-    record["stages"] = scoring.table
+    # the before/after table: val (or the out-of-fold files) through the whole chain with the new thresholds
+    chain = _verification_chain(model, target)
+    if stored is not None:
+        record["stages"] = _score_stored(model, chain, ckpt_path, files)
+    else:
+        scoring = ChainScoring(model, chain, ckpt_path)
+        with attached(trainer, CommandPass("tune")), datamodule.evaluate("val"):
+            trainer.validate(scoring, datamodule=datamodule, verbose=False)
+        record["stages"] = scoring.table
     record["thresholds_file"] = str(target)
     if trainer.is_global_zero:
         folder = Path(trainer.default_root_dir)
@@ -264,6 +322,21 @@ def tune_thresholds(
         atomic_write(folder / "summary.json", json.dumps(summary, indent=2))
         _print(record, target, folder, model.postprocess.thresholds is None)
     return record
+
+
+def _score_stored(
+    model: SegmentationModule, chain: PostProcess, ckpt_path: str | None, files: list[Path]
+) -> list[dict[str, Any]]:
+    """The stage table of the out-of-fold files through ``chain`` (raw → + each step), on the CPU."""
+    stage = "oof"
+    model.load_postprocess(ckpt_path, chain)
+    model.evaluation.start_table(stage)
+    final = SegMetrics(model.num_classes, model.ignore_index)
+    for predictions, truths in _stored_predictions(files):
+        model.evaluation.score_predictions(predictions, truths, stage, final, chain)
+    table = model.evaluation.table(stage, final.compute()) or []
+    chain.close()
+    return table
 
 
 def _score_at(histogram: ThresholdHistogram, metric: str, threshold: float) -> list[float | None]:

@@ -12,8 +12,13 @@ stopped when run again (finished folds kept, an interrupted fold resumed from it
 
 Each finished fold's best checkpoint is then scored on its validation fold by ``validate`` (its own process,
 the run's ``config.yaml``, every mask at its stored size), once: ``<run>/validate/<date-time>/summary.json``.
+The same pass writes the fold's out-of-fold probabilities, ``<output>/fold_K/oof/<name>.npz``
+(:class:`~lightning_seg.callbacks.out_of_fold.OutOfFoldWriter`): every training image predicted by the model
+that never saw it; a fold whose pass did not finish is scored again on the next run.
 ``<output>/summary.json`` holds every fold's metrics and their mean and sample standard deviation;
-``<output>/results.md`` the same as a table (mIoU, Dice, each class's IoU).
+``<output>/results.md`` the same as a table (mIoU, Dice, each class's IoU). Once every fold is scored, the
+folds' ensemble is written to ``<output>/ensemble/`` (``lightning-seg ensemble --cv``), which ``test``,
+``predict``, ``submit``, ``attack``, ``export`` and ``tune --oof <output>`` take as one model.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from lightning_seg.callbacks.out_of_fold import INDEX as OOF_INDEX
+from lightning_seg.callbacks.out_of_fold import OutOfFoldWriter
 from lightning_seg.errors import DEBUG_ENV, ConfigError, short_path
 from lightning_seg.sweep.runner import (
     ERROR_PREFIX,
@@ -46,6 +53,7 @@ FOLD_KEY = "data.init_args.fold"
 FOLD_OPTIONS = ("data.init_args.folds", FOLD_KEY, "data.init_args.group_by", "data.init_args.fold_seed")
 """The data module's options cv sets itself: not fit options of a cv."""
 SCORED_AT_ORIGINAL_SIZE = "--data.init_args.score_at_original_size=[val, test]"
+OOF_WRITER = f"{OutOfFoldWriter.__module__}.{OutOfFoldWriter.__qualname__}"
 HEADLINE = ("val/mIoU", "val/dice", "val/acc")
 """The first rows of the table; the other metrics follow in name order."""
 
@@ -123,11 +131,23 @@ def cv_sweep(options: argparse.Namespace, fit: dict[str, str]) -> SweepFile:
     )
 
 
-def validated(run: Path, checkpoint: str, record: Path, log: Path) -> dict[str, Any] | None:
+def out_of_fold_callback(folder: Path) -> str:
+    """The ``validate`` option that attaches :class:`OutOfFoldWriter` writing into ``folder``."""
+    spec = {"class_path": OOF_WRITER, "init_args": {"folder": str(folder)}}
+    return "--trainer.callbacks+=" + json.dumps(spec)
+
+
+def out_of_fold_done(folder: Path, checkpoint: str) -> bool:
+    """Whether ``folder`` holds a finished out-of-fold pass of ``checkpoint``."""
+    index = folder / OOF_INDEX
+    return index.is_file() and json.loads(index.read_text()).get("checkpoint") == checkpoint
+
+
+def validated(run: Path, checkpoint: str, record: Path, log: Path, oof: Path) -> dict[str, Any] | None:
     """The ``validate`` summary cv wrote for ``checkpoint`` (named in ``record``, so a validate the user ran
-    with other options is never taken for it), else a new one from its own process (its output in ``log``).
-    None when validation failed (the log says why)."""
-    if record.is_file():
+    with other options is never taken for it) with its out-of-fold probabilities in ``oof``, else a new one
+    from its own process (its output in ``log``). None when validation failed (the log says why)."""
+    if record.is_file() and out_of_fold_done(oof, checkpoint):
         known = json.loads(record.read_text())
         path = Path(known.get("summary", ""))
         if known.get("checkpoint") == checkpoint and path.is_file():
@@ -135,14 +155,15 @@ def validated(run: Path, checkpoint: str, record: Path, log: Path) -> dict[str, 
     before = set((run / "validate").glob("*/summary.json"))
     command = [
         sys.executable, "-m", "lightning_seg", "validate", "--config", str(run / "config.yaml"),
-        "--ckpt_path", checkpoint, SCORED_AT_ORIGINAL_SIZE,
+        "--ckpt_path", checkpoint, SCORED_AT_ORIGINAL_SIZE, out_of_fold_callback(oof),
     ]  # fmt: skip
     with log.open("w") as out:
         done = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, check=False)
     written = sorted(set((run / "validate").glob("*/summary.json")) - before)
-    if done.returncode != 0 or len(written) != 1:
+    if done.returncode != 0 or len(written) != 1 or not out_of_fold_done(oof, checkpoint):
         return None
-    atomic_write(record, json.dumps({"checkpoint": checkpoint, "summary": str(written[0])}, indent=2) + "\n")
+    scored = {"checkpoint": checkpoint, "summary": str(written[0]), "out_of_fold": str(oof)}
+    atomic_write(record, json.dumps(scored, indent=2) + "\n")
     return json.loads(written[0].read_text())
 
 
@@ -170,7 +191,8 @@ def fold_results(plans: list[TrialPlan], rows: list[ResultRow], folder: Path) ->
             print(
                 f"cv: {plan.id}: scoring {short_path(Path(checkpoint))} on its fold (log: {log})", flush=True
             )
-            scored = validated(run, checkpoint, plan.folder(folder) / "scored.json", log)
+            fold_folder = plan.folder(folder)
+            scored = validated(run, checkpoint, fold_folder / "scored.json", log, fold_folder / "oof")
             if scored is None:
                 entry["status"], entry["error"] = "failed", f"validate failed; see {log}"
             else:
@@ -221,6 +243,18 @@ def markdown(title: str, folds: list[dict[str, Any]], stats: dict[str, dict[str,
     return "\n".join(lines) + "\n"
 
 
+def build_ensemble(folder: Path) -> None:
+    """The folds' ensemble in ``<folder>/ensemble`` (``lightning-seg ensemble --cv``, its own process: the
+    command sits beside cv in the layers), or one line saying why not."""
+    command = [sys.executable, "-m", "lightning_seg", "ensemble", "--cv", str(folder)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        lines = (done.stderr or done.stdout).strip().splitlines()
+        print(f"cv: no ensemble: {lines[-1] if lines else 'ensemble failed'}", file=sys.stderr)
+        return
+    print(done.stdout.strip(), flush=True)
+
+
 def report(
     sweep: SweepFile, group_by: str | None, plans: list[TrialPlan], rows: list[ResultRow], folder: Path
 ) -> bool:
@@ -246,7 +280,9 @@ def report(
         spread = f" ± {stat['std']:.4f}" if stat["std"] is not None else ""
         print(f"cv: {key} {stat['mean']:.4f}{spread} over {stat['n']} of {len(folds)} folds", flush=True)
     print(f"results: {folder / 'results.md'}, {folder / 'summary.json'}")
-    if summary["scored"] < len(folds):
+    if summary["scored"] == len(folds):
+        build_ensemble(folder)
+    else:
         print(
             f"cv: {summary['scored']} of {len(folds)} folds scored (results.md says why); the means are over "
             "those; run the same command again to resume",

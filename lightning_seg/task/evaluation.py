@@ -302,10 +302,11 @@ class EvaluationPath(nn.Module):
         return predictions, truths
 
     # ------------------------------------------------------------------------------ the stage table
-    def rows(self, postprocess: PostProcess | None = None) -> list[str]:
-        """The stage table's row names: the plain pass, + inference, + each post-processing step."""
+    def rows(self, postprocess: PostProcess | None = None, inference_row: bool | None = None) -> list[str]:
+        """The stage table's row names: the plain pass, + inference (unless plain; ``inference_row``
+        decides for predictions scored from storage), + each post-processing step."""
         names = ["raw"]
-        if not self.inference.is_plain:
+        if inference_row if inference_row is not None else not self.inference.is_plain:
             names.append("+ " + self.inference.describe())
         return names + ["+ " + name for name in (postprocess or self.postprocess).describe()]
 
@@ -339,18 +340,36 @@ class EvaluationPath(nn.Module):
         final int64 H_i×W_i class maps it scored."""
         chain = postprocess or self.postprocess
         predictions, truths, sizes = self._at_truth_sizes(mask_logits, batch, logits, label_logits, chain)
-        names = self.row_names.setdefault(stage, self.rows(chain))
+        raw = None
+        if not self.inference.is_plain:  # the raw row: the plain pass's own logits, resized back
+            plain = self.two_channels(to_probabilities(logits))
+            raw = [Prediction(self.inference.at_size(p, size)) for p, size in zip(plain, sizes, strict=True)]
+        return self.score_predictions(predictions, truths, stage, final, chain, raw)
+
+    def score_predictions(
+        self,
+        predictions: list[Prediction],
+        truths: list[torch.Tensor],
+        stage: str,
+        final: SegMetrics,
+        postprocess: PostProcess | None = None,
+        raw: list[Prediction] | None = None,
+    ) -> list[torch.Tensor]:
+        """Score predictions made already (K×H_i×W_i probabilities at each int64 H_i×W_i truth's size) through
+        the chain and the decision, one metric per row of the stage table (the last row is ``final``);
+        ``raw``: the plain pass's predictions, a row of their own before the inference's. Returns the final
+        int64 H_i×W_i class maps."""
+        chain = postprocess or self.postprocess
+        names = self.row_names.setdefault(stage, self.rows(chain, inference_row=raw is not None))
         rows = iter(range(len(names)))
 
         def report(_: str, items: list[Prediction]) -> None:
-            row = self._row_metric(stage, next(rows), final, logits.device)
+            row = self._row_metric(stage, next(rows), final, truths[0].device)
             for item, truth in zip(items, truths, strict=True):
                 assert item.classes is not None
                 row.update(item.classes[None], truth[None])
 
-        if not self.inference.is_plain:  # the raw row: the plain pass's own logits, resized back
-            plain = self.two_channels(to_probabilities(logits))
-            raw = [Prediction(self.inference.at_size(p, size)) for p, size in zip(plain, sizes, strict=True)]
+        if raw is not None:
             PostProcess.decide_all(raw, self.decide_plain)
             report("raw", raw)
         PostProcess.decide_all(predictions, self.decide_plain)

@@ -97,12 +97,20 @@ def _cv_args(data: Path, output: Path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-def test_cv_fits_each_fold_scores_it_on_its_fold_and_a_rerun_keeps_it(tmp_path: Path, capsys) -> None:
-    data = _drive_tree(tmp_path / "data")
-    output = tmp_path / "cv"
-    assert main(_cv_args(data, output)) == 0
-    out = capsys.readouterr().out
-    assert "cv: val/mIoU" in out and "over 2 of 2 folds" in out
+@pytest.fixture(scope="module")
+def finished_cv(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A 2-fold cv of tiny fits on a 6-drive folder, run once for this module: (data, cv folder)."""
+    root = tmp_path_factory.mktemp("cv")
+    data = _drive_tree(root / "data")
+    output = root / "cv"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)  # the ensemble's test and predict records go beside it, never into the repository
+        assert main(_cv_args(data, output)) == 0
+    return data, output
+
+
+def test_cv_fits_each_fold_scores_it_on_its_fold_and_a_rerun_keeps_it(finished_cv, capsys) -> None:
+    data, output = finished_cv
     summary = json.loads((output / "summary.json").read_text())
     assert summary["folds"] == 2 and summary["scored"] == 2 and summary["group_by"] == GROUPS
     per_fold = [fold["metrics"]["val/mIoU"] for fold in summary["per_fold"]]
@@ -115,14 +123,83 @@ def test_cv_fits_each_fold_scores_it_on_its_fold_and_a_rerun_keeps_it(tmp_path: 
         assert "val/IoU/c" in fold["metrics"]
     table = (output / "results.md").read_text()
     assert "| val/mIoU |" in table and "± " in table and "fold 1" in table
-    # the same command again: both folds kept, each scored once (no second validate run)
+    # a cv killed while scoring fold 1 (its out-of-fold pass unfinished): the same command again keeps both
+    # fits, keeps fold 0's scoring and scores fold 1 again
+    (output / "fold_1" / "oof" / "index.json").unlink()
     assert main(_cv_args(data, output)) == 0
-    assert "2 trials finished before, kept" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "2 trials finished before, kept" in out and "(up to date)" in out
     for k, fold in enumerate(summary["per_fold"]):
-        assert len(list((Path(fold["run"]) / "validate").glob("*/summary.json"))) == 1
+        assert len(list((Path(fold["run"]) / "validate").glob("*/summary.json"))) == 1 + k
         scored = json.loads((output / f"fold_{k}" / "scored.json").read_text())
         assert scored["checkpoint"] == fold["checkpoint"]
+        assert (output / f"fold_{k}" / "oof" / "index.json").is_file()
     assert json.loads((output / "summary.json").read_text())["mean"] == summary["mean"]
+
+
+def test_every_training_image_has_one_out_of_fold_prediction_from_the_model_that_never_saw_it(
+    finished_cv,
+) -> None:
+    import lightning_seg
+    from lightning_seg.callbacks.out_of_fold import load_out_of_fold, read_out_of_fold
+    from lightning_seg.data.io import read_image, read_mask
+
+    data, output = finished_cv
+    summary = json.loads((output / "summary.json").read_text())
+    names = []
+    for fold in summary["per_fold"]:
+        index, files = read_out_of_fold(output / f"fold_{fold['fold']}" / "oof")
+        assert index["checkpoint"] == fold["checkpoint"] and index["images"] == len(files) > 0
+        model = lightning_seg.load(fold["checkpoint"])
+        for file in files:
+            probabilities, mask = load_out_of_fold(file)
+            names.append(file.stem)
+            assert torch.equal(mask, read_mask(data / "masks" / f"{file.stem}.png")[0].long())
+            # the fold model's own prediction of the image, within the uint8 quantisation
+            expected = model.predict(read_image(data / "images" / f"{file.stem}.png"), probabilities=True)
+            assert probabilities.shape == expected.probabilities.shape
+            assert (probabilities - expected.probabilities).abs().max() <= 0.5 / 255 + 1e-6
+    plain = FolderDataModule(root=str(data), class_names=["a", "b", "c"], test_fraction=0.2, size=(32, 32))
+    pool = sorted(s.name for split in ("train", "val") for s in plain.split_samples(split))
+    assert sorted(names) == pool  # every training image once, no test image
+
+
+def test_the_folds_ensemble_tests_what_it_predicts_and_tune_calibrates_on_out_of_fold(
+    finished_cv, capsys, monkeypatch
+) -> None:
+    from data_trees import miou_of_index_pngs
+
+    from lightning_seg.cli import run_cli
+
+    data, output = finished_cv
+    config = output / "ensemble" / "config.yaml"
+    monkeypatch.chdir(output.parent)
+    quiet = ["--trainer.enable_progress_bar=false"]
+    tested = run_cli(["test", "--config", str(config), *quiet])
+    predicted = run_cli(["predict", "--config", str(config), *quiet])
+    assert tested is not None and predicted is not None
+    expected, count = miou_of_index_pngs(Path(predicted.trainer.log_dir) / "predictions", data / "masks")
+    assert count == len(tested.datamodule.datasets["test"]) > 0
+    assert float(tested.trainer.callback_metrics["test/mIoU"]) == pytest.approx(expected, abs=1e-6)
+    # its members trained on every val image: validating the ensemble on val is refused
+    assert main(["validate", "--config", str(config), *quiet]) == 2
+    assert "were in the checkpoint's training split" in capsys.readouterr().err
+    # thresholds for the ensemble from every training image's out-of-fold probabilities
+    assert main(["tune", "--config", str(config), "--oof", str(output), *quiet]) == 0
+    thresholds = output / "ensemble" / "checkpoints" / "ensemble.thresholds.json"
+    record = json.loads(thresholds.read_text())
+    assert record["split"] == "out-of-fold" and record["out_of_fold"]["folds"] == 2
+    assert record["out_of_fold"]["images"] == 18 - count  # every image but the test split's
+    tuned = run_cli(
+        [
+            "test",
+            "--config",
+            str(config),
+            *quiet,
+            "--model.init_args.postprocess+=lightning_seg.postprocess.ClassThresholds",
+        ]
+    )
+    assert tuned is not None and "thresholds" in tuned.model.evaluation.describe()
 
 
 def test_cv_options_it_sets_itself_are_refused_in_one_line(tmp_path: Path, capsys) -> None:
