@@ -6,10 +6,13 @@ predictions ``tune --oof`` calibrates on). Per image ``<folder>/<name>.npz`` hol
 
 * ``probabilities``: uint8 K×H×W, ``round(255 · p)``, from the model's own inference path (its windows and
   TTA, before any post-processing), resized to the mask's stored size: p is within 1/510 of the float;
-* ``mask``: the mask as stored, H×W (uint8, or int32 for more than 255 classes or ignore index).
+* ``mask``: the mask as stored, H×W, in the narrowest integer type that holds every class and the ignore
+  index (:func:`~lightning_seg.data.base.mask_wire_dtype`).
 
-``<folder>/index.json`` is written at the end of the pass (the classes, the checkpoint, the number of
-images): a folder without it is incomplete (an interrupted pass), and ``cv`` runs the pass again.
+``<folder>/index.json`` is written at the end
+(the classes, ignore index, the checkpoint and its SHA-256, every file's name): a folder without it is
+incomplete (an interrupted pass), and ``cv`` runs the pass again; readers read exactly the files it lists.
+One process only: ``cv`` validates on one device.
 
 The probabilities are computed by a second plain forward pass of each batch (``validate``'s step returns
 nothing to read): written by hand because no Lightning writer covers validation, and cheap beside training.
@@ -26,7 +29,9 @@ import numpy as np
 import torch
 from typing_extensions import override
 
+from lightning_seg.data.base import mask_wire_dtype
 from lightning_seg.errors import ConfigError
+from lightning_seg.postprocess.thresholds import file_digest
 from lightning_seg.task.evaluation import EvaluationPath
 from lightning_seg.utils.atomic import atomic_write
 
@@ -43,15 +48,24 @@ class OutOfFoldWriter(L.Callback):
 
     def __init__(self, folder: str) -> None:
         self.folder = Path(folder)
-        self.count = 0
+        self.files: list[str] = []
+        self.written: set[str] = set()
 
     @override
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not hasattr(pl_module, "evaluation"):
             raise ConfigError("OutOfFoldWriter needs lightning_seg's SegmentationModule as the model")
-        (self.folder / INDEX).unlink(missing_ok=True)  # incomplete until this pass ends
+        if trainer.world_size > 1:
+            raise ConfigError(
+                f"OutOfFoldWriter writes from one process; this validate runs {trainer.world_size} "
+                "(--trainer.devices=1)"
+            )
+        # incomplete until this pass ends; files of an earlier pass may stay (overwritten or, never listed in
+        # this pass's index, never read)
+        (self.folder / INDEX).unlink(missing_ok=True)
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.count = 0
+        self.files = []
+        self.written = set()
 
     @override
     def on_validation_batch_end(
@@ -69,36 +83,42 @@ class OutOfFoldWriter(L.Callback):
         probabilities = module.evaluation.probabilities(module.mask_logits, batch["image"])
         truths = EvaluationPath.truths(batch)
         names = batch.get("name") or [f"{batch_idx:05d}_{i:03d}" for i in range(len(truths))]
-        wide = max(module.num_classes, module.ignore_index) > 255
+        dtype = mask_wire_dtype(module.num_classes, module.ignore_index)
         for name, item, truth in zip(names, probabilities, truths, strict=True):
             resized = module.inference.at_size(item, truth.shape[-2:])
             quantised = (resized.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
-            mask = truth.cpu().numpy().astype(np.int32 if wide else np.uint8)
-            target = self.folder / f"{name}.npz"
+            file = f"{name}.npz"
+            target = self.folder / file
+            if file in self.written:
+                raise ConfigError(f"OutOfFoldWriter: two validation images are named {name!r}")
             target.parent.mkdir(parents=True, exist_ok=True)
-            np.savez_compressed(target, probabilities=quantised, mask=mask)
-            self.count += 1
+            np.savez_compressed(target, probabilities=quantised, mask=truth.to(dtype).cpu().numpy())
+            self.files.append(file)
+            self.written.add(file)
 
     @override
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         module: Any = pl_module
+        checkpoint = Path(trainer.ckpt_path).resolve() if trainer.ckpt_path else None
         index = {
             "format": OOF_FORMAT,
             "checkpoint": str(trainer.ckpt_path) if trainer.ckpt_path else None,
-            "images": self.count,
+            "checkpoint_sha256": file_digest(checkpoint) if checkpoint is not None else None,
+            "images": len(self.files),
             "class_names": list(module.class_names),
             "ignore_index": module.ignore_index,
             "inference": module.inference.describe(),
             # a one-channel (sigmoid) head's probabilities are stored as [1 - p, p]
             "binary_head": bool(module.evaluation.binary_head),
             "probabilities": "uint8 K×H×W, round(255 p), at each mask's stored size",
+            "files": self.files,
         }
         atomic_write(self.folder / INDEX, json.dumps(index, indent=2) + "\n")
 
 
 def read_out_of_fold(folder: Path) -> tuple[dict[str, Any], list[Path]]:
-    """A complete out-of-fold folder's index and its files (sorted); ConfigError in one line when the
-    folder has no index (never written, or an interrupted pass)."""
+    """A complete out-of-fold folder's index and the files it lists; ConfigError in one line when the
+    folder has no index (never written, or an interrupted pass) or a listed file is missing."""
     index_file = folder / INDEX
     if not index_file.is_file():
         raise ConfigError(
@@ -108,10 +128,11 @@ def read_out_of_fold(folder: Path) -> tuple[dict[str, Any], list[Path]]:
     index = json.loads(index_file.read_text())
     if index.get("format") != OOF_FORMAT:
         raise ConfigError(f"{index_file}: format {index.get('format')!r}, expected {OOF_FORMAT!r}")
-    files = sorted(folder.rglob("*.npz"))
-    if len(files) != index.get("images"):
+    files = [folder / name for name in index.get("files") or []]
+    missing = [file for file in files if not file.is_file()]
+    if missing or len(files) != index.get("images"):
         raise ConfigError(
-            f"{folder}: {len(files)} files for the {index.get('images')} images its {INDEX} lists; run the cv "
+            f"{folder}: {len(missing)} of the {len(files)} files its {INDEX} lists are missing; run the cv "
             "command again"
         )
     return index, files

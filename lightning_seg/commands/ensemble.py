@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -40,8 +39,9 @@ from lightning_seg.checkpoints.read import read_checkpoint
 from lightning_seg.checkpoints.record import RECORD_KEY, TRAINING_ONLY, build_module, read_record
 from lightning_seg.checkpoints.splits import SPLITS_KEY, merge_trained
 from lightning_seg.errors import ConfigError, short_path
+from lightning_seg.postprocess.thresholds import file_digest
 from lightning_seg.runs.folders import run_of_checkpoint
-from lightning_seg.task.ensemble import check_members, member_arguments
+from lightning_seg.task.ensemble import check_members, check_weights
 from lightning_seg.utils.atomic import atomic_write
 
 NET_CLASS = "lightning_seg.task.ensemble.EnsembleNet"
@@ -50,12 +50,41 @@ FOLD_ARGUMENTS = ("folds", "fold", "group_by", "fold_seed")
 """The data arguments of a cv fold, cleared in the ensemble's config: it evaluates the data's own splits."""
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def trained_union(records: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The members' training samples together (``test`` refuses a split any member trained on); None when a
+    member does not know its own (then the split check warns that it cannot check)."""
+    splits = [record.get(SPLITS_KEY) for record in records]
+    if any(not ((split or {}).get("train") or {}).get("ids") for split in splits):
+        return None
+    union = copy.deepcopy(splits[0])
+    for other in splits[1:]:
+        union = merge_trained(union, other)
+    return union
+
+
+def without_thresholds_file(steps: list[Any] | None) -> list[Any] | None:
+    """A post-processing config whose ClassThresholds steps read no file of their own: thresholds tuned for a
+    member are not the ensemble's (``tune`` writes the ensemble's beside its checkpoint)."""
+    steps = copy.deepcopy(steps)
+    for step in steps or []:
+        if isinstance(step, dict) and str(step.get("class_path", "")).endswith("ClassThresholds"):
+            (step.get("init_args") or {}).pop("path", None)
+    return steps
+
+
+def check_output(output: Path) -> None:
+    """Refuse to write into a folder that holds something else than an ensemble (a run's config.yaml), or an
+    ensemble of other checkpoints: its records (test, predict) would then describe weights it no longer holds."""
+    if (output / "config.yaml").is_file() and not (output / "ensemble.json").is_file():
+        raise ConfigError(
+            f"ensemble --output {short_path(output)}: holds a run (config.yaml) that is not an ensemble; give "
+            "another folder"
+        )
+    if (output / "ensemble.json").is_file():
+        raise ConfigError(
+            f"ensemble --output {short_path(output)}: holds an ensemble of other checkpoints (ensemble.json) "
+            "and its records; give another --output, or remove that folder"
+        )
 
 
 def cv_checkpoints(folder: Path) -> list[Path]:
@@ -86,6 +115,7 @@ def ensemble_config(run_config: dict[str, Any], net: dict[str, Any], checkpoint:
     model = config.setdefault("model", {}).setdefault("init_args", {})
     model["net"] = net
     model["inference"] = None  # each member runs its own
+    model["postprocess"] = without_thresholds_file(model.get("postprocess"))
     data = (config.get("data") or {}).get("init_args") or {}
     for key in FOLD_ARGUMENTS:
         if key in data:
@@ -106,6 +136,10 @@ def build_ensemble(checkpoints: list[Path], output: Path, weights: list[float] |
     """
     if weights is not None and len(weights) != len(checkpoints):
         raise ConfigError(f"ensemble --weights: {len(weights)} weights for {len(checkpoints)} checkpoints")
+    shares = check_weights(weights, len(checkpoints))
+    checkpoints = [path.resolve() for path in checkpoints]  # the config works from any folder
+    output = output.resolve()
+    check_output(output)
     loaded = [read_checkpoint(str(path), True, option="checkpoints") for path in checkpoints]
     records = [read_record(checkpoint, path) for checkpoint, path in zip(loaded, checkpoints, strict=True)]
     check_members(records, [short_path(path) for path in checkpoints])
@@ -115,37 +149,37 @@ def build_ensemble(checkpoints: list[Path], output: Path, weights: list[float] |
             f"ensemble: {short_path(checkpoints[0])} is not in a run folder with a config.yaml (<run>/checkpoints/"
             "X.ckpt); the first member's run config gives the ensemble's data and trainer"
         )
-    # each member's model config as its record holds it, less what plays no part in inference
+    # each member's model config as its record holds it, less what plays no part in its probabilities: the
+    # optimizer, and its post-processing (the ensemble's chain runs once, on the average)
     members = []
     for record in records:
         model = copy.deepcopy(record["model"])
         for key in TRAINING_ONLY:
             model.get("init_args", {}).pop(key, None)
+        model.setdefault("init_args", {})["postprocess"] = None
         members.append(model)
-    first = member_arguments(records[0])
+    # input_mean/std null: the module passes the data's normalisation, whatever a later config sets
     net = {
         "class_path": NET_CLASS,
-        "init_args": {
-            "members": members,
-            "weights": list(weights) if weights is not None else None,
-            "input_mean": first.get("mean"),
-            "input_std": first.get("std"),
-        },
+        "init_args": {"members": members, "weights": list(weights) if weights is not None else None},
     }
     record = copy.deepcopy(records[0])
     record["model"]["init_args"]["net"] = net
     record["model"]["init_args"]["inference"] = None
     record["thresholds"] = None
-    trained: dict[str, Any] | None = copy.deepcopy(records[0].get(SPLITS_KEY))
-    for other in records[1:]:  # test refuses a split that any member trained on
-        trained = merge_trained(trained, other.get(SPLITS_KEY))
-    record[SPLITS_KEY] = trained
+    trained = trained_union(records)
+    if trained is None:
+        record.pop(SPLITS_KEY, None)
+    else:
+        record[SPLITS_KEY] = trained
     module = build_module(record)
     for member, checkpoint, path in zip(module.net.members, loaded, checkpoints, strict=True):
         load_weights(member, checkpoint, path)
     target = output / "checkpoints" / CHECKPOINT_NAME
     # the first member's epoch and loss weights (the ensemble's test reports its loss with them)
     source = {**loaded[0], RECORD_KEY: {**records[0], SPLITS_KEY: trained}}
+    if trained is None:
+        source[RECORD_KEY].pop(SPLITS_KEY)
     write_bundle(module, source, checkpoints[0], target, record=record)
     run_config = yaml.safe_load((run / "config.yaml").read_text()) or {}
     config = ensemble_config(run_config, net, target)
@@ -154,8 +188,8 @@ def build_ensemble(checkpoints: list[Path], output: Path, weights: list[float] |
         "checkpoint": str(target),
         "config": str(output / "config.yaml"),
         "members": [
-            {"checkpoint": str(path), "sha256": _sha256(path), "weight": w}
-            for path, w in zip(checkpoints, module.net.weights, strict=True)
+            {"checkpoint": str(path), "sha256": file_digest(path), "weight": w}
+            for path, w in zip(checkpoints, shares, strict=True)
         ],
     }
     atomic_write(output / "ensemble.json", json.dumps(description, indent=2) + "\n")
@@ -168,11 +202,15 @@ def current(output: Path, checkpoints: list[Path], weights: list[float] | None) 
     if not described.is_file() or not (output / "checkpoints" / CHECKPOINT_NAME).is_file():
         return False
     members = json.loads(described.read_text()).get("members") or []
-    total = sum(weights) if weights is not None else len(checkpoints)
-    expected = [w / total for w in weights] if weights is not None else [1 / total] * len(checkpoints)
-    return [(m.get("checkpoint"), m.get("sha256")) for m in members] == [
-        (str(p), _sha256(p)) for p in checkpoints
-    ] and all(abs(m.get("weight", -1) - w) < 1e-9 for m, w in zip(members, expected, strict=True))
+    expected = check_weights(weights, len(checkpoints))
+    if len(members) != len(checkpoints):
+        return False
+    return all(
+        m.get("checkpoint") == str(path.resolve())
+        and m.get("sha256") == file_digest(path)
+        and abs(m.get("weight", -1) - w) < 1e-9
+        for m, path, w in zip(members, checkpoints, expected, strict=True)
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -200,7 +238,11 @@ def main(argv: list[str]) -> int:
             if options.output is None:
                 raise ConfigError("ensemble --checkpoints needs --output (the ensemble's folder)")
             checkpoints, output = [Path(p) for p in options.checkpoints], Path(options.output)
-        if current(output, checkpoints, options.weights):
+        if options.weights is not None and len(options.weights) != len(checkpoints):
+            raise ConfigError(
+                f"ensemble --weights: {len(options.weights)} weights for {len(checkpoints)} checkpoints"
+            )
+        if current(output.resolve(), checkpoints, options.weights):
             print(f"ensemble of {len(checkpoints)}: {output / 'checkpoints' / CHECKPOINT_NAME} (up to date)")
             return 0
         target = build_ensemble(checkpoints, output, options.weights)

@@ -30,7 +30,7 @@ from lightning_seg.checkpoints.read import read_checkpoint
 from lightning_seg.commands.model_pass import ModelPass
 from lightning_seg.errors import ConfigError, short_path
 from lightning_seg.metrics import SegMetrics
-from lightning_seg.postprocess import ClassThresholds, PostProcess, Prediction
+from lightning_seg.postprocess import ClassThresholds, LabelConsistency, PostProcess, Prediction
 from lightning_seg.postprocess.thresholds import (
     THRESHOLDS_FORMAT,
     ThresholdHistogram,
@@ -189,38 +189,81 @@ def _verification_chain(model: SegmentationModule, path: Path) -> PostProcess:
     return PostProcess(steps)
 
 
-def out_of_fold_files(model: SegmentationModule, cv: Path) -> tuple[list[Path], dict[str, Any]]:
-    """Every out-of-fold file of a cv folder (``fold_*/oof``), checked against ``model``'s classes; with a
-    description for the record. ConfigError in one line for a folder without them, an unfinished fold, or
-    other classes."""
-    folders = sorted(cv.glob("fold_*/oof"))
-    if not folders:
-        raise ConfigError(
-            f"tune --oof {short_path(cv)}: no fold_*/oof folders (a cv folder whose folds were scored by this "
-            "version writes them; run the cv command again)"
-        )
+def out_of_fold_files(
+    model: SegmentationModule, cv: Path, ckpt_path: str | None
+) -> tuple[list[Path], dict[str, Any]]:
+    """Every out-of-fold file of a cv folder (``fold_K/oof`` of each fold its ``summary.json`` lists), with a
+    description for the record. ConfigError in one line when a fold has none or an unfinished pass, when the
+    files hold other classes or another ignore index, or when ``ckpt_path`` is neither the folds' ensemble
+    (its ``ensemble.json`` lists exactly the folds' checkpoints) nor one of the folds' checkpoints."""
+    summary_file = cv / "summary.json"
+    if not summary_file.is_file():
+        raise ConfigError(f"tune --oof {short_path(cv)}: no summary.json (is it a cv folder? run cv first)")
+    folds = json.loads(summary_file.read_text()).get("per_fold") or []
     files: list[Path] = []
-    binary = set()
-    for folder in folders:
+    sources: list[tuple[str, str | None]] = []
+    heads = set()
+    for fold in folds:
+        folder = cv / f"fold_{fold.get('fold')}" / "oof"
         index, found = read_out_of_fold(folder)
-        if index.get("class_names") != list(model.class_names):
-            raise ConfigError(
-                f"tune --oof: {short_path(folder)} holds classes {index.get('class_names')}, the model has "
-                f"{list(model.class_names)}"
-            )
-        binary.add(bool(index.get("binary_head")))
+        for key, own in (("class_names", list(model.class_names)), ("ignore_index", model.ignore_index)):
+            if index.get(key) != own:
+                raise ConfigError(
+                    f"tune --oof: {short_path(folder)} holds {key} {index.get(key)!r}, the model has {own!r}"
+                )
+        sources.append((str(Path(index.get("checkpoint") or "").resolve()), index.get("checkpoint_sha256")))
+        heads.add(bool(index.get("binary_head")))
         files += found
-    if len(binary) > 1:
+    if not folds:
+        raise ConfigError(f"tune --oof {short_path(cv)}: its summary.json lists no folds")
+    if len(heads) > 1:
         raise ConfigError(f"tune --oof {short_path(cv)}: folds mix one-channel and K-channel heads")
-    model.evaluation.binary_head = binary.pop()
-    return files, {"folder": str(cv), "folds": len(folders), "images": len(files)}
+    _check_oof_source(cv, ckpt_path, sources)
+    described = {
+        "folder": str(cv),
+        "folds": len(folds),
+        "images": len(files),
+        "binary_head": heads.pop(),
+        "note": "each image's probabilities come from the one fold model that never saw it (an ensemble "
+        "averages several: its probabilities are softer)",
+    }
+    return files, described
 
 
-def _stored_predictions(files: list[Path]) -> Iterator[tuple[list[Prediction], list[torch.Tensor]]]:
-    """Each out-of-fold file as one image's prediction (float32 K×H×W) and int64 H×W truth."""
+def _check_oof_source(cv: Path, ckpt_path: str | None, sources: list[tuple[str, str | None]]) -> None:
+    """``ckpt_path`` is the folds' ensemble (the same checkpoints, by path and SHA-256) or one of the folds."""
+    if ckpt_path is None:
+        raise ConfigError(
+            f"tune --oof: which model are the thresholds for? --ckpt_path the ensemble of {short_path(cv)} (its "
+            "ensemble/config.yaml sets it) or one of its folds' checkpoints"
+        )
+    checkpoint = Path(ckpt_path).resolve()
+    described = checkpoint.parent.parent / "ensemble.json"
+    if described.is_file():
+        members = json.loads(described.read_text()).get("members") or []
+        found = sorted((str(Path(m.get("checkpoint", "")).resolve()), m.get("sha256")) for m in members)
+        if found != sorted(sources):
+            raise ConfigError(
+                f"tune --oof: {short_path(checkpoint)} is an ensemble of other checkpoints than the folds of "
+                f"{short_path(cv)} (their out-of-fold files would not describe it)"
+            )
+        return
+    if (str(checkpoint), file_digest(checkpoint)) not in sources:
+        raise ConfigError(
+            f"tune --oof: {short_path(checkpoint)} is neither one of the folds of {short_path(cv)} nor their "
+            "ensemble (cv writes it to <cv>/ensemble)"
+        )
+
+
+def _stored_predictions(
+    model: SegmentationModule, files: list[Path], binary_head: bool
+) -> Iterator[tuple[list[Prediction], list[torch.Tensor]]]:
+    """Each out-of-fold file as one image's prediction (float32 K×H×W, K ≥ 2, as the model's own path gives
+    it: :meth:`EvaluationPath.two_channels` of the head's probabilities) and int64 H×W truth."""
     for file in files:
         probabilities, mask = load_out_of_fold(file)
-        yield [Prediction(probabilities=probabilities)], [mask]
+        native = probabilities[1:] if binary_head else probabilities  # a one-channel head's foreground
+        yield [Prediction(probabilities=model.evaluation.two_channels(native[None])[0])], [mask]
 
 
 def tune_thresholds(
@@ -246,6 +289,11 @@ def tune_thresholds(
             f"{model.postprocess.before_decision()[0].describe()} reads each image; tune on val (without --oof), "
             "or leave that step out"
         )
+    if oof is not None and model.postprocess.find(LabelConsistency) is not None:
+        raise ConfigError(
+            "tune --oof: the out-of-fold files hold no image-level label probabilities, which LabelConsistency "
+            "reads; tune without it (or on val)"
+        )
     # a multi-label head's thresholds too (its histogram stays empty for a net without a head)
     multi_label = getattr(model, "label_mode", None) == "multi"
     search = ThresholdSearch(
@@ -257,8 +305,8 @@ def tune_thresholds(
     checkpoint = ckpt_path
     stored: dict[str, Any] | None = None
     if oof is not None:
-        files, stored = out_of_fold_files(model, Path(oof))
-        for predictions, truths in _stored_predictions(files):
+        files, stored = out_of_fold_files(model, Path(oof), ckpt_path)
+        for predictions, truths in _stored_predictions(model, files, stored["binary_head"]):
             search.update(predictions, truths, None, None)
     else:
         if ckpt_path is not None:
@@ -307,7 +355,7 @@ def tune_thresholds(
     # the before/after table: val (or the out-of-fold files) through the whole chain with the new thresholds
     chain = _verification_chain(model, target)
     if stored is not None:
-        record["stages"] = _score_stored(model, chain, ckpt_path, files)
+        record["stages"] = _score_stored(model, chain, ckpt_path, files, stored["binary_head"])
     else:
         scoring = ChainScoring(model, chain, ckpt_path)
         with attached(trainer, CommandPass("tune")), datamodule.evaluate("val"):
@@ -325,14 +373,14 @@ def tune_thresholds(
 
 
 def _score_stored(
-    model: SegmentationModule, chain: PostProcess, ckpt_path: str | None, files: list[Path]
+    model: SegmentationModule, chain: PostProcess, ckpt_path: str | None, files: list[Path], binary_head: bool
 ) -> list[dict[str, Any]]:
     """The stage table of the out-of-fold files through ``chain`` (raw → + each step), on the CPU."""
     stage = "oof"
     model.load_postprocess(ckpt_path, chain)
     model.evaluation.start_table(stage)
     final = SegMetrics(model.num_classes, model.ignore_index)
-    for predictions, truths in _stored_predictions(files):
+    for predictions, truths in _stored_predictions(model, files, binary_head):
         model.evaluation.score_predictions(predictions, truths, stage, final, chain)
     table = model.evaluation.table(stage, final.compute()) or []
     chain.close()

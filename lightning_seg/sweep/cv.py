@@ -156,6 +156,8 @@ def validated(run: Path, checkpoint: str, record: Path, log: Path, oof: Path) ->
     command = [
         sys.executable, "-m", "lightning_seg", "validate", "--config", str(run / "config.yaml"),
         "--ckpt_path", checkpoint, SCORED_AT_ORIGINAL_SIZE, out_of_fold_callback(oof),
+        # one process: exact, and the out-of-fold writer's files listed by one index
+        "--trainer.devices=1", "--trainer.num_nodes=1", "--trainer.strategy=auto",
     ]  # fmt: skip
     with log.open("w") as out:
         done = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, check=False)

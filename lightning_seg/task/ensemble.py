@@ -20,6 +20,7 @@ labels; anything else is refused in one line by :func:`check_members`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,8 +33,34 @@ TINY = 1e-30
 """Probabilities are clamped to this before their logarithm: a member's exact 0 would give -inf logits
 (and NaN gradients for ``attack``); exp(log 1e-30) is far below anything a decision reads."""
 
-AGREED = ("num_classes", "ignore_index", "class_names", "label_names", "label_classes")
-"""The model arguments every member must share (the values the data linked, as its record holds them)."""
+AGREED = (
+    "num_classes",
+    "ignore_index",
+    "class_names",
+    "label_names",
+    "label_classes",
+    "label_mode",
+    "binary_threshold",
+    "label_thresholds",
+)
+"""The model arguments every member must share: what it predicts (the values the data linked, as its record
+holds them) and how its heads decide (the ensemble's decision is made once, with the first member's)."""
+INPUT_AGREED = ("size", "image_value_range", "eval_augmentations")
+"""How the data makes an image batchable: the ensemble has one data path for all its members."""
+
+
+def check_weights(weights: Sequence[float] | None, members: int) -> list[float]:
+    """Each member's weight, normalised to sum 1 (None: equal); ConfigError in one line for a wrong count, a
+    negative or non-finite weight, or all 0."""
+    if weights is None:
+        return [1 / members] * members
+    values = [float(w) for w in weights]
+    if len(values) != members or not all(math.isfinite(w) and w >= 0 for w in values) or sum(values) <= 0:
+        raise ConfigError(
+            f"ensemble weights: one finite, non-negative weight per member ({members}), not all 0; got {values}"
+        )
+    total = sum(values)
+    return [w / total for w in values]
 
 
 def member_arguments(record: dict[str, Any]) -> dict[str, Any]:
@@ -61,12 +88,13 @@ def check_members(records: Sequence[dict[str, Any]], names: Sequence[str] | None
                     f"ensemble: {name} has {key} {arguments.get(key)!r}, {shown[0]} has {first.get(key)!r}; "
                     "members must predict the same classes (train them on the same data)"
                 )
-        for key in ("size", "image_value_range"):
+        for key in INPUT_AGREED:
             own, theirs = (record.get("input") or {}).get(key), (records[0].get("input") or {}).get(key)
             if own != theirs:
                 raise ConfigError(
-                    f"ensemble: {name} batches images with data.{key} {own!r}, {shown[0]} with {theirs!r}; "
-                    "members share one data path: train them with the same data.size and image_value_range"
+                    f"ensemble: {name} prepares images with data.{key} {own!r}, {shown[0]} with {theirs!r}; "
+                    "members share one data path: train them with the same data.size, image_value_range and "
+                    "eval_augmentations"
                 )
 
 
@@ -79,8 +107,9 @@ class EnsembleNet(nn.Module):
             as its checkpoint's record holds it); their weights come from the ensemble's checkpoint
             (``lightning-seg ensemble`` writes both).
         weights: each member's weight in the average (normalised to sum 1); None: equal.
-        input_mean: the normalisation mean of the images the ensemble is given (its data's).
-        input_std: their normalisation std.
+        input_mean: the normalisation mean of the images the ensemble is given; null in a config: the data's
+            (the module passes it, see :func:`~lightning_seg.task.net_builder.build_net`).
+        input_std: their normalisation std, likewise.
     """
 
     def __init__(
@@ -88,8 +117,8 @@ class EnsembleNet(nn.Module):
         num_classes: int,
         members: list[nn.Module],
         weights: list[float] | None = None,
-        input_mean: Sequence[float] = (0.485, 0.456, 0.406),
-        input_std: Sequence[float] = (0.229, 0.224, 0.225),
+        input_mean: Sequence[float] | None = None,
+        input_std: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         if not members:
@@ -106,18 +135,15 @@ class EnsembleNet(nn.Module):
                     f"{num_classes} classes {members[0].class_names if index else ''}; members must predict the "
                     "data's classes"
                 )
-        if weights is not None and (len(weights) != len(members) or min(weights) < 0 or sum(weights) <= 0):
+        if input_mean is None or input_std is None:
             raise ConfigError(
-                f"model.net EnsembleNet weights: one non-negative weight per member ({len(members)}), not all "
-                f"0; got {list(weights)}"
+                "model.net EnsembleNet: input_mean and input_std are the data's normalisation (the module gives "
+                "them when null); build it through SegmentationModule or give them"
             )
+        self.weights = check_weights(weights, len(members))
         self.members = nn.ModuleList(members)
         for member in self.members:
             member.eval()  # never trained here
-        total = float(sum(weights)) if weights is not None else float(len(members))
-        self.weights = (
-            [float(w) / total for w in weights] if weights is not None else [1 / total] * len(members)
-        )
         mean = torch.tensor(list(input_mean), dtype=torch.float32).view(1, -1, 1, 1)
         std = torch.tensor(list(input_std), dtype=torch.float32).view(1, -1, 1, 1)
         # each member's affine map from the ensemble's normalisation to its own: x_m = x * scale + shift
@@ -130,6 +156,13 @@ class EnsembleNet(nn.Module):
         # not persistent: derived from the members' configs, so the checkpoint holds their weights only
         self.register_buffer("scales", torch.stack(scales), persistent=False)
         self.register_buffer("shifts", torch.stack(shifts), persistent=False)
+
+    @property
+    def label_head(self) -> nn.Module | None:
+        """The first member's image-level head when every member has one (a LabelConsistency step then reads
+        the members' averaged label probabilities); None otherwise."""
+        heads = [getattr(member.net, "label_head", None) for member in self.members]
+        return heads[0] if all(head is not None for head in heads) else None
 
     def train(self, mode: bool = True) -> EnsembleNet:
         """The members stay in eval mode (their batch norm statistics and dropout are trained already)."""
@@ -144,7 +177,7 @@ class EnsembleNet(nn.Module):
         image-level head; logits whose softmax (sigmoid) is the members' weighted mean probability."""
         total: torch.Tensor | None = None
         labels: torch.Tensor | None = None
-        binary = []
+        binary, with_labels = [], []
         for index, member in enumerate(self.members):
             own = image * self.scales[index] + self.shifts[index]
             out = member(own)
@@ -153,12 +186,17 @@ class EnsembleNet(nn.Module):
             binary.append(member.evaluation.binary_head)
             weighted = probabilities * self.weights[index]
             total = weighted if total is None else total + weighted
+            with_labels.append(out.label is not None)
             if out.label is not None:
                 label = member.label_probabilities(out.label.float()) * self.weights[index]
                 labels = label if labels is None else labels + label
         assert total is not None
         if any(binary) and not all(binary):
             raise ConfigError("ensemble: members mix one-channel (sigmoid) and K-channel heads; use one kind")
+        if any(with_labels) and not all(with_labels):
+            raise ConfigError(
+                "ensemble: some members have an image-level head and some do not; use members of one kind"
+            )
         # a one-channel head's members: the foreground channel of [1 - p, p]
         out = {"mask": _logit(total[:, 1:]) if binary[0] else total.clamp_min(TINY).log()}
         if labels is not None:

@@ -142,6 +142,8 @@ class SegmentationModule(L.LightningModule):
             aux_head=loss.aux_weight > 0,
             label_head=loss.label_weight > 0,
             class_names=self.class_names,
+            mean=mean if mean is not None else IMAGENET_MEAN,
+            std=std if std is not None else IMAGENET_STD,
         )
         self.size_divisor = int(getattr(self.net, "size_divisor", 1))
         self.loss = loss

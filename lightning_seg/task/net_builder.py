@@ -28,6 +28,8 @@ def build_net(
     aux_head: bool = True,
     label_head: bool = True,
     class_names: Sequence[str] | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
 ) -> nn.Module:
     """Call the net builder with ``num_classes``, and with ``num_labels`` when the data has image-level
     classes and the net takes a ``num_labels`` the config left null (so a config never states it twice).
@@ -43,7 +45,8 @@ def build_net(
     config that asks for the head itself (``aux_loss: true``, ``num_labels`` > 0) raises ConfigError.
 
     A net that takes ``class_names`` (pretrained nets compare them with the classes of their weights) is given
-    the data's ``class_names`` when its config leaves them null.
+    the data's ``class_names`` when its config leaves them null; one that takes ``input_mean``/``input_std``
+    (an ensemble re-normalising for its members) the data's normalisation ``mean``/``std`` likewise.
     """
     kwargs: dict[str, Any] = {"num_classes": num_classes}
     # a CLI builder is a partial whose keywords hold every init_arg, the defaults included
@@ -79,6 +82,9 @@ def build_net(
             kwargs["num_labels"] = num_labels
     if class_names is not None and takes("class_names") and keywords.get("class_names") is None:
         kwargs["class_names"] = list(class_names)
+    for name, value in (("input_mean", mean), ("input_std", std)):
+        if value is not None and takes(name) and keywords.get(name) is None:
+            kwargs[name] = list(value)
     return builder(**kwargs)
 
 

@@ -15,7 +15,7 @@ import lightning_seg
 from lightning_seg.checkpoints.record import RECORD_KEY
 from lightning_seg.cli import main, run_cli
 from lightning_seg.errors import ConfigError
-from lightning_seg.task.ensemble import EnsembleNet
+from lightning_seg.task.ensemble import EnsembleNet, check_members
 
 
 def _pngs(folder: Path) -> dict[str, bytes]:
@@ -94,7 +94,30 @@ def test_members_that_predict_other_classes_or_bad_weights_are_refused_in_one_li
     )
     assert_one_line_error(capsys, "ensemble --weights: 2 weights for 1 checkpoints")
     member = lightning_seg.load(tiny_run.best).module
-    with pytest.raises(ConfigError, match="one non-negative weight per member"):
-        EnsembleNet(member.num_classes, [member], weights=[-1.0])
+    for weights in ([-1.0], [float("nan")], [0.0], [1.0, 1.0]):
+        with pytest.raises(ConfigError, match="one finite, non-negative weight per member"):
+            EnsembleNet(
+                member.num_classes, [member], weights=weights, input_mean=(0,) * 3, input_std=(1,) * 3
+            )
     assert main(["ensemble", "--cv", str(tmp_path)]) == 2
     assert_one_line_error(capsys, "no summary.json (is it a cv folder? run cv first)")
+    # never into a run folder: its records describe its own weights
+    assert main(["ensemble", "--checkpoints", str(tiny_run.best), "--output", str(tiny_run.run)]) == 2
+    assert_one_line_error(capsys, "holds a run (config.yaml) that is not an ensemble")
+    # members that decide differently, or prepare images differently, are refused before anything is built
+    record = torch.load(tiny_run.best, weights_only=True)[RECORD_KEY]
+    for change, needle in (
+        (("model", "init_args", "label_mode"), "has label_mode"),
+        (("model", "init_args", "binary_threshold"), "has binary_threshold"),
+        (("input", "eval_augmentations"), "prepares images with data.eval_augmentations"),
+    ):
+        other = json.loads(json.dumps(record))
+        *path, key = change
+        target = other
+        for part in path:
+            target = target[part]
+        target[key] = (
+            [{"class_path": "kornia.augmentation.Normalize"}] if key == "eval_augmentations" else 0.3
+        )
+        with pytest.raises(ConfigError, match=needle):
+            check_members([record, other])

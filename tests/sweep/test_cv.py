@@ -126,6 +126,9 @@ def test_cv_fits_each_fold_scores_it_on_its_fold_and_a_rerun_keeps_it(finished_c
     # a cv killed while scoring fold 1 (its out-of-fold pass unfinished): the same command again keeps both
     # fits, keeps fold 0's scoring and scores fold 1 again
     (output / "fold_1" / "oof" / "index.json").unlink()
+    config = str(output / "ensemble" / "config.yaml")
+    assert main(["tune", "--config", config, "--oof", str(output)]) == 2  # not before every fold is scored
+    assert "fold_1/oof: no out-of-fold probabilities" in capsys.readouterr().err
     assert main(_cv_args(data, output)) == 0
     out = capsys.readouterr().out
     assert "2 trials finished before, kept" in out and "(up to date)" in out
@@ -190,6 +193,11 @@ def test_the_folds_ensemble_tests_what_it_predicts_and_tune_calibrates_on_out_of
     record = json.loads(thresholds.read_text())
     assert record["split"] == "out-of-fold" and record["out_of_fold"]["folds"] == 2
     assert record["out_of_fold"]["images"] == 18 - count  # every image but the test split's
+    # thresholds from these files are for the folds or their ensemble only
+    other = next((output / "fold_0").glob("version_*/checkpoints/last.ckpt"))
+    fold_config = str(other.parent.parent / "config.yaml")
+    assert main(["tune", "--config", fold_config, "--oof", str(output), f"--ckpt_path={other}", *quiet]) == 2
+    assert "is neither one of the folds of" in capsys.readouterr().err
     tuned = run_cli(
         [
             "test",
