@@ -37,6 +37,11 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _fit_prefix(trainer: L.Trainer) -> str:
+    """The metrics a fit's record shows: val's, or train's for a run without validation (``data.refit``)."""
+    return "val" if trainer.limit_val_batches else "train"
+
+
 def _fit_status(trainer: L.Trainer) -> dict[str, Any]:
     """How a ``fit`` that returned normally ended: all its epochs, or stopped early by what."""
     from lightning.pytorch.callbacks import EarlyStopping, Timer
@@ -134,7 +139,7 @@ class RunSummary(L.Callback):
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._has_results:
-            self._summarise(trainer, pl_module, "fit", "val", _fit_status(trainer))
+            self._summarise(trainer, pl_module, "fit", _fit_prefix(trainer), _fit_status(trainer))
         elif trainer.is_global_zero:
             print(f"nothing was trained or evaluated; {run_directory(trainer) / 'summary.json'} is unchanged")
 
@@ -155,7 +160,7 @@ class RunSummary(L.Callback):
         log_dir = local_log_dir(trainer)
         if self._has_results or not (log_dir / "summary.json").exists():
             plots = stage_files(trainer, pl_module, "fit", log_dir, interrupted=True)
-            self._write(trainer, pl_module, "fit", "val", log_dir, status, plots)
+            self._write(trainer, pl_module, "fit", _fit_prefix(trainer), log_dir, status, plots)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # a command's own pass over val (tune) writes its own record

@@ -62,6 +62,8 @@ from lightning_seg.cli.checks import (
     trainer_error_line,
 )
 from lightning_seg.cli.config_record import ConfigRecord
+from lightning_seg.cli.no_validation import TRAINER_OPTIONS as NO_VALIDATION_TRAINER
+from lightning_seg.cli.no_validation import without_validation
 from lightning_seg.cli.pretrained import (
     link_normalization,
     link_recorded_normalization,
@@ -278,6 +280,14 @@ class SegCLI(LightningCLI):
             self.datamodule.keep_original_images = runs_chain and self.model.postprocess.needs_image
         trainer_config = self._get(self.config_init, "trainer", default={})
         callbacks = list(trainer_config.get("callbacks") or [])
+        if (
+            self.subcommand == "fit"
+            and isinstance(self.datamodule, SegDataModule)
+            and not self.datamodule.validates
+        ):
+            callbacks, line = without_validation(callbacks, self.model)
+            kwargs = {**kwargs, **NO_VALIDATION_TRAINER}
+            rank_zero_info(f"lightning-seg: {line}")
         callbacks += [
             kind() for kind in ALWAYS_ON_CALLBACKS if not any(isinstance(c, kind) for c in callbacks)
         ]

@@ -46,7 +46,7 @@ from lightning_seg.utils.atomic import atomic_write
 
 NET_CLASS = "lightning_seg.task.ensemble.EnsembleNet"
 CHECKPOINT_NAME = "ensemble.ckpt"
-FOLD_ARGUMENTS = ("folds", "fold", "group_by", "fold_seed")
+FOLD_ARGUMENTS = ("folds", "fold", "group_by", "fold_seed", "refit")
 """The data arguments of a cv fold, cleared in the ensemble's config: it evaluates the data's own splits."""
 
 
@@ -87,9 +87,9 @@ def check_output(output: Path) -> None:
         )
 
 
-def cv_checkpoints(folder: Path) -> list[Path]:
-    """The best checkpoint of every fold of a cv folder, in fold order (its ``summary.json``); ConfigError
-    in one line when a fold has none (the cv is not finished)."""
+def cv_checkpoints(folder: Path, refit: bool = False) -> list[Path]:
+    """The best checkpoint of every fold of a cv folder, in fold order (its ``summary.json``), then with
+    ``refit`` the refit's; ConfigError in one line when one has none (the cv is not finished)."""
     summary_file = folder / "summary.json"
     if not summary_file.is_file():
         raise ConfigError(
@@ -106,6 +106,14 @@ def cv_checkpoints(folder: Path) -> list[Path]:
         checkpoints.append(Path(fold["checkpoint"]))
     if not checkpoints:
         raise ConfigError(f"ensemble --cv {short_path(folder)}: summary.json lists no folds")
+    if refit:
+        checkpoint = (summary.get("refit") or {}).get("checkpoint")
+        if not checkpoint:
+            raise ConfigError(
+                f"ensemble --cv {short_path(folder)} --refit true: the cv has no finished refit (run cv with "
+                "--refit true)"
+            )
+        checkpoints.append(Path(checkpoint))
     return checkpoints
 
 
@@ -118,8 +126,7 @@ def ensemble_config(run_config: dict[str, Any], net: dict[str, Any], checkpoint:
     model["postprocess"] = without_thresholds_file(model.get("postprocess"))
     data = (config.get("data") or {}).get("init_args") or {}
     for key in FOLD_ARGUMENTS:
-        if key in data:
-            data[key] = None if key != "fold_seed" else data[key]
+        data.pop(key, None)  # the data module's own defaults: its own train/val/test split
     trainer = config.setdefault("trainer", {})
     trainer["default_root_dir"] = str(checkpoint.parent.parent)
     config["ckpt_path"] = str(checkpoint)
@@ -222,6 +229,9 @@ def _parser() -> argparse.ArgumentParser:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--cv", default=None, help="a cv folder: the best checkpoint of each fold")
     source.add_argument("--checkpoints", nargs="+", default=None, help="the members' checkpoints")
+    parser.add_argument(
+        "--refit", choices=("true", "false"), default="false", help="with --cv: the refit is a member too"
+    )
     parser.add_argument("--weights", nargs="+", type=float, default=None, help="one weight per member")
     parser.add_argument("--output", default=None, help="the ensemble's folder (default <cv>/ensemble)")
     return parser
@@ -232,8 +242,9 @@ def main(argv: list[str]) -> int:
     options = _parser().parse_args(argv)
     try:
         if options.cv is not None:
-            checkpoints = cv_checkpoints(Path(options.cv))
-            output = Path(options.output) if options.output else Path(options.cv) / "ensemble"
+            checkpoints = cv_checkpoints(Path(options.cv), options.refit == "true")
+            default = "ensemble_refit" if options.refit == "true" else "ensemble"
+            output = Path(options.output) if options.output else Path(options.cv) / default
         else:
             if options.output is None:
                 raise ConfigError("ensemble --checkpoints needs --output (the ensemble's folder)")

@@ -199,7 +199,8 @@ def out_of_fold_files(
     summary_file = cv / "summary.json"
     if not summary_file.is_file():
         raise ConfigError(f"tune --oof {short_path(cv)}: no summary.json (is it a cv folder? run cv first)")
-    folds = json.loads(summary_file.read_text()).get("per_fold") or []
+    summary = json.loads(summary_file.read_text())
+    folds = summary.get("per_fold") or []
     files: list[Path] = []
     sources: list[tuple[str, str | None]] = []
     heads = set()
@@ -218,7 +219,8 @@ def out_of_fold_files(
         raise ConfigError(f"tune --oof {short_path(cv)}: its summary.json lists no folds")
     if len(heads) > 1:
         raise ConfigError(f"tune --oof {short_path(cv)}: folds mix one-channel and K-channel heads")
-    _check_oof_source(cv, ckpt_path, sources)
+    refit = (summary.get("refit") or {}).get("checkpoint")
+    _check_oof_source(cv, ckpt_path, sources, refit)
     described = {
         "folder": str(cv),
         "folds": len(folds),
@@ -230,8 +232,11 @@ def out_of_fold_files(
     return files, described
 
 
-def _check_oof_source(cv: Path, ckpt_path: str | None, sources: list[tuple[str, str | None]]) -> None:
-    """``ckpt_path`` is the folds' ensemble (the same checkpoints, by path and SHA-256) or one of the folds."""
+def _check_oof_source(
+    cv: Path, ckpt_path: str | None, sources: list[tuple[str, str | None]], refit: str | None
+) -> None:
+    """``ckpt_path`` is the folds' ensemble (the same checkpoints, by path and SHA-256; the cv's ``refit``
+    may be a member too) or one of the folds."""
     if ckpt_path is None:
         raise ConfigError(
             f"tune --oof: which model are the thresholds for? --ckpt_path the ensemble of {short_path(cv)} (its "
@@ -241,8 +246,10 @@ def _check_oof_source(cv: Path, ckpt_path: str | None, sources: list[tuple[str, 
     described = checkpoint.parent.parent / "ensemble.json"
     if described.is_file():
         members = json.loads(described.read_text()).get("members") or []
-        found = sorted((str(Path(m.get("checkpoint", "")).resolve()), m.get("sha256")) for m in members)
-        if found != sorted(sources):
+        found = [(str(Path(m.get("checkpoint", "")).resolve()), m.get("sha256")) for m in members]
+        if refit is not None:  # the refit trained on every image: a member the files need not describe
+            found = [member for member in found if member[0] != str(Path(refit).resolve())]
+        if sorted(found) != sorted(sources):
             raise ConfigError(
                 f"tune --oof: {short_path(checkpoint)} is an ensemble of other checkpoints than the folds of "
                 f"{short_path(cv)} (their out-of-fold files would not describe it)"
@@ -283,6 +290,11 @@ def tune_thresholds(
     model.check_label_consistency()  # before the pass, not after it
     if datamodule is None and oof is None:
         raise ConfigError("tune needs a data module (data: in the config) with a val split")
+    if oof is None and not getattr(datamodule, "validates", True):
+        raise ConfigError(
+            "tune: this config trains without a val split (data.refit, or val_fraction 0): no images to tune "
+            "on; tune a cv's ensemble on its out-of-fold files (tune --oof <cv>), or a run with a val split"
+        )
     if oof is not None and model.postprocess.before_decision():
         raise ConfigError(
             f"tune --oof: the out-of-fold files hold probabilities before post-processing, and "

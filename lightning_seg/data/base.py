@@ -273,11 +273,24 @@ class SegDataModule(L.LightningDataModule):
         """The training pipeline used when the config gives none."""
         return natural_image_augmentations()
 
+    @property
+    def validates(self) -> bool:
+        """Whether ``fit`` validates (False: a module configured to train without a val split, which the CLI
+        then runs with checkpoints by epoch and no monitor)."""
+        return True
+
     def setup(self, stage: str) -> None:
         self.check_classes()
         needed = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",)}[
             stage
         ]
+        if not self.validates:
+            if stage == "validate":
+                raise ConfigError(
+                    f"{type(self).__name__}: this config trains without a val split (data.refit, or "
+                    "val_fraction 0 without a val list): there is nothing to validate on"
+                )
+            needed = tuple(split for split in needed if split != "val")
         if stage == "test" and self._evaluated is not None:
             needed = (self._evaluated,)  # a command's pass over another split through the test loop
         self._follow_keep_flags()

@@ -144,6 +144,10 @@ class FolderDataModule(ImageMaskDataModule):
         else:
             raise ConfigError(f"data.mask_mode must be 'index', 'rgb' or 'binary', got {mask_mode!r}")
 
+    def no_val_split_requested(self) -> bool:
+        """``val_fraction: 0`` (and no val list): trained without validation, on purpose."""
+        return self.lists["val"] is None and self.val_fraction == 0
+
     @property
     def label_names(self) -> tuple[str, ...]:
         """Image-level label names (empty when ``labels_from="none"``); found by scanning the image

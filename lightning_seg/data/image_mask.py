@@ -211,12 +211,15 @@ class ImageMaskDataModule(SegDataModule):
             split into this many folds (:mod:`lightning_seg.data.folds`: stratified by the classes and
             image labels each sample holds, seeded by ``fold_seed``); ``fold`` is validated on, the others
             trained on; the test split is left as it is. None: the dataset's own train/val split.
-        fold: the fold validated on, 0..folds-1.
+        fold: the fold validated on, 0..folds-1; -1: none (every fold trains, as ``refit``: ``cv --refit``).
         fold_seed: the folds' seed (``split_seed`` draws the test split where the data has no fixed one, so
             changing the folds never moves the test images).
         group_by: a regex on the sample name (its image path below the image folder, without suffix): the
             samples whose matches (first capture group, else the whole match) agree share a fold, e.g.
             ``'^([^_]+)_'`` for CamVid's drives. None: every sample alone.
+        refit: train on the train and val samples together, without validation: the final model on all the
+            training data (``cv --refit`` sets it). ``fit`` then checkpoints every epoch, with no monitor; the
+            test split is left as it is.
         **kwargs: :class:`SegDataModule` arguments (batch size, workers, augmentation, normalisation).
     """
 
@@ -231,11 +234,16 @@ class ImageMaskDataModule(SegDataModule):
         fold: int = 0,
         fold_seed: int = 0,
         group_by: str | None = None,
+        refit: bool = False,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        if folds is not None and (folds < 2 or not 0 <= fold < folds):
-            raise ConfigError(f"data.folds must be >= 2 and data.fold in 0..folds-1, got {folds} and {fold}")
+        if refit and folds is not None and fold != -1:
+            raise ConfigError("data.refit trains on every fold together: leave data.folds null (or fold -1)")
+        if folds is not None and (folds < 2 or not -1 <= fold < folds):
+            raise ConfigError(
+                f"data.folds must be >= 2 and data.fold in 0..folds-1 (or -1: none), got {folds} and {fold}"
+            )
         if group_by is not None and folds is None:
             raise ConfigError("data.group_by groups cross-validation folds: set data.folds too (or use cv)")
         if size is not None:
@@ -258,6 +266,8 @@ class ImageMaskDataModule(SegDataModule):
         self.check_files = check_files
         self.split_seed = split_seed
         self.folds, self.fold, self.fold_seed, self.group_by = folds, fold, fold_seed, group_by
+        # fold -1 of a cv: no fold held out, the refit on every training sample
+        self.refit = refit or (folds is not None and fold == -1)
         #: per split: how many samples setup dropped as bad (``on_bad_sample="skip"``)
         self.skipped: dict[str, int] = {}
         self._splits: dict[str, list[SampleFile]] | None = None
@@ -277,26 +287,44 @@ class ImageMaskDataModule(SegDataModule):
             self._splits = splits
         return self._splits
 
+    @property
+    def validates(self) -> bool:
+        """Whether ``fit`` validates: not with ``refit``, nor where the config asks for no val split
+        (:meth:`no_val_split_requested`)."""
+        return not self.refit and not self.no_val_split_requested()
+
+    def no_val_split_requested(self) -> bool:
+        """Whether the config itself leaves the val split out (``val_fraction: 0`` and no val list, where a
+        module draws its val split); an empty val split that was not asked for stays an error."""
+        return False
+
     def split_samples(self, split: str) -> list[SampleFile]:
         """The samples ``split`` is built from: :meth:`find_samples`, or with ``folds`` for "train" and "val"
-        the fold's (:meth:`fold_splits` of the train and val samples together, drawn once)."""
-        if self.folds is None or split not in ("train", "val"):
+        the fold's (:meth:`fold_splits` of the train and val samples together, drawn once); with ``refit``
+        the train and val samples train together and nothing validates."""
+        if split not in ("train", "val") or (self.folds is None and not self.refit):
             return self.find_samples(split)
         if self._folds is None:
-            pool = self.find_samples("train") + self.find_samples("val")
-            try:
-                test = {sample.image for sample in self.find_samples("test")}
-            except ConfigError:  # no test split to be found: the command that needs one says so
-                test = set()
-            shared = [sample.image for sample in pool if sample.image in test]
-            if shared:  # VOC and COCO test on their val split: every fold but one would train on it
-                raise ConfigError(
-                    f"{shared[0]}: data.folds would train on test images ({len(shared)} of the train and val "
-                    f"samples are also the test split's); cross-validate data with a test split of its own"
-                )
-            self._folds = self.fold_splits(pool)
+            pool = self._training_pool("data.refit" if self.refit else "data.folds")
+            self._folds = {"train": pool, "val": []} if self.refit else self.fold_splits(pool)
             check_disjoint_splits(self._folds)
         return self._folds[split]
+
+    def _training_pool(self, option: str) -> list[SampleFile]:
+        """The train and val samples together; ConfigError in one line where the test split is made of
+        them (VOC and COCO test on their val split: ``option`` would train on test images)."""
+        pool = self.find_samples("train") + self.find_samples("val")
+        try:
+            test = {sample.image for sample in self.find_samples("test")}
+        except ConfigError:  # no test split to be found: the command that needs one says so
+            test = set()
+        shared = [sample.image for sample in pool if sample.image in test]
+        if shared:
+            raise ConfigError(
+                f"{shared[0]}: {option} would train on test images ({len(shared)} of the train and val "
+                "samples are also the test split's); use it on data with a test split of its own"
+            )
+        return pool
 
     def fold_splits(self, pool: list[SampleFile]) -> dict[str, list[SampleFile]]:
         """``pool`` split into :attr:`folds` folds (:func:`lightning_seg.data.folds.assign_folds`) by the

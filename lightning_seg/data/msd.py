@@ -85,6 +85,10 @@ class MSDDataModule(ImageMaskDataModule):
             self.class_names = ("background", *(name.lower() for name in MSD_LABELS[1:]))
             self.label_classes = (None, *self.class_names[1:])
 
+    def no_val_split_requested(self) -> bool:
+        """``val_fraction: 0``: trained without validation, on purpose."""
+        return self.val_fraction == 0
+
     def mask_encoder(self) -> MaskEncoder:
         # masks are lossless and drawn in dark palette colours: any non-black pixel is defect
         return BinaryMaskEncoder(threshold=1)

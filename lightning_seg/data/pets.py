@@ -65,6 +65,10 @@ class OxfordPetDataModule(ImageMaskDataModule):
         self.download, self.val_fraction = download, val_fraction
         self.class_names = ("background", "pet") if mode == "binary" else ("background", "pet", "border")
 
+    def no_val_split_requested(self) -> bool:
+        """``val_fraction: 0``: trained without validation, on purpose."""
+        return self.val_fraction == 0
+
     @property
     def base_folder(self) -> Path:
         nested = self.root / "oxford-iiit-pet"

@@ -251,6 +251,10 @@ class VOCKaggleDataModule(ImageMaskDataModule):
         self._competition: list[SampleFile] | None = None
 
     # ----------------------------------------------------------------------------------------- files
+    def no_val_split_requested(self) -> bool:
+        """``val_fraction: 0``: trained without validation, on purpose."""
+        return self.val_fraction == 0
+
     def _train_samples(self) -> list[SampleFile]:
         path = self.root / TRAIN_CSV
         rows = read_label_csv(path, check_values=True)

@@ -58,9 +58,14 @@ HEADLINE = ("val/mIoU", "val/dice", "val/acc")
 """The first rows of the table; the other metrics follow in name order."""
 
 
+REFIT_FOLD = -1
+"""The fold value of ``--refit``'s trial: no fold held out (:class:`ImageMaskDataModule`'s ``fold``)."""
+
+
 def fold_name(trial: Trial) -> str:
-    """A fold's folder: ``fold_K``."""
-    return f"fold_{trial.values[FOLD_KEY]}"
+    """A fold's folder: ``fold_K``; the refit's: ``refit``."""
+    fold = trial.values[FOLD_KEY]
+    return "refit" if fold == REFIT_FOLD else f"fold_{fold}"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -74,6 +79,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--group_by", default=None, help="regex on sample names: a group shares a fold")
     parser.add_argument("--seed", type=int, default=0, help="the folds' seed (data.fold_seed)")
     parser.add_argument("--output", default=None, help="the cv folder; default runs/cv/<config stem>")
+    parser.add_argument(
+        "--refit",
+        choices=("true", "false"),
+        default="false",
+        help="also fit on every training image (no validation), with the folds' schedule, in <output>/refit",
+    )
     parser.add_argument(
         "--dry_run", choices=("true", "false"), default="false", help="print the folds' commands"
     )
@@ -125,7 +136,7 @@ def cv_sweep(options: argparse.Namespace, fit: dict[str, str]) -> SweepFile:
     return SweepFile(
         path=Path(options.config[0]),
         base=tuple(options.config),
-        parameters={FOLD_KEY: list(range(options.folds))},
+        parameters={FOLD_KEY: list(range(options.folds)) + ([REFIT_FOLD] if options.refit == "true" else [])},
         overrides=overrides,
         output=output,
     )
@@ -174,6 +185,8 @@ def fold_results(plans: list[TrialPlan], rows: list[ResultRow], folder: Path) ->
     status = {row.trial: row for row in rows}
     folds = []
     for plan in sorted(plans, key=lambda p: p.trial.values[FOLD_KEY]):
+        if plan.trial.values[FOLD_KEY] == REFIT_FOLD:
+            continue  # nothing to score: it validates on nothing
         row = status.get(plan.id)
         run = plan.run_folder(folder)
         summary = read_summary(run) or {}
@@ -201,6 +214,22 @@ def fold_results(plans: list[TrialPlan], rows: list[ResultRow], folder: Path) ->
                 entry["metrics"] = {k: v for k, v in scored["metrics"].items() if isinstance(v, int | float)}
         folds.append(entry)
     return folds
+
+
+def refit_result(plans: list[TrialPlan], rows: list[ResultRow], folder: Path) -> dict[str, Any] | None:
+    """The refit's run, status and checkpoint (its last epoch's); None without ``--refit``."""
+    plan = next((p for p in plans if p.trial.values[FOLD_KEY] == REFIT_FOLD), None)
+    if plan is None:
+        return None
+    row = next((r for r in rows if r.trial == plan.id), None)
+    run = plan.run_folder(folder)
+    summary = read_summary(run) or {}
+    return {
+        "status": row.status if row is not None else plan.action,
+        "error": row.error if row is not None else plan.error,
+        "run": str(run) if run is not None else None,
+        "checkpoint": summary.get("last_checkpoint"),
+    }
 
 
 def aggregate(folds: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
@@ -273,15 +302,27 @@ def report(
         "mean": {key: stat["mean"] for key, stat in stats.items()},
         "std": {key: stat["std"] for key, stat in stats.items()},
         "scored": sum(fold["metrics"] is not None for fold in folds),
+        "refit": refit_result(plans, rows, folder),
     }
     atomic_write(folder / "summary.json", json.dumps(summary, indent=2) + "\n")
     title = f"cv {sweep.path.stem}: {len(folds)} folds"
-    atomic_write(folder / "results.md", markdown(title, folds, stats))
+    table = markdown(title, folds, stats)
+    if summary["refit"] is not None:
+        refit = summary["refit"]
+        table += (
+            f"\nRefit on every training image (no validation): {refit['status']}, {refit['checkpoint']}\n"
+        )
+    atomic_write(folder / "results.md", table)
     for key in [k for k in HEADLINE if k in stats]:
         stat = stats[key]
         spread = f" ± {stat['std']:.4f}" if stat["std"] is not None else ""
         print(f"cv: {key} {stat['mean']:.4f}{spread} over {stat['n']} of {len(folds)} folds", flush=True)
     print(f"results: {folder / 'results.md'}, {folder / 'summary.json'}")
+    refit = summary["refit"]
+    if refit is not None:
+        print(
+            f"cv: refit on every training image: {refit['status']}: {refit['checkpoint'] or refit['error']}"
+        )
     if summary["scored"] == len(folds):
         build_ensemble(folder)
     else:
@@ -290,7 +331,7 @@ def report(
             "those; run the same command again to resume",
             file=sys.stderr,
         )
-    return summary["scored"] == len(folds)
+    return summary["scored"] == len(folds) and (refit is None or bool(refit["checkpoint"]))
 
 
 def main(argv: list[str], checker: TrialChecker) -> int:

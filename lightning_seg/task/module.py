@@ -516,6 +516,8 @@ class SegmentationModule(L.LightningModule):
 
     def on_fit_start(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
+        if not getattr(datamodule, "validates", True):
+            return  # the CLI said what a run without validation leaves out
         if datamodule is not None and "val" in getattr(datamodule, "score_at_original_size", ()):
             rank_zero_info("validation: the whole image once, scored at each mask's original size")
         else:
