@@ -472,9 +472,13 @@ class SegDataModule(L.LightningDataModule):
         """float64 (num_classes,): each class's share of the labelled pixels of ``split``."""
         return self.class_statistics(split).frequencies()
 
-    def class_weights(self, rule: str = "median_frequency", split: str = "train") -> torch.Tensor:
-        """float32 (num_classes,) loss weights: rule "inverse_frequency", "median_frequency" (frequency) or "enet" (1/ln(1.02+p))."""
-        return self.class_statistics(split).weights(rule)
+    def class_weights(
+        self, rule: str = "median_frequency", split: str = "train", beta: float | None = None
+    ) -> torch.Tensor:
+        """float32 (num_classes,) loss weights by a rule of :meth:`ClassStatistics.weights` ("inverse_frequency",
+        "median_frequency", "enet", "effective_number" with ``beta``)."""
+        statistics = self.class_statistics(split)
+        return statistics.weights(rule, beta) if beta is not None else statistics.weights(rule)
 
     def sample_labels(self, split: str = "train") -> torch.Tensor | None:
         """int64 (N,): each sample's image-level label (``label_names`` index, -100 where a sample has

@@ -14,6 +14,10 @@ Weight rules (classes absent from the split get weight 0; they never occur as ta
 - ``"median_frequency"``: median frequency balancing (Eigen & Fergus 2015, used by SegNet):
   ``w_c = median(f) / f_c`` with ``f_c`` = pixels of class c / labelled pixels of the images containing c.
 - ``"enet"``: ENet's ``w_c = 1 / ln(1.02 + p_c)`` (Paszke et al. 2016), bounded in about [1, 50].
+- ``"effective_number"``: class-balanced weights by the effective number of samples (Cui et al. 2019):
+  ``w_c ∝ (1 - β) / (1 - β^{n_c})`` with ``n_c`` the images holding class c (a sample of the class), scaled
+  so the weights of the present classes sum to their number; β → 0 gives equal weights, β → 1 inverse
+  image counts.
 """
 
 from __future__ import annotations
@@ -33,7 +37,9 @@ from lightning_seg.data.workers import map_in_workers
 from lightning_seg.errors import ConfigError
 from lightning_seg.utils.atomic import atomic_write
 
-WeightRule = Literal["inverse_frequency", "median_frequency", "enet"]
+WeightRule = Literal["inverse_frequency", "median_frequency", "enet", "effective_number"]
+DEFAULT_BETA = 0.999
+"""β of the ``effective_number`` rule (Cui et al. use 0.9 to 0.9999)."""
 WEIGHT_RULES = get_args(WeightRule)
 T = TypeVar("T")
 _VERSION = 1  # bump when the counting changes, so old cache files are not reused
@@ -67,8 +73,9 @@ class ClassStatistics:
         counts = self.pixel_counts.to(torch.float64)
         return counts / counts.sum().clamp(min=1)
 
-    def weights(self, rule: WeightRule = "median_frequency") -> torch.Tensor:
-        """float32 (C,) class weights for a weighted loss; see the module docstring for the rules."""
+    def weights(self, rule: WeightRule = "median_frequency", beta: float = DEFAULT_BETA) -> torch.Tensor:
+        """float32 (C,) class weights for a weighted loss; see the module docstring for the rules (``beta``:
+        the ``effective_number`` rule's)."""
         present = self.pixel_counts > 0
         p = self.frequencies()
         weights = torch.zeros_like(p)
@@ -80,6 +87,12 @@ class ClassStatistics:
             weights[present] = f.quantile(0.5) / f
         elif rule == "enet":
             weights[present] = 1.0 / torch.log(1.02 + p[present])
+        elif rule == "effective_number":
+            if not 0 <= beta < 1:
+                raise ConfigError(f"loss.class_weight_beta must be in [0, 1), got {beta}")
+            n = self.image_counts[present].to(torch.float64)
+            raw = (1.0 - beta) / (1.0 - torch.pow(torch.tensor(beta, dtype=torch.float64), n))
+            weights[present] = raw * int(present.sum()) / raw.sum()
         else:
             raise ConfigError(f"unknown class weight rule {rule!r}; use one of {WEIGHT_RULES}")
         return weights.to(torch.float32)

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from lightning_seg.data.stats import WeightRule
+from lightning_seg.data.stats import DEFAULT_BETA, WeightRule
 from lightning_seg.errors import ConfigError
 from lightning_seg.labels import NO_LABEL
 from lightning_seg.losses.split_sums import term_from_sums, term_sums
@@ -36,8 +36,9 @@ LABEL_LOSSES = {"single": ("ce", "focal"), "multi": ("bce", "focal")}
 """The image-label losses each label mode takes (softmax ones for single, sigmoid ones for multi)."""
 
 
-WeightSource = Callable[[str], Sequence[float] | torch.Tensor]
-"""Computes weights from a rule name (the data module's class or label statistics)."""
+WeightSource = Callable[[str, float], Sequence[float] | torch.Tensor]
+"""Computes weights from a rule name and the ``effective_number`` rule's β (the data module's class or label
+statistics)."""
 
 
 class RuleOrListWeights:
@@ -49,6 +50,11 @@ class RuleOrListWeights:
         key: the config key, for messages ("loss.class_weights").
         owner: what the values must match, for messages ("the data has {n} classes").
         statistics: what a rule is computed from, for messages ("class statistics").
+        size: the number of weights (None: not made for a task yet).
+        source: what resolves a rule.
+        beta: the ``effective_number`` rule's β.
+        background_factor: multiplies entry 0's weight (the background class) of a list or a resolved rule;
+            with no weights at all, weights of 1 with entry 0 this factor. Restored weights already hold it.
     """
 
     def __init__(
@@ -59,13 +65,26 @@ class RuleOrListWeights:
         statistics: str,
         size: int | None = None,
         source: WeightSource | None = None,
+        beta: float = DEFAULT_BETA,
+        background_factor: float = 1.0,
     ) -> None:
         self.given, self.key, self.owner, self.statistics = given, key, owner, statistics
         self.size, self.source = size, source
+        self.beta, self.background_factor = beta, background_factor
         self.tensor: torch.Tensor | None = None  # resolved, on the CPU
         self._on_device: torch.Tensor | None = None  # its copy on the device last asked for
         if size is not None:  # made for a task: a list is checked now, a rule waits for its first use
             self.set(None if isinstance(given, str) else given)
+            if not isinstance(given, str):
+                self.tensor = self._with_background(self.tensor)
+
+    def _with_background(self, weights: torch.Tensor | None) -> torch.Tensor | None:
+        """``weights`` with entry 0 times :attr:`background_factor` (weights of 1 where there are none)."""
+        if self.background_factor == 1.0 or self.size is None:
+            return weights
+        scaled = weights.clone() if weights is not None else torch.ones(self.size, dtype=torch.float32)
+        scaled[0] *= self.background_factor
+        return scaled
 
     @property
     def pending(self) -> bool:
@@ -84,7 +103,8 @@ class RuleOrListWeights:
         if self.pending:
             if self.source is None:
                 raise ConfigError(f"{self.key}={self.given!r} needs a data module with {self.statistics}")
-            self.set(self.source(str(self.given)))
+            self.set(self.source(str(self.given), self.beta))
+            self.tensor = self._with_background(self.tensor)
         return self.tensor
 
     def on(self, device: torch.device) -> torch.Tensor | None:
@@ -104,12 +124,21 @@ class CompoundLoss(nn.Module):
         weights: term name → weight. Names: ce (cross-entropy; BCE on a one-channel head), bce (one-channel
             heads only), dice, jaccard, focal, lovasz, tversky.
         class_weights: per-class weights (a list of ``num_classes`` floats), a rule computed from the data
-            module's training-mask statistics (inverse_frequency, median_frequency, enet), or None.
-            Used by ce, dice, jaccard, focal and tversky.
+            module's training-mask statistics (inverse_frequency, median_frequency, enet, effective_number),
+            or None. Used by ce, dice, jaccard, focal and tversky.
+        class_weight_beta: β of the effective_number rule (Cui et al. 2019), for class and label weights.
+        background_weight: multiplies the background's (class 0) weight after any rule or list; with no
+            class_weights, the weights are 1 with the background's this (one notebook used 10).
         label_smoothing: cross-entropy label smoothing.
         focal_gamma: focusing parameter of the focal term.
+        focal_alpha: the focal term's positive-vs-negative balance (``α`` for a pixel of the class, ``1 - α``
+            for the others, one-vs-rest; RetinaNet's 0.25); None: unbalanced. Also the multi-label focal
+            image term's.
+        dice_smooth: the Dice term's additive smoothing, ``(2 I + s) / (|P| + |Y| + s)`` per class.
         tversky_alpha: false-positive weight of the Tversky term.
         tversky_beta: false-negative weight of the Tversky term.
+        tversky_gamma: the focal-Tversky exponent: the term is ``(1 - Tversky index)^gamma`` per class (1:
+            plain Tversky; 0.75 in one notebook, Abraham & Khan 2019 use 4/3).
         aux_weight: weight of the same pixel terms on an auxiliary head's logits (torchvision aux classifier);
             0: SegmentationModule builds the net without that head.
         label_weight: weight of the image-level term for nets with a class head; 0: SegmentationModule
@@ -130,10 +159,15 @@ class CompoundLoss(nn.Module):
         self,
         weights: dict[str, float] | None = None,
         class_weights: list[float] | WeightRule | None = None,
+        class_weight_beta: float = DEFAULT_BETA,
+        background_weight: float = 1.0,
         label_smoothing: float = 0.0,
         focal_gamma: float = 2.0,
+        focal_alpha: float | None = None,
+        dice_smooth: float = 0.0,
         tversky_alpha: float = 0.5,
         tversky_beta: float = 0.5,
+        tversky_gamma: float = 1.0,
         aux_weight: float = 0.4,
         label_weight: float = 0.5,
         label_loss: Literal["ce", "bce", "focal"] | None = None,
@@ -144,10 +178,15 @@ class CompoundLoss(nn.Module):
         self.options = {
             "weights": weights,
             "class_weights": class_weights,
+            "class_weight_beta": class_weight_beta,
+            "background_weight": background_weight,
             "label_smoothing": label_smoothing,
             "focal_gamma": focal_gamma,
+            "focal_alpha": focal_alpha,
+            "dice_smooth": dice_smooth,
             "tversky_alpha": tversky_alpha,
             "tversky_beta": tversky_beta,
+            "tversky_gamma": tversky_gamma,
             "aux_weight": aux_weight,
             "label_weight": label_weight,
             "label_loss": label_loss,
@@ -157,10 +196,25 @@ class CompoundLoss(nn.Module):
         unknown = sorted(set(self.weights) - set(PIXEL_TERMS))
         if unknown:
             raise ConfigError(f"loss.weights: unknown term(s) {unknown}; valid terms are {list(PIXEL_TERMS)}")
+        checks = (
+            ("class_weight_beta", class_weight_beta, 0 <= class_weight_beta < 1, "in [0, 1)"),
+            ("focal_alpha", focal_alpha, focal_alpha is None or 0 <= focal_alpha <= 1, "in [0, 1] or null"),
+            ("background_weight", background_weight, background_weight > 0, "> 0"),
+            ("dice_smooth", dice_smooth, dice_smooth >= 0, ">= 0"),
+            ("tversky_gamma", tversky_gamma, tversky_gamma > 0, "> 0"),
+        )
+        for name, value, valid, expected in checks:
+            if not valid:
+                raise ConfigError(f"loss.{name} must be {expected}, got {value}")
         self.class_weights = class_weights
+        self.class_weight_beta = class_weight_beta
+        self.background_weight = background_weight
         self.label_smoothing = label_smoothing
         self.focal_gamma = focal_gamma
+        self.focal_alpha = focal_alpha
+        self.dice_smooth = dice_smooth
         self.tversky = (tversky_alpha, tversky_beta)
+        self.tversky_gamma = tversky_gamma
         self.aux_weight = aux_weight
         self.label_weight = label_weight
         self.num_classes = 0
@@ -214,6 +268,8 @@ class CompoundLoss(nn.Module):
             "class statistics",
             num_classes,
             class_weight_source,
+            self.class_weight_beta,
+            self.background_weight,
         )
         loss.label_weights = RuleOrListWeights(
             self.label_class_weights,
@@ -222,6 +278,7 @@ class CompoundLoss(nn.Module):
             "label counts",
             num_labels,
             label_weight_source,
+            self.class_weight_beta,
         )
         return loss
 
@@ -294,6 +351,8 @@ class CompoundLoss(nn.Module):
             p = logits.sigmoid()
             p_t = p * soft + (1 - p) * (1 - soft)
             per_entry = (1 - p_t).pow(self.focal_gamma) * per_entry
+            if self.focal_alpha is not None:  # torchvision's sigmoid_focal_loss balance
+                per_entry = (self.focal_alpha * soft + (1 - self.focal_alpha) * (1 - soft)) * per_entry
         return torch.stack([(per_entry * known).sum(), known.sum().float()])
 
     def _build_terms(self, binary: bool, device: torch.device) -> dict[str, nn.Module]:
@@ -316,17 +375,21 @@ class CompoundLoss(nn.Module):
                     )
                 terms[name] = BinaryCrossEntropy(ii, self.label_smoothing, pos_weight)
             elif name == "dice":
-                terms[name] = smp.losses.DiceLoss(mode, ignore_index=ii, class_weights=cw)
+                # SMP adds smooth in the Tversky form, (I + s) / (I + FP/2 + FN/2 + s): half of it is
+                # the usual Dice form's (2I + s) / (|P| + |Y| + s)
+                terms[name] = smp.losses.DiceLoss(
+                    mode, ignore_index=ii, class_weights=cw, smooth=self.dice_smooth / 2
+                )
             elif name == "jaccard":
                 terms[name] = smp.losses.JaccardLoss(mode, ignore_index=ii, class_weights=cw)
             elif name == "focal":  # SMP's formulas, without its host syncs (see loss_terms)
-                terms[name] = FocalLoss(ii, gamma=self.focal_gamma, class_weights=cw)
+                terms[name] = FocalLoss(ii, gamma=self.focal_gamma, alpha=self.focal_alpha, class_weights=cw)
             elif name == "lovasz":
                 terms[name] = LovaszLoss(ii)
             elif name == "tversky":
                 alpha, beta = self.tversky
                 terms[name] = smp.losses.TverskyLoss(
-                    mode, ignore_index=ii, alpha=alpha, beta=beta, class_weights=cw
+                    mode, ignore_index=ii, alpha=alpha, beta=beta, gamma=self.tversky_gamma, class_weights=cw
                 )
         for term in terms.values():
             term.to(device)

@@ -67,26 +67,32 @@ class BinaryCrossEntropy(nn.Module):
 
 
 class FocalLoss(nn.Module):
-    """SMP's focal loss (``smp.losses.FocalLoss`` with ``alpha=None``) without host syncs.
+    """SMP's focal loss (``smp.losses.FocalLoss``) without host syncs.
 
     Each class is a one-vs-rest sigmoid focal term on its own logits, averaged over the non-ignored pixels;
     the class terms are averaged, or weighted by ``class_weights`` (``sum w_c l_c / sum w_c``). A binary
-    head has one term.
+    head has one term. ``alpha`` weighs a pixel of the class by α and the others by 1 - α (SMP's and
+    RetinaNet's balance); None: unbalanced.
     """
 
     def __init__(
-        self, ignore_index: int, gamma: float = 2.0, class_weights: Sequence[float] | None = None
+        self,
+        ignore_index: int,
+        gamma: float = 2.0,
+        class_weights: Sequence[float] | None = None,
+        alpha: float | None = None,
     ) -> None:
         super().__init__()
         self.ignore_index = ignore_index
         self.gamma = gamma
+        self.alpha = alpha
         weights = torch.as_tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
         self.register_buffer("class_weights", weights, persistent=False)
 
     def sums(self, logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Each class's term summed over the valid pixels, (K,), and their number, a scalar."""
         soft, valid = one_vs_rest_targets(logits, target, self.ignore_index)
-        per_pixel = focal_loss_with_logits(logits, soft, gamma=self.gamma, alpha=None, reduction="none")
+        per_pixel = focal_loss_with_logits(logits, soft, gamma=self.gamma, alpha=self.alpha, reduction="none")
         return (per_pixel * valid).sum((0, 2, 3)), valid.sum()
 
     def from_sums(self, per_class: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:

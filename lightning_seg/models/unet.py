@@ -6,19 +6,26 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from lightning_seg.errors import ConfigError
+
 
 class DoubleConv(nn.Sequential):
-    """(3×3 conv → BatchNorm → ReLU) × 2; the conv has no bias because BatchNorm follows."""
+    """(3×3 conv → BatchNorm → ReLU) × 2, then channel dropout when ``dropout`` > 0; the conv has no bias
+    because BatchNorm follows. The dropout comes last and has no parameters: checkpoint keys are the same
+    with or without it."""
 
-    def __init__(self, in_channels: int, out_channels: int) -> None:
-        super().__init__(
+    def __init__(self, in_channels: int, out_channels: int, dropout: float = 0.0) -> None:
+        layers: list[nn.Module] = [
             nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
             nn.BatchNorm2d(out_channels),
             nn.ReLU(inplace=True),
             nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
             nn.BatchNorm2d(out_channels),
             nn.ReLU(inplace=True),
-        )
+        ]
+        if dropout > 0:
+            layers.append(nn.Dropout2d(dropout))
+        super().__init__(*layers)
 
 
 def upsample2x(in_channels: int, out_channels: int, bilinear: bool, bias: bool = True) -> nn.Module:
@@ -50,11 +57,13 @@ class Up(nn.Module):
     fewer parameters); ``False`` uses a learned 2×2 transposed conv.
     """
 
-    def __init__(self, in_channels: int, skip_channels: int, out_channels: int, bilinear: bool) -> None:
+    def __init__(
+        self, in_channels: int, skip_channels: int, out_channels: int, bilinear: bool, dropout: float = 0.0
+    ) -> None:
         super().__init__()
         half = in_channels // 2
         self.up = upsample2x(in_channels, half, bilinear)
-        self.conv = DoubleConv(half + skip_channels, out_channels)
+        self.conv = DoubleConv(half + skip_channels, out_channels, dropout)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         x = match_size(self.up(x), skip)
@@ -70,6 +79,8 @@ class UNet(nn.Module):
         base_width: channels of the first stage (64 in the paper; 16 trains fast on a CPU).
         depth: number of down-sampling stages.
         bilinear: bilinear upsampling + 1×1 conv (True) or transposed convolution (False).
+        dropout: channel dropout (``Dropout2d``) after every block but the first, in training only (0.3 in
+            one of the source notebooks); 0: none.
 
     Shapes: float32 B×in_channels×H×W → B×num_classes×H×W, H and W multiples of ``2**depth``.
     """
@@ -81,16 +92,20 @@ class UNet(nn.Module):
         base_width: int = 64,
         depth: int = 4,
         bilinear: bool = True,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        if not 0 <= dropout < 1:
+            raise ConfigError(f"model.net UNet.dropout must be in [0, 1), got {dropout}")
         widths = [base_width * 2**i for i in range(depth + 1)]
         self.size_divisor = 2**depth
         self.stem = DoubleConv(in_channels, widths[0])
         self.downs = nn.ModuleList(
-            nn.Sequential(nn.MaxPool2d(2), DoubleConv(widths[i], widths[i + 1])) for i in range(depth)
+            nn.Sequential(nn.MaxPool2d(2), DoubleConv(widths[i], widths[i + 1], dropout))
+            for i in range(depth)
         )
         self.ups = nn.ModuleList(
-            Up(widths[i + 1], widths[i], widths[i], bilinear) for i in reversed(range(depth))
+            Up(widths[i + 1], widths[i], widths[i], bilinear, dropout) for i in reversed(range(depth))
         )
         self.head = nn.Conv2d(widths[0], num_classes, 1)
 

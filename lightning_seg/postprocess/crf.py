@@ -45,10 +45,10 @@ def refine(
         image: uint8 H×W×3 RGB image, C-contiguous.
         iterations: mean-field iterations.
         gaussian_sxy: position kernel's standard deviation in pixels.
-        gaussian_compat: position kernel's weight (Potts compatibility).
+        gaussian_compat: position kernel's weight (Potts compatibility); 0: no position kernel.
         bilateral_sxy: bilateral kernel's position standard deviation in pixels.
         bilateral_srgb: bilateral kernel's colour standard deviation (0–255 RGB units).
-        bilateral_compat: bilateral kernel's weight (Potts compatibility).
+        bilateral_compat: bilateral kernel's weight (Potts compatibility); 0: no bilateral kernel.
 
     Returns:
         float32 K×H×W C-contiguous marginals; each pixel's K values sum to 1.
@@ -61,13 +61,15 @@ def refine(
     crf = DenseCRF2D(width, height, classes)  # pydensecrf takes the width first
     # the C++ side reads the buffers as they lie in memory: a strided view would be read as garbage
     crf.setUnaryEnergy(np.ascontiguousarray(unary_from_softmax(probabilities, clip=CLIP), dtype=np.float32))
-    crf.addPairwiseGaussian(sxy=gaussian_sxy, compat=gaussian_compat)
-    crf.addPairwiseBilateral(
-        sxy=bilateral_sxy,
-        srgb=bilateral_srgb,
-        rgbim=np.ascontiguousarray(image, dtype=np.uint8),
-        compat=bilateral_compat,
-    )
+    if gaussian_compat > 0:
+        crf.addPairwiseGaussian(sxy=gaussian_sxy, compat=gaussian_compat)
+    if bilateral_compat > 0:
+        crf.addPairwiseBilateral(
+            sxy=bilateral_sxy,
+            srgb=bilateral_srgb,
+            rgbim=np.ascontiguousarray(image, dtype=np.uint8),
+            compat=bilateral_compat,
+        )
     marginals = np.asarray(crf.inference(iterations), dtype=np.float32)  # K×(H·W)
     return np.ascontiguousarray(marginals.reshape(classes, height, width))
 
@@ -84,10 +86,11 @@ class DenseCRF(Step):
     Args:
         iterations: mean-field iterations (DeepLab: 10).
         gaussian_sxy: position kernel's standard deviation in pixels (σγ).
-        gaussian_compat: position kernel's weight (w2).
+        gaussian_compat: position kernel's weight (w2); 0 switches the position kernel off (one VOC notebook
+            used the bilateral kernel alone: sxy 20, srgb 13, compat 21, 5 iterations).
         bilateral_sxy: bilateral kernel's position standard deviation in pixels (σα).
         bilateral_srgb: bilateral kernel's colour standard deviation, in 0–255 RGB units (σβ).
-        bilateral_compat: bilateral kernel's weight (w1).
+        bilateral_compat: bilateral kernel's weight (w1); 0 switches the bilateral kernel off.
         workers: processes refining the images of a batch in parallel; None: min(4, CPUs available);
             0 or 1: in this process.
     """
@@ -117,15 +120,22 @@ class DenseCRF(Step):
             ("bilateral_srgb", bilateral_srgb),
             ("bilateral_compat", bilateral_compat),
         ):
+            off = key.endswith("compat") and value == 0  # a weight of 0 switches its kernel off
             if (
                 isinstance(value, bool)
                 or not isinstance(value, int | float)
                 or not math.isfinite(value)
-                or value <= 0
+                or (value <= 0 and not off)
             ):
                 raise ConfigError(
-                    f"model.postprocess DenseCRF.{key} must be a positive number, got {value!r}"
+                    f"model.postprocess DenseCRF.{key} must be a positive number"
+                    f"{' (or 0: that kernel off)' if key.endswith('compat') else ''}, got {value!r}"
                 )
+        if gaussian_compat == 0 and bilateral_compat == 0:
+            raise ConfigError(
+                "model.postprocess DenseCRF: gaussian_compat and bilateral_compat are both 0 (no kernel left); "
+                "leave the step out instead"
+            )
         if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
             raise ConfigError(
                 f"model.postprocess DenseCRF.workers must be an integer >= 0 (or null), got {workers!r}"
@@ -158,7 +168,13 @@ class DenseCRF(Step):
         return min(4, available)
 
     def describe(self) -> str:
-        return f"crf ({self.iterations} iteration{'s' if self.iterations != 1 else ''})"
+        kernels = [
+            name
+            for name, weight in (("gaussian", self.gaussian_compat), ("bilateral", self.bilateral_compat))
+            if weight == 0
+        ]
+        off = f", {kernels[0]} kernel off" if kernels else ""
+        return f"crf ({self.iterations} iteration{'s' if self.iterations != 1 else ''}{off})"
 
     def apply(self, predictions: list[Prediction]) -> None:
         """Refine each prediction's probabilities in place.

@@ -13,20 +13,20 @@ from lightning_seg.labels import LabelTask, label_weight_source
 from lightning_seg.losses import CompoundLoss
 
 
-def class_weights_of(datamodule: Any, rule: str) -> torch.Tensor:
+def class_weights_of(datamodule: Any, rule: str, beta: float) -> torch.Tensor:
     """A ``loss.class_weights`` rule resolved from the data module's training-mask statistics."""
     weights = getattr(datamodule, "class_weights", None)
     if weights is None:
         raise ConfigError(f"loss.class_weights={rule!r} needs a data module with class statistics")
-    return weights(rule)
+    return weights(rule, beta=beta)
 
 
-def label_weights_of(datamodule: Any, task: LabelTask, rule: str) -> torch.Tensor:
+def label_weights_of(datamodule: Any, task: LabelTask, rule: str, beta: float) -> torch.Tensor:
     """A ``loss.label_class_weights`` rule resolved from the training split's label counts."""
     source = label_weight_source(datamodule, task)
     if source is None:
         raise ConfigError(f"loss.label_class_weights={rule!r} needs a data module with label counts")
-    return source(rule)
+    return source(rule, beta)
 
 
 def resolve_on_rank_zero(loss: CompoundLoss, strategy: Strategy, is_global_zero: bool) -> None:

@@ -202,11 +202,11 @@ class SegmentationModule(L.LightningModule):
     def _datamodule(self) -> Any:
         return getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
 
-    def _class_weights_of_data(self, rule: str) -> torch.Tensor:
-        return class_weights_of(self._datamodule(), rule)
+    def _class_weights_of_data(self, rule: str, beta: float) -> torch.Tensor:
+        return class_weights_of(self._datamodule(), rule, beta)
 
-    def _label_weights_of_data(self, rule: str) -> torch.Tensor:
-        return label_weights_of(self._datamodule(), self.label_task, rule)
+    def _label_weights_of_data(self, rule: str, beta: float) -> torch.Tensor:
+        return label_weights_of(self._datamodule(), self.label_task, rule, beta)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.loss.weight_tensor is not None:

@@ -139,7 +139,7 @@ def test_configuration_errors_are_clear() -> None:
 def test_class_weight_rule_comes_from_the_data_source() -> None:
     calls = []
 
-    def source(rule: str) -> list[float]:
+    def source(rule: str, beta: float) -> list[float]:
         calls.append(rule)
         return [1.0, 2.0, 3.0, 4.0]
 

@@ -248,3 +248,19 @@ def test_nets_build_from_a_class_path_without_num_classes(class_path: str, init_
     side = 2 * net.size_divisor
     with torch.no_grad():
         assert _mask(net.eval()(torch.randn(1, 3, side, side))).shape[-2:] == (side, side)
+
+
+def test_unet_dropout_acts_in_training_only_and_keeps_the_checkpoint_keys() -> None:
+    from lightning_seg.models import UNet
+
+    torch.manual_seed(0)
+    plain, dropped = UNet(3, base_width=4, depth=2), UNet(3, base_width=4, depth=2, dropout=0.3)
+    assert plain.state_dict().keys() == dropped.state_dict().keys()  # plain checkpoints load either way
+    image = torch.randn(2, 3, 16, 16)
+    dropped.train()
+    assert not torch.equal(dropped(image), dropped(image))  # a different channel mask each pass
+    dropped.load_state_dict(plain.state_dict())  # the same weights and batch-norm statistics
+    plain.eval(), dropped.eval()
+    torch.testing.assert_close(dropped(image), plain(image))
+    with pytest.raises(ConfigError, match="UNet.dropout must be in \\[0, 1\\)"):
+        UNet(3, dropout=1.0)

@@ -138,6 +138,35 @@ def test_describe_and_defaults():
     assert (crf.acts_on, crf.name, crf.needs_image) == ("probabilities", "crf", True)
 
 
+def test_a_weight_of_zero_switches_a_kernel_off_as_the_voc_notebook_did():
+    """The VOC notebook's bilateral-only CRF (sxy 20, srgb 13, compat 21, 5 iterations) is pydensecrf with
+    the bilateral kernel alone."""
+    pytest.importorskip("pydensecrf")
+    from pydensecrf.densecrf import DenseCRF2D
+    from pydensecrf.utils import unary_from_softmax
+
+    from lightning_seg.postprocess.crf import CLIP
+
+    image, target = shapes_scene(24, 32)
+    probabilities = noisy_probabilities(target, 3, 1.5, torch.Generator().manual_seed(0))
+    crf = DenseCRF(
+        iterations=5, gaussian_compat=0, bilateral_sxy=20, bilateral_srgb=13, bilateral_compat=21, workers=0
+    )
+    assert crf.describe() == "crf (5 iterations, gaussian kernel off)"
+    refined = [Prediction(probabilities=probabilities.clone(), image=image)]
+    crf.apply(refined)
+    direct = DenseCRF2D(32, 24, 3)
+    direct.setUnaryEnergy(np.ascontiguousarray(unary_from_softmax(probabilities.numpy(), clip=CLIP)))
+    rgb = np.ascontiguousarray(image.permute(1, 2, 0).numpy())
+    direct.addPairwiseBilateral(sxy=20, srgb=13, rgbim=rgb, compat=21)
+    expected = np.asarray(direct.inference(5), dtype=np.float32).reshape(3, 24, 32)
+    torch.testing.assert_close(refined[0].probabilities, torch.from_numpy(expected))
+    both = DenseCRF(iterations=5, bilateral_sxy=20, bilateral_srgb=13, bilateral_compat=21, workers=0)
+    with_gaussian = [Prediction(probabilities=probabilities.clone(), image=image)]
+    both.apply(with_gaussian)
+    assert not torch.allclose(with_gaussian[0].probabilities, refined[0].probabilities)
+
+
 def test_missing_extra_is_one_line(monkeypatch):
     monkeypatch.setitem(sys.modules, "pydensecrf.densecrf", None)  # `import pydensecrf.densecrf` fails
     with pytest.raises(ConfigError) as raised:
@@ -156,7 +185,8 @@ def test_missing_extra_is_one_line(monkeypatch):
         ({"gaussian_compat": -3.0}, "gaussian_compat"),
         ({"bilateral_sxy": float("nan")}, "bilateral_sxy"),
         ({"bilateral_srgb": float("inf")}, "bilateral_srgb"),
-        ({"bilateral_compat": 0}, "bilateral_compat"),
+        ({"bilateral_compat": -1.0}, "bilateral_compat"),
+        ({"gaussian_compat": 0, "bilateral_compat": 0}, "gaussian_compat and bilateral_compat are both 0"),
         ({"workers": -1}, "workers"),
     ],
 )
@@ -164,7 +194,7 @@ def test_bad_arguments_are_one_line(arguments, key):
     with pytest.raises(ConfigError) as raised:
         DenseCRF(**arguments)
     message = str(raised.value)
-    assert f"model.postprocess DenseCRF.{key} " in message
+    assert f"model.postprocess DenseCRF{'.' if ' ' not in key else ': '}{key} " in message
     assert "\n" not in message and len(message) < 196, message
 
 
