@@ -160,12 +160,13 @@ class SegDataModule(L.LightningDataModule):
         unknown = sorted(set(score_at_original_size) - {"val", "test"})
         if unknown:
             raise ConfigError(f"data.score_at_original_size: {unknown} are not evaluation splits (val, test)")
-        if "test" not in score_at_original_size:
+        if not score_at_original_size:
             raise ConfigError(
                 "data.score_at_original_size: test always scores at the original size (what predict writes); "
                 "use [test] or [val, test]"
             )
-        self.score_at_original_size = tuple(score_at_original_size)
+        # [val] asks for val: test scores at the original size whatever the list says
+        self.score_at_original_size = tuple(dict.fromkeys([*score_at_original_size, "test"]))
         self.allow_absent_classes = allow_absent_classes
         self.balanced_labels = balanced_labels
         self._balance_weights: torch.Tensor | None = None  # per training sample, computed once

@@ -191,6 +191,15 @@ class FolderDataModule(ImageMaskDataModule):
         if split == "predict" and self.predict_dir is not None:
             return f"no images ({', '.join(IMAGE_EXTENSIONS)}) in data.predict_dir {self.predict_dir}"
         if split in ("val", "test"):
+            try:
+                found = len(self._all_samples())
+            except ConfigError:
+                found = None
+            if found is not None and found < 3:
+                return (
+                    f"the folder holds {found} image{'s' if found != 1 else ''}: too few to split into train, "
+                    f"val and test; add images, or give data.{split}_list"
+                )
             return f"set data.{split}_list or data.{split}_fraction"
         return f"check {self.image_dir} and the split lists"
 

@@ -414,8 +414,26 @@ class IndexMaskEncoder(MaskEncoder):
             raise ConfigError(
                 f"{path}: mask values {values} are >= num_classes {self.num_classes} and not "
                 f"ignore_index {self.ignore_index}"
+                + _scaled_16_bit_hint(mask, self.num_classes, self.ignore_index)
             )
         return mask
+
+
+def _scaled_16_bit_hint(mask: torch.Tensor, num_classes: int, ignore_index: int) -> str:
+    """A note when every value is a class × 257 (or × 256): 8-bit labels written into a 16-bit file, whose
+    exporter scaled 0..255 onto 0..65535 (a common bug); empty otherwise."""
+    values = torch.unique(mask)
+    for factor in (257, 256):
+        labels = values // factor
+        if bool((values % factor == 0).all()) and bool(
+            ((labels < num_classes) | (labels == ignore_index)).all()
+        ):
+            pairs = [f"{int(v)} = {int(v) // factor} × {factor}" for v in values[values > 0][:3]]
+            return (
+                f"; every value is a class × {factor} ({', '.join(pairs)}): 8-bit labels saved as 16-bit with "
+                "scaling; re-export the masks as 8-bit (or divide them by the factor)"
+            )
+    return ""
 
 
 def _color_keys(rgb: torch.Tensor) -> torch.Tensor:

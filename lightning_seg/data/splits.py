@@ -92,6 +92,16 @@ def check_split_lists(listed: dict[str, list[SampleFile]], list_files: dict[str,
         listed: split → the samples its list names, in list order.
         list_files: split → its list file, for messages.
     """
+    files = [(split, Path(file).resolve()) for split, file in list_files.items() if split in listed]
+    for index, (split, file) in enumerate(files):
+        other = next((first for first, seen in files[:index] if seen == file), None)
+        if other is not None:  # the same file for two splits: every sample would be in both
+            raise ConfigError(
+                f"data.{other}_list and data.{split}_list are the same file {list_files[split]}; a sample is "
+                f"in one split only: to score the {other} images at their stored size, run validate with "
+                f"--data.score_at_original_size [{other}]; for a {split} split, give another list"
+                + (f" or data.{split}_fraction" if split in ("val", "test") else "")
+            )
     owner: dict[str, str] = {}
     for split, samples in listed.items():
         repeated = _first_repeat(sample.name for sample in samples)

@@ -1,0 +1,53 @@
+"""The messages a new user found least clear (issue 28's campaign of bad inputs): each now says what
+happened and the way forward."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from data_trees import folder_tree, write_index_pair, write_png
+
+from lightning_seg.data import FolderDataModule, SyntheticDataModule
+from lightning_seg.errors import ConfigError
+
+CLASSES = ["a", "b", "c"]
+
+
+def test_the_same_list_for_val_and_test_says_so_and_how_to_score_val(tmp_path: Path) -> None:
+    data = folder_tree(tmp_path / "data", count=6)
+    (data / "train.txt").write_text("s0\ns1\ns2\ns3\n")
+    (data / "val.txt").write_text("s4\ns5\n")
+    module = FolderDataModule(
+        root=str(data), class_names=CLASSES, train_list="train.txt", val_list="val.txt", test_list="val.txt"
+    )
+    with pytest.raises(ConfigError, match="data.val_list and data.test_list are the same file") as raised:
+        module.split_samples("test")
+    assert "--data.score_at_original_size [val]" in str(raised.value)
+
+
+def test_scoring_val_at_the_original_size_is_accepted_alone() -> None:
+    assert SyntheticDataModule(score_at_original_size=["val"]).score_at_original_size == ("val", "test")
+    with pytest.raises(ConfigError, match="test always scores at the original size"):
+        SyntheticDataModule(score_at_original_size=[])
+
+
+def test_sixteen_bit_masks_of_class_times_257_are_recognised(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    mask = torch.zeros(16, 16, dtype=torch.int64)
+    mask[:8] = 1
+    mask[8:, :8] = 2
+    for i in range(4):
+        write_index_pair(data, f"s{i}", mask)
+        write_png(data / "masks" / f"s{i}.png", (mask * 257).to(torch.uint16))  # the exporter's scaling
+    module = FolderDataModule(root=str(data), class_names=CLASSES, val_fraction=0.25)
+    with pytest.raises(ConfigError, match="every value is a class × 257 \\(257 = 1 × 257, 514 = 2 × 257\\)"):
+        module.setup("fit")
+
+
+def test_a_folder_of_one_image_says_it_is_one_image(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    write_index_pair(data, "only", torch.arange(3).repeat_interleave(3)[:8].expand(8, 8).clone())
+    with pytest.raises(ConfigError, match="the folder holds 1 image: too few to split"):
+        FolderDataModule(root=str(data), class_names=CLASSES).setup("fit")
