@@ -17,6 +17,8 @@ is absent from both the image's target and its prediction (nothing to find, noth
 scores are averaged over the images, then the K-1 class means are averaged. ``image_dice_per_class`` and
 ``image_iou_per_class`` are the class means. An image whose target is wholly ``ignore_index`` is skipped
 (not counted). For two-class tasks ``image_IoU`` (= ``image_IoU_fg``) and the pooled ``IoU_fg`` are kept.
+``image_mIoU``: per image, the mean IoU over the classes present in its target or its prediction, background
+included (the phone-defect notebook's "mean IoU per image"), averaged over the images.
 
 ``competition_dice`` (the competition's score): per image, the Dice of the stacked foreground planes,
 2·|P∩T| / (|P| + |T|), where P and T are the sets of (class c ≥ 1, pixel) pairs with prediction == c and
@@ -66,8 +68,8 @@ def class_iou(confusion: torch.Tensor) -> torch.Tensor:
 def scores_from_confusion(confusion: torch.Tensor) -> dict[str, torch.Tensor]:
     """IoU/Dice per class and their means from a K×K confusion matrix (rows: target, columns: prediction).
 
-    Returns float32 tensors: ``iou`` of shape (K,) with NaN for classes absent from both target and
-    prediction; scalars ``mIoU``, ``dice``, ``dice_fg`` and ``acc``.
+    Returns float32 tensors: ``iou`` and ``dice_per_class`` of shape (K,) with NaN for classes absent from
+    both target and prediction; scalars ``mIoU``, ``dice``, ``dice_fg`` and ``acc``.
     """
     tp, fp, fn = confusion_counts(confusion)
     union = tp + fp + fn
@@ -76,6 +78,7 @@ def scores_from_confusion(confusion: torch.Tensor) -> dict[str, torch.Tensor]:
     total = confusion.double().sum()
     return {
         "iou": iou.float(),
+        "dice_per_class": dice.float(),
         "mIoU": iou.nanmean().float(),
         "dice": dice.nanmean().float(),
         "dice_fg": dice[1:].nanmean().float(),
@@ -164,6 +167,16 @@ def per_image_scores(confusion: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     return dice, iou, confusion.sum((1, 2)) > 0
 
 
+def per_image_miou(confusion: torch.Tensor) -> torch.Tensor:
+    """float64 (B,): each image's mean IoU over the classes in its target or its prediction (background
+    included), from int64 B×K×K per-image confusion matrices; 0 for an image without a labelled pixel."""
+    tp, fp, fn = confusion_counts(confusion)
+    union = tp + fp + fn
+    present = (union > 0).double()
+    iou = tp / union.clamp_min(1)
+    return (iou * present).sum(1) / present.sum(1).clamp_min(1)
+
+
 class PerImageScores(Metric):
     """Sums over images of each foreground class's per-image Dice and IoU, and the number of images,
     summed across processes (see :func:`per_image_scores`)."""
@@ -175,6 +188,7 @@ class PerImageScores(Metric):
         foreground = num_classes - 1
         self.add_state("dice", torch.zeros(foreground, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("iou", torch.zeros(foreground, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("miou", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("images", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, confusion: torch.Tensor) -> None:
@@ -184,6 +198,7 @@ class PerImageScores(Metric):
         weight = counted.double()[:, None]
         self.dice += (dice * weight).sum(0)
         self.iou += (iou * weight).sum(0)
+        self.miou += (per_image_miou(confusion) * counted.double()).sum()
         self.images += counted.sum()
 
     def compute(self) -> dict[str, torch.Tensor]:
@@ -195,6 +210,7 @@ class PerImageScores(Metric):
             "image_iou_per_class": iou.float(),
             "image_dice_fg": dice.mean().float(),
             "image_IoU_fg": iou.mean().float(),
+            "image_mIoU": (self.miou / self.images).float(),
         }
 
 

@@ -8,8 +8,10 @@ from typing import Any
 
 import torch
 
+from lightning_seg.errors import ConfigError
+
 PLAIN_SCORES = ("dice", "dice_fg", "acc")
-OPTIONAL_SCORES = ("IoU_fg", "image_IoU", "image_dice_fg", "image_IoU_fg", "competition_dice")
+OPTIONAL_SCORES = ("IoU_fg", "image_IoU", "image_dice_fg", "image_IoU_fg", "image_mIoU", "competition_dice")
 LABEL_SCORES = ("f1", "acc", "mAP")
 
 
@@ -23,10 +25,34 @@ def segmentation_logs(
     logged.update({f"{stage}/loss/{name}": value for name, value in losses.items() if name != "loss"})
     logged.update({f"{stage}/{name}": scores[name] for name in OPTIONAL_SCORES if name in scores})
     present = (~scores["iou"].isnan()).tolist()
-    for class_name, value, known in zip(class_names, scores["iou"], present, strict=True):
+    dice = scores.get("dice_per_class")
+    for index, (class_name, value, known) in enumerate(zip(class_names, scores["iou"], present, strict=True)):
         if known:
             logged[f"{stage}/IoU/{class_name}"] = value
+            if dice is not None:
+                logged[f"{stage}/Dice/{class_name}"] = dice[index]
     return logged
+
+
+def composite_score(
+    stage: str, weights: dict[str, float], logged: dict[str, torch.Tensor], mIoU: torch.Tensor
+) -> torch.Tensor:
+    """``sum_name weight · <stage>/<name>`` over the stage's logged metrics (a device tensor: no host sync).
+
+    Raises:
+        ConfigError: in one line, for a name the stage does not log.
+    """
+    available = {**{key.split("/", 1)[1]: value for key, value in logged.items()}, "mIoU": mIoU}
+    missing = [name for name in weights if name not in available]
+    if missing:
+        names = ", ".join(sorted(k for k in available if "/" not in k))
+        raise ConfigError(
+            f"model.score: {stage} logs no {missing[0]!r} (a net without an image-level head logs no label_*; "
+            f"a class name needs IoU/<name>); {stage} logs: {names}"
+        )
+    return sum(
+        (value * available[name] for name, value in weights.items()), torch.zeros((), device=mIoU.device)
+    )
 
 
 def label_logs(

@@ -9,6 +9,7 @@ leaves beside its logged metrics is in :attr:`SegmentationModule.results`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -29,7 +30,7 @@ from lightning_seg.losses import CompoundLoss
 from lightning_seg.metrics import NamedSums, SegMetrics
 from lightning_seg.models.outputs import NetOutput, forward_at_input_size
 from lightning_seg.postprocess import PostProcess, Prediction, Step
-from lightning_seg.task.epoch_logs import label_logs, segmentation_logs
+from lightning_seg.task.epoch_logs import composite_score, label_logs, segmentation_logs
 from lightning_seg.task.evaluation import EvaluationPath
 from lightning_seg.task.loss_weights import class_weights_of, label_weights_of, resolve_on_rank_zero
 from lightning_seg.task.net_builder import UNBUILT_HEAD_MARKERS, NetBuilder, build_net
@@ -75,6 +76,10 @@ class SegmentationModule(L.LightningModule):
         mean: the data's normalisation mean (linked from the data module; undoes it for steps that read
             the image).
         std: the data's normalisation std (linked from the data module).
+        score: a composite score logged as ``<stage>/score`` for val and test: a weighted sum of the stage's
+            logged metrics, named without the stage (e.g. ``{image_mIoU: 0.75, label_f1: 0.25}``, the phone
+            defect notebook's selection rule); monitor it as ``val/score`` in ModelCheckpoint or
+            EarlyStopping. None: no score.
         channels_last: run the net in channels-last memory format (faster convolutions on GPUs).
         compile: wrap the net in ``torch.compile``. Under DDP the compiled net runs inside DDP's forward,
             where Dynamo splits its graph at DDP's gradient buckets (DDPOptimizer, torch's default), so the
@@ -102,6 +107,7 @@ class SegmentationModule(L.LightningModule):
         postprocess: list[Step] | None = None,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        score: dict[str, float] | None = None,
         channels_last: bool = False,
         compile: bool = False,
     ) -> None:
@@ -172,6 +178,9 @@ class SegmentationModule(L.LightningModule):
         )
         # what each stage leaves for the run's records (RunSummary, RunPlots read it)
         self.results = TaskResults()
+        if score is not None and (not score or not all(math.isfinite(float(w)) for w in score.values())):
+            raise ConfigError(f"model.score must name metrics with finite weights, got {score}")
+        self.score = dict(score) if score is not None else None
         # thresholds carried by the loaded checkpoint (export's bundle)
         self.embedded_thresholds: dict[str, Any] | None = None
         self.channels_last = channels_last
@@ -464,6 +473,8 @@ class SegmentationModule(L.LightningModule):
             record = plain_scores(label_scores, self.label_mode, self.label_names)  # one host copy
             self.results.stage(stage).label_scores = record
             logged.update(label_logs(stage, label_scores, record, self.label_names))
+        if self.score is not None and stage != "train":
+            logged[f"{stage}/score"] = composite_score(stage, self.score, logged, scores["mIoU"])
         self.log_dict(logged, prog_bar=False)
         self.log(f"{stage}/mIoU", scores["mIoU"], prog_bar=True)
         results = self.results.stage(stage)

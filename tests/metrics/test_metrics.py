@@ -266,3 +266,19 @@ def test_an_ignore_index_inside_the_class_range_is_still_ignored() -> None:
     pred = torch.tensor([[[1, 1, 2, 0]]])
     confusion = per_image_confusion(pred, target, 3, ignore_index=0)[0]
     assert confusion[0].sum() == 0 and confusion.sum() == 2
+
+
+def test_image_miou_averages_each_image_over_its_own_classes_background_included() -> None:
+    from lightning_seg.metrics.segmentation import SegMetrics
+
+    target = torch.tensor([[[0, 0, 1, 1], [0, 0, 1, 1]], [[2, 2, 2, 2], [0, 0, 0, 255]]])
+    pred = torch.tensor([[[0, 0, 1, 0], [0, 0, 1, 1]], [[2, 2, 0, 0], [0, 0, 0, 0]]])
+    metrics = SegMetrics(3, 255)
+    metrics.update(pred, target)
+    # image 1: class 0 IoU 4/5, class 1 3/4 (class 2 absent from both: not counted); image 2: class 0 3/5,
+    # class 2 2/4 (the ignored pixel counts nowhere)
+    expected = ((4 / 5 + 3 / 4) / 2 + (3 / 5 + 2 / 4) / 2) / 2
+    scores = metrics.compute()
+    assert float(scores["image_mIoU"]) == pytest.approx(expected, abs=1e-6)
+    # per-class Dice, pooled, beside per-class IoU
+    assert float(scores["dice_per_class"][1]) == pytest.approx(2 * 3 / (2 * 3 + 0 + 1), abs=1e-6)

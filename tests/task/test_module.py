@@ -61,12 +61,26 @@ def test_class_head_trained_and_scored_without_data_labels(run_root: Path) -> No
                 run_root,
                 "--model.init_args.net=lightning_seg.models.MicroUNet",
                 "--model.init_args.net.base_width=8",
+                # the phone-defect notebook's selection rule, as a monitorable score
+                "--model.init_args.score={image_mIoU: 0.75, label_f1: 0.25}",
             ),
         ]
     )
     metrics = cli.trainer.callback_metrics
-    assert {"train/loss/label", "val/label_f1", "val/label_acc", "val/mIoU"} <= set(metrics)
+    assert {"train/loss/label", "val/label_f1", "val/label_acc", "val/mIoU", "val/image_mIoU"} <= set(metrics)
     assert 0.0 <= float(metrics["val/label_f1"]) <= 1.0
+    expected = 0.75 * float(metrics["val/image_mIoU"]) + 0.25 * float(metrics["val/label_f1"])
+    assert float(metrics["val/score"]) == pytest.approx(expected, abs=1e-6)
+    assert any(key.startswith("val/Dice/") for key in metrics)  # per-class Dice beside per-class IoU
+
+
+def test_a_score_naming_a_metric_the_stage_does_not_log_is_one_line(run_root: Path, capsys) -> None:
+    from helpers import assert_one_line_error
+
+    from lightning_seg.cli import main
+
+    assert main(["fit", *tiny_args(run_root, "--model.init_args.score={label_f1: 1.0}")]) == 2
+    assert_one_line_error(capsys, "model.score: val logs no 'label_f1'")
 
 
 def test_class_weight_rule_resolved_from_the_data_and_kept_in_checkpoints(run_root: Path) -> None:
