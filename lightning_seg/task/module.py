@@ -67,6 +67,9 @@ class SegmentationModule(L.LightningModule):
             measured in steps (OneCycle, WarmupCosine, Poly), else per epoch.
         scheduler_monitor: metric that ReduceLROnPlateau watches (``val/loss`` or ``val/mIoU``).
         binary_threshold: probability threshold of a one-channel (sigmoid) head.
+        binary_head: build any net with one mask channel, a sigmoid foreground probability (BCE with the
+            ``ce`` term), for two classes (background, foreground), as the Pet notebook trained U-Net and
+            ResNet34-U-Net; thresholds and metrics as for MicroUNet's ``binary_head``.
         predict_probabilities: also return per-class probabilities from ``predict`` (large: K floats per pixel).
         inference: how ``test`` and ``predict`` turn images into probabilities (resize or sliding window,
             flip and scale TTA); None: the whole image once. Validation inside ``fit`` always uses that.
@@ -102,6 +105,7 @@ class SegmentationModule(L.LightningModule):
         scheduler_interval: Literal["step", "epoch"] | None = None,
         scheduler_monitor: str = "val/loss",
         binary_threshold: float = 0.5,
+        binary_head: bool = False,
         predict_probabilities: bool = False,
         inference: Inference | None = None,
         postprocess: list[Step] | None = None,
@@ -140,14 +144,20 @@ class SegmentationModule(L.LightningModule):
             class_weight_source=self._class_weights_of_data,
             label_weight_source=self._label_weights_of_data,
         )
+        if binary_head and num_classes != 2:
+            raise ConfigError(
+                f"model.binary_head: one sigmoid channel is for two classes (background, foreground); the data "
+                f"has {num_classes}"
+            )
         self.net = build_net(
             net,
-            num_classes,
+            1 if binary_head else num_classes,
             len(names),
             derived_labels=derived,
             aux_head=loss.aux_weight > 0,
             label_head=loss.label_weight > 0,
-            class_names=self.class_names,
+            # a pretrained net compares its classes with these: not with one channel
+            class_names=None if binary_head else self.class_names,
             mean=mean if mean is not None else IMAGENET_MEAN,
             std=std if std is not None else IMAGENET_STD,
         )

@@ -121,3 +121,27 @@ def test_every_net_fits_and_predicts_through_the_cli(run_root: Path, net: str) -
     assert predict is not None
     written = sorted((Path(best).parent.parent / "predict").glob("*/predictions/*_index.png"))
     assert len(written) == 4
+
+
+def test_any_net_takes_a_one_channel_sigmoid_head_for_two_classes(tmp_path: Path) -> None:
+    """The Pet notebook's U-Net with one sigmoid channel and BCE: fit, then test and predict decide by
+    binary_threshold, as MicroUNet's binary head does."""
+    from data_trees import folder_args, folder_tree
+
+    from lightning_seg.errors import ConfigError
+
+    data = folder_tree(tmp_path / "data", count=8, num_classes=2)
+    args = [value if value != "[a,b,c]" else "[background,pet]" for value in folder_args(data)]
+    head = ["--model.init_args.binary_head=true", "--model.init_args.loss.init_args.weights={ce: 1, dice: 1}"]
+    fit = run_cli(["fit", *tiny_args(tmp_path / "runs", *args, *head)])
+    assert fit.model.net.head.out_channels == 1
+    assert {"train/loss/ce", "val/mIoU", "val/IoU_fg"} <= set(fit.trainer.callback_metrics)
+    best = fit.trainer.checkpoint_callback.best_model_path
+    tested = run_cli(["test", *tiny_args(tmp_path / "runs", *args, *head), "--ckpt_path", best])
+    assert (
+        tested.model.evaluation.binary_head and 0 <= float(tested.trainer.callback_metrics["test/mIoU"]) <= 1
+    )
+    with pytest.raises(ConfigError, match="model.binary_head: one sigmoid channel is for two classes"):
+        SegmentationModule(
+            net=functools.partial(UNet, base_width=4, depth=2), num_classes=3, binary_head=True
+        )
