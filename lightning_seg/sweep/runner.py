@@ -59,6 +59,8 @@ from lightning_seg.runs import folders as runs
 from lightning_seg.runs import wandb as wandb_runs
 from lightning_seg.sweep import spec as sweep_spec
 from lightning_seg.sweep.spec import (
+    DEFAULT_RANKING,
+    Ranking,
     SweepFile,
     Trial,
     column_names,
@@ -454,18 +456,18 @@ def run_sweep(
             if plan.action == "invalid":
                 record.update(plan, status="invalid", error=plan.error)
         interrupted = _run_all(plans, folder, record)
-        rows = results(plans, folder, record)
+        rows = results(plans, folder, record, sweep.ranking)
         if report is None:
             title = f"sweep {sweep.path.stem}: {len(rows)} trials by val/mIoU"
-            write_markdown(rows, list(sweep.parameters), folder / "results.md", title)
-            write_csv(rows, list(sweep.parameters), folder / "results.csv")
+            write_markdown(rows, list(sweep.parameters), folder / "results.md", title, sweep.ranking)
+            write_csv(rows, list(sweep.parameters), folder / "results.csv", sweep.ranking)
             has_results = any(row.succeeded for row in rows)
         else:  # an interrupted run reports when it is run again and finishes
             has_results = not interrupted and report(plans, rows, folder)
     finally:
         lock.release()
     if report is None:
-        print_results(rows, list(sweep.parameters), title)
+        print_results(rows, list(sweep.parameters), title, sweep.ranking)
         print(f"results: {folder / 'results.md'}, {folder / 'results.csv'}")
     if interrupted:
         print("sweep interrupted; run the same command again to resume it", file=sys.stderr)
@@ -500,20 +502,22 @@ def _run_all(plans: list[TrialPlan], folder: Path, record: SweepRecord) -> bool:
     return False
 
 
-def results(plans: list[TrialPlan], folder: Path, record: SweepRecord) -> list[ResultRow]:
+def results(
+    plans: list[TrialPlan], folder: Path, record: SweepRecord, ranking: Ranking = DEFAULT_RANKING
+) -> list[ResultRow]:
     """The table's rows, ranked: each trial's record and its run's summary."""
     rows = []
     for plan in plans:
         known = record.trials.get(plan.trial.key, {})
         if plan.action == "invalid":
-            rows.append(result_row(plan.id, plan.trial.values, "invalid", plan.error, None))
+            rows.append(result_row(plan.id, plan.trial.values, "invalid", plan.error, None, ranking))
             continue
         summary = read_summary(plan.run_folder(folder))
         status, error = known.get("status", "pending"), known.get("error")
         if plan.action == "busy":
             status, error = "running", plan.note
-        rows.append(result_row(plan.id, plan.trial.values, status, error, summary))
-    return ranked(rows)
+        rows.append(result_row(plan.id, plan.trial.values, status, error, summary, ranking))
+    return ranked(rows, ranking)
 
 
 def print_plan(plans: list[TrialPlan], sweep: SweepFile) -> None:

@@ -9,6 +9,9 @@ parameters:                           # swept: dotted key → list of values (sc
   model.init_args.loss.init_args.weights: [{ce: 1.0}, {ce: 1.0, dice: 1.0}]
 method: grid                          # every combination; random: num_trials of them, drawn with seed
 output: runs/sweeps/default_losses    # the default: runs/sweeps/<sweep file stem>
+rank_by: val/mIoU                     # any logged validation metric (val/competition_dice, val/score, ...)
+mode: max                             # or min (a loss)
+columns: [val/dice]                   # more metrics in the table, each the last validation's
 ```
 
 A trial is one value per parameter. It is named by a stable hash of everything that decides its run (the
@@ -31,7 +34,18 @@ import yaml
 from lightning_seg.errors import ConfigError, closest, short_path, truncate
 from lightning_seg.utils.config_files import check_config_file
 
-KEYS = ("base", "overrides", "parameters", "method", "num_trials", "seed", "output")
+KEYS = (
+    "base",
+    "overrides",
+    "parameters",
+    "method",
+    "num_trials",
+    "seed",
+    "output",
+    "rank_by",
+    "mode",
+    "columns",
+)
 METHODS = ("grid", "random")
 
 RESERVED = (
@@ -43,6 +57,30 @@ RESERVED = (
     "trainer.logger.init_args.version",
 )
 """Options the sweep sets itself for every trial (its folder, its resume): not for a sweep file."""
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """What a sweep ranks its trials by, and the metric columns it shows (a sweep file's ``rank_by``,
+    ``mode`` and ``columns``).
+
+    Attributes:
+        metric: a logged validation metric (``val/mIoU``, ``val/competition_dice``, ``val/score``, ...).
+        mode: "max" (higher is better) or "min".
+        columns: more metrics to show, each the last validation's.
+    """
+
+    metric: str = "val/mIoU"
+    mode: str = "max"
+    columns: tuple[str, ...] = ("val/dice",)
+
+    @property
+    def shown(self) -> tuple[str, ...]:
+        """Every metric with a column of last values: the ranked one first."""
+        return (self.metric, *(c for c in self.columns if c != self.metric))
+
+
+DEFAULT_RANKING = Ranking()
 
 
 @dataclass(frozen=True)
@@ -65,6 +103,7 @@ class SweepFile:
     num_trials: int | None = None
     seed: int = 0
     output: Path = Path("runs/sweeps")
+    ranking: Ranking = DEFAULT_RANKING
 
     @property
     def grid_size(self) -> int:
@@ -210,6 +249,14 @@ def load_sweep_file(path: str | Path, output: str | None = None) -> SweepFile:
     folder = output or content.get("output") or Path("runs/sweeps") / path.stem
     if not isinstance(folder, str | Path):
         raise fail("output", f"{folder!r}; give a folder path")
+    rank_by, mode = content.get("rank_by", DEFAULT_RANKING.metric), content.get("mode", DEFAULT_RANKING.mode)
+    columns = content.get("columns", list(DEFAULT_RANKING.columns))
+    if not isinstance(rank_by, str) or "/" not in rank_by:
+        raise fail("rank_by", f"{rank_by!r}; name a logged metric with its stage, e.g. val/competition_dice")
+    if mode not in ("max", "min"):
+        raise fail("mode", f"{mode!r}; max (higher is better) or min")
+    if not isinstance(columns, list) or not all(isinstance(c, str) and "/" in c for c in columns):
+        raise fail("columns", f"{columns!r}; a list of logged metrics, e.g. [val/dice, val/label_f1]")
     return SweepFile(
         path=path,
         base=tuple(base_files),
@@ -219,6 +266,7 @@ def load_sweep_file(path: str | Path, output: str | None = None) -> SweepFile:
         num_trials=num_trials,
         seed=seed,
         output=Path(folder),
+        ranking=Ranking(rank_by, mode, tuple(columns)),
     )
 
 

@@ -1,9 +1,10 @@
-"""The results table of a sweep: one row per trial from its run's ``summary.json``, best val/mIoU first.
+"""The results table of a sweep: one row per trial from its run's ``summary.json``, best first by the ranked
+metric (:class:`Ranking`: a sweep file's ``rank_by``, ``mode`` and ``columns``; default val/mIoU, max).
 
-Two val/mIoU columns, never mixed up with another metric: the best checkpoint's score, only when the run's
-``ModelCheckpoint`` monitors ``val/mIoU`` with ``mode: max`` (with another monitor, ``best_score`` is that
-metric: a loss, say), and the last validation's, beside the last validation's val/dice. Rows rank by the
-first, else the second.
+Two columns of the ranked metric, never mixed up with another metric: the best checkpoint's score, only when
+the run's ``ModelCheckpoint`` monitors that metric with the same mode (with another monitor, ``best_score``
+is that metric: a loss, say), and the last validation's; then the last validation's value of each listed
+column (default val/dice). Rows rank by the first, else the second.
 
 ``results.csv`` keeps full precision and each swept value exactly as the trial passed it (a string as
 written, anything else as JSON); ``results.md`` and the console table round the numbers and shorten the
@@ -15,47 +16,28 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lightning_seg.sweep.spec import column_names, option_value, short_value
+from lightning_seg.sweep.spec import DEFAULT_RANKING, Ranking, column_names, option_value, short_value
 from lightning_seg.utils.atomic import atomic_write
 
 SUCCEEDED = ("completed", "stopped")
 """Trial statuses with results: the run trained to its end (or was stopped by max_time/early stopping)."""
 
-RANK_METRIC, RANK_MODE = "val/mIoU", "max"
-"""The checkpoint monitor whose ``best_score`` is the best checkpoint's val/mIoU."""
-
-CSV_FIELDS = {
-    "status": "status",
-    "val_mIoU_best_checkpoint": "best_mIoU",
-    "val_mIoU_last": "last_mIoU",
-    "val_dice_last": "last_dice",
-    "parameters": "parameters",
-    "trainable_parameters": "trainable_parameters",
-    "seconds_per_epoch": "seconds_per_epoch",
-    "epochs": "epochs",
-    "best_checkpoint": "checkpoint",
-    "error": "error",
-}
-"""``results.csv`` header → :class:`ResultRow` attribute."""
-
 
 @dataclass(frozen=True)
 class ResultRow:
-    """One trial's line. ``best_mIoU``: the best checkpoint's val/mIoU (None unless its checkpoint callback
-    monitors val/mIoU, mode max); ``last_mIoU``, ``last_dice``: the last validation's
-    (``metrics["val/mIoU"]``, ``metrics["val/dice"]``); ``checkpoint``: the best checkpoint by the run's
-    own monitor."""
+    """One trial's line. ``best``: the best checkpoint's score of the ranked metric (None unless its
+    checkpoint callback monitors that metric with the ranking's mode); ``last``: the last validation's
+    metrics (``summary["metrics"]``); ``checkpoint``: the best checkpoint by the run's own monitor."""
 
     trial: str
     values: dict[str, Any]
     status: str
-    best_mIoU: float | None = None
-    last_mIoU: float | None = None
-    last_dice: float | None = None
+    best: float | None = None
+    last: dict[str, float] = field(default_factory=dict)
     parameters: int | None = None
     trainable_parameters: int | None = None
     seconds_per_epoch: float | None = None
@@ -67,28 +49,31 @@ class ResultRow:
     def succeeded(self) -> bool:
         return self.status in SUCCEEDED
 
-    @property
-    def score(self) -> float | None:
-        """What the row ranks by: the best checkpoint's val/mIoU, else the last validation's."""
-        return self.best_mIoU if self.best_mIoU is not None else self.last_mIoU
+    def score(self, ranking: Ranking = DEFAULT_RANKING) -> float | None:
+        """What the row ranks by: the best checkpoint's score, else the last validation's."""
+        return self.best if self.best is not None else self.last.get(ranking.metric)
 
 
 def result_row(
-    trial: str, values: dict[str, Any], status: str, error: str | None, summary: dict | None
+    trial: str,
+    values: dict[str, Any],
+    status: str,
+    error: str | None,
+    summary: dict | None,
+    ranking: Ranking = DEFAULT_RANKING,
 ) -> ResultRow:
     """A row from the trial's record (``status``, ``error``) and its run's ``summary.json`` (or None)."""
     summary = summary or {}
     parameters = summary.get("parameters") or {}
     metrics = summary.get("metrics") or {}
-    # best_score is whatever the checkpoint monitors: a val/mIoU only when it monitors that, for the highest
-    monitors_miou = summary.get("monitor") == RANK_METRIC and summary.get("mode") == RANK_MODE
+    # best_score is whatever the checkpoint monitors: the ranked metric's only when it monitors that, alike
+    monitors = summary.get("monitor") == ranking.metric and summary.get("mode") == ranking.mode
     return ResultRow(
         trial=trial,
         values=values,
         status=status,
-        best_mIoU=summary.get("best_score") if monitors_miou else None,
-        last_mIoU=metrics.get("val/mIoU"),
-        last_dice=metrics.get("val/dice"),
+        best=summary.get("best_score") if monitors else None,
+        last={k: v for k, v in metrics.items() if isinstance(v, int | float)},
         parameters=parameters.get("total"),
         trainable_parameters=parameters.get("trainable"),
         seconds_per_epoch=summary.get("seconds_per_epoch"),
@@ -98,46 +83,82 @@ def result_row(
     )
 
 
-def ranked(rows: list[ResultRow]) -> list[ResultRow]:
-    """Finished trials by val/mIoU (:attr:`ResultRow.score`), best first (those without one after them),
-    then the rest."""
+def ranked(rows: list[ResultRow], ranking: Ranking = DEFAULT_RANKING) -> list[ResultRow]:
+    """Finished trials by the ranked metric (:meth:`ResultRow.score`), best first (those without one after
+    them), then the rest."""
+    sign = -1.0 if ranking.mode == "max" else 1.0
 
     def order(row: ResultRow) -> tuple[int, float, str]:
+        score = row.score(ranking)
         if not row.succeeded:
             return (2, 0.0, row.trial)
-        return (0, -row.score, row.trial) if row.score is not None else (1, 0.0, row.trial)
+        return (0, sign * score, row.trial) if score is not None else (1, 0.0, row.trial)
 
     return sorted(rows, key=order)
 
 
-def write_csv(rows: list[ResultRow], keys: list[str], path: Path) -> None:
+def _metric_fields(ranking: Ranking) -> dict[str, tuple[str, str]]:
+    """CSV header and table header of each metric column: ``val_mIoU_best_checkpoint`` /
+    ``val/mIoU (best ckpt)`` for the ranked one, then ``<metric>_last`` / ``<metric> (last)``."""
+    fields = {
+        "best": (f"{ranking.metric.replace('/', '_')}_best_checkpoint", f"{ranking.metric} (best ckpt)")
+    }
+    for metric in ranking.shown:
+        fields[metric] = (f"{metric.replace('/', '_')}_last", f"{metric} (last)")
+    return fields
+
+
+CSV_FIELDS = {
+    "parameters": "parameters",
+    "trainable_parameters": "trainable_parameters",
+    "seconds_per_epoch": "seconds_per_epoch",
+    "epochs": "epochs",
+    "best_checkpoint": "checkpoint",
+    "error": "error",
+}
+"""``results.csv`` header → :class:`ResultRow` attribute, after the status and the metric columns."""
+
+
+def _metric_cells(row: ResultRow, ranking: Ranking) -> list[float | None]:
+    return [row.best, *(row.last.get(metric) for metric in ranking.shown)]
+
+
+def write_csv(rows: list[ResultRow], keys: list[str], path: Path, ranking: Ranking = DEFAULT_RANKING) -> None:
     names = column_names(keys)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["trial", *(names[k] for k in keys), *CSV_FIELDS])
+    metrics = [csv_name for csv_name, _ in _metric_fields(ranking).values()]
+    writer.writerow(["trial", *(names[k] for k in keys), "status", *metrics, *CSV_FIELDS])
     for row in rows:
         values = [option_value(row.values[k]) if k in row.values else "" for k in keys]
-        cells = [getattr(row, name) for name in CSV_FIELDS.values()]
-        writer.writerow([row.trial, *values, *("" if c is None else c for c in cells)])
+        cells = [*_metric_cells(row, ranking), *(getattr(row, name) for name in CSV_FIELDS.values())]
+        writer.writerow([row.trial, *values, row.status, *("" if c is None else c for c in cells)])
     atomic_write(path, buffer.getvalue())
 
 
-NUMERIC = ("val/mIoU (best ckpt)", "val/mIoU (last)", "val/dice (last)", "parameters", "s/epoch", "epochs")
-
-NOTES = (
-    "val/mIoU (best ckpt): the best checkpoint's score, when ModelCheckpoint monitors val/mIoU with mode "
-    "max (else empty); val/mIoU (last), val/dice (last): the last validation's. Ranked by the first, else "
-    "the second. parameters: the net's; s/epoch: mean wall time of an epoch (training and its validation); "
-    "best checkpoint: by the run's own ModelCheckpoint monitor."
-)
+OTHER_NUMERIC = ("parameters", "s/epoch", "epochs")
 
 
-def _headers(keys: list[str]) -> list[str]:
+def _numeric(ranking: Ranking) -> tuple[str, ...]:
+    return (*(header for _, header in _metric_fields(ranking).values()), *OTHER_NUMERIC)
+
+
+def _notes(ranking: Ranking) -> str:
+    return (
+        f"{ranking.metric} (best ckpt): the best checkpoint's score, when ModelCheckpoint monitors "
+        f"{ranking.metric} with mode {ranking.mode} (else empty); (last): the last validation's. Ranked by the "
+        f"first ({'highest' if ranking.mode == 'max' else 'lowest'} first), else the last validation's. "
+        "parameters: the net's; s/epoch: mean wall time of an epoch (training and its validation); best "
+        "checkpoint: by the run's own ModelCheckpoint monitor."
+    )
+
+
+def _headers(keys: list[str], ranking: Ranking) -> list[str]:
     names = column_names(keys)
-    return ["trial", *(names[k] for k in keys), "status", *NUMERIC, "best checkpoint", "error"]
+    return ["trial", *(names[k] for k in keys), "status", *_numeric(ranking), "best checkpoint", "error"]
 
 
-def _cells(row: ResultRow, keys: list[str]) -> list[str]:
+def _cells(row: ResultRow, keys: list[str], ranking: Ranking) -> list[str]:
     """The row for reading: 4 decimals, parameters with thousands separators, short values."""
 
     def number(value: float | None, digits: int) -> str:
@@ -147,9 +168,7 @@ def _cells(row: ResultRow, keys: list[str]) -> list[str]:
         row.trial,
         *(short_value(row.values[k]) if k in row.values else "" for k in keys),
         row.status,
-        number(row.best_mIoU, 4),
-        number(row.last_mIoU, 4),
-        number(row.last_dice, 4),
+        *(number(value, 4) for value in _metric_cells(row, ranking)),
         "" if row.parameters is None else f"{row.parameters:,}",
         number(row.seconds_per_epoch, 1),
         "" if row.epochs is None else str(row.epochs),
@@ -158,36 +177,42 @@ def _cells(row: ResultRow, keys: list[str]) -> list[str]:
     ]
 
 
-def write_markdown(rows: list[ResultRow], keys: list[str], path: Path, title: str) -> None:
-    headers = _headers(keys)
+def write_markdown(
+    rows: list[ResultRow], keys: list[str], path: Path, title: str, ranking: Ranking = DEFAULT_RANKING
+) -> None:
+    headers = _headers(keys, ranking)
+    numeric = _numeric(ranking)
     lines = [
         f"# {title}",
         "",
         "| " + " | ".join(headers) + " |",
-        "|" + "|".join(" ---: " if h in NUMERIC else " --- " for h in headers) + "|",
+        "|" + "|".join(" ---: " if h in numeric else " --- " for h in headers) + "|",
     ]
     for row in rows:
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in _cells(row, keys)) + " |")
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in _cells(row, keys, ranking)) + " |")
     lines += [
         "",
-        NOTES,
+        _notes(ranking),
         "Swept keys: " + ", ".join(f"`{name}` = `{key}`" for key, name in column_names(keys).items()) + ".",
         "",
     ]
     atomic_write(path, "\n".join(lines))
 
 
-def print_results(rows: list[ResultRow], keys: list[str], title: str) -> None:
+def print_results(
+    rows: list[ResultRow], keys: list[str], title: str, ranking: Ranking = DEFAULT_RANKING
+) -> None:
     """The table on the console, the errors under it (the checkpoint paths are in results.md)."""
     from rich import box
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=title, box=box.SIMPLE_HEAD)
-    for header in _headers(keys)[:-2]:  # without checkpoint and error
-        table.add_column(header, justify="right" if header in NUMERIC else "left", overflow="fold")
+    numeric = _numeric(ranking)
+    for header in _headers(keys, ranking)[:-2]:  # without checkpoint and error
+        table.add_column(header, justify="right" if header in numeric else "left", overflow="fold")
     for row in rows:
-        table.add_row(*_cells(row, keys)[:-2], style=None if row.succeeded else "dim")
+        table.add_row(*_cells(row, keys, ranking)[:-2], style=None if row.succeeded else "dim")
     console = Console()
     if not console.is_terminal:  # a log file or a pipe: rich's 80 columns would fold every cell
         console = Console(width=max(console.width, 160))

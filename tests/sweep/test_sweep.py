@@ -20,6 +20,7 @@ import yaml
 from helpers import DEFAULT_CONFIG, REPO, assert_one_line_error
 
 from lightning_seg.cli import main
+from lightning_seg.errors import ConfigError
 from lightning_seg.models import UNet
 from lightning_seg.runs import RunLock
 from lightning_seg.sweep.runner import _terminate_as_interrupt, error_line
@@ -366,14 +367,14 @@ def test_the_table_names_its_mious_and_a_loss_monitor_is_not_one(tmp_path: Path)
     # a checkpoint that monitors val/loss (mode min): its best_score is a loss, the highest the worst run's
     worst_loss = row("trial_000", _summary_of(0.9, "val/loss", "min", 0.25))
     best_loss = row("trial_001", _summary_of(0.2, "val/loss", "min", 0.5))
-    assert (worst_loss.best_mIoU, worst_loss.last_mIoU, worst_loss.last_dice) == (None, 0.25, 0.375)
-    assert best_loss.score == 0.5
+    assert (worst_loss.best, worst_loss.last["val/mIoU"], worst_loss.last["val/dice"]) == (None, 0.25, 0.375)
+    assert best_loss.score() == 0.5
     # val/mIoU, but for the lowest, or no checkpoint callback at all: no best val/mIoU either
-    assert row("trial_002", _summary_of(0.1, "val/mIoU", "min", 0.3)).best_mIoU is None
-    assert row("trial_003", _summary_of(None, None, None, 0.3)).best_mIoU is None
+    assert row("trial_002", _summary_of(0.1, "val/mIoU", "min", 0.3)).best is None
+    assert row("trial_003", _summary_of(None, None, None, 0.3)).best is None
     # val/mIoU for the highest: the best checkpoint's score, ranked by it over its last validation's
     by_miou = row("trial_004", _summary_of(0.45, "val/mIoU", "max", 0.125))
-    assert (by_miou.best_mIoU, by_miou.last_mIoU, by_miou.score) == (0.45, 0.125, 0.45)
+    assert (by_miou.best, by_miou.last["val/mIoU"], by_miou.score()) == (0.45, 0.125, 0.45)
     failed = result_row("trial_005", {WIDTH: 8}, "failed", "boom", None)
     rows = ranked([failed, worst_loss, by_miou, best_loss])
     assert [r.trial for r in rows] == ["trial_001", "trial_004", "trial_000", "trial_005"]
@@ -397,6 +398,42 @@ def test_the_table_names_its_mious_and_a_loss_monitor_is_not_one(tmp_path: Path)
     markdown = (tmp_path / "results.md").read_text()
     assert "| status | val/mIoU (best ckpt) | val/mIoU (last) | val/dice (last) |" in markdown
     assert "| trial_000 | 4 | completed |  | 0.2500 | 0.3750 |" in markdown
+
+
+def test_a_sweep_ranks_by_any_logged_metric_and_shows_the_columns_it_lists(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(
+        f"base: {DEFAULT_CONFIG}\nparameters:\n  {WIDTH}: [4, 8]\nrank_by: val/loss\nmode: min\n"
+        "columns: [val/dice, val/label_f1]\n"
+    )
+    ranking = load_sweep_file(sweep).ranking
+    assert (ranking.metric, ranking.mode, ranking.columns) == (
+        "val/loss",
+        "min",
+        ("val/dice", "val/label_f1"),
+    )
+    low = result_row(
+        "trial_000", {WIDTH: 4}, "completed", None, _summary_of(0.2, "val/loss", "min", 0.1), ranking
+    )
+    high = result_row(
+        "trial_001", {WIDTH: 8}, "completed", None, _summary_of(0.9, "val/loss", "min", 0.6), ranking
+    )
+    assert low.best == 0.2 and [r.trial for r in ranked([high, low], ranking)] == ["trial_000", "trial_001"]
+    write_csv([low, high], [WIDTH], tmp_path / "results.csv", ranking)
+    assert list(_csv_rows(tmp_path)[0])[3:7] == [
+        "val_loss_best_checkpoint",
+        "val_loss_last",
+        "val_dice_last",
+        "val_label_f1_last",
+    ]
+    for bad, needle in (
+        ("rank_by: mIoU", "rank_by: 'mIoU'"),
+        ("mode: up", "mode: 'up'"),
+        ("columns: dice", "columns: 'dice'"),
+    ):
+        sweep.write_text(f"base: {DEFAULT_CONFIG}\nparameters:\n  {WIDTH}: [4]\n{bad}\n")
+        with pytest.raises(ConfigError, match=needle):
+            load_sweep_file(sweep)
 
 
 @pytest.mark.parametrize("name", ["SIGTERM", "SIGHUP"])
