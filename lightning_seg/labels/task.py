@@ -52,8 +52,15 @@ class LabelTask(nn.Module):
         num_classes: int,
         ignore_index: int,
         label_classes: Sequence[str | None] | None = None,
+        relative: float | None = None,
     ) -> None:
         super().__init__()
+        if relative is not None and (mode != "multi" or not 0 < relative <= 1):
+            raise ConfigError(
+                f"model.label_relative: a share in (0, 1] of the image's highest label probability, for "
+                f"multi-label heads; got {relative} with a {mode}-label head"
+            )
+        self.relative = relative
         self.mode: LabelMode = mode
         self.names = list(label_names)
         self.derived = derived
@@ -83,6 +90,7 @@ class LabelTask(nn.Module):
         thresholds: Sequence[float] | None,
         ignore_index: int,
         label_classes: Sequence[str | None] | None = None,
+        relative: float | None = None,
     ) -> LabelTask:
         """The task of a model's head from its config: ``mode`` resolved (:func:`resolve_label_mode`), and
         without data labels the labels derived from the masks (multi: the foreground classes; single: every
@@ -102,6 +110,7 @@ class LabelTask(nn.Module):
             len(class_names),
             ignore_index,
             label_classes=label_classes or None,
+            relative=relative,
         )
 
     @property
@@ -146,6 +155,11 @@ class LabelTask(nn.Module):
     def decisions(
         self, probabilities: torch.Tensor, thresholds: torch.Tensor | Sequence[float] | None = None
     ) -> torch.Tensor:
+        """float B×L probabilities → bool B×L: :func:`label_decisions` with ``thresholds`` (None: the
+        configured ones); with the relative rule, ``p >= relative · max p`` per image instead (the label
+        thresholds, tuned or not, are then not used)."""
+        if self.relative is not None:
+            return probabilities >= self.relative * probabilities.amax(1, keepdim=True)
         return label_decisions(
             probabilities, self.mode, self.thresholds if thresholds is None else thresholds
         )

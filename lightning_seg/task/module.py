@@ -59,6 +59,9 @@ class SegmentationModule(L.LightningModule):
             ``class_names[1:]``) and single-label ones the dominant mask class (L = K). See
             :mod:`lightning_seg.labels`.
         label_thresholds: multi-label decision thresholds, one per label (or one for all); None: 0.5.
+        label_relative: the relative multi-label rule instead of thresholds: a label is present when its
+            probability reaches this share of the image's highest (``p >= r · max p``; 0.5 in one VOC
+            notebook, so every image keeps at least its most likely label). None: the thresholds.
         loss: the loss; None means cross-entropy + Dice with weight 1 each.
         optimizer: builds the optimizer from the trainable parameters.
         lr_scheduler: builds the scheduler from the optimizer; a null ``total_steps`` is filled in with the
@@ -99,6 +102,7 @@ class SegmentationModule(L.LightningModule):
         label_classes: Sequence[str | None] | None = None,
         label_mode: LabelMode | None = None,
         label_thresholds: Sequence[float] | None = None,
+        label_relative: float | None = None,
         loss: CompoundLoss | None = None,
         optimizer: OptimizerCallable = default_optimizer,
         lr_scheduler: LRSchedulerCallable | None = None,
@@ -129,7 +133,13 @@ class SegmentationModule(L.LightningModule):
                 f"model.class_names has {len(self.class_names)} names for {num_classes} classes"
             )
         self.label_task = LabelTask.of_model(
-            label_mode, label_names, self.class_names, label_thresholds, ignore_index, label_classes
+            label_mode,
+            label_names,
+            self.class_names,
+            label_thresholds,
+            ignore_index,
+            label_classes,
+            relative=label_relative,
         )
         self.label_mode, self.label_names = self.label_task.mode, list(self.label_task.names)
         derived, names = self.label_task.derived, self.label_names

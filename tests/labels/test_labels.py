@@ -116,6 +116,31 @@ def test_probabilities_decisions_and_the_classes_they_imply() -> None:
     assert single.tolist() == [[False] * 4, [False, True, False, False], [False, False, False, True]]
 
 
+def test_the_relative_label_rule_keeps_the_labels_near_the_image_s_most_likely() -> None:
+    """The VOC notebook's rule: a label is present when p >= 0.5 · max p, whatever the thresholds say."""
+    module = SegmentationModule(
+        net=functools.partial(MicroUNet, base_width=4),
+        num_classes=4,
+        class_names=["background", "a", "b", "c"],
+        label_mode="multi",
+        label_thresholds=[0.9, 0.9, 0.9],
+        label_relative=0.5,
+    )
+    probabilities = torch.tensor([[0.30, 0.16, 0.14], [0.02, 0.01, 0.015]])
+    assert module.label_decisions(probabilities).tolist() == [[True, True, False], [True, True, True]]
+    assert module.label_decisions(probabilities, torch.tensor(0.1)).tolist() == [
+        [True, True, False],
+        [True, True, True],
+    ]  # tuned thresholds are not used with it
+    with pytest.raises(ConfigError, match="model.label_relative: a share in \\(0, 1\\]"):
+        SegmentationModule(
+            net=functools.partial(MicroUNet, base_width=4),
+            num_classes=3,
+            label_mode="single",
+            label_relative=0.5,
+        )
+
+
 # -------------------------------------------------------------------------------------------- metrics
 def test_single_label_metrics_against_hand_counts() -> None:
     metric = SingleLabelMetrics(3)
