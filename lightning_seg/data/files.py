@@ -45,6 +45,8 @@ def find_files(directory: Path, extensions: Sequence[str], exclude: Path | None 
     (``x.png`` and ``x.jpg``) are an error: the pairing would be ambiguous.
     """
     directory = Path(directory)
+    if directory.is_file():
+        raise ConfigError(f"{directory}: a file, where a folder of images was expected (give its folder)")
     if not directory.is_dir():
         raise ConfigError(f"{directory}: folder not found")
     # an excluded folder only matters when it lies inside ``directory`` (e.g. images/masks/)

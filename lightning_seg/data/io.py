@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import io as _io
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -48,6 +49,8 @@ _EXIF_SWAPS_AXES = (5, 6, 7, 8)
 # ------------------------------------------------------------------------------------------ decoding
 def _check_file(path: Path) -> None:
     """A missing or empty file: one line naming it (before a decoder says something vaguer)."""
+    if path.is_dir():
+        raise ConfigError(f"{path}: a folder, where an image or mask file was expected")
     if not path.is_file():
         raise ConfigError(f"{path}: file not found")
     if path.stat().st_size == 0:
@@ -301,9 +304,22 @@ def image_header(path: str | Path) -> ImageHeader:
             with path.open("rb") as file:
                 png = _png_depth_and_type(file.read(26))
             deep = img.mode in _PIL_DEEP_MODES or (png is not None and png[0] > 8) or _deep_colour_tiff(img)
+    except Image.DecompressionBombError as err:
+        raise ConfigError(f"{path}: {_bomb_line(err)}") from None
     except Exception as err:
         raise ConfigError(f"{path}: cannot read image header ({_short(err)})") from None
     return ImageHeader((height, width), deep, rotated=orientation not in (None, 1))
+
+
+def _bomb_line(error: Exception) -> str:
+    """PIL's decompression-bomb refusal as what it is: the image's pixels, the limit, and how to raise it
+    for a trusted file."""
+    numbers = [f"{int(n):,}" for n in re.findall(r"(\d+) pixels", str(error))]
+    size, limit = (numbers + ["more", "its"])[:2] if len(numbers) < 2 else numbers[:2]
+    return (
+        f"{size} pixels, over PIL's decompression-bomb limit of {limit} pixels; if the image is trusted, raise "
+        "it (PIL.Image.MAX_IMAGE_PIXELS = None before training, in a script), or tile the image first"
+    )
 
 
 def image_size(path: str | Path) -> tuple[int, int]:

@@ -74,6 +74,8 @@ def read_split_list(path: Path) -> list[str]:
     """The entries of a split list: the first field of each line (SegNet's ``/SegNet/CamVid/train/x.png
     /SegNet/...annot/x.png`` lines give the image path), blank lines and ``#`` comments skipped. The data
     module resolves an entry to a sample (by relative stem, else by file name)."""
+    if path.is_dir():
+        raise ConfigError(f"{path}: a folder, where a split list (a text file of names) was expected")
     if not path.is_file():
         raise ConfigError(f"{path}: split list not found")
     stems = []

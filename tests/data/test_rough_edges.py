@@ -51,3 +51,31 @@ def test_a_folder_of_one_image_says_it_is_one_image(tmp_path: Path) -> None:
     write_index_pair(data, "only", torch.arange(3).repeat_interleave(3)[:8].expand(8, 8).clone())
     with pytest.raises(ConfigError, match="the folder holds 1 image: too few to split"):
         FolderDataModule(root=str(data), class_names=CLASSES).setup("fit")
+
+
+def test_a_folder_where_a_file_belongs_and_a_file_where_a_folder_belongs_say_so(tmp_path: Path) -> None:
+    from lightning_seg.data.files import find_files
+    from lightning_seg.data.io import image_header
+
+    (tmp_path / "mask.png").mkdir()
+    with pytest.raises(ConfigError, match="mask.png: a folder, where an image or mask file was expected"):
+        image_header(tmp_path / "mask.png")
+    (tmp_path / "images").write_text("not a folder")
+    with pytest.raises(ConfigError, match="images: a file, where a folder of images was expected"):
+        find_files(tmp_path / "images", (".png",))
+
+
+def test_a_decompression_bomb_says_its_size_the_limit_and_how_to_raise_it(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from PIL import Image
+
+    from lightning_seg.data.io import image_header
+
+    path = write_png(tmp_path / "big.png", torch.zeros(3, 16, 16, dtype=torch.uint8))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 256 pixels > 2 x 100: PIL refuses
+    with pytest.raises(
+        ConfigError, match="256 pixels, over PIL's decompression-bomb limit of 200 pixels"
+    ) as raised:
+        image_header(path)
+    assert "MAX_IMAGE_PIXELS = None" in str(raised.value)
