@@ -241,6 +241,8 @@ class RunSummary(L.Callback):
         labels = results.label_scores
         if labels is not None:  # the image-level head: label confusion (single), per-label precision/recall
             summary["labels"] = labels
+        if results.notes:
+            summary["notes"] = list(results.notes)
         log_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(log_dir / "summary.json", json.dumps(summary, indent=2))
         if self.print_table:
@@ -265,6 +267,8 @@ class RunSummary(L.Callback):
             print_stage_table(
                 console, summary["stages"], f"{summary['stage']}: {prefix} by stage of the path"
             )
+        for note in summary.get("notes") or []:
+            console.print(f"note: {note}", soft_wrap=True, highlight=False)
         for key in ("best_checkpoint", "last_checkpoint", "config"):
             if summary.get(key):
                 console.print(f"{key}: {summary[key]}", soft_wrap=True)  # a path is not wrapped

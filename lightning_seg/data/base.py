@@ -274,6 +274,12 @@ class SegDataModule(L.LightningDataModule):
         """The training pipeline used when the config gives none."""
         return natural_image_augmentations()
 
+    def test_is_val(self) -> bool:
+        """Whether the test split is the val split (VOC and COCO, VOC-Kaggle without ``test_fraction``): a
+        test there scores the images the checkpoint (and any tuned threshold) was chosen on."""
+        test, val = self.sample_ids("test"), self.sample_ids("val")
+        return bool(test) and test == val
+
     @property
     def validates(self) -> bool:
         """Whether ``fit`` validates (False: a module configured to train without a val split, which the CLI

@@ -527,6 +527,15 @@ class SegmentationModule(L.LightningModule):
         self.load_postprocess(self.trainer.ckpt_path)
         self.evaluation.start_table(stage)
         datamodule = getattr(self.trainer, "datamodule", None)
+        test_is_val = getattr(datamodule, "test_is_val", None)
+        if stage == "test" and callable(test_is_val) and test_is_val():
+            note = (
+                f"the test split is the val split ({type(datamodule).__name__} holds no test split of its own): "
+                "the checkpoint was chosen, and thresholds are tuned, on these images; hold out data.test_fraction "
+                "for an unbiased test"
+            )
+            self.results.stage(stage).notes = [note]
+            rank_zero_warn(f"test: {note}")
         if self.postprocess.needs_image and not getattr(datamodule, "keep_original_images", True):
             # the CLI sets it from this chain; a script that builds the trainer itself says it
             rank_zero_warn(

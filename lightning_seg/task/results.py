@@ -4,7 +4,7 @@ place. The module fills one per stage at the epoch's end; ``RunSummary`` and ``R
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -22,12 +22,14 @@ class StageResults:
             :func:`lightning_seg.labels.plain_scores`), when the net has a head.
         table: the stage table (raw; + inference; + each post-processing step), for stages scored through
             the whole path (``test``).
+        notes: lines a reader of the numbers must see beside them (e.g. a test split that is the val split).
     """
 
     scored_at: str | None = None
     confusion: torch.Tensor | None = None
     label_scores: dict[str, Any] | None = None
     table: list[dict[str, Any]] | None = None
+    notes: list[str] = field(default_factory=list)
 
 
 class TaskResults:

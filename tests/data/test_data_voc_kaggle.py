@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -182,6 +183,10 @@ def test_fit_trains_the_multi_label_head_from_the_csv_and_predicts_in_csv_order(
         fit.trainer.callback_metrics
     )
     best = fit.trainer.checkpoint_callback.best_model_path
+    # without data.test_fraction, test scores the val split: the summary says so beside the numbers
+    tested = run_cli(["test", *voc_kaggle_args(runs, data), "--ckpt_path", best])
+    summary = json.loads((Path(tested.trainer.log_dir) / "summary.json").read_text())
+    assert any("the test split is the val split" in note for note in summary["notes"])
 
     predicted = run_cli(["predict", *voc_kaggle_args(runs, data), "--ckpt_path", best])
     assert predicted is not None
