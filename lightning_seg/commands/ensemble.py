@@ -40,12 +40,12 @@ from lightning_seg.checkpoints.record import RECORD_KEY, TRAINING_ONLY, build_mo
 from lightning_seg.checkpoints.splits import SPLITS_KEY, merge_trained
 from lightning_seg.errors import ConfigError, short_path
 from lightning_seg.postprocess.thresholds import file_digest
+from lightning_seg.runs.ensembles import CHECKPOINT_NAME, DESCRIPTION, ensemble_is_current
 from lightning_seg.runs.folders import run_of_checkpoint
 from lightning_seg.task.ensemble import check_members, check_weights
 from lightning_seg.utils.atomic import atomic_write
 
 NET_CLASS = "lightning_seg.task.ensemble.EnsembleNet"
-CHECKPOINT_NAME = "ensemble.ckpt"
 FOLD_ARGUMENTS = ("folds", "fold", "group_by", "fold_seed", "refit")
 """The data arguments of a cv fold, cleared in the ensemble's config: it evaluates the data's own splits."""
 
@@ -75,12 +75,12 @@ def without_thresholds_file(steps: list[Any] | None) -> list[Any] | None:
 def check_output(output: Path) -> None:
     """Refuse to write into a folder that holds something else than an ensemble (a run's config.yaml), or an
     ensemble of other checkpoints: its records (test, predict) would then describe weights it no longer holds."""
-    if (output / "config.yaml").is_file() and not (output / "ensemble.json").is_file():
+    if (output / "config.yaml").is_file() and not (output / DESCRIPTION).is_file():
         raise ConfigError(
             f"ensemble --output {short_path(output)}: holds a run (config.yaml) that is not an ensemble; give "
             "another folder"
         )
-    if (output / "ensemble.json").is_file():
+    if (output / DESCRIPTION).is_file():
         raise ConfigError(
             f"ensemble --output {short_path(output)}: holds an ensemble of other checkpoints (ensemble.json) "
             "and its records; give another --output, or remove that folder"
@@ -199,25 +199,8 @@ def build_ensemble(checkpoints: list[Path], output: Path, weights: list[float] |
             for path, w in zip(checkpoints, shares, strict=True)
         ],
     }
-    atomic_write(output / "ensemble.json", json.dumps(description, indent=2) + "\n")
+    atomic_write(output / DESCRIPTION, json.dumps(description, indent=2) + "\n")
     return target
-
-
-def current(output: Path, checkpoints: list[Path], weights: list[float] | None) -> bool:
-    """Whether ``output`` already holds the ensemble of exactly these checkpoints (same files, weights)."""
-    described = output / "ensemble.json"
-    if not described.is_file() or not (output / "checkpoints" / CHECKPOINT_NAME).is_file():
-        return False
-    members = json.loads(described.read_text()).get("members") or []
-    expected = check_weights(weights, len(checkpoints))
-    if len(members) != len(checkpoints):
-        return False
-    return all(
-        m.get("checkpoint") == str(path.resolve())
-        and m.get("sha256") == file_digest(path)
-        and abs(m.get("weight", -1) - w) < 1e-9
-        for m, path, w in zip(members, checkpoints, expected, strict=True)
-    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -253,7 +236,7 @@ def main(argv: list[str]) -> int:
             raise ConfigError(
                 f"ensemble --weights: {len(options.weights)} weights for {len(checkpoints)} checkpoints"
             )
-        if current(output.resolve(), checkpoints, options.weights):
+        if ensemble_is_current(output.resolve(), checkpoints, options.weights):
             print(f"ensemble of {len(checkpoints)}: {output / 'checkpoints' / CHECKPOINT_NAME} (up to date)")
             return 0
         target = build_ensemble(checkpoints, output, options.weights)

@@ -37,6 +37,7 @@ from lightning_seg.postprocess.thresholds import (
     best_thresholds,
     file_digest,
     grid,
+    resolve_fallback,
     scores,
     thresholds_path,
 )
@@ -179,7 +180,7 @@ def _verification_chain(model: SegmentationModule, path: Path) -> PostProcess:
     step = ClassThresholds(
         path=str(path),
         rule=current.rule if current else "probability",
-        fallback=current.fallback if current else "background",
+        fallback=current.fallback if current else resolve_fallback("auto", model.class_names),
         label_thresholds=current.label_thresholds if current else True,
     )
     if current is not None:

@@ -35,6 +35,7 @@ from typing import Any
 from lightning_seg.callbacks.out_of_fold import INDEX as OOF_INDEX
 from lightning_seg.callbacks.out_of_fold import OutOfFoldWriter
 from lightning_seg.errors import DEBUG_ENV, ConfigError, short_path
+from lightning_seg.runs.ensembles import ensemble_is_current
 from lightning_seg.sweep.runner import (
     ERROR_PREFIX,
     TrialChecker,
@@ -274,9 +275,13 @@ def markdown(title: str, folds: list[dict[str, Any]], stats: dict[str, dict[str,
     return "\n".join(lines) + "\n"
 
 
-def build_ensemble(folder: Path) -> None:
+def build_ensemble(folder: Path, checkpoints: list[str]) -> None:
     """The folds' ensemble in ``<folder>/ensemble`` (``lightning-seg ensemble --cv``, its own process: the
-    command sits beside cv in the layers), or one line saying why not."""
+    command sits beside cv in the layers; not started when the folder holds it already), or one line saying
+    why not."""
+    if ensemble_is_current(folder / "ensemble", [Path(c) for c in checkpoints], None):
+        print(f"ensemble of {len(checkpoints)}: {folder / 'ensemble'} (up to date)", flush=True)
+        return
     command = [sys.executable, "-m", "lightning_seg", "ensemble", "--cv", str(folder)]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -324,7 +329,7 @@ def report(
             f"cv: refit on every training image: {refit['status']}: {refit['checkpoint'] or refit['error']}"
         )
     if summary["scored"] == len(folds):
-        build_ensemble(folder)
+        build_ensemble(folder, [fold["checkpoint"] for fold in folds])
     else:
         print(
             f"cv: {summary['scored']} of {len(folds)} folds scored (results.md says why); the means are over "

@@ -30,7 +30,9 @@ def test_run_config_parses(path, capsys) -> None:
     config = _print_config(str(path), capsys=capsys)
     assert config["model"]["class_path"] == "lightning_seg.SegmentationModule"
     assert config["data"]["class_path"].startswith("lightning_seg.data.")
-    assert config["trainer"]["callbacks"][0]["init_args"]["monitor"] == "val/mIoU"
+    # the checkpoint follows val/mIoU, or the config's own composite score (model.score)
+    score = config["model"]["init_args"].get("score")
+    assert config["trainer"]["callbacks"][0]["init_args"]["monitor"] == ("val/score" if score else "val/mIoU")
     # the data module is the only source of num_classes: no config states it
     assert "num_classes" not in path.read_text()
 

@@ -28,15 +28,15 @@ def test_a_run_without_val_split_checkpoints_each_epoch_and_tune_refuses_it(
         "--trainer.callbacks+=lightning.pytorch.callbacks.EarlyStopping",
         "--trainer.callbacks.monitor=val/loss",
     ]
-    cli = run_cli(["fit", *tiny_args(runs, *_no_val(data), *early, epochs=2)])
+    cli = run_cli(["fit", *tiny_args(runs, *_no_val(data), *early)])
     assert cli is not None and "val" not in cli.datamodule.datasets
     out = caplog.text
     assert "fit: no val split" in out and "EarlyStopping on val/loss left out" in out
     assert "checkpoints by epoch instead of by val/mIoU" in out
     run = Path(cli.trainer.log_dir)
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch001.ckpt", "last.ckpt"]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch000.ckpt", "last.ckpt"]
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["monitor"] is None and summary["epochs_completed"] == 2
+    assert summary["monitor"] is None and summary["epochs_completed"] == 1
     assert "train/mIoU" in summary["metrics"] and not any(k.startswith("val/") for k in summary["metrics"])
     last = str(run / "checkpoints" / "last.ckpt")
     assert main(["tune", *tiny_args(runs, *_no_val(data)), "--ckpt_path", last]) == 2

@@ -42,6 +42,18 @@ def test_decision_rule() -> None:
     assert decide(p, high, fallback="argmax").tolist() == decide(p).tolist()
 
 
+def test_the_fallback_is_class_0_only_where_class_0_is_a_background() -> None:
+    """CamVid's class 0 is Sky: an undecided pixel must not become Sky (it did before fallback: auto)."""
+    from lightning_seg.postprocess import ClassThresholds
+
+    assert ClassThresholds().for_classes(["Sky", "Building", "Road"]).fallback == "argmax"
+    assert ClassThresholds().for_classes(["background", "cat"]).fallback == "background"
+    assert ClassThresholds().for_classes(["_background_", "aeroplane"]).fallback == "background"
+    assert (
+        ClassThresholds(fallback="background").for_classes(["Sky", "Road"]).fallback == "background"
+    )  # as asked
+
+
 # -------------------------------------------------------------------------------- threshold search
 def _direct_best(probabilities: torch.Tensor, positive: torch.Tensor, steps: int = 101) -> torch.Tensor:
     """The threshold maximising Dice, by brute force over the grid (the reference for the histogram)."""

@@ -105,7 +105,7 @@ def finished_cv(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     output = root / "cv"
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)  # the ensemble's test and predict records go beside it, never into the repository
-        assert main(_cv_args(data, output, "--refit", "true")) == 0
+        assert main(_cv_args(data, output)) == 0
     return data, output
 
 
@@ -123,19 +123,20 @@ def test_cv_fits_each_fold_scores_it_on_its_fold_and_a_rerun_keeps_it(finished_c
         assert "val/IoU/c" in fold["metrics"]
     table = (output / "results.md").read_text()
     assert "| val/mIoU |" in table and "± " in table and "fold 1" in table
-    # --refit: one more fit on every training image, without validation, beside the folds
-    refit = summary["refit"]
-    assert refit["status"] == "completed" and Path(refit["checkpoint"]).name == "last.ckpt"
-    assert Path(refit["run"]).parent == output / "refit" and "Refit on every training image" in table
+    # --refit: one more trial, fold -1 (every training image, no validation), in <output>/refit
+    assert summary["refit"] is None
+    assert main(_cv_args(data, output, "--refit", "true", "--dry_run", "true")) == 0
+    planned = capsys.readouterr().out
+    assert "refit: python -m lightning_seg fit" in planned and "--data.init_args.fold=-1" in planned
     # a cv killed while scoring fold 1 (its out-of-fold pass unfinished): the same command again keeps both
     # fits, keeps fold 0's scoring and scores fold 1 again
     (output / "fold_1" / "oof" / "index.json").unlink()
     config = str(output / "ensemble" / "config.yaml")
     assert main(["tune", "--config", config, "--oof", str(output)]) == 2  # not before every fold is scored
     assert "fold_1/oof: no out-of-fold probabilities" in capsys.readouterr().err
-    assert main(_cv_args(data, output, "--refit", "true")) == 0
+    assert main(_cv_args(data, output)) == 0
     out = capsys.readouterr().out
-    assert "3 trials finished before, kept" in out and "(up to date)" in out
+    assert "2 trials finished before, kept" in out and "(up to date)" in out
     for k, fold in enumerate(summary["per_fold"]):
         assert len(list((Path(fold["run"]) / "validate").glob("*/summary.json"))) == 1 + k
         scored = json.loads((output / f"fold_{k}" / "scored.json").read_text())
@@ -202,12 +203,9 @@ def test_the_folds_ensemble_tests_what_it_predicts_and_tune_calibrates_on_out_of
     fold_config = str(other.parent.parent / "config.yaml")
     assert main(["tune", "--config", fold_config, "--oof", str(output), f"--ckpt_path={other}", *quiet]) == 2
     assert "is neither one of the folds of" in capsys.readouterr().err
-    # the refit may join the folds' ensemble; out-of-fold thresholds still fit it (the folds are its members)
-    assert main(["ensemble", "--cv", str(output), "--refit", "true"]) == 0
-    members = json.loads((output / "ensemble_refit" / "ensemble.json").read_text())["members"]
-    assert len(members) == 3
-    with_refit = str(output / "ensemble_refit" / "config.yaml")
-    assert main(["tune", "--config", with_refit, "--oof", str(output), *quiet]) == 0
+    # the refit joins an ensemble only once it exists
+    assert main(["ensemble", "--cv", str(output), "--refit", "true"]) == 2
+    assert "the cv has no finished refit (run cv with --refit true)" in capsys.readouterr().err
     tuned = run_cli(
         [
             "test",
