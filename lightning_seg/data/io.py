@@ -307,8 +307,28 @@ def image_header(path: str | Path) -> ImageHeader:
     except Image.DecompressionBombError as err:
         raise ConfigError(f"{path}: {_bomb_line(err)}") from None
     except Exception as err:
+        if "truncated" in str(err).lower():
+            raise ConfigError(f"{path}: {TRUNCATED}") from None
         raise ConfigError(f"{path}: cannot read image header ({_short(err)})") from None
+    if path.suffix.lower() in (".jpg", ".jpeg") and not _ends_with_jpeg_marker(path):
+        raise ConfigError(f"{path}: truncated JPEG (no end-of-image marker): {TRUNCATED}")
     return ImageHeader((height, width), deep, rotated=orientation not in (None, 1))
+
+
+TRUNCATED = (
+    "the file was cut short (an interrupted copy?); copy or export it again, or set data.on_bad_sample: skip"
+)
+
+
+def _ends_with_jpeg_marker(path: Path) -> bool:
+    """Whether a JPEG's last kilobyte holds the end-of-image marker FF D9: a file cut short (an interrupted
+    copy or download) does not, and would decode with a grey bottom or fail only when it is first loaded.
+    Reads 1 KiB, so the header check stays cheap; data some writers append after the marker is allowed."""
+    with path.open("rb") as file:
+        file.seek(0, 2)
+        size = file.tell()
+        file.seek(max(0, size - 1024))
+        return b"\xff\xd9" in file.read()
 
 
 def _bomb_line(error: Exception) -> str:

@@ -212,7 +212,7 @@ def truncated_image(root: Path):
     data = index_tree(root)
     path = data / "images" / "s2.png"
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    return folder_args(root), r"images/s2\.png: cannot read image header \(image file is truncated"
+    return folder_args(root), r"images/s2\.png: the file was cut short \(an interrupted copy\?\)"
 
 
 def missing_mask(root: Path):

@@ -79,3 +79,33 @@ def test_a_decompression_bomb_says_its_size_the_limit_and_how_to_raise_it(
     ) as raised:
         image_header(path)
     assert "MAX_IMAGE_PIXELS = None" in str(raised.value)
+
+
+def test_a_truncated_jpeg_is_refused_at_setup_by_the_header_check(tmp_path: Path) -> None:
+    """An interrupted copy: found when setup checks the headers (before a run folder exists), not at the
+    first batch that loads it."""
+    from torchvision.io import encode_jpeg
+
+    from lightning_seg.data.io import image_header
+
+    data = tmp_path / "data"
+    mask = torch.zeros(16, 16, dtype=torch.int64)
+    mask[:8] = 1
+    mask[8:, :8] = 2
+    for i in range(4):
+        write_index_pair(data, f"s{i}", mask)
+        (data / "images" / f"s{i}.png").unlink()
+        image = (torch.rand(3, 16, 16) * 255).to(torch.uint8)
+        (data / "images" / f"s{i}.jpg").write_bytes(encode_jpeg(image).numpy().tobytes())
+    image_header(data / "images" / "s0.jpg")  # a whole JPEG passes
+    whole = (data / "images" / "s1.jpg").read_bytes()
+    (data / "images" / "s1.jpg").write_bytes(whole[:-8])  # the end of the scan and the marker lost
+    module = FolderDataModule(root=str(data), class_names=CLASSES, val_fraction=0.25)
+    with pytest.raises(
+        ConfigError, match="s1.jpg: truncated JPEG \\(no end-of-image marker\\): the file was cut"
+    ):
+        module.setup("fit")
+    # cut shorter: PIL cannot read the header, and says truncated too
+    (data / "images" / "s1.jpg").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(ConfigError, match="s1.jpg: the file was cut short"):
+        image_header(data / "images" / "s1.jpg")
