@@ -19,20 +19,11 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from lightning_seg.callbacks.checkpoint import ModelCheckpoint
 from lightning_seg.errors import ConfigError
+from lightning_seg.task.net_builder import builder_class
 
 EPOCH_FILENAME = "epoch{epoch:03d}"
 TRAINER_OPTIONS = {"limit_val_batches": 0, "num_sanity_val_steps": 0}
 """What the trainer is told: no validation batches, no sanity check."""
-
-
-def _scheduler_class(model: Any) -> type | None:
-    builder = getattr(model, "scheduler_builder", None)
-    if builder is None:
-        return None
-    if isinstance(builder, type):
-        return builder
-    candidates = [getattr(builder, "func", None), *getattr(builder, "args", ())]
-    return next((c for c in candidates if isinstance(c, type)), None)
 
 
 def without_validation(callbacks: list[L.Callback], model: Any) -> tuple[list[L.Callback], str]:
@@ -41,7 +32,8 @@ def without_validation(callbacks: list[L.Callback], model: Any) -> tuple[list[L.
     Raises:
         ConfigError: in one line, for a scheduler that steps on a validation metric.
     """
-    scheduler = _scheduler_class(model)
+    builder = getattr(model, "scheduler_builder", None)
+    scheduler = builder_class(builder) if builder is not None else None
     if scheduler is not None and issubclass(scheduler, ReduceLROnPlateau):
         raise ConfigError(
             f"model.lr_scheduler ReduceLROnPlateau steps on {getattr(model, 'scheduler_monitor', 'a val metric')}, "

@@ -67,7 +67,7 @@ def build_net(
             )
         kwargs["aux_loss"] = False
     given = keywords.get("num_labels")
-    by_default = getattr(_net_class(builder), "label_head_by_default", False)
+    by_default = getattr(builder_class(builder, nn.Module), "label_head_by_default", False)
     if not label_head:
         if given:
             raise ConfigError(
@@ -88,9 +88,10 @@ def build_net(
     return builder(**kwargs)
 
 
-def _net_class(builder: Any) -> type | None:
-    """The net class a builder makes: the class itself, or the class a partial (a CLI builder) calls."""
+def builder_class(builder: Any, base: type = object) -> type | None:
+    """The class a builder makes (a net, a scheduler): the class itself, or the subclass of ``base`` that a
+    partial (a CLI builder) calls; None for anything else."""
     if isinstance(builder, type):
         return builder
     candidates = [getattr(builder, "func", None), *getattr(builder, "args", ())]
-    return next((c for c in candidates if isinstance(c, type) and issubclass(c, nn.Module)), None)
+    return next((c for c in candidates if isinstance(c, type) and issubclass(c, base)), None)

@@ -33,13 +33,20 @@ def test_scoring_val_at_the_original_size_is_accepted_alone() -> None:
         SyntheticDataModule(score_at_original_size=[])
 
 
-def test_sixteen_bit_masks_of_class_times_257_are_recognised(tmp_path: Path) -> None:
-    data = tmp_path / "data"
+def _three_class_pairs(data: Path, count: int = 4) -> torch.Tensor:
+    """``count`` 16×16 image/mask pairs ``s{i}`` under ``data`` holding classes 0, 1 and 2; the mask."""
     mask = torch.zeros(16, 16, dtype=torch.int64)
     mask[:8] = 1
     mask[8:, :8] = 2
-    for i in range(4):
+    for i in range(count):
         write_index_pair(data, f"s{i}", mask)
+    return mask
+
+
+def test_sixteen_bit_masks_of_class_times_257_are_recognised(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    mask = _three_class_pairs(data)
+    for i in range(4):
         write_png(data / "masks" / f"s{i}.png", (mask * 257).to(torch.uint16))  # the exporter's scaling
     module = FolderDataModule(root=str(data), class_names=CLASSES, val_fraction=0.25)
     with pytest.raises(ConfigError, match="every value is a class × 257 \\(257 = 1 × 257, 514 = 2 × 257\\)"):
@@ -89,11 +96,8 @@ def test_a_truncated_jpeg_is_refused_at_setup_by_the_header_check(tmp_path: Path
     from lightning_seg.data.io import image_header
 
     data = tmp_path / "data"
-    mask = torch.zeros(16, 16, dtype=torch.int64)
-    mask[:8] = 1
-    mask[8:, :8] = 2
+    _three_class_pairs(data)
     for i in range(4):
-        write_index_pair(data, f"s{i}", mask)
         (data / "images" / f"s{i}.png").unlink()
         image = (torch.rand(3, 16, 16) * 255).to(torch.uint8)
         (data / "images" / f"s{i}.jpg").write_bytes(encode_jpeg(image).numpy().tobytes())
