@@ -42,6 +42,7 @@ from lightning_seg.postprocess.thresholds import (
     thresholds_path,
 )
 from lightning_seg.reports.threshold_curves import publish_threshold_curves
+from lightning_seg.runs.ensembles import ensemble_members
 from lightning_seg.task.epoch_logs import segmentation_logs
 from lightning_seg.utils.atomic import atomic_write
 
@@ -244,10 +245,9 @@ def _check_oof_source(
             "ensemble/config.yaml sets it) or one of its folds' checkpoints"
         )
     checkpoint = Path(ckpt_path).resolve()
-    described = checkpoint.parent.parent / "ensemble.json"
-    if described.is_file():
-        members = json.loads(described.read_text()).get("members") or []
-        found = [(str(Path(m.get("checkpoint", "")).resolve()), m.get("sha256")) for m in members]
+    members = ensemble_members(checkpoint.parent.parent)
+    if members is not None:
+        found = [(path, sha256) for path, sha256, _ in members]
         if refit is not None:  # the refit trained on every image: a member the files need not describe
             found = [member for member in found if member[0] != str(Path(refit).resolve())]
         if sorted(found) != sorted(sources):
