@@ -63,6 +63,26 @@ def voc_kaggle_args(runs: Path, data: Path) -> list[str]:
     )  # fmt: skip
 
 
+def shipped_voc_kaggle_args(config: str, runs: Path, data: Path, *extra: str) -> list[str]:
+    """A shipped ``configs/voc_kaggle/<config>.yaml`` shrunk to seconds on a ``data_trees.voc_kaggle_tree``:
+    32×32 images, fp32, one epoch, no workers, runs under ``runs``; ``extra`` shrinks its net."""
+    return [
+        "--config", str(REPO / "configs" / "voc_kaggle" / f"{config}.yaml"),
+        f"--data.init_args.root={data}",
+        "--data.init_args.size=[32,32]",
+        "--data.init_args.batch_size=2",
+        "--data.init_args.num_workers=0",
+        "--data.init_args.val_fraction=0.25",
+        "--data.init_args.allow_absent_classes=true",
+        "--trainer.precision=32-true",
+        "--trainer.max_epochs=1",
+        "--trainer.enable_progress_bar=false",
+        f"--trainer.default_root_dir={runs}",
+        f"--trainer.logger.init_args.save_dir={runs}",
+        *extra,
+    ]  # fmt: skip
+
+
 class TinyRun(NamedTuple):
     """A tiny trained run of the default config (conftest's ``tiny_run``): its folder and checkpoints."""
 

@@ -151,9 +151,10 @@ class MaskWriter(BasePredictionWriter):
     ) -> None:
         assert self.resolved_dir is not None and self.palette is not None and self._worker is not None
         self._worker.raise_error()  # an earlier batch's files failed: stop here, with that error
-        items = list(zip(map(str, prediction["name"]), masks_to_host(prediction["mask"]), strict=True))
-        if items:
-            self._worker.put((self.resolved_dir, items, self.palette, self.save_index))
+        if "mask" in prediction:  # an image classifier's predictions hold labels only
+            items = list(zip(map(str, prediction["name"]), masks_to_host(prediction["mask"]), strict=True))
+            if items:
+                self._worker.put((self.resolved_dir, items, self.palette, self.save_index))
         if "label_probability" in prediction:
             self._write_labels(trainer, pl_module, prediction)
 

@@ -25,6 +25,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import yaml
 from jsonargparse import ArgumentError, Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
@@ -85,6 +86,7 @@ from lightning_seg.errors import (
 from lightning_seg.models.weights import checkpoint_follows
 from lightning_seg.runs import folders as runs
 from lightning_seg.runs import wandb as wandb_runs
+from lightning_seg.task.classifier import ImageClassifierModule
 from lightning_seg.task.module import SegmentationModule
 from lightning_seg.utils.atomic import atomic_write
 from lightning_seg.utils.config_files import check_config_files
@@ -338,7 +340,7 @@ class SegCLI(LightningCLI):
         """What rebuilds the model from a checkpoint alone (:mod:`lightning_seg.checkpoints.record`): its
         resolved config as plain data, how the data makes an image batchable, and (fit) the split it trains
         on; the :class:`ModelRecord` callback writes it into every checkpoint."""
-        if not isinstance(self.model, SegmentationModule):
+        if not isinstance(self.model, SegmentationModule | ImageClassifierModule):
             return None
         if self.subcommand:
             parser, config = self._subcommand_parsers[self.subcommand], self.config[self.subcommand]
@@ -444,7 +446,8 @@ def build_cli(
     checks its trials with the very parser ``fit`` uses); ``started``: when the command started
     (``time.perf_counter()``, default now)."""
     return cli_class(
-        SegmentationModule,
+        # any LightningModule of this project: SegmentationModule, or ImageClassifierModule (labels only)
+        L.LightningModule,
         SegDataModule,
         trainer_class=SegTrainer,
         subclass_mode_model=True,

@@ -12,8 +12,11 @@ import lightning as L
 
 from lightning_seg.commands.attack import check_options, run_attack
 from lightning_seg.commands.export import export_model
+from lightning_seg.commands.label_tune import tune_label_thresholds
 from lightning_seg.commands.submit import write_submission
 from lightning_seg.commands.tune import tune_thresholds
+from lightning_seg.errors import ConfigError
+from lightning_seg.task.classifier import ImageClassifierModule
 
 
 class SegTrainer(L.Trainer):
@@ -44,6 +47,12 @@ class SegTrainer(L.Trainer):
                 predicted by the fold model that never saw it) instead of a pass over val; for the cv's
                 ensemble (``--config <cv>/ensemble/config.yaml``), whose members trained on val.
         """
+        if isinstance(model, ImageClassifierModule):
+            if oof is not None:
+                raise ConfigError(
+                    "tune --oof: out-of-fold files hold mask probabilities; an image classifier tunes on val"
+                )
+            return tune_label_thresholds(self, model, datamodule, ckpt_path, split, steps, weights_only)
         return tune_thresholds(self, model, datamodule, ckpt_path, split, metric, steps, weights_only, oof)
 
     def submit(
@@ -52,7 +61,7 @@ class SegTrainer(L.Trainer):
         datamodule: L.LightningDataModule | None = None,
         ckpt_path: str | None = None,
         output: str | None = None,
-        labels_from: Literal["head", "mask"] | None = None,
+        labels_from: str | None = None,
         weights_only: bool | None = None,
     ) -> str:
         """Write ``submission.csv``: the predict split through ``predict``'s path, run-length encoded.
@@ -62,10 +71,13 @@ class SegTrainer(L.Trainer):
             datamodule: the data; its predict split is encoded (in its competition CSV's order if it has one).
             ckpt_path: the checkpoint to predict with.
             output: the CSV's path; None: ``submission.csv`` in ``<run>/submit/<date-time>/``.
-            labels_from: the classification rows from the image-level head ("head") or from the classes
-                present in each predicted mask ("mask"); None: the head when the net has one.
+            labels_from: the classification rows from the image-level head ("head"), from the classes
+                present in each predicted mask ("mask"), or from a CSV of 0/1 image labels by name (another
+                model's, e.g. the image classifier's ``predict`` output ``labels.csv``); None: the head
+                when the net has one.
             weights_only: how the checkpoint is loaded (as for ``predict``).
         """
+        _refuse_classifier(model, "submit")
         return str(write_submission(self, model, datamodule, ckpt_path, output, labels_from, weights_only))
 
     def export(
@@ -92,6 +104,7 @@ class SegTrainer(L.Trainer):
             min_agreement: the share of pixels whose class must agree with the checkpoint's, else an error.
             weights_only: how the checkpoint is loaded (as for ``predict``).
         """
+        _refuse_classifier(model, "export")
         return str(
             export_model(
                 self,
@@ -164,4 +177,14 @@ class SegTrainer(L.Trainer):
             panels,
             seed,
         )
+        _refuse_classifier(model, "attack")
         return run_attack(self, model, datamodule, ckpt_path, options, weights_only)
+
+
+def _refuse_classifier(model: L.LightningModule, command: str) -> None:
+    """The mask commands refuse an image classifier in one line, with the way its labels are used."""
+    if isinstance(model, ImageClassifierModule):
+        raise ConfigError(
+            f"{command}: an image classifier predicts labels, not masks; predict writes its labels.csv, which "
+            "a segmentation run's submit --labels_from and LabelConsistency(labels: ...) read"
+        )

@@ -26,6 +26,7 @@ import numpy as np
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from lightning_seg.errors import ConfigError, short_path
+from lightning_seg.labels.table import LabelTable
 from lightning_seg.submission.rle import encode, encode_class_planes
 from lightning_seg.utils.atomic import atomic_write
 from lightning_seg.utils.host import masks_to_host
@@ -33,7 +34,7 @@ from lightning_seg.utils.host import masks_to_host
 if TYPE_CHECKING:
     from lightning_seg.task.module import SegmentationModule
 
-LabelSource = Literal["head", "mask"]
+LabelSource = Literal["head", "mask", "file"]
 
 
 class SubmissionRows(BasePredictionWriter):
@@ -42,16 +43,24 @@ class SubmissionRows(BasePredictionWriter):
 
     Args:
         labels_from: the classification row from the image-level head's decisions ("head", with the tuned
-            thresholds when loaded) or from the classes present in the predicted mask ("mask").
+            thresholds when loaded), from the classes present in the predicted mask ("mask"), or from a
+            labels file ("file", ``table``).
         num_labels: L, the length of the classification vector.
+        label_order: the competition's column order, as indices into the model's; None: the model's.
+        table: the labels file's rows (``labels_from`` "file"); its columns name the foreground classes.
     """
 
     def __init__(
-        self, labels_from: LabelSource, num_labels: int, label_order: Sequence[int] | None = None
+        self,
+        labels_from: LabelSource,
+        num_labels: int,
+        label_order: Sequence[int] | None = None,
+        table: LabelTable | None = None,
     ) -> None:
         super().__init__(write_interval="batch")
         self.labels_from = labels_from
         self.num_labels = num_labels
+        self.table = table
         # the competition's column order, as indices into the model's (VOC) order; None: the model's
         self.label_order = np.asarray(label_order) if label_order is not None else None
         self.rows: dict[str, tuple[str, str]] = {}
@@ -69,6 +78,8 @@ class SubmissionRows(BasePredictionWriter):
         masks = [mask.numpy() for mask in masks_to_host(prediction["mask"])]  # one copy per batch
         if self.labels_from == "head":
             labels = prediction["label_decision"].cpu().numpy().astype(bool)
+        elif self.table is not None:  # the file's values of the foreground classes, in the model's order
+            labels = self.table.decisions(prediction["name"], self.table.class_names[1:]).numpy()
         else:  # present foreground classes 1..L of the predicted mask
             labels = np.stack([np.isin(np.arange(1, self.num_labels + 1), np.unique(m)) for m in masks])
         if self.label_order is not None:
@@ -84,17 +95,21 @@ def write_submission(
     datamodule: Any,
     ckpt_path: str | None,
     output: str | None,
-    labels_from: LabelSource | None,
+    labels_from: str | None,
     weights_only: bool | None,
 ) -> Path:
-    """Predict, encode, write the CSV; returns its path."""
+    """Predict, encode, write the CSV; returns its path. ``labels_from``: "head", "mask", a labels CSV
+    (:class:`~lightning_seg.labels.table.LabelTable`), or None (the head when the net has one)."""
     if datamodule is None:
         raise ConfigError("submit needs a data module (data: in the config) with a predict split")
     if trainer.world_size > 1:
         raise ConfigError("submit runs in one process: drop trainer.devices / strategy for it")
     num_labels = model.num_classes - 1  # foreground classes: the planes and the label vector
     has_head = getattr(model.net, "label_head", None) is not None
-    source: LabelSource = labels_from or ("head" if has_head else "mask")
+    table = None
+    if labels_from not in (None, "head", "mask"):
+        table = LabelTable(str(labels_from), model.class_names)  # checked against the classes before the pass
+    source: LabelSource = "file" if table is not None else labels_from or ("head" if has_head else "mask")  # type: ignore[assignment]
     if source == "head" and not has_head:
         raise ConfigError(
             f"submit --labels_from head: the net ({type(model.net).__name__}) has no image-level head; "
@@ -106,7 +121,7 @@ def write_submission(
             f"(model.label_mode multi; this one: {model.label_mode}, {len(model.label_names)} labels)"
         )
     _check_every_test_image(datamodule)
-    rows = SubmissionRows(source, num_labels, _label_order(datamodule, model, source))
+    rows = SubmissionRows(source, num_labels, _label_order(datamodule, model, source), table)
     trainer.callbacks.append(rows)
     try:
         trainer.predict(
@@ -129,7 +144,8 @@ def write_submission(
     target = Path(output) if output else Path(trainer.default_root_dir) / "submission.csv"
     target.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(target, text.getvalue())
-    print(f"submission: {short_path(str(target))} ({len(order)} images, classification from the {source})")
+    origin = f"labels of {short_path(str(labels_from))}" if table is not None else f"the {source}"
+    print(f"submission: {short_path(str(target))} ({len(order)} images, classification from {origin})")
     return target
 
 

@@ -124,13 +124,27 @@ class MultiLabelMetrics(Metric):
         ap = -((recall[1:] - recall[:-1]) * precision[:-1]).sum(0)
         return torch.where(self.positives > 0, ap, float("nan")).float()
 
+    def roc_auc(self) -> torch.Tensor:
+        """float32 (L,): each label's binned ROC AUC (the trapezoid through the grid's (FPR, TPR) points: a
+        pair of images in one bin counts one half, as a tie); NaN for a label without both a positive and a
+        negative target."""
+        tp, fp = self.curve_tp.double(), self.curve_fp.double()
+        positives, negatives = tp[0], fp[0]  # p >= 0 holds for every image
+        tpr = torch.cat([tp / positives.clamp_min(1), torch.zeros_like(tp[:1])])  # thresholds rising, then 0
+        fpr = torch.cat([fp / negatives.clamp_min(1), torch.zeros_like(fp[:1])])
+        auc = ((fpr[:-1] - fpr[1:]) * (tpr[:-1] + tpr[1:]) / 2).sum(0)
+        return torch.where((positives > 0) & (negatives > 0), auc, float("nan")).float()
+
     def compute(self) -> dict[str, torch.Tensor]:
-        """``f1`` (macro), ``acc`` (exact match: every label of an image right), ``mAP`` (mean over labels
-        with a positive target), per-label ``precision``/``recall``/``ap``."""
+        """``f1`` (macro), ``acc`` (exact match: every label of an image right), ``mAP`` and ``AUC`` (means
+        over the labels where defined), per-label ``precision``/``recall``/``ap``/``auc``."""
         scores = _scores(self.tp, self.fp, self.fn)
         ap = self.average_precision()
         scores["ap"] = ap
         scores["mAP"] = torch.nan_to_num(ap.nanmean())
+        auc = self.roc_auc()
+        scores["auc"] = auc
+        scores["AUC"] = torch.nan_to_num(auc.nanmean())
         scores["acc"] = torch.nan_to_num(_ratio(self.exact, self.images)).float()
         return scores
 
@@ -153,4 +167,7 @@ def plain_scores(scores: dict[str, torch.Tensor], mode: LabelMode, names: Sequen
     if "ap" in scores:
         record["ap"] = values(scores["ap"])
         record["mAP"] = float(scores["mAP"])
+    if "auc" in scores:
+        record["auc"] = values(scores["auc"])
+        record["AUC"] = float(scores["AUC"])
     return record

@@ -12,7 +12,7 @@ from lightning_seg.errors import ConfigError
 
 PLAIN_SCORES = ("dice", "dice_fg", "acc")
 OPTIONAL_SCORES = ("IoU_fg", "image_IoU", "image_dice_fg", "image_IoU_fg", "image_mIoU", "competition_dice")
-LABEL_SCORES = ("f1", "acc", "mAP")
+LABEL_SCORES = ("f1", "acc", "mAP", "AUC")
 
 
 def segmentation_logs(

@@ -145,12 +145,13 @@ class EvaluationPath(nn.Module):
         """LabelConsistency reads a multi-label head, or a single-label one on labels that name classes;
         refuse what it would misread (before a pass over the data, not at its first batch)."""
         step = (postprocess or self.postprocess).find(LabelConsistency)
-        if step is None or getattr(step, "oracle", False):
+        if step is None or getattr(step, "oracle", False) or getattr(step, "table", None) is not None:
             return
         if getattr(net, "label_head", None) is None:
             raise ConfigError(
                 f"model.postprocess LabelConsistency: the net ({type(net).__name__}) has no image-level "
-                "head; use a net with one (MicroUNet) and model.loss label_weight > 0, or oracle: true for the "
+                "head; use a net with one (MicroUNet) and model.loss label_weight > 0, another model's labels "
+                "(labels: <labels.csv>, e.g. the image classifier's predict output), or oracle: true for the "
                 "ablation"
             )
         if self.label_task.mode == "single" and self.label_task.derived:
@@ -199,7 +200,7 @@ class EvaluationPath(nn.Module):
         """One :class:`Prediction` per image at its size, with what the chain's steps read."""
         chain = postprocess or self.postprocess
         images = self.original_images(batch, sizes) if chain.needs_image else None
-        present = self.present_classes(label_logits, truths, chain)
+        present = self.present_classes(label_logits, truths, chain, batch.get("name"))
         return [
             Prediction(
                 probabilities=self.inference.at_size(item, size),
@@ -214,13 +215,22 @@ class EvaluationPath(nn.Module):
         label_logits: torch.Tensor | None,
         truths: list[torch.Tensor] | None,
         postprocess: PostProcess | None = None,
+        names: list[str] | None = None,
     ) -> torch.Tensor | None:
         """bool B×K: the mask classes each image holds according to the image-level head (its tuned
-        thresholds when loaded), or to the true masks for LabelConsistency's oracle ablation."""
+        thresholds when loaded), to LabelConsistency's labels file (looked up by the images' ``names``), or
+        to the true masks for its oracle ablation."""
         chain = postprocess or self.postprocess
         consistency = chain.find(LabelConsistency)
         if consistency is None:
             return None
+        if consistency.table is not None:
+            if names is None:
+                raise ConfigError(
+                    f"model.postprocess LabelConsistency labels: {consistency.labels}: the batch names no images "
+                    "to look up"
+                )
+            return consistency.table.present_classes(names)
         if getattr(consistency, "oracle", False):
             if truths is None:
                 raise ConfigError(

@@ -34,14 +34,14 @@ from lightning_seg.task.epoch_logs import composite_score, label_logs, segmentat
 from lightning_seg.task.evaluation import EvaluationPath
 from lightning_seg.task.loss_weights import class_weights_of, label_weights_of, resolve_on_rank_zero
 from lightning_seg.task.net_builder import UNBUILT_HEAD_MARKERS, NetBuilder, build_net
-from lightning_seg.task.optimizers import default_optimizer, optimizer_config, scheduler_with_total_steps
+from lightning_seg.task.optimizers import ConfiguredOptimizers, default_optimizer
 from lightning_seg.task.results import TaskResults
 from lightning_seg.utils import random_state
 
 STAGES = ("train", "val", "test")
 
 
-class SegmentationModule(L.LightningModule):
+class SegmentationModule(ConfiguredOptimizers, L.LightningModule):
     """Semantic segmentation with any net, a compound loss and confusion-matrix metrics.
 
     Args:
@@ -586,21 +586,3 @@ class SegmentationModule(L.LightningModule):
 
     def on_predict_end(self) -> None:
         self.postprocess.close()
-
-    # ------------------------------------------------------------------------------------- optimizers
-    def scheduler_with_total_steps(self, total_steps: int) -> tuple[LRSchedulerCallable, bool]:
-        """The scheduler builder with a null ``total_steps`` filled in (see :mod:`.optimizers`)."""
-        assert self.scheduler_builder is not None
-        return scheduler_with_total_steps(self.scheduler_builder, total_steps)
-
-    def configure_optimizers(self) -> Any:
-        # only trainable parameters: a finetuning callback adds the frozen backbone as its own group later
-        return optimizer_config(
-            [p for p in self.parameters() if p.requires_grad],
-            self.optimizer_builder,
-            self.scheduler_builder,
-            self.scheduler_interval,
-            self.scheduler_monitor,
-            int(self.trainer.estimated_stepping_batches) if self.scheduler_builder is not None else 0,
-            self.trainer.precision,
-        )

@@ -74,3 +74,32 @@ def optimizer_config(
         interval = interval or ("step" if filled or counts_steps(scheduler) else "epoch")
     config = {"scheduler": scheduler, "interval": interval, "monitor": monitor}
     return {"optimizer": built, "lr_scheduler": config}
+
+
+class ConfiguredOptimizers:
+    """The optimizer hooks of this project's LightningModules, from what their configs hold:
+    ``optimizer_builder``, ``scheduler_builder`` (or None), ``scheduler_interval`` and ``scheduler_monitor``
+    (set in their ``__init__``)."""
+
+    optimizer_builder: OptimizerCallable
+    scheduler_builder: LRSchedulerCallable | None
+    scheduler_interval: str | None
+    scheduler_monitor: str
+
+    def scheduler_with_total_steps(self, total_steps: int) -> tuple[LRSchedulerCallable, bool]:
+        """The scheduler builder with a null ``total_steps`` filled in (see :func:`scheduler_with_total_steps`)."""
+        assert self.scheduler_builder is not None
+        return scheduler_with_total_steps(self.scheduler_builder, total_steps)
+
+    def configure_optimizers(self) -> Any:
+        # only trainable parameters: a finetuning callback adds the frozen backbone as its own group later
+        trainer = self.trainer  # type: ignore[attr-defined]
+        return optimizer_config(
+            [p for p in self.parameters() if p.requires_grad],  # type: ignore[attr-defined]
+            self.optimizer_builder,
+            self.scheduler_builder,
+            self.scheduler_interval,
+            self.scheduler_monitor,
+            int(trainer.estimated_stepping_batches) if self.scheduler_builder is not None else 0,
+            trainer.precision,
+        )

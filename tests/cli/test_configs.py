@@ -28,11 +28,15 @@ def _print_config(*configs: str, capsys: pytest.CaptureFixture[str]) -> dict:
 @pytest.mark.parametrize("path", RUN_CONFIGS, ids=[f"{p.parent.name}/{p.stem}" for p in RUN_CONFIGS])
 def test_run_config_parses(path, capsys) -> None:
     config = _print_config(str(path), capsys=capsys)
-    assert config["model"]["class_path"] == "lightning_seg.SegmentationModule"
     assert config["data"]["class_path"].startswith("lightning_seg.data.")
-    # the checkpoint follows val/mIoU, or the config's own composite score (model.score)
-    score = config["model"]["init_args"].get("score")
-    assert config["trainer"]["callbacks"][0]["init_args"]["monitor"] == ("val/score" if score else "val/mIoU")
+    monitor = config["trainer"]["callbacks"][0]["init_args"]["monitor"]
+    if config["model"]["class_path"] == "lightning_seg.ImageClassifierModule":  # labels only
+        assert monitor == "val/label_mAP"
+    else:
+        assert config["model"]["class_path"] == "lightning_seg.SegmentationModule"
+        # the checkpoint follows val/mIoU, or the config's own composite score (model.score)
+        score = config["model"]["init_args"].get("score")
+        assert monitor == ("val/score" if score else "val/mIoU")
     # the data module is the only source of num_classes: no config states it
     assert "num_classes" not in path.read_text()
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import TinyRun, assert_one_line_error, tiny_args, voc_kaggle_args
+from helpers import TinyRun, assert_one_line_error, shipped_voc_kaggle_args, tiny_args, voc_kaggle_args
 from torchvision.io import decode_png, read_file
 
 from lightning_seg.cli import main, run_cli
@@ -73,25 +73,10 @@ def test_voc_kaggle_fit_tune_test_submit_with_one_config(tmp_path: Path) -> None
     the same path wrote, and its classification rows to the head's decisions with the tuned label
     thresholds (labels.csv of the same command)."""
     from data_trees import VOC_KAGGLE_TEST_IDS, voc_kaggle_tree
-    from helpers import REPO
 
     data = voc_kaggle_tree(tmp_path / "voc")
     runs = tmp_path / "runs"
-    args = [
-        "--config", str(REPO / "configs" / "voc_kaggle" / "unet.yaml"),
-        f"--data.init_args.root={data}",
-        "--data.init_args.size=[32,32]",
-        "--data.init_args.batch_size=2",
-        "--data.init_args.num_workers=0",
-        "--data.init_args.val_fraction=0.25",
-        "--data.init_args.allow_absent_classes=true",
-        "--model.init_args.net.init_args.base_width=8",
-        "--trainer.precision=32-true",
-        "--trainer.max_epochs=1",
-        "--trainer.enable_progress_bar=false",
-        f"--trainer.default_root_dir={runs}",
-        f"--trainer.logger.init_args.save_dir={runs}",
-    ]  # fmt: skip
+    args = shipped_voc_kaggle_args("unet", runs, data, "--model.init_args.net.init_args.base_width=8")
     fit = run_cli(["fit", *args])
     ckpt = fit.trainer.checkpoint_callback.last_model_path
     assert main(["test", *args, "--ckpt_path", ckpt]) == 2  # before tune: one line, "run tune"
@@ -161,3 +146,26 @@ def test_submit_refuses_before_the_pass_when_a_test_image_was_skipped(
         capsys, f"1 test images of the competition CSV were skipped as bad files (Id {missing}, ...)"
     )
     assert not list((Path(ckpt).parent.parent / "submit").glob("*/submission.csv"))
+
+
+def test_labels_from_a_file_fill_the_classification_rows_and_correct_the_maps(
+    run_root: Path, tiny_run: TinyRun, tmp_path: Path
+) -> None:
+    """Another model's labels (here a 0/1 file saying only ``disc`` is present) drive both the
+    classification rows (``--labels_from``) and LabelConsistency (``labels:``) of a net without a head:
+    every row says disc only, and every map holds background and disc only."""
+    labels = tmp_path / "labels.csv"
+    names = [f"shapes_3_{i:05d}" for i in range(4)]  # the synthetic predict split of seed 0
+    labels.write_text("name,disc,square,triangle,ring\n" + "".join(f"{n},1,0,0,0\n" for n in names))
+    consistency = (
+        f"[{{class_path: lightning_seg.postprocess.LabelConsistency, init_args: {{labels: {labels}}}}}]"
+    )
+    ckpt = str(tiny_run.last)
+    args = [*tiny_args(run_root), "--ckpt_path", ckpt, "--labels_from", str(labels)]
+    run_cli(["submit", *args, "--model.init_args.postprocess", consistency])
+    (folder,) = (Path(ckpt).parent.parent / "submit").iterdir()
+    assert check_submission(folder / "submission.csv", folder / "predictions", num_classes=5) == 4
+    for classification, segmentation in zip(*[iter(_rows(folder / "submission.csv")[1:])] * 2, strict=True):
+        assert decode(classification[1], (4,)).tolist() == [True, False, False, False]
+        planes = decode_class_planes(segmentation[1], 4, 32, 32)
+        assert not planes[1:].any()
