@@ -73,7 +73,8 @@ class SegTrainer(L.Trainer):
             output: the CSV's path; None: ``submission.csv`` in ``<run>/submit/<date-time>/``.
             labels_from: the classification rows from the image-level head ("head"), from the classes
                 present in each predicted mask ("mask"), or from a CSV of 0/1 image labels by name (another
-                model's, e.g. the image classifier's ``predict`` output ``labels.csv``); None: the head
+                model's, e.g. the image classifier's ``predict`` output ``labels.csv``), or another run's
+                checkpoint (``.ckpt``: its ``predict`` runs first, with its own config); None: the head
                 when the net has one.
             weights_only: how the checkpoint is loaded (as for ``predict``).
         """

@@ -17,6 +17,10 @@ from __future__ import annotations
 
 import csv
 import io
+import shutil
+import subprocess
+import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -27,6 +31,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 
 from lightning_seg.errors import ConfigError, short_path
 from lightning_seg.labels.table import LabelTable
+from lightning_seg.runs.folders import run_of_checkpoint
 from lightning_seg.submission.rle import encode, encode_class_planes
 from lightning_seg.utils.atomic import atomic_write
 from lightning_seg.utils.host import masks_to_host
@@ -108,6 +113,8 @@ def write_submission(
     has_head = getattr(model.net, "label_head", None) is not None
     table = None
     if labels_from not in (None, "head", "mask"):
+        if str(labels_from).endswith(".ckpt"):  # another run: its predict writes the labels first
+            labels_from = str(predicted_labels(Path(str(labels_from)), Path(trainer.default_root_dir)))
         table = LabelTable(str(labels_from), model.class_names)  # checked against the classes before the pass
     source: LabelSource = "file" if table is not None else labels_from or ("head" if has_head else "mask")  # type: ignore[assignment]
     if source == "head" and not has_head:
@@ -146,6 +153,39 @@ def write_submission(
     atomic_write(target, text.getvalue())
     origin = f"labels of {short_path(str(labels_from))}" if table is not None else f"the {source}"
     print(f"submission: {short_path(str(target))} ({len(order)} images, classification from {origin})")
+    return target
+
+
+def predicted_labels(checkpoint: Path, folder: Path) -> Path:
+    """The ``labels.csv`` of another run's ``predict`` with ``checkpoint`` (an image classifier, or a
+    segmentation net with a multi-label head), run in its own process with that run's ``config.yaml`` (its
+    own data, size and normalisation) and copied into ``folder`` as ``labels_from.csv`` for the record.
+    Refuses (one line) a checkpoint outside a run folder, a predict that fails, and one that writes no
+    labels."""
+    run = run_of_checkpoint(checkpoint)
+    where = f"submit --labels_from {short_path(str(checkpoint))}"
+    if not checkpoint.is_file():
+        raise ConfigError(f"{where}: no such checkpoint")
+    if run is None or not (run / "config.yaml").is_file():
+        raise ConfigError(
+            f"{where}: not in a run folder (<run>/checkpoints/) beside its config.yaml; run predict with that "
+            "model's config and pass its labels.csv"
+        )
+    started = time.time()
+    command = [sys.executable, "-m", "lightning_seg", "predict", "--config", str(run / "config.yaml")]
+    print(f"submit: labels from {short_path(str(checkpoint))}: {' '.join(command[1:])} ...", flush=True)
+    done = subprocess.run(
+        [*command, "--ckpt_path", str(checkpoint)], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        lines = (done.stderr or done.stdout).strip().splitlines()
+        raise ConfigError(f"{where}: its predict failed: {lines[-1] if lines else done.returncode}")
+    written = [p for p in run.glob("predict/*/predictions/labels.csv") if p.stat().st_mtime >= started - 1]
+    if not written:
+        raise ConfigError(f"{where}: its predict wrote no labels.csv (a model without an image-level head?)")
+    target = folder / "labels_from.csv"
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(max(written, key=lambda p: p.stat().st_mtime), target)
     return target
 
 

@@ -31,6 +31,7 @@ from tests.data_trees import (
     msd_tree,
     pets_tree,
     real_camvid_root,
+    voc_kaggle_tree,
     voc_tree,
 )
 
@@ -348,11 +349,18 @@ def make_tree(name: str, tmp_path: Path) -> Path:
             write_jpeg(root / "images" / f"p{i}.jpg", image_for(mask))
             write_png(root / "masks" / f"p{i}.png", (mask * 255).to(torch.uint8))
         return root
-    builders = {"camvid": camvid_tree, "pets": pets_tree, "voc": voc_tree, "msd": msd_tree, "coco": coco_tree}
+    builders = {
+        "camvid": camvid_tree,
+        "pets": pets_tree,
+        "voc": voc_tree,
+        "msd": msd_tree,
+        "coco": coco_tree,
+        "voc_kaggle": voc_kaggle_tree,
+    }
     return builders[name](tmp_path / name)
 
 
-@pytest.mark.parametrize("name", ["folder", "camvid", "pets", "voc", "msd", "coco"])
+@pytest.mark.parametrize("name", ["folder", "camvid", "pets", "voc", "msd", "coco", "voc_kaggle"])
 def test_data_configs_compose_with_the_default(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """``--config configs/default.yaml --config configs/data/<name>.yaml`` builds the module; setup works."""
     from lightning_seg.cli import build_cli
@@ -370,9 +378,9 @@ def test_data_configs_compose_with_the_default(name: str, tmp_path: Path, monkey
         f"--trainer.default_root_dir={tmp_path / 'runs'}",
         f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
     ]  # fmt: skip
-    if name in ("msd", "pets", "coco", "folder"):
+    if name in ("msd", "pets", "coco", "folder", "voc_kaggle"):
         args.append("--data.init_args.size=[32,32]")
-    if name in ("voc", "coco"):
+    if name in ("voc", "coco", "voc_kaggle"):
         args.append("--data.init_args.allow_absent_classes=true")  # tiny trees miss most of the 21 classes
     cli = build_cli(args, run=False)
     dm = cli.datamodule

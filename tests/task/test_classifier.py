@@ -1,6 +1,7 @@
 """The standalone image classifier (configs/voc_kaggle/classifier.yaml) on the fake VOC Kaggle tree: fit,
 tune (per-label thresholds), test (label F1/mAP/AUC), predict (labels.csv), then a segmentation run's submit
-reads those labels for its classification rows and its LabelConsistency step."""
+takes its labels (``--labels_from <its checkpoint>``) for the classification rows, and LabelConsistency
+(``labels: <its labels.csv>``) corrects the class maps with them."""
 
 from __future__ import annotations
 
@@ -62,10 +63,12 @@ def test_classifier_fit_tune_test_predict_then_its_labels_drive_a_submission(
         f"[{{class_path: lightning_seg.postprocess.LabelConsistency, init_args: {{labels: {labels}}}}}]"
     )
     run_cli([
-        "submit", *voc_kaggle_args(seg_runs, data), "--ckpt_path", seg_ckpt, "--labels_from", str(labels),
+        "submit", *voc_kaggle_args(seg_runs, data), "--ckpt_path", seg_ckpt, "--labels_from", ckpt,
         "--model.init_args.postprocess", consistency,
     ])  # fmt: skip
     (submission,) = (Path(seg_ckpt).parent.parent / "submit").glob("*/submission.csv")
+    # --labels_from <checkpoint> ran the classifier's own predict: the same labels as the one above
+    assert (submission.parent / "labels_from.csv").read_text() == labels.read_text()
     with submission.open(newline="") as handle:
         body = list(csv.reader(handle))[1:]
     names = list(fit.model.label_names)
