@@ -104,6 +104,11 @@ class Segmenter:
         this project."""
         record = record_from_config(config) if config is not None else None
         module, record = load_module(checkpoint, record=record, weights_only=weights_only)
+        if not isinstance(module, SegmentationModule):
+            raise ConfigError(
+                f"{checkpoint}: a {type(module).__name__} predicts image labels, not masks; load it with "
+                f"lightning_seg.checkpoints.load.load_module, or run predict with its config"
+            )
         module.load_postprocess(str(checkpoint))
         return cls(module, record, device, batch_size)
 

@@ -41,7 +41,9 @@ def test_detr_zero_shot_test_and_submit(tmp_path: Path) -> None:
     data = voc_kaggle_tree(tmp_path / "voc")
     runs = tmp_path / "runs"
     model = _coco_detr_folder(tmp_path / "detr")
-    args = shipped_voc_kaggle_args("detr_zero_shot", runs, data, f"--model.init_args.net.init_args.model={model}")
+    args = shipped_voc_kaggle_args(
+        "detr_zero_shot", runs, data, f"--model.init_args.net.init_args.model={model}"
+    )
     tested = run_cli(["test", *args])
     assert tested.model.net.head_is_pretrained  # the mapping keeps the COCO head: zero-shot
     assert 0.0 <= float(tested.trainer.callback_metrics["test/competition_dice"]) <= 1.0

@@ -15,7 +15,9 @@ import torch
 from helpers import assert_one_line_error, shipped_voc_kaggle_args, voc_kaggle_args
 from torchvision.io import decode_png, read_file
 
+import lightning_seg
 from lightning_seg.cli import main, run_cli
+from lightning_seg.errors import ConfigError
 from lightning_seg.submission import decode, decode_class_planes
 
 
@@ -54,6 +56,8 @@ def test_classifier_fit_tune_test_predict_then_its_labels_drive_a_submission(
     # the mask commands refuse a classifier, pointing at its labels
     assert main(["submit", *args, "--ckpt_path", ckpt]) == 2
     assert_one_line_error(capsys, "an image classifier predicts labels, not masks")
+    with pytest.raises(ConfigError, match="predicts image labels, not masks"):
+        lightning_seg.load(ckpt)
 
     # a segmentation run submits with the classifier's labels: rows and class maps follow them
     seg_runs = tmp_path / "seg"
