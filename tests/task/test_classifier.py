@@ -101,3 +101,23 @@ def test_classifier_auc_matches_sklearn() -> None:
     for label in range(3):
         expected = roc_auc_score(target[:, label].numpy(), probabilities[:, label].numpy())
         assert abs(float(auc[label]) - expected) < 2e-3
+
+
+def test_a_weights_file_fills_the_backbone_and_torchvision_models_get_a_new_head(tmp_path: Path) -> None:
+    """A local weights file (a timm model's state dict, its 1000-class head included) loads into the
+    backbone by name, the head left out; a torchvision classifier's last linear layer becomes the new head."""
+    import timm
+
+    from lightning_seg.models import ImageClassifier
+
+    torch.manual_seed(0)
+    source = timm.create_model("resnet10t", num_classes=1000)
+    torch.save(source.state_dict(), tmp_path / "resnet10t.pth")
+    net = ImageClassifier(3, "resnet10t", weights=str(tmp_path / "resnet10t.pth"))
+    for key, value in net.backbone.state_dict().items():
+        assert torch.equal(value, source.state_dict()[key]), key
+    assert net(torch.randn(2, 3, 32, 32))["label"].shape == (2, 3)
+    torchvision_net = ImageClassifier(4, "resnet18", library="torchvision")
+    assert torchvision_net(torch.randn(2, 3, 32, 32))["label"].shape == (2, 4)
+    with pytest.raises(ConfigError, match="has no weights 'NOPE'"):
+        ImageClassifier(4, "resnet18", library="torchvision", weights="NOPE")
