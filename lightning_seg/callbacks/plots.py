@@ -1,11 +1,12 @@
 """``RunPlots``: the pictures of a run in its folder (``<log_dir>/plots/``), and in TensorBoard or W&B.
 
-End of ``fit``: training curves (loss terms, val mIoU, learning rate against the epoch), the last
-validation's row-normalised confusion matrix and per-class IoU, the image-level head's precision and recall
-(a net with one), the label histogram of the training data. End of ``test`` (and ``validate``): the
-confusion matrix, per-class IoU, the stage table and, for test, the best and worst images by per-image
-mIoU, scored on the final class maps that test scored. ``tune`` draws its threshold curves with
-:func:`publish_threshold_curves`. Every figure goes through
+End of ``fit``: training curves (loss terms; train and val of mIoU, of the metric the checkpoint callback
+monitors and of the image-level head's scores; the learning rate, against the epoch), the last validation's
+row-normalised confusion matrix and per-class IoU and Dice, the image-level head's precision and recall (a
+net with one), the label histogram of the training data. End of ``test`` (and ``validate``): the confusion
+matrix, per-class IoU and Dice, the stage table and, for test, the best and worst images by per-image mIoU,
+scored on the final class maps that test scored, and a one-channel head's pixel precision-recall curve.
+``tune`` draws its threshold curves with :func:`publish_threshold_curves`. Every figure goes through
 :func:`~lightning_seg.reports.publish.publish_figure` and every table through
 :func:`~lightning_seg.reports.publish.publish_table` (CSV beside the PNGs).
 
@@ -20,7 +21,7 @@ import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -32,6 +33,7 @@ from lightning_seg.reports import figures
 from lightning_seg.reports.image_ranking import ImageRanking, image_miou
 from lightning_seg.reports.publish import publish_figure, publish_table
 from lightning_seg.runs.log_dir import run_directory
+from lightning_seg.task.epoch_logs import LABEL_SCORES
 from lightning_seg.utils.atomic import atomic_write
 from lightning_seg.utils.error_lines import typed_line
 
@@ -54,11 +56,17 @@ class RunPlots(StageFiles):
     TensorBoard or W&B under the tags ``plots/<name>`` and ``tables/<name>``.
 
     The training curves come from a history this callback keeps: at each training epoch's end the
-    ``train/loss`` terms (``trainer.callback_metrics``) and each optimizer group's learning rate, at each
-    validation ``val/loss`` terms and ``val/mIoU``. It is kept in the checkpoints (plain floats), so a
-    resumed run (``fit --ckpt_path last``) continues its curves, and also in ``plots/history.json``:
-    a checkpoint written at a validation precedes its epoch's training row, which a resume takes from
-    there.
+    ``train/loss`` terms (``trainer.callback_metrics``), each optimizer group's learning rate and the
+    training scores (:meth:`_score_names`: mIoU, the checkpoint callback's monitored metric, the
+    image-level head's ``label_f1``/``label_acc``/``label_mAP``); at each validation ``val/loss`` terms
+    and the same scores of val. It is kept in the checkpoints (plain floats), so a resumed run
+    (``fit --ckpt_path last``) continues its curves, and also in ``plots/history.json``: a checkpoint
+    written at a validation precedes its epoch's training row, which a resume takes from there.
+
+    The training scores are logged by the module's ``on_train_epoch_end``, which Lightning calls after
+    this callback's (before the checkpoint callback's only): the epoch's row is completed with them at the
+    next hook that sees them (a checkpoint saved at that epoch's end, the next epoch's start, the end of
+    training).
 
     Rendering is idempotent per stage: ``RunSummary`` asks for it first when it comes earlier in the
     callback list, so ``summary.json`` lists the files (``"plots"``) in either order. Each plot is drawn on
@@ -83,6 +91,8 @@ class RunPlots(StageFiles):
         self._label_statistics: tuple[int, Any] | None = None  # (id of the data module, its train statistics)
         self._log_dir: Path | None = None
         self._new_rows = 0
+        self._unscored: dict[str, float] | None = None  # the last training row, before its scores were logged
+        self._foreground: dict[str, Any] | None = None  # test's foreground precision-recall curve
 
     # ------------------------------------------------------------------------------------- history
     def state_dict(self) -> dict[str, Any]:
@@ -95,6 +105,7 @@ class RunPlots(StageFiles):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._rendered.pop("fit", None)
         self._new_rows = 0
+        self._unscored = None
         self._log_dir = run_directory(trainer)  # every rank asks: a broadcast under DDP
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -118,19 +129,61 @@ class RunPlots(StageFiles):
             if missing:
                 self.history[kind] = sorted([*rows, *missing], key=lambda row: (row["step"], row["epoch"]))
 
-    def _add_row(self, trainer: L.Trainer, kind: str, row: dict[str, float]) -> None:
+    def _add_row(self, trainer: L.Trainer, kind: str, row: dict[str, float]) -> dict[str, float]:
+        """Append ``row`` (or merge it into the recorded row of its step) and write the record; returns the
+        row as kept."""
         recorded = next((r for r in self.history[kind] if r["step"] == row["step"]), None)
         if recorded is not None:
             # a resume from a checkpoint written at a validation ends that restored epoch again, without
             # its training metrics (no batch ran since): the recorded values stay
             recorded.update({key: value for key, value in row.items() if key not in recorded})
-            return
+            return recorded
         self.history[kind].append(row)
         self._new_rows += 1
+        self._write_record(trainer)
+        return row
+
+    def _write_record(self, trainer: L.Trainer) -> None:
         if trainer.is_global_zero and self._log_dir is not None:
             path = self._log_dir / "plots" / HISTORY_FILE
             path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(path, json.dumps(self.history))
+
+    @staticmethod
+    def _monitored(trainer: L.Trainer) -> tuple[str | None, Literal["max", "min"]]:
+        """The score the run's checkpoint callback monitors, without its stage (``val/score`` → "score";
+        None for none, or a loss, which the loss panel shows), and its mode ("max" or "min")."""
+        callback = trainer.checkpoint_callback
+        monitor = getattr(callback, "monitor", None)
+        mode: Literal["max", "min"] = "min" if getattr(callback, "mode", "max") == "min" else "max"
+        if not isinstance(monitor, str) or "/" not in monitor:
+            return None, mode
+        stage, name = monitor.split("/", 1)
+        if stage not in ("train", "val") or name == "loss" or name.startswith("loss/"):
+            return None, mode
+        return name, mode
+
+    @classmethod
+    def _score_names(cls, trainer: L.Trainer) -> tuple[str, ...]:
+        """The scores kept for train and val, without their stage: mIoU, the monitored one, the
+        image-level head's (logged only for a net with one)."""
+        monitored = cls._monitored(trainer)[0]
+        extra = (monitored,) if monitored not in (None, "mIoU") else ()
+        return ("mIoU", *extra, *(f"label_{name}" for name in LABEL_SCORES))
+
+    def _score_unscored_row(self, trainer: L.Trainer) -> bool:
+        """Complete the last training row with the epoch's training scores, logged since it was taken;
+        whether it changed."""
+        row, self._unscored = self._unscored, None
+        if row is None:
+            return False
+        names = tuple(f"train/{name}" for name in self._score_names(trainer))
+        scores = {k: v for k, v in self._metrics(trainer, names, ()).items() if k not in row}
+        if not scores:
+            return False
+        row.update(scores)
+        self._write_record(trainer)
+        return True
 
     @staticmethod
     def _metrics(trainer: L.Trainer, names: tuple[str, ...], prefixes: tuple[str, ...]) -> dict[str, float]:
@@ -143,13 +196,28 @@ class RunPlots(StageFiles):
         return metrics
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # the epoch means of the training loss terms are in callback_metrics here (logged by the steps)
+        # the epoch means of the training loss terms are in callback_metrics here (logged by the steps);
+        # the scores the module logs at the epoch's end are not yet: see _score_unscored_row
         row: dict[str, float] = {"epoch": float(trainer.current_epoch + 1), "step": trainer.global_step}
         row.update(self._metrics(trainer, ("train/loss",), ("train/loss/",)))
         groups = [group for optimizer in trainer.optimizers for group in optimizer.param_groups]
         for i, group in enumerate(groups):
             row["lr" if i == 0 else f"lr/{i}"] = float(group["lr"])
-        self._add_row(trainer, "train", row)
+        self._unscored = self._add_row(trainer, "train", row)
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        # a checkpoint saved at the epoch's end (after the module logged its scores) keeps the whole row;
+        # Lightning took state_dict() just before this hook
+        if self._score_unscored_row(trainer) and self.state_key in checkpoint.get("callbacks", {}):
+            checkpoint["callbacks"][self.state_key] = self.state_dict()
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._score_unscored_row(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._score_unscored_row(trainer)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.state.fn == "fit":
@@ -169,7 +237,8 @@ class RunPlots(StageFiles):
             "epoch": trainer.current_epoch + min(fraction, 1.0),
             "step": trainer.global_step,
         }
-        row.update(RunPlots._metrics(trainer, ("val/loss", "val/mIoU"), ("val/loss/",)))
+        names = ("val/loss", *(f"val/{name}" for name in RunPlots._score_names(trainer)))
+        row.update(RunPlots._metrics(trainer, names, ("val/loss/",)))
         return row
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -182,6 +251,7 @@ class RunPlots(StageFiles):
         # the curves of a run that was interrupted or diverged, as RunSummary records it (rank zero only:
         # other ranks may not be here, so no collective; fit's plots need none)
         if trainer.state.fn == "fit" and isinstance(exception, KeyboardInterrupt | TrainingDiverged):
+            self._score_unscored_row(trainer)
             if trainer.is_global_zero and self._log_dir is not None:
                 self.render(trainer, pl_module, "fit", self._log_dir, interrupted=True)
 
@@ -193,6 +263,7 @@ class RunPlots(StageFiles):
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._rendered.pop("test", None)
         self.ranking.reset()
+        self._foreground = None
 
     def on_test_batch_end(
         self,
@@ -254,6 +325,12 @@ class RunPlots(StageFiles):
             except Exception as error:  # a rank's images that did not travel: no half-picture of the ends
                 rank_zero_warn(f"RunPlots: best/worst images left out ({typed_line(error)})")
                 self.ranking.reset()
+            try:  # summed across processes here, where every rank is, not in rank zero's drawing
+                evaluation = getattr(pl_module, "evaluation", None)
+                self._foreground = evaluation.foreground_curve("test") if evaluation is not None else None
+            except Exception as error:
+                rank_zero_warn(f"RunPlots: test plot 'precision_recall' not drawn ({typed_line(error)})")
+                self._foreground = None
         paths: list[str] = []
         if trainer.is_global_zero:
             for name, drawn in self._plots(trainer, pl_module, stage, log_dir / "plots", interrupted):
@@ -283,10 +360,14 @@ class RunPlots(StageFiles):
         if stage == "test":
             plots.append(("stages", self._stage_table(trainer, pl_module, prefix, names, folder)))
             plots.append(("best_worst", self._best_worst(trainer, pl_module, names, folder)))
+            plots.append(("precision_recall", self._precision_recall(trainer, pl_module, folder)))
         return plots
 
     def _curves(self, trainer: L.Trainer, folder: Path) -> Iterator[Path]:
-        curves = figures.curves_figure(self.history["train"], self.history["val"])
+        monitored, mode = self._monitored(trainer)
+        curves = figures.curves_figure(
+            self.history["train"], self.history["val"], monitor=monitored or "mIoU", mode=mode
+        )
         if curves is not None:
             # the numbers, written as the rows came: listed even if the figure then fails
             yield folder / HISTORY_FILE
@@ -332,17 +413,51 @@ class RunPlots(StageFiles):
         confusion = self._this_confusion(pl_module, prefix, names)
         present = None if confusion is None else ((confusion.sum(0) + confusion.sum(1)) > 0).tolist()
         metrics = trainer.callback_metrics
-        iou = [
-            _float(metrics[f"{prefix}/IoU/{name}"])
-            if f"{prefix}/IoU/{name}" in metrics and (present is None or present[i])
-            else None
-            for i, name in enumerate(names)
-        ]
-        figure = figures.iou_figure(names, iou, f"{prefix}: IoU per class")
+
+        def per_class(score: str) -> list[float | None]:
+            return [
+                _float(metrics[f"{prefix}/{score}/{name}"])
+                if f"{prefix}/{score}/{name}" in metrics and (present is None or present[i])
+                else None
+                for i, name in enumerate(names)
+            ]
+
+        iou, dice = per_class("IoU"), per_class("Dice")
+        has_dice = any(value is not None for value in dice)  # a module without per-class Dice: IoU alone
+        title = f"{prefix}: IoU and Dice per class" if has_dice else f"{prefix}: IoU per class"
+        figure = figures.iou_figure(names, iou, title, dice if has_dice else None)
         if figure is not None:
             yield publish_figure(trainer, "plots/iou", figure, folder / "iou.png")
-            rows = [[name, value, value is not None] for name, value in zip(names, iou, strict=True)]
-            yield publish_table(trainer, "tables/iou", ["class", "IoU", "present"], rows, folder / "iou.csv")
+            rows = [
+                [name, value, d, value is not None] for name, value, d in zip(names, iou, dice, strict=True)
+            ]
+            columns = ["class", "IoU", "Dice", "present"]
+            yield publish_table(trainer, "tables/iou", columns, rows, folder / "iou.csv")
+
+    def _precision_recall(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, folder: Path
+    ) -> Iterator[Path]:
+        """A one-channel head's foreground precision-recall curve over test's pixels: figure and table."""
+        curve = self._foreground
+        if curve is None:
+            return
+        # where the final class maps landed (every post-processing step included), from test's confusion
+        confusion = stage_results(pl_module, "test").confusion
+        final = None
+        if confusion is not None and tuple(confusion.shape) == (2, 2):
+            tp, fp, fn = (int(confusion[1, 1]), int(confusion[0, 1]), int(confusion[1, 0]))
+            if tp + fp and tp + fn:
+                final = (tp / (tp + fn), tp / (tp + fp))
+        figure = figures.precision_recall_figure(curve, final, "test: foreground pixels")
+        if figure is None:
+            return
+        yield publish_figure(trainer, "plots/precision_recall", figure, folder / "precision_recall.png")
+        columns = ["threshold", "precision", "recall", "tp", "fp", "fn"]
+        keys = ["thresholds", *columns[1:]]
+        rows = [list(row) for row in zip(*(curve[key] for key in keys), strict=True)]
+        yield publish_table(
+            trainer, "tables/precision_recall", columns, rows, folder / "precision_recall.csv"
+        )
 
     def _train_statistics(self, trainer: L.Trainer, interrupted: bool) -> Any | None:
         """The data module's class statistics of the training split (``ClassStatistics``), kept for this

@@ -163,6 +163,35 @@ def scores(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor, metric: str) ->
     return torch.where(denominator > 0, numerator / denominator.clamp_min(1), torch.nan)
 
 
+def precision_recall_curve(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Precision, recall and the average precision of the decision ``p >= t_j`` on an ascending grid.
+
+    Args:
+        tp: int64 (..., steps) true positives at each threshold (:meth:`ThresholdHistogram.compute`).
+        fp: int64 (..., steps) false positives, the same shape.
+        fn: int64 (..., steps) false negatives, the same shape.
+
+    Returns:
+        ``precision`` float64 (..., steps), NaN where nothing is predicted positive; ``recall`` float64
+        (..., steps), NaN without a positive sample; ``average_precision`` float64 (...): the step sum
+        ``Σ_j (R_j - R_{j+1}) · P_j`` from the highest threshold down, closed at recall 0 (as
+        scikit-learn's ``average_precision_score`` and torchmetrics' binned AP), NaN without a positive.
+        Samples that tie within a bin share one point, so the AP differs from the exact one by at most
+        the spread inside a bin.
+    """
+    tp, fp, fn = tp.double(), fp.double(), fn.double()
+    predicted, positives = tp + fp, tp + fn
+    precision = torch.where(predicted > 0, tp / predicted.clamp_min(1), torch.nan)
+    recall = torch.where(positives > 0, tp / positives.clamp_min(1), torch.nan)
+    # a threshold above every sample predicts nothing: recall 0 there, so its undefined precision adds 0
+    closed_precision = precision.nan_to_num(1.0)
+    closed_recall = torch.cat([recall.nan_to_num(0.0), torch.zeros_like(recall[..., :1])], -1)
+    gained = closed_recall[..., :-1] - closed_recall[..., 1:]  # recall added going down to t_j
+    average_precision = (gained * closed_precision).sum(-1)
+    average_precision = torch.where(positives[..., 0] > 0, average_precision, torch.nan)
+    return {"precision": precision, "recall": recall, "average_precision": average_precision}
+
+
 def best_thresholds(histogram: ThresholdHistogram, metric: str) -> dict[str, Any]:
     """The threshold of each class that maximises its one-vs-rest score, from a filled histogram.
 

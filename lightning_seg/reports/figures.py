@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -85,21 +85,51 @@ def class_colours(num_classes: int) -> list[tuple[float, float, float]]:
 
 
 # ------------------------------------------------------------------------------------- training curves
-def curves_figure(train: Sequence[dict[str, float]], val: Sequence[dict[str, float]]) -> Any | None:
-    """Loss terms, val mIoU and the learning rate against the epoch.
+LABEL_CURVES = ("label_f1", "label_acc", "label_mAP")
+"""The image-level head's scores drawn in one panel (train solid, val dashed)."""
+
+
+def curves_figure(
+    train: Sequence[dict[str, float]],
+    val: Sequence[dict[str, float]],
+    monitor: str = "mIoU",
+    mode: Literal["max", "min"] = "max",
+) -> Any | None:
+    """Loss terms, mIoU, the monitored score, the image-level head's scores and the learning rate against
+    the epoch; train solid, val dashed. A panel without a number is left out (a history from before a score
+    was kept shows what it has: val mIoU alone).
 
     Args:
         train: rows ``{"epoch": epochs done, "train/loss": ..., "train/loss/<term>": ..., "lr": ...,
-            "lr/<group>": ...}``, one per training epoch.
+            "lr/<group>": ..., "train/mIoU": ..., "train/<monitor>": ..., "train/label_f1": ...}``, one per
+            training epoch.
         val: rows ``{"epoch": epochs done (fractional inside an epoch), "val/loss": ...,
-            "val/loss/<term>": ..., "val/mIoU": ...}``, one per validation.
+            "val/loss/<term>": ..., "val/mIoU": ..., "val/<monitor>": ..., "val/label_f1": ...}``, one per
+            validation.
+        monitor: the score the checkpoint callback monitors, without its stage (``val/dice`` → "dice"):
+            its best val value is marked; a panel of its own unless it is mIoU.
+        mode: "max" or "min", the monitored score's better direction.
     """
-    terms = sorted({key.split("/", 2)[2] for row in [*train, *val] for key in row if key.count("/") == 2})
+    rows = [*train, *val]
+    terms = sorted(
+        {key.split("/", 2)[2] for row in rows for key in row if key.startswith(("train/loss/", "val/loss/"))}
+    )
     losses = [("loss", "train/loss", "val/loss")] + [(t, f"train/loss/{t}", f"val/loss/{t}") for t in terms]
-    has_loss = any(_finite(row.get(key)) for row in [*train, *val] for _, *keys in losses for key in keys)
-    has_miou = any(_finite(row.get("val/mIoU")) for row in val)
+    has_loss = any(_finite(row.get(key)) for row in rows for _, *keys in losses for key in keys)
+
+    def present(name: str) -> bool:
+        return any(_finite(row.get(f"{split}/{name}")) for row in rows for split in ("train", "val"))
+
+    scores = [name for name in dict.fromkeys(("mIoU", monitor)) if present(name)]
+    labels = [name for name in LABEL_CURVES if present(name)]
     groups = sorted({key for row in train for key in row if key == "lr" or key.startswith("lr/")})
-    panels = [name for name, present in (("loss", has_loss), ("miou", has_miou), ("lr", groups)) if present]
+    wanted = [
+        ("loss", has_loss),
+        *((f"score:{name}", True) for name in scores),
+        ("labels", labels),
+        ("lr", groups),
+    ]
+    panels = [name for name, shown in wanted if shown]
     if not panels:
         return None
     from matplotlib.ticker import MaxNLocator
@@ -111,29 +141,46 @@ def curves_figure(train: Sequence[dict[str, float]], val: Sequence[dict[str, flo
         points = [(row["epoch"], row[key]) for row in rows if _finite(row.get(key))]
         return [x for x, _ in points], [y for _, y in points]
 
+    def train_and_val(ax: Any, name: str, colour: str, width: float = 1.5, label: str | None = None) -> None:
+        for rows, split, style in ((train, "train", "-"), (val, "val", "--")):
+            x, y = series(rows, f"{split}/{name}")
+            if x:
+                shown = f"{literal(label or name)} ({split})"
+                ax.plot(x, y, style, color=colour, lw=width, marker="o", ms=3, label=shown)
+
     if "loss" in axes:
         ax = axes["loss"]
-        for i, (name, train_key, val_key) in enumerate(losses):
-            colour = f"C{i % 10}"  # a term's train and val lines share a colour
-            width = 2.0 if name == "loss" else 1.2
-            for rows, key, style, split in ((train, train_key, "-", "train"), (val, val_key, "--", "val")):
-                x, y = series(rows, key)
-                if x:
-                    label = f"{literal(name)} ({split})"
-                    ax.plot(x, y, style, color=colour, lw=width, marker="o", ms=3, label=label)
+        for i, (name, train_key, _) in enumerate(losses):
+            # a term's train and val lines share a colour
+            train_and_val(ax, train_key.split("/", 1)[1], f"C{i % 10}", 2.0 if name == "loss" else 1.2, name)
         ax.set_title("loss terms (train solid, val dashed)")
         ax.set_ylabel("loss")
         # below the axes: inside, it hides the curves it names
         ax.legend(fontsize="x-small", ncols=2, loc="upper center", bbox_to_anchor=(0.5, -0.2))
-    if "miou" in axes:
-        ax = axes["miou"]
-        x, y = series(val, "val/mIoU")
-        ax.plot(x, y, "-", marker="o", ms=3, color="C0")
-        best = max(range(len(y)), key=lambda i: (y[i], -i))
-        ax.annotate(f"best {y[best]:.3f}", (x[best], y[best]), textcoords="offset points", xytext=(0, 6))
-        ax.set_title("val mIoU")
-        ax.set_ylabel("mIoU")
+    for name in scores:
+        ax = axes[f"score:{name}"]
+        train_and_val(ax, name, "C0")
+        x, y = series(val, f"val/{name}")
+        better = mode if name == monitor else "max"
+        if y:  # the best validation, as the checkpoint callback picks it (the first of equals)
+            sign = -1.0 if better == "max" else 1.0
+            best = min(range(len(y)), key=lambda i: (sign * y[i], i))
+            ax.annotate(f"best {y[best]:.3f}", (x[best], y[best]), textcoords="offset points", xytext=(0, 6))
+        values = series(train, f"train/{name}")[1] + y
+        if all(0 <= v <= 1 for v in values):  # a weighted score may leave [0, 1]
+            ax.set_ylim(0, 1.02)
+        monitored = " (monitored)" if name == monitor else ""
+        ax.set_title(f"{literal(name)}{monitored}: train solid, val dashed")
+        ax.set_ylabel(literal(name))
+        ax.legend(fontsize="x-small", loc="lower right")
+    if "labels" in axes:
+        ax = axes["labels"]
+        for i, name in enumerate(labels):
+            train_and_val(ax, name, f"C{i % 10}", 1.5, name.removeprefix("label_"))
+        ax.set_title("image-level head (train solid, val dashed)")
+        ax.set_ylabel("score")
         ax.set_ylim(0, 1.02)
+        ax.legend(fontsize="x-small", ncols=2, loc="upper center", bbox_to_anchor=(0.5, -0.2))
     if "lr" in axes:
         ax = axes["lr"]
         values = []
@@ -203,43 +250,63 @@ def confusion_figure(confusion: torch.Tensor, class_names: Sequence[str], title:
     return figure
 
 
-def iou_figure(class_names: Sequence[str], iou: Sequence[float | None], title: str) -> Any | None:
-    """Per-class IoU as horizontal bars; a class absent from the split (None) is named, without a bar.
-
-    Args:
-        class_names: the K names.
-        iou: the K IoU values in [0, 1], None for a class absent from targets and predictions.
-        title: the figure's title.
-    """
-    present = [v for v in iou if _finite(v)]
-    if not present:
-        return None
-    k = len(class_names)
-    height = _bar_rows_height(k)
-    figure = _figure(6.0, height)
-    ax = figure.subplots()
-    names = class_axis(class_names, height - 1.2)
+def _class_bars(ax: Any, values: Sequence[float | None], names: ClassAxis, score: str) -> None:
+    """K horizontal bars of one per-class score in [0, 1] on ``ax``, its mean over the classes with a value
+    dashed; a class without a value (None) is named, without a bar."""
+    k = len(values)
     small = min(names.fontsize, 8.0)  # the numbers beside the bars: no larger than x-small
-    colours = class_colours(k)
     rows = range(k)
-    values = [v if _finite(v) else 0.0 for v in iou]
-    ax.barh(rows, values, color=colours, edgecolor="0.3", linewidth=0.5 if k <= 60 else 0.0)
-    for row, value in zip(rows, iou, strict=True):
+    bars = [v if _finite(v) else 0.0 for v in values]
+    ax.barh(rows, bars, color=class_colours(k), edgecolor="0.3", linewidth=0.5 if k <= 60 else 0.0)
+    for row, value in zip(rows, values, strict=True):
         if row % names.step:
             continue  # rows too thin for a number each: the CSV has them
         if _finite(value):
             ax.text(min(value, 0.88) + 0.01, row, f"{value:.3f}", va="center", fontsize=small)
         else:
             ax.text(0.01, row, "absent from the split", va="center", fontsize=small, style="italic")
-    mean = sum(present) / len(present)
-    ax.axvline(mean, color="0.3", ls="--", lw=1, label=f"mIoU {mean:.3f} ({len(present)} classes)")
-    ax.set_yticks(list(rows), names.labels, fontsize=names.fontsize)
-    ax.invert_yaxis()  # class 0 on top, as in the tables
+    present = [v for v in values if _finite(v)]
+    if present:
+        mean = sum(present) / len(present)
+        label = f"{'mIoU' if score == 'IoU' else 'mean ' + score} {mean:.3f} ({len(present)} classes)"
+        ax.axvline(mean, color="0.3", ls="--", lw=1, label=label)
+        ax.legend(fontsize="x-small", loc="lower right")
     ax.set_xlim(0, 1)
-    ax.set_xlabel("IoU" + names.note)
-    ax.set_title(title)
-    ax.legend(fontsize="x-small", loc="lower right")
+    ax.set_xlabel(score + names.note)
     ax.grid(axis="x", alpha=0.3)
+
+
+def iou_figure(
+    class_names: Sequence[str],
+    iou: Sequence[float | None],
+    title: str,
+    dice: Sequence[float | None] | None = None,
+) -> Any | None:
+    """Per-class IoU as horizontal bars, and per-class Dice beside it (a second panel, the same rows) when
+    given; a class absent from the split (None) is named, without a bar.
+
+    Args:
+        class_names: the K names.
+        iou: the K IoU values in [0, 1], None for a class absent from targets and predictions.
+        title: the figure's title.
+        dice: the K Dice values in [0, 1] (None where absent), or None for the IoU alone.
+    """
+    if not any(_finite(v) for v in iou):
+        return None
+    k = len(class_names)
+    height = _bar_rows_height(k)
+    panels = [("IoU", iou)] + ([("Dice", dice)] if dice is not None else [])
+    figure = _figure(6.0 + 4.5 * (len(panels) - 1), height)
+    axes = figure.subplots(1, len(panels), squeeze=False, sharey=True)[0]
+    names = class_axis(class_names, height - 1.2)
+    for ax, (score, values) in zip(axes, panels, strict=True):
+        _class_bars(ax, values, names, score)
+    axes[0].set_yticks(list(range(k)), names.labels, fontsize=names.fontsize)
+    axes[0].invert_yaxis()  # class 0 on top, as in the tables (the panels share the axis)
+    if len(panels) == 1:
+        axes[0].set_title(title)
+    else:
+        figure.suptitle(title)
     return figure
 
 
@@ -394,6 +461,54 @@ def best_worst_figure(
     fontsize = "small" if len(handles) <= 24 else "x-small"
     figure.legend(handles=handles, loc="outside lower center", ncols=ncols, fontsize=fontsize)
     figure.suptitle(f"{split}: worst and best images by per-image mIoU (final class maps, original size)")
+    return figure
+
+
+# ------------------------------------------------------------------------ a binary head's PR curve
+def precision_recall_figure(
+    curve: dict[str, Any], final: tuple[float, float] | None = None, title: str = "foreground pixels"
+) -> Any | None:
+    """Precision against recall of a one-channel head's foreground decision ``p >= t`` over a grid of
+    thresholds, the point at the threshold in use marked, and where the final class maps landed.
+
+    Args:
+        curve: :meth:`~lightning_seg.task.evaluation.EvaluationPath.foreground_curve`'s record:
+            ``thresholds`` (ascending), ``precision`` and ``recall`` (None where undefined),
+            ``average_precision``, ``positives``, ``pixels``, ``threshold``, ``threshold_source``.
+        final: (recall, precision) of the final class maps (after every post-processing step), or None.
+        title: the figure's title (the AP is added to it).
+    """
+    points = [
+        (r, p) for r, p in zip(curve["recall"], curve["precision"], strict=True) if _finite(r) and _finite(p)
+    ]
+    if not points or not curve.get("positives"):
+        return None
+    figure = _figure(5.6, 4.8)
+    ax = figure.subplots()
+    # from the highest threshold down: recall grows, as the table reads bottom up
+    points.reverse()
+    # a step curve: the area under it is the average precision (each recall gained at its precision)
+    recall_points, precision_points = [r for r, _ in points], [p for _, p in points]
+    ax.plot(recall_points, precision_points, color="C0", lw=1.5, drawstyle="steps-pre", label="p ≥ t")
+    prevalence = curve["positives"] / max(curve["pixels"], 1)
+    ax.axhline(prevalence, color="0.5", ls=":", lw=1, label=f"foreground share {prevalence:.3f}")
+    thresholds = curve["thresholds"]
+    at = min(range(len(thresholds)), key=lambda j: abs(thresholds[j] - curve["threshold"]))
+    recall, precision = curve["recall"][at], curve["precision"][at]
+    if _finite(recall) and _finite(precision):
+        label = f"t = {curve['threshold']:.3f} ({curve['threshold_source']})"
+        ax.plot([recall], [precision], "o", color="C1", ms=7, mec="black", mew=0.6, label=label)
+    if final is not None:
+        ax.plot([final[0]], [final[1]], "s", color="C2", ms=6, mec="black", mew=0.6, label="final class maps")
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ap = curve.get("average_precision")
+    ap_text = f"AP {ap:.3f}" if _finite(ap) else "AP undefined"
+    ax.set_title(f"{literal(title)}: {ap_text} ({curve['pixels']} pixels)")
+    ax.legend(fontsize="x-small", loc="lower left")
+    ax.grid(alpha=0.3)
     return figure
 
 

@@ -25,10 +25,15 @@ from lightning_seg.labels import LabelTask
 from lightning_seg.metrics import SegMetrics
 from lightning_seg.models.outputs import NetOutput
 from lightning_seg.postprocess import LabelConsistency, PostProcess, Prediction
+from lightning_seg.postprocess.thresholds import ThresholdHistogram, precision_recall_curve
 from lightning_seg.utils.class_argmax import class_argmax
 
 MaskLogits = Callable[[torch.Tensor], torch.Tensor]
 """The net on a normalised float B×3×H×W batch → B×K×H×W mask logits (what inference calls per window)."""
+
+CURVE_STEPS = 1001
+"""Thresholds of the foreground precision-recall curve (0.000 .. 1.000 by 0.001): a trained head puts most
+pixels above 0.99, where tune's 101 bins would lump them into one point of the curve."""
 
 TABLE_FIELDS = ("mIoU", "dice", "dice_fg", "image_dice_fg", "image_IoU_fg", "competition_dice", "acc")
 """The scores of each stage-table row (then the per-class IoU)."""
@@ -77,6 +82,9 @@ class EvaluationPath(nn.Module):
         # per stage: the stage table's row names, and one SegMetrics per row but the last ("<stage>_<row>")
         self.row_names: dict[str, list[str]] = {}
         self.row_metrics = nn.ModuleDict()
+        # per stage: a one-channel head's binned foreground probabilities of the pixels scored, for the
+        # precision-recall curve (states not persistent: checkpoints are unchanged)
+        self.foreground_counts = nn.ModuleDict()
 
     # ---------------------------------------------------------------------------------- decisions
     def classes_from_logits(self, logits: torch.Tensor) -> torch.Tensor:
@@ -321,10 +329,12 @@ class EvaluationPath(nn.Module):
         return names + ["+ " + name for name in (postprocess or self.postprocess).describe()]
 
     def start_table(self, stage: str) -> None:
-        """Forget ``stage``'s rows (a new pass)."""
+        """Forget ``stage``'s rows and foreground counts (a new pass)."""
         self.row_names.pop(stage, None)
         for key in [k for k in self.row_metrics if k.startswith(f"{stage}_")]:
             del self.row_metrics[key]
+        if stage in self.foreground_counts:
+            del self.foreground_counts[stage]
 
     def _row_metric(self, stage: str, row: int, final: SegMetrics, device: torch.device) -> SegMetrics:
         """The metrics of one row of ``stage``'s table; the last row's are ``final``, the stage's own."""
@@ -354,7 +364,70 @@ class EvaluationPath(nn.Module):
         if not self.inference.is_plain:  # the raw row: the plain pass's own logits, resized back
             plain = self.two_channels(to_probabilities(logits))
             raw = [Prediction(self.inference.at_size(p, size)) for p, size in zip(plain, sizes, strict=True)]
-        return self.score_predictions(predictions, truths, stage, final, chain, raw)
+        classes = self.score_predictions(predictions, truths, stage, final, chain, raw)
+        if self.binary_head:
+            self.count_foreground(predictions, truths, stage)
+        return classes
+
+    # ------------------------------------------------------------------- the foreground's PR curve
+    def count_foreground(self, predictions: list[Prediction], truths: list[torch.Tensor], stage: str) -> None:
+        """Add a one-channel head's foreground probabilities to ``stage``'s binned counts (on the device,
+        no host sync): what the decision read (after a CRF), at each truth's size, ``ignore_index`` left out.
+
+        Args:
+            predictions: float32 2×H_i×W_i probabilities [1 - p, p] each (see :meth:`two_channels`).
+            truths: int64 H_i×W_i targets (0 background, 1 foreground, or ``ignore_index``).
+        """
+        if stage not in self.foreground_counts:
+            self.foreground_counts[stage] = ThresholdHistogram(1, CURVE_STEPS).to(truths[0].device)
+        counts = self.foreground_counts[stage]
+        for item, truth in zip(predictions, truths, strict=True):
+            foreground = item.probabilities[1:2][None]  # 1×1×H×W
+            counts.update(foreground, (truth == 1)[None, None], (truth != self.ignore_index)[None])
+
+    def foreground_threshold(self, postprocess: PostProcess | None = None) -> tuple[float, str]:
+        """The foreground threshold in use and where it comes from: the chain's tuned threshold of class 1
+        when ClassThresholds loaded one, else ``binary_threshold``."""
+        thresholds = (postprocess or self.postprocess).thresholds
+        tuned = thresholds.thresholds if thresholds is not None else None
+        if tuned is not None and len(tuned) > 1 and not bool(tuned[1].isnan()):
+            return float(tuned[1]), "tuned"
+        return float(self.binary_threshold), "binary_threshold"
+
+    def foreground_curve(self, stage: str) -> dict[str, Any] | None:
+        """The precision-recall curve of ``stage``'s foreground pixels as plain data (None without counts:
+        a net with K channels, or no batch). Summed across processes: a collective, call it on every rank.
+
+        Returns:
+            ``thresholds``, ``precision`` and ``recall`` (None where undefined), ``tp``, ``fp``, ``fn``: one
+            entry per threshold of the grid, ascending; ``average_precision`` (None without a foreground
+            pixel), ``positives`` and ``pixels`` (scored), ``threshold`` and ``threshold_source`` (see
+            :meth:`foreground_threshold`).
+        """
+        if stage not in self.foreground_counts:
+            return None
+        counts = self.foreground_counts[stage].compute()  # synced across processes by torchmetrics
+        tp, fp, fn = counts["tp"][0], counts["fp"][0], counts["fn"][0]
+        curve = precision_recall_curve(tp, fp, fn)
+
+        def plain(values: torch.Tensor) -> list[float | None]:
+            return [None if v != v else v for v in values.tolist()]
+
+        threshold, source = self.foreground_threshold()
+        average_precision = float(curve["average_precision"])
+        return {
+            "thresholds": [round(j / (CURVE_STEPS - 1), 6) for j in range(CURVE_STEPS)],
+            "precision": plain(curve["precision"]),
+            "recall": plain(curve["recall"]),
+            "tp": tp.tolist(),
+            "fp": fp.tolist(),
+            "fn": fn.tolist(),
+            "average_precision": None if average_precision != average_precision else average_precision,
+            "positives": int(tp[0] + fn[0]),
+            "pixels": int(tp[0] + fp[0] + fn[0]),
+            "threshold": threshold,
+            "threshold_source": source,
+        }
 
     def score_predictions(
         self,

@@ -24,8 +24,10 @@ from torchvision.io import decode_png, read_file
 import lightning_seg
 from lightning_seg.callbacks import RunPlots
 from lightning_seg.callbacks import plots as run_plots
+from lightning_seg.callbacks.plots import HISTORY_FILE as HISTORY
 from lightning_seg.cli import run_cli
 from lightning_seg.data.synthetic import SyntheticDataModule
+from lightning_seg.postprocess.thresholds import ThresholdHistogram, precision_recall_curve
 from lightning_seg.reports import figures
 from lightning_seg.reports.drawing import class_legend
 from lightning_seg.reports.image_ranking import ImageRanking, image_miou
@@ -153,6 +155,28 @@ def test_fit_writes_curves_confusion_iou_and_label_histogram(runs: dict[str, Any
     assert sum(shares) == pytest.approx(1.0) and all(s > 0 for s in shares)
 
 
+def test_iou_figure_and_table_carry_dice_beside_iou(runs: dict[str, Any]) -> None:
+    for folder, summary, stage in (
+        (runs["test_dir"], runs["test_summary"], "test"),
+        (runs["run"], runs["resumed_summary"], "val"),
+    ):
+        rows = _rows(folder / "plots" / "iou.csv")
+        assert [row["class"] for row in rows] == list(runs["test_data"].class_names)
+        for row in rows:
+            logged = summary["metrics"].get(f"{stage}/Dice/{row['class']}")
+            assert (row["Dice"] == "") == (logged is None)
+            if logged is not None:
+                assert float(row["Dice"]) == pytest.approx(logged, abs=1e-6)
+        assert any(row["Dice"] for row in rows)
+    # the figure: a Dice panel beside the IoU one, sharing the class rows
+    names = ["a", "b", "c"]
+    figure = figures.iou_figure(names, [0.5, None, 0.25], "t", dice=[2 / 3, None, 0.4])
+    iou_axis, dice_axis = figure.axes
+    assert iou_axis.get_xlabel() == "IoU" and dice_axis.get_xlabel() == "Dice"
+    assert [text.get_text() for text in dice_axis.texts] == ["0.667", "absent from the split", "0.400"]
+    assert len(figures.iou_figure(names, [0.5, None, 0.25], "t").axes) == 1  # IoU alone without Dice
+
+
 def test_test_writes_its_plots_and_tables_into_its_own_record(runs: dict[str, Any]) -> None:
     folder = runs["test_dir"] / "plots"
     assert {Path(p).name for p in runs["test_summary"]["plots"]} == TEST_FILES
@@ -224,6 +248,44 @@ def test_curves_history_survives_a_resume(runs: dict[str, Any]) -> None:
     assert json.loads((runs["run"] / "plots" / "history.json").read_text()) == resumed
 
 
+def test_curves_history_keeps_train_and_val_scores(runs: dict[str, Any]) -> None:
+    # the default run monitors val/mIoU: its train counterpart, logged by the module after RunPlots' own
+    # epoch-end hook, completes each training row (the last one at the end of training)
+    history = runs["resumed_history"]
+    assert all(0 <= row["train/mIoU"] <= 1 for row in history["train"])
+    assert all(0 <= row["val/mIoU"] <= 1 for row in history["val"])
+
+
+def test_curves_figure_draws_the_monitored_and_label_scores_and_old_histories() -> None:
+    train = [
+        {"epoch": e, "train/loss": 1 / e, "lr": 0.1, "train/dice": 0.3 * e, "train/label_f1": 0.2 * e}
+        for e in (1.0, 2.0)
+    ]
+    val = [
+        {"epoch": e, "val/mIoU": 0.2 * e, "val/dice": 0.25 * e, "val/label_f1": 0.1 * e} for e in (1.0, 2.0)
+    ]
+    figure = figures.curves_figure(train, val, monitor="dice")
+    titles = [ax.get_title() for ax in figure.axes]
+    assert titles[1:4] == [
+        "mIoU: train solid, val dashed",
+        "dice (monitored): train solid, val dashed",
+        "image-level head (train solid, val dashed)",
+    ]
+    lines = {line.get_label() for line in figure.axes[2].get_lines()} | {
+        line.get_label() for line in figure.axes[3].get_lines()
+    }
+    assert {"dice (train)", "dice (val)", "f1 (train)", "f1 (val)"} <= lines
+    # a history written before train scores were kept: val mIoU alone, and no panel for what is not there
+    old = figures.curves_figure(
+        [{"epoch": 1.0, "train/loss": 1.0, "lr": 0.1}], [{"epoch": 1.0, "val/mIoU": 0.4}]
+    )
+    assert [ax.get_title() for ax in old.axes] == [
+        "loss terms (train solid, val dashed)",
+        "mIoU (monitored): train solid, val dashed",
+        "learning rate (at each epoch's end)",
+    ]
+
+
 def test_tune_writes_its_threshold_curves(runs: dict[str, Any]) -> None:
     folder = runs["tune_dir"]
     summary = _summary(folder)
@@ -239,6 +301,119 @@ def test_tune_writes_its_threshold_curves(runs: dict[str, Any]) -> None:
         at = curves["thresholds"].index(chosen)
         assert curve[at] == pytest.approx(summary["classes"]["score"][i], abs=1e-6)
         assert curve[at] == pytest.approx(max(v for v in curve if v is not None), abs=1e-6)
+
+
+# --------------------------------------------------------------- a binary head with an image-level head
+BINARY_CALLBACKS = """
+trainer:
+  callbacks:
+    - class_path: lightning_seg.callbacks.ModelCheckpoint
+      init_args: {monitor: val/dice, mode: max, save_last: true}
+    - class_path: lightning_seg.callbacks.RunPlots
+      init_args: {num_images: 0, label_histogram: false}
+"""
+
+
+@pytest.fixture(scope="module")
+def binary_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """MicroUNet with one sigmoid mask channel and its image-level head, checkpoints chosen by val/dice:
+    fit one epoch, then test its last checkpoint."""
+    from data_trees import folder_args, folder_tree
+
+    tmp = tmp_path_factory.mktemp("binary")
+    data = folder_tree(tmp / "data", count=8, num_classes=2)
+    callbacks = tmp / "callbacks.yaml"
+    callbacks.write_text(BINARY_CALLBACKS)
+    args = [
+        *(value if value != "[a,b,c]" else "[background,pet]" for value in folder_args(data)),
+        "--model.init_args.binary_head=true",
+        "--model.init_args.net=lightning_seg.models.MicroUNet",
+        "--model.init_args.net.base_width=4",
+        "--config",
+        str(callbacks),
+    ]
+    fit = run_cli(["fit", *tiny_args(tmp / "runs", *args)])
+    run = Path(fit.trainer.log_dir)
+    last = run / "checkpoints" / "last.ckpt"
+    test = run_cli(["test", *tiny_args(tmp / "runs", *args), "--ckpt_path", str(last)])
+    return {
+        "run": run,
+        "checkpoint": last,
+        "history": copy.deepcopy(_run_plots(fit).history),
+        "test_dir": Path(test.trainer.log_dir),
+        "test_data": test.datamodule,
+        "data": data,
+    }
+
+
+def test_curves_keep_train_and_val_of_the_monitored_and_label_scores(binary_run: dict[str, Any]) -> None:
+    history = binary_run["history"]
+    (train,), (val,) = history["train"], history["val"]
+    for stage, row in (("train", train), ("val", val)):
+        for name in ("mIoU", "dice", "label_f1", "label_acc"):  # (a single-label head logs no mAP)
+            assert 0 <= row[f"{stage}/{name}"] <= 1, (stage, name)
+    # saved at the epoch's end, the checkpoint holds the whole row; so does the run folder's record
+    checkpoint = torch.load(binary_run["checkpoint"], weights_only=True)
+    assert checkpoint["callbacks"]["RunPlots"]["history"] == history
+    assert json.loads((binary_run["run"] / "plots" / HISTORY).read_text()) == history
+    _check_png(binary_run["run"] / "plots" / "curves.png")
+
+
+def test_test_draws_the_binary_heads_precision_recall_curve(binary_run: dict[str, Any]) -> None:
+    folder = binary_run["test_dir"] / "plots"
+    _check_png(folder / "precision_recall.png")
+    rows = sorted(_rows(folder / "precision_recall.csv"), key=lambda row: -float(row["threshold"]))
+    recall = [float(row["recall"]) for row in rows]
+    assert recall == sorted(recall) and recall[-1] == 1.0  # threshold falling: recall never falls
+    # the pixels test scored: predict's probabilities of each test image file against its mask as stored
+    # (test scores at the original size), 255 left out
+    dataset = binary_run["test_data"].datasets["test"]
+    names = [dataset[i]["name"] for i in range(len(dataset))]
+    data = binary_run["data"]
+    model = lightning_seg.load(binary_run["checkpoint"], device="cpu")
+    results = model.predict([data / "images" / f"{name}.png" for name in names], probabilities=True)
+    scores, truths = [], []
+    for name, result in zip(names, results, strict=True):
+        mask = decode_png(read_file(str(data / "masks" / f"{name}.png")))[0].long()
+        valid = mask != 255
+        scores.append(result.probabilities[-1][valid])
+        truths.append(mask[valid] == 1)
+    # the table's counts are those pixels' (a one-step net scores them all within 0.002: in two bins, so
+    # the binned AP is checked against scikit-learn in the test below, on spread probabilities)
+    histogram = ThresholdHistogram(1, len(rows))
+    score, truth = torch.cat(scores), torch.cat(truths)
+    histogram.update(score[None, None], truth[None, None], torch.ones_like(truth)[None])
+    counts = histogram.compute()
+    for key in ("tp", "fp", "fn"):
+        assert [int(row[key]) for row in reversed(rows)] == counts[key][0].tolist()
+    assert int(rows[-1]["tp"]) + int(rows[-1]["fp"]) == len(score)  # threshold 0: every pixel scored
+
+
+def test_binned_precision_recall_matches_scikit_learn() -> None:
+    """The accumulator on known probabilities: exact where they sit on the grid, within a bin's spread
+    otherwise; ignored pixels left out; recall rises as the threshold falls."""
+    from sklearn.metrics import average_precision_score
+
+    generator = torch.Generator().manual_seed(0)
+    truth = torch.rand(2, 1, 16, 16, generator=generator) < 0.3
+    noisy = (truth.float() * 0.35 + torch.rand(truth.shape, generator=generator) * 0.65).clamp(0, 1)
+    valid = torch.rand(2, 16, 16, generator=generator) > 0.1
+    keep = valid[:, None]
+    for probabilities, steps, tolerance in ((noisy, 1001, 2e-3), ((noisy * 100).round() / 100, 101, 1e-9)):
+        histogram = ThresholdHistogram(1, steps)
+        histogram.update(probabilities[:1], truth[:1], valid[:1])  # two batches
+        histogram.update(probabilities[1:], truth[1:], valid[1:])
+        counts = histogram.compute()
+        curve = precision_recall_curve(counts["tp"][0], counts["fp"][0], counts["fn"][0])
+        expected = average_precision_score(truth[keep].numpy(), probabilities[keep].numpy())
+        assert float(curve["average_precision"]) == pytest.approx(expected, abs=tolerance)
+        recall = curve["recall"].flip(0)
+        assert bool((recall[1:] >= recall[:-1]).all()) and float(recall[-1]) == 1.0
+        assert int(counts["tp"][0, 0] + counts["fp"][0, 0]) == int(valid.sum())
+    empty = precision_recall_curve(
+        torch.zeros(3, dtype=torch.long), torch.ones(3, dtype=torch.long), torch.zeros(3, dtype=torch.long)
+    )
+    assert empty["average_precision"].isnan()  # no foreground pixel: no AP
 
 
 # ------------------------------------------------------------------------------------------ the pieces
@@ -300,6 +475,8 @@ def test_figures_without_data_are_skipped() -> None:
     untuned = figures.ThresholdPanel("t", ["a", "b"], [[None, None], [None, None]], [None, None], "Dice")
     assert figures.threshold_curves_figure([0.0, 1.0], [untuned]) is None
     assert figures.label_histogram_figure(["a", "b"], [0.0, 0.0], None, 0) is None
+    no_foreground = {"recall": [None, None], "precision": [0.0, None], "positives": 0, "pixels": 4}
+    assert figures.precision_recall_figure(no_foreground) is None
 
 
 # --------------------------------------------------------------------------- failures keep the record
