@@ -16,6 +16,7 @@ from lightning_seg.callbacks.base import command_pass, stage_files, stage_result
 from lightning_seg.checkpoints.files import written_checkpoint
 from lightning_seg.errors import TrainingDiverged
 from lightning_seg.runs.log_dir import local_log_dir, run_directory
+from lightning_seg.runs.per_image import PER_IMAGE_FILE, write_image_counts
 from lightning_seg.utils.atomic import atomic_write
 
 
@@ -244,6 +245,12 @@ class RunSummary(L.Callback):
         if results.notes:
             summary["notes"] = list(results.notes)
         log_dir.mkdir(parents=True, exist_ok=True)
+        if results.intervals is not None:  # how sure each number is: bootstrap over the images
+            summary["intervals"] = results.intervals
+        if results.image_counts is not None:  # what `compare` pairs two runs on
+            summary["per_image"] = write_image_counts(
+                log_dir / PER_IMAGE_FILE, results.image_counts, results.image_names, pl_module.class_names
+            )
         atomic_write(log_dir / "summary.json", json.dumps(summary, indent=2))
         if self.print_table:
             self._print(summary, prefix, log_dir)
@@ -256,10 +263,18 @@ class RunSummary(L.Callback):
         table = Table(title=f"{summary['stage']}: {prefix} metrics")
         table.add_column("metric")
         table.add_column("value", justify="right")
+        intervals = (summary.get("intervals") or {}).get("metrics") or {}
+        if intervals:
+            level = round(100 * summary["intervals"]["level"])
+            table.add_column(f"{level}% interval (images)", justify="right")
         for name, value in summary["metrics"].items():
             if name.startswith(f"{prefix}/loss/"):
                 continue
-            table.add_row(name, "n/a" if value is None else f"{value:.4f}")
+            cells = [name, "n/a" if value is None else f"{value:.4f}"]
+            if intervals:
+                interval = intervals.get(name.split("/", 1)[1])
+                cells.append(f"[{interval[0]:.4f}, {interval[1]:.4f}]" if interval else "")
+            table.add_row(*cells)
         # rich's shared console: a live progress bar on it is not redrawn over the table
         console = get_console()
         console.print(table)

@@ -9,6 +9,7 @@ import time
 
 from lightning_seg.cli.app import run_cli
 from lightning_seg.cli.sweep_check import FitArgsChecker
+from lightning_seg.commands.compare import main as compare_main
 from lightning_seg.commands.ensemble import main as ensemble_main
 from lightning_seg.commands.plan.main import main as plan_main
 from lightning_seg.commands.plan.main import planned_fit, run_plan, split_plan_args
@@ -40,6 +41,9 @@ def main(args: list[str] | None = None) -> int:
         # not a Trainer method: many fit runs, each in its own process (lightning_seg/sweep/runner.py),
         # their arguments checked with fit's own parser
         return sweep_main(argv[1:], FitArgsChecker())
+    if argv[:1] == ["compare"]:
+        # not a Trainer method: reads two test records, trains and predicts nothing
+        return compare_main(argv[1:])
     if argv[:1] == ["ensemble"]:
         # not a Trainer method: reads checkpoints, writes one (lightning_seg/commands/ensemble.py)
         return ensemble_main(argv[1:])
@@ -53,6 +57,7 @@ def main(args: list[str] | None = None) -> int:
             print("\nalso: sweep  many fit runs over config overrides, ranked (sweep --help)")
             print("      cv     k-fold cross-validation: a fit per fold, their mean ± std (cv --help)")
             print("      ensemble  several checkpoints (or a cv's folds) as one model (ensemble --help)")
+            print("      compare   B − A per test metric with a paired bootstrap interval (compare --help)")
             print(
                 "      plan   read a folder of images and masks, write the config to train on it (plan --help)"
             )

@@ -28,6 +28,13 @@ from lightning_seg.inference.predictor import to_probabilities
 from lightning_seg.labels import LabelMode, LabelTask, plain_scores
 from lightning_seg.losses import CompoundLoss
 from lightning_seg.metrics import NamedSums, SegMetrics
+from lightning_seg.metrics.intervals import (
+    DEFAULT_LEVEL,
+    DEFAULT_RESAMPLES,
+    DEFAULT_SEED,
+    bootstrap_intervals,
+    scores_of_counts,
+)
 from lightning_seg.models.outputs import NetOutput, forward_at_input_size
 from lightning_seg.postprocess import PostProcess, Prediction, Step
 from lightning_seg.task.epoch_logs import composite_score, label_logs, segmentation_logs
@@ -35,7 +42,7 @@ from lightning_seg.task.evaluation import EvaluationPath
 from lightning_seg.task.loss_weights import class_weights_of, label_weights_of, resolve_on_rank_zero
 from lightning_seg.task.net_builder import UNBUILT_HEAD_MARKERS, NetBuilder, build_net
 from lightning_seg.task.optimizers import ConfiguredOptimizers, default_optimizer
-from lightning_seg.task.results import TaskResults
+from lightning_seg.task.results import StageResults, TaskResults
 from lightning_seg.utils import random_state
 
 STAGES = ("train", "val", "test")
@@ -86,6 +93,8 @@ class SegmentationModule(ConfiguredOptimizers, L.LightningModule):
             logged metrics, named without the stage (e.g. ``{image_mIoU: 0.75, label_f1: 0.25}``, the phone
             defect notebook's selection rule); monitor it as ``val/score`` in ModelCheckpoint or
             EarlyStopping. None: no score.
+        intervals: bootstrap resamples of the test images for each test metric's 95% interval (seeded: 0;
+            in ``summary.json`` and the printed table; see :mod:`lightning_seg.metrics.intervals`); 0: none.
         channels_last: run the net in channels-last memory format (faster convolutions on GPUs).
         compile: wrap the net in ``torch.compile``. Under DDP the compiled net runs inside DDP's forward,
             where Dynamo splits its graph at DDP's gradient buckets (DDPOptimizer, torch's default), so the
@@ -116,6 +125,7 @@ class SegmentationModule(ConfiguredOptimizers, L.LightningModule):
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         score: dict[str, float] | None = None,
+        intervals: int = DEFAULT_RESAMPLES,
         channels_last: bool = False,
         compile: bool = False,
     ) -> None:
@@ -201,6 +211,11 @@ class SegmentationModule(ConfiguredOptimizers, L.LightningModule):
         if score is not None and (not score or not all(math.isfinite(float(w)) for w in score.values())):
             raise ConfigError(f"model.score must name metrics with finite weights, got {score}")
         self.score = dict(score) if score is not None else None
+        if intervals < 0 or 0 < intervals < 100:
+            raise ConfigError(
+                f"model.intervals: 0 (none) or at least 100 bootstrap resamples, got {intervals}"
+            )
+        self.interval_resamples = intervals
         # thresholds carried by the loaded checkpoint (export's bundle)
         self.embedded_thresholds: dict[str, Any] | None = None
         self.channels_last = channels_last
@@ -215,7 +230,15 @@ class SegmentationModule(ConfiguredOptimizers, L.LightningModule):
         self.eval_loss_sums = nn.ModuleDict(
             {f"{stage}_": NamedSums() for stage in STAGES if stage != "train"}
         )
-        self.metrics = nn.ModuleDict({f"{stage}_": SegMetrics(num_classes, ignore_index) for stage in STAGES})
+        # test keeps each image's counts: its metrics' intervals and paired comparisons are computed from them
+        self.metrics = nn.ModuleDict(
+            {
+                f"{stage}_": SegMetrics(
+                    num_classes, ignore_index, keep_per_image=stage == "test" and intervals > 0
+                )
+                for stage in STAGES
+            }
+        )
         self.label_metrics = nn.ModuleDict({f"{stage}_": self.label_task.new_metrics() for stage in STAGES})
 
     # ------------------------------------------------------------------------------------------ setup
@@ -442,6 +465,8 @@ class SegmentationModule(ConfiguredOptimizers, L.LightningModule):
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         """Returns ``classes``: the final int64 H_i×W_i class maps at each mask's stored size, what test
         scored (RunPlots ranks images by them)."""
+        # the names of the images scored, in the order their counts are kept (one process: host strings)
+        self.results.stage("test").image_names.extend(str(name) for name in batch.get("name") or [])
         return {"classes": self._step(batch, "test")[2]}
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
@@ -500,7 +525,34 @@ class SegmentationModule(ConfiguredOptimizers, L.LightningModule):
         results = self.results.stage(stage)
         results.confusion = scores["confusion"].cpu()
         results.table = self.evaluation.table(stage, scores)
+        counts = metrics.kept_counts()
+        if counts is not None and len(counts):
+            self._record_intervals(results, counts.cpu())
         metrics.reset()
+
+    def _record_intervals(self, results: StageResults, counts: torch.Tensor) -> None:
+        """The test metrics' bootstrap intervals over the images (and the composite score's), from each
+        image's per-class counts; the counts themselves, with the images' names in one process (a paired
+        ``compare`` matches two runs by them)."""
+        resamples = self.interval_resamples
+        found = bootstrap_intervals(
+            lambda weights: scores_of_counts(weights, counts, self.class_names),
+            len(counts),
+            resamples,
+            DEFAULT_SEED,
+            score=self.score,
+        )
+        results.intervals = {
+            "resamples": resamples,
+            "seed": DEFAULT_SEED,
+            "level": DEFAULT_LEVEL,
+            "unit": "image",
+            "images": len(counts),
+            "metrics": found,
+        }
+        results.image_counts = counts
+        if self.trainer.world_size > 1 or len(results.image_names) != len(counts):
+            results.image_names = []  # each process knows its own names only: no pairing by name
 
     def _split_losses(self, stage: str) -> dict[str, torch.Tensor]:
         """An evaluation stage's loss terms over the whole split (summed across processes, divided once:
@@ -523,9 +575,11 @@ class SegmentationModule(ConfiguredOptimizers, L.LightningModule):
 
     def _start_full_path(self, stage: str) -> None:
         """Before a stage scored (or predicted) through the whole path: read the tuned thresholds of the
-        evaluated checkpoint, reset the stage table, and say in the log what runs."""
+        evaluated checkpoint, reset the stage table and the stage's per-image record, and say in the log
+        what runs."""
         self.load_postprocess(self.trainer.ckpt_path)
         self.evaluation.start_table(stage)
+        self.results.reset(stage)
         datamodule = getattr(self.trainer, "datamodule", None)
         test_is_val = getattr(datamodule, "test_is_val", None)
         if stage == "test" and callable(test_is_val) and test_is_val():

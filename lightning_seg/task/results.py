@@ -23,6 +23,11 @@ class StageResults:
         table: the stage table (raw; + inference; + each post-processing step), for stages scored through
             the whole path (``test``).
         notes: lines a reader of the numbers must see beside them (e.g. a test split that is the val split).
+        intervals: the bootstrap intervals of the stage's metrics over images (test; see
+            :mod:`lightning_seg.metrics.intervals`): ``{"resamples", "seed", "level", "unit", "metrics":
+            {name: [low, high] | None}}``.
+        image_names: the images scored, in the order of ``image_counts`` (test, one process only).
+        image_counts: int64 N×K×3 per-image (TP, FP, FN) per class of the final class maps (test), on the host.
     """
 
     scored_at: str | None = None
@@ -30,6 +35,9 @@ class StageResults:
     label_scores: dict[str, Any] | None = None
     table: list[dict[str, Any]] | None = None
     notes: list[str] = field(default_factory=list)
+    intervals: dict[str, Any] | None = None
+    image_names: list[str] = field(default_factory=list)
+    image_counts: torch.Tensor | None = None
 
 
 class TaskResults:
@@ -41,6 +49,10 @@ class TaskResults:
     def stage(self, name: str) -> StageResults:
         """The results of ``name``, made empty on first use (the module's writer side)."""
         return self._stages.setdefault(name, StageResults())
+
+    def reset(self, name: str) -> None:
+        """Start ``name`` afresh (a second test in one process records its own images)."""
+        self._stages[name] = StageResults()
 
     def get(self, name: str) -> StageResults:
         """The results of ``name`` (empty when the stage has not run): the readers' side."""
