@@ -67,12 +67,10 @@ def test_classifier_fit_tune_test_predict_then_its_labels_drive_a_submission(
         f"[{{class_path: lightning_seg.postprocess.LabelConsistency, init_args: {{labels: {labels}}}}}]"
     )
     run_cli([
-        "submit", *voc_kaggle_args(seg_runs, data), "--ckpt_path", seg_ckpt, "--labels_from", ckpt,
+        "submit", *voc_kaggle_args(seg_runs, data), "--ckpt_path", seg_ckpt, "--labels_from", str(labels),
         "--model.init_args.postprocess", consistency,
     ])  # fmt: skip
     (submission,) = (Path(seg_ckpt).parent.parent / "submit").glob("*/submission.csv")
-    # --labels_from <checkpoint> ran the classifier's own predict: the same labels as the one above
-    assert (submission.parent / "labels_from.csv").read_text() == labels.read_text()
     with submission.open(newline="") as handle:
         body = list(csv.reader(handle))[1:]
     names = list(fit.model.label_names)
@@ -84,6 +82,24 @@ def test_classifier_fit_tune_test_predict_then_its_labels_drive_a_submission(
         index = decode_png(read_file(str(png)))[0].numpy()
         planes = decode_class_planes(segmentation[1], 20, *index.shape)
         assert not planes[~present].any(), identifier  # no pixel of a class the labels say is absent
+
+
+@pytest.mark.slow
+def test_labels_from_a_checkpoint_run_that_runs_predict(tmp_path: Path) -> None:
+    """``submit --labels_from <checkpoint>`` runs that run's predict in its own process (seconds of imports:
+    slow) with its own config: the labels equal those of a predict run here."""
+    from data_trees import voc_kaggle_tree
+
+    data = voc_kaggle_tree(tmp_path / "voc")
+    args = classifier_args(tmp_path / "runs", data)
+    ckpt = run_cli(["fit", *args]).trainer.checkpoint_callback.last_model_path
+    run_cli(["predict", *args, "--ckpt_path", ckpt])
+    (labels,) = (Path(ckpt).parent.parent / "predict").glob("*/predictions/labels.csv")
+    seg_runs = tmp_path / "seg"
+    seg_ckpt = run_cli(["fit", *voc_kaggle_args(seg_runs, data)]).trainer.checkpoint_callback.last_model_path
+    run_cli(["submit", *voc_kaggle_args(seg_runs, data), "--ckpt_path", seg_ckpt, "--labels_from", ckpt])
+    (submission,) = (Path(seg_ckpt).parent.parent / "submit").glob("*/submission.csv")
+    assert (submission.parent / "labels_from.csv").read_text() == labels.read_text()
 
 
 def test_classifier_auc_matches_sklearn() -> None:
