@@ -361,7 +361,23 @@ class RunPlots(StageFiles):
             plots.append(("stages", self._stage_table(trainer, pl_module, prefix, names, folder)))
             plots.append(("best_worst", self._best_worst(trainer, pl_module, names, folder)))
             plots.append(("precision_recall", self._precision_recall(trainer, pl_module, folder)))
+            plots.append(("reliability", self._reliability(trainer, pl_module, folder)))
         return plots
+
+    @staticmethod
+    def _reliability(trainer: L.Trainer, pl_module: L.LightningModule, folder: Path) -> Iterator[Path]:
+        """Test's top-label reliability diagram and its bins (the probabilities the decision read)."""
+        reliability = stage_results(pl_module, "test").reliability
+        if reliability is None:
+            return
+        ece = _float(trainer.callback_metrics.get("test/ECE", float("nan")))
+        figure = figures.reliability_figure(reliability, ece)
+        if figure is None:
+            return
+        yield publish_figure(trainer, "plots/reliability", figure, folder / "reliability.png")
+        rows = [[f"{b / len(reliability):.4f}", *row] for b, row in enumerate(reliability.tolist())]
+        columns = ["bin_start", "pixels", "mean_confidence", "accuracy"]
+        yield publish_table(trainer, "tables/reliability", columns, rows, folder / "reliability.csv")
 
     def _curves(self, trainer: L.Trainer, folder: Path) -> Iterator[Path]:
         monitored, mode = self._monitored(trainer)

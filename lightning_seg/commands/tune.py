@@ -30,7 +30,9 @@ from lightning_seg.checkpoints.read import read_checkpoint
 from lightning_seg.commands.model_pass import ModelPass
 from lightning_seg.errors import ConfigError, short_path
 from lightning_seg.metrics import SegMetrics
+from lightning_seg.metrics.calibration import fit_temperature
 from lightning_seg.postprocess import ClassThresholds, LabelConsistency, PostProcess, Prediction
+from lightning_seg.postprocess.temperature import TEMPERATURE_KEY, TemperatureScaling
 from lightning_seg.postprocess.thresholds import (
     THRESHOLDS_FORMAT,
     ThresholdHistogram,
@@ -114,6 +116,69 @@ class ThresholdCalibration(ModelPass):
 
     def on_validation_end(self) -> None:
         self.model.postprocess.close()  # the CRF's process pool
+
+
+class TemperatureFit(ModelPass):
+    """``tune``'s pass that gathers val pixels for the temperature: each image's probabilities from the
+    model's inference (before any step), at each mask's stored size, and a seeded sample of its labelled
+    pixels (at most ``per_image``), kept on the host as log-probabilities with their classes.
+
+    Args:
+        model: the segmentation module (its weights loaded).
+        per_image: labelled pixels sampled per image.
+        seed: the sample's seed.
+    """
+
+    def __init__(self, model: SegmentationModule, per_image: int = 20_000, seed: int = 0) -> None:
+        super().__init__(model)
+        self.per_image = per_image
+        self.generator = torch.Generator().manual_seed(seed)
+        self.log_probabilities: list[torch.Tensor] = []
+        self.targets: list[torch.Tensor] = []
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        model = self.model
+        out = model(batch["image"])
+        # no step: the temperature comes first, and is fitted on what the inference gives
+        predictions, truths = model.evaluation.before_decision(
+            model.mask_logits, batch, out.mask, out.label, PostProcess([])
+        )
+        for prediction, truth in zip(predictions, truths, strict=True):
+            labelled = (
+                (truth.flatten() != model.ignore_index).nonzero()[:, 0].cpu()
+            )  # a command's pass: syncs
+            pick = labelled[torch.randperm(len(labelled), generator=self.generator)[: self.per_image]]
+            flat = prediction.probabilities.flatten(1).cpu()
+            self.log_probabilities.append(flat[:, pick].T.clamp_min(1e-12).log())
+            self.targets.append(truth.flatten().cpu()[pick])
+
+
+def fit_val_temperature(
+    trainer: L.Trainer, model: SegmentationModule, datamodule: Any, step: TemperatureScaling
+) -> dict[str, Any]:
+    """Fit ``step``'s temperature on val (its own pass, one process) and set it for tune's next passes;
+    returns the record's entry (the values, the pixels, the NLL of those pixels before and after)."""
+    if trainer.world_size > 1:
+        raise ConfigError("tune: fitting TemperatureScaling runs in one process; add --trainer.devices 1")
+    gather = TemperatureFit(model)
+    with attached(trainer, CommandPass("tune")), datamodule.evaluate("val"):
+        trainer.validate(gather, datamodule=datamodule, verbose=False)
+    if not gather.targets:
+        raise ConfigError("tune: the val split gave no labelled pixel to fit the temperature on")
+    log_p, target = torch.cat(gather.log_probabilities), torch.cat(gather.targets)
+    values = fit_temperature(log_p, target, per_class=step.per_class)
+    before = float(torch.nn.functional.cross_entropy(log_p.double(), target))
+    after = float(torch.nn.functional.cross_entropy(log_p.double() / values.double(), target))
+    step.set(values)
+    shown = ", ".join(f"{v:.3f}" for v in values.tolist()[:6])
+    rank_zero_info(f"tune: temperature {shown} on {len(target)} val pixels (NLL {before:.4f} → {after:.4f})")
+    return {
+        "values": [round(float(v), 6) for v in values.tolist()],
+        "per_class": step.per_class,
+        "pixels": len(target),
+        "nll_before": before,
+        "nll_after": after,
+    }
 
 
 class ChainScoring(ModelPass):
@@ -317,6 +382,12 @@ def tune_thresholds(
     )
     checkpoint = ckpt_path
     stored: dict[str, Any] | None = None
+    temperature = model.postprocess.find(TemperatureScaling)
+    fitted_temperature: dict[str, Any] | None = None
+    if oof is not None and isinstance(temperature, TemperatureScaling) and temperature.fitted:
+        raise ConfigError(
+            "tune --oof: fit TemperatureScaling on val (tune without --oof), or fix it: temperature: <value>"
+        )
     if oof is not None:
         files, stored = out_of_fold_files(model, Path(oof), ckpt_path)
         for predictions, truths in _stored_predictions(model, files, stored["binary_head"]):
@@ -324,6 +395,8 @@ def tune_thresholds(
     else:
         if ckpt_path is not None:
             load_weights(model, read_checkpoint(ckpt_path, weights_only, cache=True), ckpt_path)
+        if isinstance(temperature, TemperatureScaling) and temperature.fitted:
+            fitted_temperature = fit_val_temperature(trainer, model, datamodule, temperature)
         # calibrate on the masks as stored, at the size test and predict decide at
         with attached(trainer, CommandPass("tune")), datamodule.evaluate("val"):
             trainer.validate(ThresholdCalibration(model, search), datamodule=datamodule, verbose=False)
@@ -353,6 +426,8 @@ def tune_thresholds(
     }
     if labels is not None:
         record["labels"] = {**labels, "names": list(model.label_names)}
+    if fitted_temperature is not None:
+        record[TEMPERATURE_KEY] = fitted_temperature
     configured = model.postprocess.thresholds
     if configured is not None and configured.path is not None:
         target = Path(configured.path)  # where this config's test and predict will read them

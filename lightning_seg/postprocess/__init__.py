@@ -5,6 +5,7 @@ from lightning_seg.postprocess.chain import PostProcess
 from lightning_seg.postprocess.components import SmallComponents
 from lightning_seg.postprocess.consistency import LabelConsistency
 from lightning_seg.postprocess.crf import DenseCRF
+from lightning_seg.postprocess.temperature import TemperatureScaling
 from lightning_seg.postprocess.thresholds import ClassThresholds, decide
 
 __all__ = [
@@ -15,5 +16,6 @@ __all__ = [
     "Prediction",
     "SmallComponents",
     "Step",
+    "TemperatureScaling",
     "decide",
 ]

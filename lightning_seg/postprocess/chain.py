@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 from lightning_seg.errors import ConfigError
 from lightning_seg.postprocess.base import Prediction, Step
+from lightning_seg.postprocess.temperature import TemperatureScaling
 from lightning_seg.postprocess.thresholds import ClassThresholds
 
 ORDER = {"probabilities": 0, "decision": 1, "classes": 2}
@@ -41,6 +42,12 @@ class PostProcess:
             raise ConfigError(
                 f"model.postprocess: steps out of order ({order}); steps on probabilities (DenseCRF) come "
                 "first, then ClassThresholds, then steps on the class map (LabelConsistency, SmallComponents)"
+            )
+        temperatures = [i for i, step in enumerate(self.steps) if isinstance(step, TemperatureScaling)]
+        if temperatures and temperatures != [0]:
+            raise ConfigError(
+                "model.postprocess: TemperatureScaling comes first, once (the steps after it read calibrated "
+                "probabilities)"
             )
         if ranks.count(ORDER["decision"]) > 1:
             raise ConfigError("model.postprocess: more than one decision step (ClassThresholds)")

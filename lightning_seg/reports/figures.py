@@ -572,3 +572,58 @@ def threshold_curves_figure(grid: Sequence[float], panels: Sequence[ThresholdPan
         else:  # a legend of 150 names would hide the curves: the colours are the class palette's
             ax.set_title(f"{literal(panel.title)} ({tuned} curves; thresholds in summary.json)")
     return figure
+
+
+def reliability_figure(
+    reliability: torch.Tensor, ece: float | None, title: str = "test pixels"
+) -> Any | None:
+    """The top-label reliability diagram: each confidence bin's accuracy against its mean confidence (the
+    diagonal is calibration), bar width the bin, and the share of pixels per bin below.
+
+    Args:
+        reliability: float64 bins×3 (pixels, mean confidence, accuracy; NaN for an empty bin), as
+            :class:`~lightning_seg.metrics.calibration.CalibrationBins` computes it.
+        ece: the top-label ECE, for the title.
+        title: the figure's title.
+    """
+    count, confidence, accuracy = (column.tolist() for column in reliability.unbind(1))
+    total = sum(count)
+    if not total:
+        return None
+    bins = len(count)
+    edges = [b / bins for b in range(bins)]
+    figure = _figure(5.6, 5.6)
+    top, bottom = figure.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    shown = [(e, a, c) for e, a, c in zip(edges, accuracy, confidence, strict=True) if _finite(a)]
+    top.bar(
+        [e for e, _, _ in shown],
+        [a for _, a, _ in shown],
+        width=1 / bins,
+        align="edge",
+        color="C0",
+        edgecolor="black",
+        lw=0.4,
+        label="accuracy",
+    )
+    top.plot(
+        [c for _, _, c in shown], [a for _, a, _ in shown], "o", color="C1", ms=3, label="mean confidence"
+    )
+    top.plot([0, 1], [0, 1], ls="--", color="0.4", lw=1, label="calibrated")
+    top.set_ylim(0, 1)
+    top.set_ylabel("accuracy")
+    top.legend(loc="upper left", fontsize=8)
+    ece_text = f", ECE {ece:.4f}" if ece is not None and _finite(ece) else ""
+    top.set_title(f"reliability: {title}{ece_text}")
+    bottom.bar(
+        edges,
+        [c / total for c in count],
+        width=1 / bins,
+        align="edge",
+        color="0.6",
+        edgecolor="black",
+        lw=0.4,
+    )
+    bottom.set_xlim(0, 1)
+    bottom.set_xlabel("confidence (highest class probability)")
+    bottom.set_ylabel("share of pixels")
+    return figure

@@ -23,8 +23,10 @@ from lightning_seg.inference import Inference
 from lightning_seg.inference.predictor import to_probabilities
 from lightning_seg.labels import LabelTask
 from lightning_seg.metrics import SegMetrics
+from lightning_seg.metrics.calibration import CalibrationBins
 from lightning_seg.models.outputs import NetOutput
 from lightning_seg.postprocess import LabelConsistency, PostProcess, Prediction
+from lightning_seg.postprocess.temperature import TemperatureScaling
 from lightning_seg.postprocess.thresholds import ThresholdHistogram, precision_recall_curve
 from lightning_seg.utils.class_argmax import class_argmax
 
@@ -85,6 +87,8 @@ class EvaluationPath(nn.Module):
         # per stage: a one-channel head's binned foreground probabilities of the pixels scored, for the
         # precision-recall curve (states not persistent: checkpoints are unchanged)
         self.foreground_counts = nn.ModuleDict()
+        # test's reliability bins and NLL of the probabilities the decision reads (created on first use)
+        self.calibration_bins = nn.ModuleDict()
 
     # ---------------------------------------------------------------------------------- decisions
     def classes_from_logits(self, logits: torch.Tensor) -> torch.Tensor:
@@ -137,6 +141,10 @@ class EvaluationPath(nn.Module):
         ``net`` cannot feed."""
         chain = postprocess or self.postprocess
         thresholds = chain.thresholds
+        temperature = chain.find(TemperatureScaling)
+        if isinstance(temperature, TemperatureScaling):
+            given = thresholds.path if thresholds is not None else None
+            temperature.load(self.class_names, ckpt_path, given, embedded)
         if thresholds is not None:
             task = self.label_task
             thresholds.load(
@@ -335,6 +343,8 @@ class EvaluationPath(nn.Module):
             del self.row_metrics[key]
         if stage in self.foreground_counts:
             del self.foreground_counts[stage]
+        if stage in self.calibration_bins:
+            del self.calibration_bins[stage]
 
     def _row_metric(self, stage: str, row: int, final: SegMetrics, device: torch.device) -> SegMetrics:
         """The metrics of one row of ``stage``'s table; the last row's are ``final``, the stage's own."""
@@ -367,7 +377,29 @@ class EvaluationPath(nn.Module):
         classes = self.score_predictions(predictions, truths, stage, final, chain, raw)
         if self.binary_head:
             self.count_foreground(predictions, truths, stage)
+        if stage == "test":
+            self.count_calibration(predictions, truths, stage)
         return classes
+
+    # ------------------------------------------------------------------------------- calibration
+    def count_calibration(
+        self, predictions: list[Prediction], truths: list[torch.Tensor], stage: str
+    ) -> None:
+        """Add the probabilities the decision read (after a temperature, a CRF) to ``stage``'s reliability
+        bins and NLL, at each truth's size, ``ignore_index`` left out (on the device, no host sync)."""
+        if stage not in self.calibration_bins:
+            self.calibration_bins[stage] = CalibrationBins(self.num_classes).to(truths[0].device)
+        bins = self.calibration_bins[stage]
+        for item, truth in zip(predictions, truths, strict=True):
+            bins.update(item.probabilities, truth, truth != self.ignore_index)
+
+    def calibration_scores(self, stage: str) -> dict[str, torch.Tensor] | None:
+        """``ECE``, ``ECE_classwise``, ``NLL`` and the top-label ``reliability`` curve of ``stage`` (see
+        :class:`~lightning_seg.metrics.calibration.CalibrationBins`), None when nothing was counted; synced
+        across processes: a collective, call it on every rank."""
+        if stage not in self.calibration_bins:
+            return None
+        return self.calibration_bins[stage].compute()
 
     # ------------------------------------------------------------------- the foreground's PR curve
     def count_foreground(self, predictions: list[Prediction], truths: list[torch.Tensor], stage: str) -> None:

@@ -518,6 +518,10 @@ class SegmentationModule(ConfiguredOptimizers, L.LightningModule):
             record = plain_scores(label_scores, self.label_mode, self.label_names)  # one host copy
             self.results.stage(stage).label_scores = record
             logged.update(label_logs(stage, label_scores, record, self.label_names))
+        calibration = self.evaluation.calibration_scores(stage) if stage == "test" else None
+        if calibration is not None:  # whether the probabilities mean what they say (a collective: every rank)
+            logged.update({f"{stage}/{name}": calibration[name] for name in ("ECE", "ECE_classwise", "NLL")})
+            self.results.stage(stage).reliability = calibration["reliability"].cpu()
         if self.score is not None and stage != "train":
             logged[f"{stage}/score"] = composite_score(stage, self.score, logged, scores["mIoU"])
         self.log_dict(logged, prog_bar=False)

@@ -28,6 +28,8 @@ class StageResults:
             {name: [low, high] | None}}``.
         image_names: the images scored, in the order of ``image_counts`` (test, one process only).
         image_counts: int64 N×K×3 per-image (TP, FP, FN) per class of the final class maps (test), on the host.
+        reliability: float64 bins×3 top-label reliability curve (pixels, mean confidence, accuracy) of the
+            probabilities test's decision read (see :class:`~lightning_seg.metrics.calibration.CalibrationBins`).
     """
 
     scored_at: str | None = None
@@ -36,6 +38,7 @@ class StageResults:
     table: list[dict[str, Any]] | None = None
     notes: list[str] = field(default_factory=list)
     intervals: dict[str, Any] | None = None
+    reliability: torch.Tensor | None = None
     image_names: list[str] = field(default_factory=list)
     image_counts: torch.Tensor | None = None
 

@@ -77,6 +77,8 @@ TEST_FILES = {
     "stages.csv",
     "best_worst.png",
     "best_worst.csv",
+    "reliability.png",
+    "reliability.csv",
 }
 
 
@@ -187,6 +189,13 @@ def test_test_writes_its_plots_and_tables_into_its_own_record(runs: dict[str, An
     stages = _rows(folder / "stages.csv")
     assert [row["stage"] for row in stages] == [row["stage"] for row in runs["test_summary"]["stages"]]
     assert float(stages[-1]["mIoU"]) == pytest.approx(runs["test_summary"]["metrics"]["test/mIoU"], abs=1e-6)
+    # the reliability bins: every scored pixel in one bin; over all bins, the accuracy of the argmax before
+    # the class-map steps (the stage table's raw row: SmallComponents then changes the maps)
+    bins = _rows(folder / "reliability.csv")
+    pixels = sum(float(row["pixels"]) for row in bins)
+    correct = sum(float(row["pixels"]) * float(row["accuracy"]) for row in bins if row["accuracy"] != "nan")
+    assert pixels == sum(sum(row) for row in runs["test_summary"]["confusion"]["rows_target_cols_prediction"])
+    assert correct / pixels == pytest.approx(float(stages[0]["acc"]), abs=1e-5)
 
 
 def _reference_miou(prediction: torch.Tensor, target: torch.Tensor, num_classes: int) -> float:

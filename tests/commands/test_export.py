@@ -217,3 +217,32 @@ def test_check_parity_names_the_file_and_the_numbers(tmp_path: Path) -> None:
     bad = Parity(images=1, pixels=1000, agreeing=998, max_abs_logit_diff=0.5)
     with pytest.raises(ExportParityError, match=r"model\.onnx agrees .* 99\.800% .* 99\.9%"):
         check_parity({"onnx": bad}, 0.999, tmp_path)
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["K channels", "one channel"])
+def test_the_graph_folds_in_the_chains_temperature(binary: bool) -> None:
+    """With a TemperatureScaling step, the graph's logits are the tempered ones: their softmax (sigmoid) is
+    what the step gives the chain (two temperatures of a one-channel head included)."""
+    from lightning_seg.postprocess import Prediction, TemperatureScaling
+
+    torch.manual_seed(0)
+    temperatures = [1.7, 0.6] if binary else [2.5]
+    model = SegmentationModule(
+        functools.partial(UNet, base_width=4, depth=2),
+        num_classes=2 if binary else 4,
+        binary_head=binary,
+        postprocess=[TemperatureScaling(temperature=temperatures, per_class=binary)],
+        mean=MEAN,
+        std=STD,
+    ).eval()
+    net = DeployableNet(model).eval()
+    image = _images((16, 16))
+    with torch.no_grad():
+        logits = net(image)
+        plain = model(_normalise(image)).mask
+    probabilities = model.evaluation.two_channels(torch.sigmoid(plain) if binary else plain.softmax(1))
+    predictions = [Prediction(probabilities=p.clone()) for p in probabilities]
+    model.postprocess.steps[0].apply(predictions)
+    expected = torch.stack([p.probabilities for p in predictions])
+    got = model.evaluation.two_channels(torch.sigmoid(logits) if binary else logits.softmax(1))
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)

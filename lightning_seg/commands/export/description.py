@@ -62,7 +62,7 @@ def describe_export(
         + ("none, the whole image once" if model.inference.is_plain else model.inference.describe())
         + ")",
         "the post-processing chain: CRF, class thresholds, label consistency, small components (this model's: "
-        + (", ".join(postprocess) if postprocess else "none")
+        + (", ".join(p for p in postprocess if not p.startswith("temperature")) or "none")
         + ")",
         "the decision: "
         + (
@@ -88,8 +88,15 @@ def describe_export(
         + (f"; data: {loading}" if loading else "")
         + ") and predict's resizing of probabilities back to each image's original size"
     )
+    in_graph = (
+        {"temperature": [round(float(t), 6) for t in net.temperature.values.tolist()]}
+        if net.temperature is not None and net.temperature.values is not None
+        else {}
+    )
     record: dict[str, Any] = {
         "format": EXPORT_FORMAT,
+        # the chain's temperature is divided into the logits inside the graph (TemperatureScaling.on_logits)
+        "in_graph": in_graph,
         "checkpoint": str(ckpt_path) if ckpt_path else None,
         "files": {
             **{name: FILES[name] for name in formats},

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from lightning_seg.errors import ConfigError
+from lightning_seg.postprocess.temperature import TemperatureScaling
 
 if TYPE_CHECKING:
     from lightning_seg.task.module import SegmentationModule
@@ -50,6 +51,9 @@ class DeployableNet(nn.Module):
         self.register_buffer("mean", torch.tensor(model.mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(model.std, dtype=torch.float32).view(1, -1, 1, 1))
         self.has_label_head = getattr(model.net, "label_head", None) is not None
+        # a tuned (or configured) temperature is part of the probabilities every later step reads: in the graph
+        step = model.postprocess.find(TemperatureScaling)
+        self.temperature = step if isinstance(step, TemperatureScaling) and step.values is not None else None
 
     @property
     def output_names(self) -> list[str]:
@@ -68,6 +72,8 @@ class DeployableNet(nn.Module):
             logits = logits.index_select(2, torch.arange(h, device=x.device))
             logits = logits.index_select(3, torch.arange(w, device=x.device))
         logits = logits.to(torch.float32)
+        if self.temperature is not None:
+            logits = self.temperature.on_logits(logits)
         if self.has_label_head:
             if out.label is None:
                 raise ConfigError("export: the net has an image-level head but returned no label logits")

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from lightning_seg.errors import ConfigError, short_path
+from lightning_seg.postprocess.temperature import TemperatureScaling
 
 if TYPE_CHECKING:
     from lightning_seg.task.module import SegmentationModule
@@ -50,13 +51,19 @@ def program_runner(program: torch.export.ExportedProgram) -> Runner:
 
 def reference_runner(model: SegmentationModule, prepare: Callable[[torch.Tensor], torch.Tensor]) -> Runner:
     """The checkpoint itself: ``prepare`` (uint8 → the normalised float batch, as the data feeds it), then
-    :meth:`SegmentationModule.forward_uncompiled` (the net the files were traced from)."""
+    :meth:`SegmentationModule.forward_uncompiled` (the net the files were traced from), and the chain's
+    temperature when it has one (the graph folds it in)."""
+
+    step = model.postprocess.find(TemperatureScaling)
+    temperature = step if isinstance(step, TemperatureScaling) and step.values is not None else None
 
     def run(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         with torch.no_grad():
             out = model.forward_uncompiled(prepare(image))
         label = out.label.float() if out.label is not None else None
-        return out.mask.float(), label
+        mask = out.mask.float()
+        # the temperature, as the graph folds it in (the decision then reads what the chain reads)
+        return (temperature.on_logits(mask) if temperature is not None else mask), label
 
     return run
 
