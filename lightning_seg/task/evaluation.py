@@ -23,6 +23,7 @@ from lightning_seg.inference import Inference
 from lightning_seg.inference.predictor import to_probabilities
 from lightning_seg.labels import LabelTask
 from lightning_seg.metrics import SegMetrics
+from lightning_seg.metrics.boundary import BoundaryIoU
 from lightning_seg.metrics.calibration import CalibrationBins
 from lightning_seg.models.outputs import NetOutput
 from lightning_seg.postprocess import LabelConsistency, PostProcess, Prediction
@@ -54,6 +55,7 @@ class EvaluationPath(nn.Module):
         binary_threshold: the foreground threshold of a one-channel (sigmoid) head.
         mean: the data's normalisation mean (undone for steps that read the image).
         std: the data's normalisation std.
+        boundary_iou: also score test's final class maps by Boundary IoU (:mod:`lightning_seg.metrics.boundary`).
     """
 
     def __init__(
@@ -67,9 +69,13 @@ class EvaluationPath(nn.Module):
         binary_threshold: float,
         mean: Sequence[float],
         std: Sequence[float],
+        boundary_iou: bool = False,
     ) -> None:
         super().__init__()
         self.inference = inference
+        self.boundary_iou = boundary_iou
+        # test's Boundary IoU sums (created on first use)
+        self.boundary_sums = nn.ModuleDict()
         self.postprocess = postprocess
         self.num_classes = num_classes
         self.ignore_index = ignore_index
@@ -345,6 +351,8 @@ class EvaluationPath(nn.Module):
             del self.foreground_counts[stage]
         if stage in self.calibration_bins:
             del self.calibration_bins[stage]
+        if stage in self.boundary_sums:
+            del self.boundary_sums[stage]
 
     def _row_metric(self, stage: str, row: int, final: SegMetrics, device: torch.device) -> SegMetrics:
         """The metrics of one row of ``stage``'s table; the last row's are ``final``, the stage's own."""
@@ -379,7 +387,22 @@ class EvaluationPath(nn.Module):
             self.count_foreground(predictions, truths, stage)
         if stage == "test":
             self.count_calibration(predictions, truths, stage)
+            if self.boundary_iou:
+                self.count_boundary(classes, truths, stage)
         return classes
+
+    def count_boundary(self, classes: list[torch.Tensor], truths: list[torch.Tensor], stage: str) -> None:
+        """Add the final int64 H_i×W_i class maps to ``stage``'s Boundary IoU sums (on the device)."""
+        if stage not in self.boundary_sums:
+            self.boundary_sums[stage] = BoundaryIoU(self.num_classes, self.ignore_index).to(truths[0].device)
+        for predicted, truth in zip(classes, truths, strict=True):
+            self.boundary_sums[stage].update(predicted, truth)
+
+    def boundary_scores(self, stage: str) -> dict[str, torch.Tensor] | None:
+        """``boundary_iou`` (K,) and ``boundary_mIoU`` of ``stage``, None when not counted; a collective."""
+        if stage not in self.boundary_sums:
+            return None
+        return self.boundary_sums[stage].compute()
 
     # ------------------------------------------------------------------------------- calibration
     def count_calibration(

@@ -93,6 +93,9 @@ class SegmentationModule(ConfiguredOptimizers, L.LightningModule):
             logged metrics, named without the stage (e.g. ``{image_mIoU: 0.75, label_f1: 0.25}``, the phone
             defect notebook's selection rule); monitor it as ``val/score`` in ModelCheckpoint or
             EarlyStopping. None: no score.
+        boundary_iou: also score test by Boundary IoU (Cheng et al. 2021; the bands within 2% of the image
+            diagonal of each class's contour), logged as ``test/boundary_mIoU`` and ``test/boundary_IoU/<class>``;
+            off by default (on CamVid on a CPU it adds about a third to test's time, BENCHMARKS.md).
         intervals: bootstrap resamples of the test images for each test metric's 95% interval (seeded: 0;
             in ``summary.json`` and the printed table; see :mod:`lightning_seg.metrics.intervals`); 0: none.
         channels_last: run the net in channels-last memory format (faster convolutions on GPUs).
@@ -126,6 +129,7 @@ class SegmentationModule(ConfiguredOptimizers, L.LightningModule):
         std: Sequence[float] | None = None,
         score: dict[str, float] | None = None,
         intervals: int = DEFAULT_RESAMPLES,
+        boundary_iou: bool = False,
         channels_last: bool = False,
         compile: bool = False,
     ) -> None:
@@ -205,6 +209,7 @@ class SegmentationModule(ConfiguredOptimizers, L.LightningModule):
             binary_threshold,
             self.mean,
             self.std,
+            boundary_iou=boundary_iou,
         )
         # what each stage leaves for the run's records (RunSummary, RunPlots read it)
         self.results = TaskResults()
@@ -518,6 +523,13 @@ class SegmentationModule(ConfiguredOptimizers, L.LightningModule):
             record = plain_scores(label_scores, self.label_mode, self.label_names)  # one host copy
             self.results.stage(stage).label_scores = record
             logged.update(label_logs(stage, label_scores, record, self.label_names))
+        boundary = self.evaluation.boundary_scores(stage) if stage == "test" else None
+        if boundary is not None:  # a collective: every rank
+            logged[f"{stage}/boundary_mIoU"] = boundary["boundary_mIoU"]
+            present = (~boundary["boundary_iou"].isnan()).tolist()  # one host copy at the epoch's end
+            for name, value, known in zip(self.class_names, boundary["boundary_iou"], present, strict=True):
+                if known:
+                    logged[f"{stage}/boundary_IoU/{name}"] = value
         calibration = self.evaluation.calibration_scores(stage) if stage == "test" else None
         if calibration is not None:  # whether the probabilities mean what they say (a collective: every rank)
             logged.update({f"{stage}/{name}": calibration[name] for name in ("ECE", "ECE_classwise", "NLL")})
