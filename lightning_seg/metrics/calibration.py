@@ -45,26 +45,34 @@ class CalibrationBins(Metric):
     def update(self, probabilities: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> None:
         """One image (or batch): float K×(*) probabilities summing to 1 over K, int64 (*) targets, bool (*)
         pixels that count (not ``ignore_index``)."""
-        k = self.num_classes
+        k, bins = self.num_classes, self.bins
         p = probabilities.float().flatten(1)  # K×P
         y = target.flatten().clamp(0, k - 1)
-        w = valid.flatten().double()
+        w = valid.flatten().float()
         # the decision's own argmax (on the K×H×W layout it takes: ties resolve as in the class maps)
         confidence, predicted = probabilities.float().max(0)
         confidence, predicted = confidence.flatten(), predicted.flatten()
-        correct = (predicted == y).double()
-        # top-label: one index_add_ per quantity into the bins (no boolean indexing: no sync)
+        correct = (predicted == y).float()
+        # float32 sums per image, added to the float64 states: scatter_add_ into fixed-size buffers (no
+        # boolean indexing, no bincount: neither waits for the device)
+        top = torch.zeros(3, bins, device=p.device)
         index = self._bin(confidence)
-        top = torch.stack([w, confidence.double() * w, correct * w], 1)  # P×3
-        self.top.index_add_(0, index, top)
-        # per class: bin every class's probability of every pixel (K×P), offset by class
-        class_index = self._bin(p) + torch.arange(k, device=p.device)[:, None] * self.bins
-        is_class = (y[None, :] == torch.arange(k, device=p.device)[:, None]).double()
-        values = torch.stack([w.expand(k, -1), p.double() * w, is_class * w], -1)  # K×P×3
-        self.classwise.view(k * self.bins, 3).index_add_(0, class_index.flatten(), values.reshape(-1, 3))
-        true_p = p.gather(0, y[None])[0].double().clamp_min(1e-12)
-        self.nll += (-true_p.log() * w).sum()
-        self.pixels += w.sum()
+        for row, values in enumerate((w, confidence * w, correct * w)):
+            top[row].scatter_add_(0, index, values)
+        self.top += top.T.double()
+        # per class: every class's probability of every pixel binned (K×P indices, offset by class); the
+        # pixels of class c are counted at the bin of their own p_c only (P entries, not K×P)
+        offset = torch.arange(k, device=p.device)[:, None] * bins
+        class_index = (self._bin(p) + offset).flatten()
+        weights = w.expand(k, -1).flatten()
+        classwise = torch.zeros(3, k * bins, device=p.device)
+        classwise[0].scatter_add_(0, class_index, weights)
+        classwise[1].scatter_add_(0, class_index, (p * w).flatten())
+        true_p = p.gather(0, y[None])[0]
+        classwise[2].scatter_add_(0, self._bin(true_p) + y * bins, w)
+        self.classwise += classwise.T.reshape(k, bins, 3).double()
+        self.nll += (-true_p.double().clamp_min(1e-12).log() * w).sum()
+        self.pixels += w.double().sum()
 
     def compute(self) -> dict[str, torch.Tensor]:
         """float32 ``ECE`` (top-label), ``ECE_classwise`` (mean over the classes that occur), ``NLL`` (mean
