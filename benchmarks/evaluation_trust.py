@@ -52,7 +52,9 @@ def newest(folder: Path, pattern: str) -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--run", default="runs/trust", help="where the run goes (reused when finished)")
     parser.add_argument("--minutes", type=int, default=10, help="fit --budget")
     parser.add_argument("--json", default=None)
@@ -69,7 +71,9 @@ def main() -> None:
     }
     summaries = list(root.glob("*/version_*/summary.json"))
     if not summaries:
-        out["fit_seconds"] = run(["fit", "--config", CONFIG, "--budget", f"{options.minutes}m", *QUIET, *where], logs / "fit.log")
+        out["fit_seconds"] = run(
+            ["fit", "--config", CONFIG, "--budget", f"{options.minutes}m", *QUIET, *where], logs / "fit.log"
+        )
         summaries = list(root.glob("*/version_*/summary.json"))
     run_folder = summaries[0].parent
     best = json.loads(summaries[0].read_text())["best_checkpoint"]
@@ -92,15 +96,19 @@ def main() -> None:
         for name, interval in intervals.items()
         if name.startswith("IoU/") and f"test/{name}" in metrics
     }
-    boundary, _, out["test_seconds_boundary"] = test("test_boundary", *PLAIN, "--model.init_args.boundary_iou=true")
+    boundary, _, out["test_seconds_boundary"] = test(
+        "test_boundary", *PLAIN, "--model.init_args.boundary_iou=true"
+    )
     out["boundary_mIoU"] = boundary["metrics"]["test/boundary_mIoU"]
     out["tune_seconds"] = run(["tune", *base, *TEMPERED], logs / "tune.log")
     thresholds = json.loads(Path(best).with_name(Path(best).stem + ".thresholds.json").read_text())
     out["temperature"] = thresholds["temperature"]
     tempered, tempered_dir, out["test_seconds_tempered"] = test("test_tempered", *TEMPERED)
-    out["tempered"] = {name: tempered["metrics"][f"test/{name}"] for name in ("mIoU", "ECE", "ECE_classwise", "NLL")}
+    out["tempered"] = {
+        name: tempered["metrics"][f"test/{name}"] for name in ("mIoU", "ECE", "ECE_classwise", "NLL")
+    }
     run(["compare", str(plain_dir), str(tempered_dir)], logs / "compare.log")
-    comparison = json.loads((tempered_dir / "compare.json").read_text())["metrics"]
+    comparison = json.loads(next(tempered_dir.glob("compare_*.json")).read_text())["metrics"]
     out["compare_mIoU"] = comparison["mIoU"]
     print(json.dumps(out, indent=2))
     if options.json:

@@ -264,6 +264,11 @@ class SegCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs: Any) -> Any:
         # the model is built, the trainer not yet: the checks that need the model
         config = self.config[self.subcommand] if self.subcommand else Namespace()
+        if not isinstance(self.model, SegmentationModule | ImageClassifierModule):
+            raise ConfigError(
+                f"model: {type(self.model).__name__} is not a model of lightning_seg; use "
+                "lightning_seg.SegmentationModule (masks) or lightning_seg.ImageClassifierModule (image labels)"
+            )
         if self.subcommand:
             check_untrained_head(self.subcommand, config, self.model.net)
         checkpoint = self._read_checkpoint(config)

@@ -16,6 +16,7 @@ from jsonargparse import Namespace
 
 from lightning_seg.cli.pretrained import head_named_pretrained
 from lightning_seg.errors import ConfigError, short_path, truncate
+from lightning_seg.models.classifier import ImageClassifier
 
 UNTRAINED_OPTION = "allow_untrained"
 """``--allow_untrained true``: evaluate or predict without ``--ckpt_path``, with untrained weights, on purpose."""
@@ -56,6 +57,11 @@ def check_untrained_head(subcommand: str, config: Namespace, net: Any) -> None:
     """A zero-shot evaluation (no checkpoint, a net naming pretrained weights with a head) whose net replaced
     that head, because the data's classes differ from the weights', would score random weights."""
     if subcommand in EVAL_SUBCOMMANDS and not config.get("ckpt_path") and not config.get(UNTRAINED_OPTION):
+        if isinstance(net, ImageClassifier):  # its label head is always new: never pretrained for the data
+            raise ConfigError(
+                f"{subcommand} without --ckpt_path: the image classifier's label head is new (untrained); fit "
+                f"first, or pass --{UNTRAINED_OPTION} true"
+            )
         if not getattr(net, "head_is_pretrained", False):
             raise ConfigError(
                 f"{subcommand} without --ckpt_path: {type(net).__name__} replaced the pretrained head (the "

@@ -48,6 +48,10 @@ class SegTrainer(L.Trainer):
                 ensemble (``--config <cv>/ensemble/config.yaml``), whose members trained on val.
         """
         if isinstance(model, ImageClassifierModule):
+            if metric != "dice":
+                raise ConfigError(
+                    f"tune --metric {metric}: an image classifier's thresholds maximise each label's F1"
+                )
             if oof is not None:
                 raise ConfigError(
                     "tune --oof: out-of-fold files hold mask probabilities; an image classifier tunes on val"

@@ -5,12 +5,14 @@ A and B are test record folders (``<run>/test/<date-time>/``, with the ``per_ima
 folders (their latest test record). The two must have scored the same images (matched by name, in any
 order) with the same classes; anything else is refused in one line, never compared on a subset silently.
 Prints, per metric, ``B − A = +0.012 [+0.004, +0.020]`` and the share of resamples in which B is not
-better, and writes ``compare.json`` (``--output``; default: into B's test record folder, beside its summary).
+better, and writes ``compare_<hash of A's folder>.json`` (``--output``; default: into B's test record folder,
+beside its summary; one file per A compared with it).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -30,7 +32,7 @@ from lightning_seg.runs.per_image import PER_IMAGE_FILE, ImageCounts, read_image
 from lightning_seg.utils.atomic import atomic_write
 
 HEADLINE = ("mIoU", "dice", "dice_fg", "image_dice_fg", "image_mIoU", "competition_dice", "acc")
-"""The metrics printed first (every metric, per class too, is in compare.json)."""
+"""The metrics printed first (every metric, per class too, is in the JSON file)."""
 
 
 def test_record(path: Path) -> Path:
@@ -119,7 +121,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("b", help="the same, for the model compared with A")
     parser.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES, help="bootstrap resamples (1000)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="the resamples' seed (0)")
-    parser.add_argument("--output", default=None, help="compare.json's path (default: in B's test record)")
+    parser.add_argument(
+        "--output",
+        default=None,
+        help="the JSON file's path (default: compare_<hash of A>.json in B's test record)",
+    )
     return parser
 
 
@@ -142,7 +148,9 @@ def main(argv: list[str]) -> int:
     for name in [*HEADLINE, *(n for n in metrics if n.startswith("IoU/"))]:
         if name in metrics:
             print(_line(name, metrics[name]))
-    target = Path(options.output) if options.output else Path(result["b"]) / "compare.json"
+    # one file per A beside B's record: a later comparison with another A never rewrites this one
+    tag = hashlib.sha256(str(Path(result["a"]).resolve()).encode()).hexdigest()[:8]
+    target = Path(options.output) if options.output else Path(result["b"]) / f"compare_{tag}.json"
     atomic_write(target, json.dumps(result, indent=2))
     print(f"compare: {short_path(str(target))}")
     return 0

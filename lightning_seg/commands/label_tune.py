@@ -16,6 +16,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from lightning_seg.callbacks.base import CommandPass, attached
 from lightning_seg.checkpoints.load import load_weights
 from lightning_seg.checkpoints.read import read_checkpoint
 from lightning_seg.errors import ConfigError, short_path
@@ -83,11 +84,14 @@ def tune_label_thresholds(
         load_weights(model, read_checkpoint(ckpt_path, weights_only, cache=True), ckpt_path)
     histogram = ThresholdHistogram(len(model.label_names), steps)
     before = LabelCalibration(model, histogram, None)
-    trainer.validate(before, datamodule=datamodule, verbose=False)
+    # the command's own passes: the callbacks that record a user's validate stay out of them
+    with attached(trainer, CommandPass("tune")):
+        trainer.validate(before, datamodule=datamodule, verbose=False)
     labels = best_thresholds(histogram, "dice")  # the F1 of each label over the images
     tuned = torch.tensor([0.5 if t is None else t for t in labels["thresholds"]], dtype=torch.float32)
     after = LabelCalibration(model, ThresholdHistogram(len(model.label_names), 2), tuned)
-    trainer.validate(after, datamodule=datamodule, verbose=False)
+    with attached(trainer, CommandPass("tune")):
+        trainer.validate(after, datamodule=datamodule, verbose=False)
     record: dict[str, Any] = {
         "format": THRESHOLDS_FORMAT,
         "checkpoint": str(ckpt_path) if ckpt_path else None,

@@ -113,6 +113,12 @@ def write_submission(
     has_head = getattr(model.net, "label_head", None) is not None
     table = None
     if labels_from not in (None, "head", "mask"):
+        given = str(labels_from)
+        if not given.endswith((".csv", ".ckpt")) and not Path(given).exists():
+            raise ConfigError(
+                f"submit --labels_from {given!r}: expected head, mask, a labels CSV (name,labels,...) or another "
+                "run's checkpoint (.ckpt)"
+            )
         if str(labels_from).endswith(".ckpt"):  # another run: its predict writes the labels first
             labels_from = str(predicted_labels(Path(str(labels_from)), Path(trainer.default_root_dir)))
         table = LabelTable(str(labels_from), model.class_names)  # checked against the classes before the pass
@@ -174,12 +180,17 @@ def predicted_labels(checkpoint: Path, folder: Path) -> Path:
     started = time.time()
     command = [sys.executable, "-m", "lightning_seg", "predict", "--config", str(run / "config.yaml")]
     print(f"submit: labels from {short_path(str(checkpoint))}: {' '.join(command[1:])} ...", flush=True)
+    # one process: one labels.csv (several devices would write one per rank)
     done = subprocess.run(
-        [*command, "--ckpt_path", str(checkpoint)], capture_output=True, text=True, check=False
+        [*command, "--ckpt_path", str(checkpoint), "--trainer.devices=1"],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if done.returncode != 0:
         lines = (done.stderr or done.stdout).strip().splitlines()
-        raise ConfigError(f"{where}: its predict failed: {lines[-1] if lines else done.returncode}")
+        errors = [line for line in lines if line.startswith("lightning-seg: error:")]
+        raise ConfigError(f"{where}: its predict failed: {(errors or lines or [str(done.returncode)])[-1]}")
     written = [p for p in run.glob("predict/*/predictions/labels.csv") if p.stat().st_mtime >= started - 1]
     if not written:
         raise ConfigError(f"{where}: its predict wrote no labels.csv (a model without an image-level head?)")

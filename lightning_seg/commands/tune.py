@@ -118,10 +118,15 @@ class ThresholdCalibration(ModelPass):
         self.model.postprocess.close()  # the CRF's process pool
 
 
+MAX_TEMPERATURE_PIXELS = 1_000_000
+"""Val pixels the temperature is fitted on at most (a seeded sample of the pass's samples)."""
+
+
 class TemperatureFit(ModelPass):
     """``tune``'s pass that gathers val pixels for the temperature: each image's probabilities from the
     model's inference (before any step), at each mask's stored size, and a seeded sample of its labelled
-    pixels (at most ``per_image``), kept on the host as log-probabilities with their classes.
+    pixels (at most ``per_image``, sampled on the device), kept on the host as float32
+    log-probabilities with their classes.
 
     Args:
         model: the segmentation module (its weights loaded).
@@ -129,7 +134,7 @@ class TemperatureFit(ModelPass):
         seed: the sample's seed.
     """
 
-    def __init__(self, model: SegmentationModule, per_image: int = 20_000, seed: int = 0) -> None:
+    def __init__(self, model: SegmentationModule, per_image: int = 2_000, seed: int = 0) -> None:
         super().__init__(model)
         self.per_image = per_image
         self.generator = torch.Generator().manual_seed(seed)
@@ -144,13 +149,14 @@ class TemperatureFit(ModelPass):
             model.mask_logits, batch, out.mask, out.label, PostProcess([])
         )
         for prediction, truth in zip(predictions, truths, strict=True):
-            labelled = (
-                (truth.flatten() != model.ignore_index).nonzero()[:, 0].cpu()
-            )  # a command's pass: syncs
-            pick = labelled[torch.randperm(len(labelled), generator=self.generator)[: self.per_image]]
-            flat = prediction.probabilities.flatten(1).cpu()
-            self.log_probabilities.append(flat[:, pick].T.clamp_min(1e-12).log())
-            self.targets.append(truth.flatten().cpu()[pick])
+            # a command's pass: this nonzero syncs, as every sample of a varying count must
+            labelled = (truth.flatten() != model.ignore_index).nonzero()[:, 0]
+            order = torch.randperm(len(labelled), generator=self.generator)[: self.per_image]
+            pick = labelled[order.to(labelled.device)]
+            # only the sampled pixels leave the device
+            chosen = prediction.probabilities.flatten(1)[:, pick].T.float()
+            self.log_probabilities.append(chosen.clamp_min(1e-12).log().cpu())
+            self.targets.append(truth.flatten()[pick].cpu())
 
 
 def fit_val_temperature(
@@ -166,6 +172,11 @@ def fit_val_temperature(
     if not gather.targets:
         raise ConfigError("tune: the val split gave no labelled pixel to fit the temperature on")
     log_p, target = torch.cat(gather.log_probabilities), torch.cat(gather.targets)
+    if len(target) > MAX_TEMPERATURE_PIXELS:  # one parameter (or K): a million pixels pin it down
+        keep = torch.randperm(len(target), generator=torch.Generator().manual_seed(1))[
+            :MAX_TEMPERATURE_PIXELS
+        ]
+        log_p, target = log_p[keep], target[keep]
     values = fit_temperature(log_p, target, per_class=step.per_class)
     before = float(torch.nn.functional.cross_entropy(log_p.double(), target))
     after = float(torch.nn.functional.cross_entropy(log_p.double() / values.double(), target))
@@ -242,6 +253,13 @@ def _verification_chain(model: SegmentationModule, path: Path) -> PostProcess:
     """The model's chain with the new thresholds as its decision (inserted after the steps on
     probabilities when the config has no ClassThresholds step, so the table shows what they change)."""
     steps = list(model.postprocess.steps)
+    from_file = [s for s in steps if isinstance(s, LabelConsistency) and s.table is not None]
+    if from_file:  # its labels are usually another split's (the classifier's predict): not val's
+        rank_zero_info(
+            f"tune: the before/after table leaves out {from_file[0].describe()} (a labels file names the images "
+            "it covers, usually the predicted ones, not val's)"
+        )
+        steps = [s for s in steps if s not in from_file]
     current = model.postprocess.thresholds
     step = ClassThresholds(
         path=str(path),
@@ -361,11 +379,11 @@ def tune_thresholds(
             "tune: this config trains without a val split (data.refit, or val_fraction 0): no images to tune "
             "on; tune a cv's ensemble on its out-of-fold files (tune --oof <cv>), or a run with a val split"
         )
-    if oof is not None and model.postprocess.before_decision():
+    image_steps = [s for s in model.postprocess.before_decision() if not isinstance(s, TemperatureScaling)]
+    if oof is not None and image_steps:
         raise ConfigError(
             f"tune --oof: the out-of-fold files hold probabilities before post-processing, and "
-            f"{model.postprocess.before_decision()[0].describe()} reads each image; tune on val (without --oof), "
-            "or leave that step out"
+            f"{image_steps[0].describe()} reads each image; tune on val (without --oof), or leave that step out"
         )
     if oof is not None and model.postprocess.find(LabelConsistency) is not None:
         raise ConfigError(
@@ -391,6 +409,8 @@ def tune_thresholds(
     if oof is not None:
         files, stored = out_of_fold_files(model, Path(oof), ckpt_path)
         for predictions, truths in _stored_predictions(model, files, stored["binary_head"]):
+            if isinstance(temperature, TemperatureScaling):  # a fixed one (a fitted one was refused)
+                temperature.apply(predictions)
             search.update(predictions, truths, None, None)
     else:
         if ckpt_path is not None:

@@ -137,7 +137,8 @@ class LabelTable:
         if missing:
             raise ConfigError(
                 f"{short_path(str(self.path))}: no row for image {missing[0]!r} ({len(missing)} of this batch's "
-                f"{len(names)}); the labels file must list every predicted image"
+                f"{len(names)}); it must list every image this command reads (predict and submit: the predict "
+                "split; test: the test split, e.g. train_set.csv for the true labels of training images)"
             )
         return torch.stack([self.rows[str(name)] for name in names]).to(device)
 

@@ -9,7 +9,8 @@ erosion counts the pixels outside M in each (2d+1)² window with an integral ima
 independent of ``d``; the reference code is NumPy/OpenCV on the host, per image and class.
 
 Per class c, pooled over the evaluation: ``Σ |G_d ∩ P_d| / Σ |G_d ∪ P_d|`` with G = (target == c),
-P = (prediction == c); pixels whose target is ``ignore_index`` count in neither band. ``boundary_mIoU`` is the
+P = (prediction == c), both with the pixels whose target is ``ignore_index`` taken out of every class
+before the bands are made (a hole in both), and counted in neither band. ``boundary_mIoU`` is the
 mean over the classes whose bands are not both empty.
 """
 
@@ -75,8 +76,10 @@ class BoundaryIoU(Metric):
         h, w = target.shape[-2:]
         d = band_width(h, w, self.ratio)
         valid = target != self.ignore_index
+        # ignored pixels are in no class on either side: a hole in the truth is a hole in the prediction too,
+        # so a perfect prediction has the truth's bands (around the hole as well) and scores 1
         truth = boundary_bands(torch.where(valid, target, -1), self.num_classes, d) & valid
-        predicted = boundary_bands(prediction, self.num_classes, d) & valid
+        predicted = boundary_bands(torch.where(valid, prediction, -1), self.num_classes, d) & valid
         self.intersection += (truth & predicted).flatten(1).sum(1).double()
         self.union += (truth | predicted).flatten(1).sum(1).double()
 

@@ -14,6 +14,8 @@ import torch
 from torchmetrics import Metric
 
 DEFAULT_BINS = 15
+CHUNK = 1 << 22
+"""Class × pixel values binned at once (4 Mi: 32 MiB of int64 indices)."""
 
 
 class CalibrationBins(Metric):
@@ -60,14 +62,17 @@ class CalibrationBins(Metric):
         for row, values in enumerate((w, confidence * w, correct * w)):
             top[row].scatter_add_(0, index, values)
         self.top += top.T.double()
-        # per class: every class's probability of every pixel binned (K×P indices, offset by class); the
-        # pixels of class c are counted at the bin of their own p_c only (P entries, not K×P)
-        offset = torch.arange(k, device=p.device)[:, None] * bins
-        class_index = (self._bin(p) + offset).flatten()
-        weights = w.expand(k, -1).flatten()
+        # per class: every class's probability of every pixel binned, offset by class, a few classes at a
+        # time (at most CHUNK values: a 19-class 2048×1024 image would otherwise need K×P indices at once);
+        # the pixels of class c are counted at the bin of their own p_c only (P entries, not K×P)
         classwise = torch.zeros(3, k * bins, device=p.device)
-        classwise[0].scatter_add_(0, class_index, weights)
-        classwise[1].scatter_add_(0, class_index, (p * w).flatten())
+        step = max(1, CHUNK // max(p.shape[1], 1))
+        for first in range(0, k, step):
+            part = p[first : first + step]
+            offset = torch.arange(first, first + len(part), device=p.device)[:, None] * bins
+            class_index = (self._bin(part) + offset).flatten()
+            classwise[0].scatter_add_(0, class_index, w.expand(len(part), -1).flatten())
+            classwise[1].scatter_add_(0, class_index, (part * w).flatten())
         true_p = p.gather(0, y[None])[0]
         classwise[2].scatter_add_(0, self._bin(true_p) + y * bins, w)
         self.classwise += classwise.T.reshape(k, bins, 3).double()
@@ -109,7 +114,8 @@ def fit_temperature(
 
     Args:
         log_probabilities: float N×K log-probabilities of N pixels (``log softmax`` of logits: dividing them
-            by T is temperature scaling of the logits, the normalising constant cancels).
+            by one T is temperature scaling of the logits, the normalising constant cancels; by one T per
+            class, a vector scaling of the log-probabilities).
         target: int64 (N,) classes.
         per_class: one temperature per class (a vector scaling of the logits) instead of one.
 

@@ -1,9 +1,11 @@
 """``TemperatureScaling``: calibrated probabilities, ``softmax(log p / T)`` (Guo et al. 2017).
 
-For one pass, ``softmax(log softmax(z) / T) = softmax(z / T)``: the logits divided by T. Applied to the
-probabilities the inference gives (after TTA or windows, where they are averages of passes), it calibrates
-what the decision and every later step read. One temperature keeps every argmax (it only sharpens or
-flattens); one per class (``per_class: true``) is a vector scaling that can move decisions.
+For one pass and one temperature, ``softmax(log softmax(z) / T) = softmax(z / T)``: the logits divided by T
+(with one temperature per class, ``per_class: true``, the log-probabilities are divided: a vector scaling that
+can move decisions). Applied to the probabilities the inference gives (after TTA or windows, where they are
+averages of passes), it calibrates what the decision and every later step read. One temperature keeps every
+argmax of a K-channel head; a one-channel head's ``p > binary_threshold`` would change meaning, so that
+combination needs a ClassThresholds step after it (tuned on the calibrated probabilities).
 
 The temperature is fitted by ``tune`` on val pixels (the NLL of the true class, L-BFGS on log T; see
 :func:`lightning_seg.metrics.calibration.fit_temperature`) and written into the thresholds file beside the
@@ -98,7 +100,7 @@ class TemperatureScaling(Step):
             except (OSError, json.JSONDecodeError) as error:
                 raise ConfigError(f"{where}: not a readable thresholds file ({error})") from error
         entry = data.get(TEMPERATURE_KEY) if isinstance(data, dict) else None
-        if data.get("format") != THRESHOLDS_FORMAT or not isinstance(entry, dict):
+        if not isinstance(entry, dict) or data.get("format") != THRESHOLDS_FORMAT:
             raise ConfigError(
                 f"{where}: holds no fitted temperature (tuned without TemperatureScaling); {hint}"
             )
@@ -136,14 +138,15 @@ class TemperatureScaling(Step):
         """The same map on a plain pass's float B×C×H×W logits (what ``export`` folds into its graph):
         ``logits / T`` for C = K (softmax of them is :meth:`apply`'s result); for a one-channel sigmoid head
         (C = 1), the logit of the tempered ``[1 - p, p]``: ``log σ(z) / T_1 − log σ(−z) / T_0`` (``z / T``
-        for one temperature)."""
+        for one temperature). For C = K the log-probabilities are divided, not the logits: with one
+        temperature per class the normalising constant would not cancel."""
         if self.values is None:
             raise ConfigError("TemperatureScaling: no temperature loaded (run tune, or set one)")
         t = self.values.to(logits.device, logits.dtype)
         if logits.shape[1] == 1:
             t0, t1 = (t[0], t[0]) if t.numel() == 1 else (t[0], t[1])
             return torch.nn.functional.logsigmoid(logits) / t1 - torch.nn.functional.logsigmoid(-logits) / t0
-        return logits / t.view(1, -1, *([1] * (logits.dim() - 2)))
+        return logits.log_softmax(1) / t.view(1, -1, *([1] * (logits.dim() - 2)))
 
     def describe(self) -> str:
         # the same text in tune and test (thresholds tuned after it are checked against it): no value

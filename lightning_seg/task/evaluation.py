@@ -328,8 +328,11 @@ class EvaluationPath(nn.Module):
         """A batch's predictions at each mask's stored size after the chain's steps on probabilities (a CRF),
         before any decision, with the truths they are scored against (``tune`` calibrates on them)."""
         chain = postprocess or self.postprocess
-        predictions, truths, _ = self._at_truth_sizes(mask_logits, batch, logits, label_logits, chain)
-        for step in chain.before_decision():
+        # only the steps before the decision: what steps on the class map read (image labels) is not needed,
+        # nor looked up (a labels file may cover the predicted images only)
+        before = PostProcess(chain.before_decision())
+        predictions, truths, _ = self._at_truth_sizes(mask_logits, batch, logits, label_logits, before)
+        for step in before.steps:
             step.apply(predictions)
         return predictions, truths
 

@@ -36,7 +36,7 @@ from lightning_seg.metrics.intervals import (
     scores_of_counts,
 )
 from lightning_seg.models.outputs import NetOutput, forward_at_input_size
-from lightning_seg.postprocess import PostProcess, Prediction, Step
+from lightning_seg.postprocess import PostProcess, Prediction, Step, TemperatureScaling
 from lightning_seg.task.epoch_logs import composite_score, label_logs, segmentation_logs
 from lightning_seg.task.evaluation import EvaluationPath
 from lightning_seg.task.loss_weights import class_weights_of, label_weights_of, resolve_on_rank_zero
@@ -196,6 +196,18 @@ class SegmentationModule(ConfiguredOptimizers, L.LightningModule):
         self.inference = inference if inference is not None else Inference()
         steps = [s.for_classes(self.class_names) if isinstance(s, Step) else s for s in postprocess or []]
         self.postprocess = PostProcess(steps)
+        one_channel = binary_head or getattr(getattr(self.net, "mask_head", None), "out_channels", 0) == 1
+        if (
+            one_channel
+            and binary_threshold != 0.5
+            and self.postprocess.find(TemperatureScaling) is not None
+            and self.postprocess.thresholds is None
+        ):
+            # p > binary_threshold would then read calibrated probabilities: another rule than the one configured
+            raise ConfigError(
+                f"model.postprocess TemperatureScaling with binary_threshold {binary_threshold}: the threshold was "
+                "chosen on uncalibrated probabilities; add ClassThresholds after it (tune fits both), or keep 0.5"
+            )
         self.mean = tuple(mean) if mean is not None else IMAGENET_MEAN
         self.std = tuple(std) if std is not None else IMAGENET_STD
         # the path after training, shared by test, predict and the commands (tune, attack, submit, export)

@@ -40,7 +40,8 @@ def test_test_intervals_and_a_paired_comparison(
     assert main(["compare", str(first), str(second)]) == 0
     out = capsys.readouterr().out
     assert "B − A = " in out and "mIoU" in out
-    result = json.loads((second / "compare.json").read_text())
+    (written,) = second.glob("compare_*.json")
+    result = json.loads(written.read_text())
     row = result["metrics"]["mIoU"]
     assert row["difference"] == pytest.approx(row["b"] - row["a"])
     low, high = row["interval"]

@@ -219,19 +219,22 @@ def test_check_parity_names_the_file_and_the_numbers(tmp_path: Path) -> None:
         check_parity({"onnx": bad}, 0.999, tmp_path)
 
 
-@pytest.mark.parametrize("binary", [False, True], ids=["K channels", "one channel"])
-def test_the_graph_folds_in_the_chains_temperature(binary: bool) -> None:
+@pytest.mark.parametrize(
+    ("binary", "temperatures"),
+    [(False, [2.5]), (False, [1.0, 3.0, 0.5, 2.0]), (True, [1.7, 0.6])],
+    ids=["K channels", "K channels, per class", "one channel, two"],
+)
+def test_the_graph_folds_in_the_chains_temperature(binary: bool, temperatures: list[float]) -> None:
     """With a TemperatureScaling step, the graph's logits are the tempered ones: their softmax (sigmoid) is
     what the step gives the chain (two temperatures of a one-channel head included)."""
     from lightning_seg.postprocess import Prediction, TemperatureScaling
 
     torch.manual_seed(0)
-    temperatures = [1.7, 0.6] if binary else [2.5]
     model = SegmentationModule(
         functools.partial(UNet, base_width=4, depth=2),
         num_classes=2 if binary else 4,
         binary_head=binary,
-        postprocess=[TemperatureScaling(temperature=temperatures, per_class=binary)],
+        postprocess=[TemperatureScaling(temperature=temperatures, per_class=len(temperatures) > 1)],
         mean=MEAN,
         std=STD,
     ).eval()

@@ -161,6 +161,10 @@ def test_labels_from_a_file_fill_the_classification_rows_and_correct_the_maps(
         f"[{{class_path: lightning_seg.postprocess.LabelConsistency, init_args: {{labels: {labels}}}}}]"
     )
     ckpt = str(tiny_run.last)
+    # tune reads no image labels (the file covers the predicted images, not val's)
+    assert run_cli(
+        ["tune", *tiny_args(run_root), "--ckpt_path", ckpt, "--model.init_args.postprocess", consistency]
+    )
     args = [*tiny_args(run_root), "--ckpt_path", ckpt, "--labels_from", str(labels)]
     run_cli(["submit", *args, "--model.init_args.postprocess", consistency])
     (folder,) = (Path(ckpt).parent.parent / "submit").iterdir()

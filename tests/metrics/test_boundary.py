@@ -48,7 +48,7 @@ def test_boundary_iou_equals_the_reference_on_shapes() -> None:
         valid = t != 255
         for c in range(3):
             truth = _reference_band(t == c, d) & valid
-            predicted = _reference_band(p == c, d) & valid
+            predicted = _reference_band((p == c) & valid, d) & valid  # ignored pixels: a hole on both sides
             inter[c] += (truth & predicted).sum()
             union[c] += (truth | predicted).sum()
     scores = metric.compute()
@@ -63,3 +63,12 @@ def test_test_logs_boundary_iou_on_request(run_root: Path, tiny_run: TinyRun) ->
     metrics = run_cli(["test", *args]).trainer.callback_metrics
     assert 0.0 <= float(metrics["test/boundary_mIoU"]) <= 1.0
     assert any(name.startswith("test/boundary_IoU/") for name in metrics)
+
+
+def test_a_perfect_prediction_around_an_ignored_hole_scores_one() -> None:
+    target = torch.ones(100, 100, dtype=torch.long)
+    target[45:55, 45:55] = 255  # void inside the object, as VOC outlines its objects
+    prediction = torch.ones(100, 100, dtype=torch.long)  # the void predicted as the object around it
+    metric = BoundaryIoU(2, 255)
+    metric.update(prediction, target)
+    assert float(metric.compute()["boundary_iou"][1]) == 1.0

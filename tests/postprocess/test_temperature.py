@@ -46,7 +46,7 @@ def test_a_fitted_temperature_lowers_the_nll_of_held_out_pixels() -> None:
     assert torch.equal(prediction.probabilities.argmax(0), argmax)
 
 
-def test_reliability_bins_and_ece_match_a_direct_computation() -> None:
+def test_reliability_bins_and_ece_match_a_direct_computation(monkeypatch: pytest.MonkeyPatch) -> None:
     generator = torch.Generator().manual_seed(1)
     probabilities = torch.rand(3, 8, 8, generator=generator).softmax(0)
     target = torch.randint(0, 3, (8, 8), generator=generator)
@@ -64,6 +64,12 @@ def test_reliability_bins_and_ece_match_a_direct_computation() -> None:
     assert float(scores["ECE"]) == pytest.approx(ece, abs=1e-6)
     nll = -np.log(p[np.arange(len(y)), y]).mean()
     assert float(scores["NLL"]) == pytest.approx(nll, rel=1e-5)
+    # binned a class at a time (a large image's memory bound): the same sums
+    monkeypatch.setattr("lightning_seg.metrics.calibration.CHUNK", 64)
+    chunked = CalibrationBins(3)
+    chunked.update(probabilities, target, valid)
+    torch.testing.assert_close(chunked.classwise, bins.classwise)
+    torch.testing.assert_close(chunked.top, bins.top)
 
 
 def test_temperature_comes_first() -> None:
@@ -90,3 +96,19 @@ def test_tune_fits_the_temperature_and_test_reads_it(run_root: Path, tiny_run: T
     metrics = tested.trainer.callback_metrics
     assert {"test/ECE", "test/ECE_classwise", "test/NLL"} <= set(metrics)
     assert tested.model.results.get("test").reliability.shape == (15, 3)
+
+
+def test_a_one_channel_threshold_is_not_silently_moved_by_a_temperature() -> None:
+    import functools
+
+    from lightning_seg.models import UNet
+    from lightning_seg.task.module import SegmentationModule
+
+    net = functools.partial(UNet, base_width=4, depth=2)
+    with pytest.raises(ConfigError, match="binary_threshold 0.3: the threshold was chosen on uncalibrated"):
+        SegmentationModule(net, 2, binary_head=True, binary_threshold=0.3, postprocess=[TemperatureScaling()])
+    # with thresholds tuned after it, or at 0.5 (p > 0.5 ⇔ z > 0 whatever T), it is accepted
+    SegmentationModule(
+        net, 2, binary_head=True, binary_threshold=0.3, postprocess=[TemperatureScaling(), ClassThresholds()]
+    )
+    SegmentationModule(net, 2, binary_head=True, postprocess=[TemperatureScaling()])

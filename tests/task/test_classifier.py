@@ -45,6 +45,9 @@ def test_classifier_fit_tune_test_predict_then_its_labels_drive_a_submission(
     assert thresholds["labels"]["names"] == list(fit.model.label_names) and len(fit.model.label_names) == 20
     assert thresholds["f1_after"] >= thresholds["f1_before"]  # the F1-maximising thresholds, on the same val
     assert tuned is not None
+    # the command's own passes: its record is tune's, with no validate table or record of the passes
+    record = json.loads((Path(tuned.trainer.default_root_dir) / "summary.json").read_text())
+    assert record["stage"] == "tune" and "validate" not in capsys.readouterr().out
     tested = run_cli(["test", *args, "--ckpt_path", ckpt])
     assert tested.model.tuned is not None  # test decides with the tuned thresholds
     assert "test/label_AUC" in tested.trainer.callback_metrics
