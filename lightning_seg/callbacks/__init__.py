@@ -8,6 +8,7 @@ from lightning_seg.callbacks.plots import RunPlots
 from lightning_seg.callbacks.progress import PlainProgressBar
 from lightning_seg.callbacks.schedule_time import ScheduleTimeCheck
 from lightning_seg.callbacks.summary import RunSummary
+from lightning_seg.callbacks.uncertainty import UncertaintyWriter
 from lightning_seg.callbacks.visualize import SampleOverlays
 from lightning_seg.callbacks.writer import MaskWriter
 
@@ -22,4 +23,5 @@ __all__ = [
     "RunSummary",
     "SampleOverlays",
     "ScheduleTimeCheck",
+    "UncertaintyWriter",
 ]

@@ -23,7 +23,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import yaml
@@ -38,6 +38,7 @@ from lightning_seg.callbacks.divergence import DivergenceGuard
 from lightning_seg.callbacks.model_record import ModelRecord
 from lightning_seg.callbacks.progress import default_progress_bar
 from lightning_seg.callbacks.schedule_time import ScheduleTimeCheck
+from lightning_seg.callbacks.uncertainty import UncertaintyWriter
 from lightning_seg.checkpoints import record as checkpoint_record
 from lightning_seg.checkpoints.atomic_io import AtomicCheckpointIO
 from lightning_seg.checkpoints.read import check_checkpoint_fits, forget_checkpoint, read_checkpoint
@@ -95,6 +96,9 @@ from lightning_seg.utils.parse_errors import reduce_parse_error
 
 LIGHTNING_MODEL_CHECKPOINT = "lightning.pytorch.callbacks.ModelCheckpoint"
 OUR_MODEL_CHECKPOINT = "lightning_seg.callbacks.ModelCheckpoint"
+
+UNCERTAINTY_OPTION = "uncertainty"
+"""predict's option that adds the UncertaintyWriter."""
 
 ALWAYS_ON_CALLBACKS = (DivergenceGuard, ScheduleTimeCheck)
 """Added with their defaults when a config lists none (list one to set its options)."""
@@ -162,6 +166,13 @@ class SegCLI(LightningCLI):
             # MaskWriter writes each batch: Lightning need not keep every prediction in host memory too
             # (its default, None, keeps them); --return_predictions true still asks for them
             parser.set_defaults(return_predictions=False)
+            parser.add_argument(
+                f"--{UNCERTAINTY_OPTION}",
+                type=Literal["entropy"] | None,
+                default=None,
+                help="Also write each image's uncertainty map (<name>_uncertainty.png, normalised entropy of "
+                "its probabilities) and uncertainty.csv (per image) beside the masks.",
+            )
         return parser
 
     # ------------------------------------------------------------------------------- config alone
@@ -249,6 +260,9 @@ class SegCLI(LightningCLI):
             link_normalization(config, announce)
         # the config record keeps the folder arguments as given, not the folder chosen here
         self.save_config_kwargs["as_given"] = runs.folder_arguments(config)
+        if self.subcommand == "predict" and config.get(UNCERTAINTY_OPTION):
+            # the map is computed from what the decision read: the model returns its probabilities for it
+            config.model.init_args.predict_probabilities = True
         if self.subcommand == "fit":
             _use_our_model_checkpoint(config)
             self.run_folder = runs.claim_training_folder(config)
@@ -300,6 +314,8 @@ class SegCLI(LightningCLI):
         ]
         if self.model_record is not None:
             callbacks.append(ModelRecord(self.model_record))
+        if self.subcommand == "predict" and config.get(UNCERTAINTY_OPTION):  # predict's own writer for it
+            callbacks.append(UncertaintyWriter(config.get(UNCERTAINTY_OPTION)))
         # a bar on a terminal, plain epoch lines in a log or pipe (Lightning refuses one with the bar disabled);
         # first, so that its end-of-test line comes before RunSummary's table
         wants_bar = {**trainer_config, **kwargs}.get("enable_progress_bar") is not False

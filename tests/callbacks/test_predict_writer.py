@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import assert_one_line_error, tiny_args
+from helpers import TinyRun, assert_one_line_error, tiny_args
 from torchvision.io import encode_png
 
 import lightning_seg.callbacks.writer as writer_module
@@ -93,3 +93,31 @@ def test_writer_thread_error_reaches_the_caller(
         assert_one_line_error(capsys, "does not fit an 8-bit PNG")
     assert seen and all(t is not threading.main_thread() for t in seen)  # written off the main thread
     assert not _writer_threads()
+
+
+def test_predict_writes_each_images_uncertainty_on_request(run_root: Path, tiny_run: TinyRun) -> None:
+    """``predict --uncertainty entropy``: an uncertainty PNG beside each mask and one CSV row per image, the
+    PNG the normalised entropy of the probabilities (uniform: 255, certain: 0)."""
+    import csv
+
+    from torchvision.io import decode_png, read_file
+
+    from lightning_seg.callbacks.uncertainty import normalised_entropy
+    from lightning_seg.cli import run_cli
+
+    assert float(normalised_entropy(torch.full((4, 2, 2), 0.25)).min()) == pytest.approx(1.0)
+    assert float(normalised_entropy(torch.eye(3)[:, :, None]).max()) == 0.0
+    assert float(normalised_entropy(torch.full((1, 2, 2), 0.5)).min()) == pytest.approx(1.0)  # one channel
+    run_cli(["predict", *tiny_args(run_root), "--ckpt_path", str(tiny_run.last), "--uncertainty", "entropy"])
+    (folder,) = (tiny_run.run / "predict").glob("*/predictions")
+    masks = [path for path in folder.glob("*.png") if not path.name.endswith("_uncertainty.png")]
+    pictures = sorted(folder.glob("*_uncertainty.png"))
+    assert len(pictures) == 4
+    with (folder / "uncertainty.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 4 and all(0.0 <= float(row["mean_entropy"]) <= 1.0 for row in rows)
+    picture = decode_png(read_file(str(pictures[0])))
+    assert picture.shape[0] == 1 and picture.shape[1:] == (32, 32)
+    row = next(r for r in rows if pictures[0].name.startswith(r["name"]))
+    assert float(picture.float().mean()) / 255 == pytest.approx(float(row["mean_entropy"]), abs=0.01)
+    assert masks  # the masks are written as before
