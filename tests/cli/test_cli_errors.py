@@ -211,3 +211,13 @@ def test_save_png_writes_what_torchvision_decodes(tmp_path: Path) -> None:
     image = torch.randint(0, 255, (3, 8, 10), dtype=torch.uint8)
     save_png(image, tmp_path / "x.png")
     assert torch.equal(decode_png(read_file(str(tmp_path / "x.png"))), image)
+
+
+def test_a_model_of_another_project_is_refused_in_one_line(
+    run_root: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """The CLI takes any LightningModule class path; only this project's two are run, the others refused
+    before a trainer exists (not an AttributeError later)."""
+    model = "lightning.pytorch.demos.boring_classes.BoringModel"
+    assert main(["fit", *tiny_args(run_root), "--model", model]) == 2
+    assert_one_line_error(capsys, "model: BoringModel is not a model of lightning_seg")
