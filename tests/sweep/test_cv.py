@@ -216,6 +216,14 @@ def test_the_folds_ensemble_tests_what_it_predicts_and_tune_calibrates_on_out_of
         ]
     )
     assert tuned is not None and "thresholds" in tuned.model.evaluation.describe()
+    # a fixed temperature applies to the stored probabilities; one to fit needs val's pass, refused here
+    step = "{class_path: lightning_seg.postprocess.TemperatureScaling, init_args: {temperature: 1.5}}"
+    fixed = f"--model.init_args.postprocess=[{step}]"
+    assert main(["tune", "--config", str(config), "--oof", str(output), *quiet, fixed]) == 0
+    assert json.loads(thresholds.read_text())["tuned_after"] == ["temperature"]
+    fitted = "--model.init_args.postprocess=[{class_path: lightning_seg.postprocess.TemperatureScaling}]"
+    assert main(["tune", "--config", str(config), "--oof", str(output), *quiet, fitted]) == 2
+    assert_one_line_error(capsys, "tune --oof: fit TemperatureScaling on val")
 
 
 def test_cv_options_it_sets_itself_are_refused_in_one_line(tmp_path: Path, capsys) -> None:
