@@ -15,7 +15,6 @@ the config instead. It must be the first step (a CRF reads the calibrated probab
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ import torch
 
 from lightning_seg.errors import ConfigError, short_path
 from lightning_seg.postprocess.base import Prediction, Step
-from lightning_seg.postprocess.thresholds import THRESHOLDS_FORMAT, file_digest, thresholds_path
+from lightning_seg.postprocess.thresholds import check_thresholds, read_thresholds, thresholds_path
 
 TEMPERATURE_KEY = "temperature"
 
@@ -90,34 +89,24 @@ class TemperatureScaling(Step):
         given = self.path or thresholds_file
         path = Path(given) if given else thresholds_path(checkpoint) if checkpoint else None
         if embedded is not None and not given and (path is None or not path.is_file()):
-            path, where, data = None, "the checkpoint's embedded thresholds", embedded
+            where = source = "the checkpoint's embedded thresholds"
+            data = check_thresholds(embedded, class_names, where)
         else:
             where = short_path(str(path)) if path else "TemperatureScaling"
             if path is None or not path.is_file():
                 raise ConfigError(f"{where}: no fitted temperature (no thresholds file); {hint}")
-            try:
-                data = json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError) as error:
-                raise ConfigError(f"{where}: not a readable thresholds file ({error})") from error
-        entry = data.get(TEMPERATURE_KEY) if isinstance(data, dict) else None
-        if not isinstance(entry, dict) or data.get("format") != THRESHOLDS_FORMAT:
+            # the thresholds file's own reader: its format, classes and checkpoint checked as for ClassThresholds
+            data, source = read_thresholds(path, class_names, checkpoint), str(path)
+        entry = data.get(TEMPERATURE_KEY)
+        if not isinstance(entry, dict):
             raise ConfigError(
                 f"{where}: holds no fitted temperature (tuned without TemperatureScaling); {hint}"
-            )
-        if list(data.get("class_names") or []) != list(class_names):
-            raise ConfigError(
-                f"{where}: fitted for classes {data.get('class_names')}, the model's are {list(class_names)}"
-            )
-        tuned_for = data.get("checkpoint_sha256") if path is not None else None  # a bundle is its checkpoint
-        if checkpoint and tuned_for and Path(checkpoint).is_file() and file_digest(checkpoint) != tuned_for:
-            raise ConfigError(
-                f"{where}: fitted for another version of {short_path(str(checkpoint))}; run tune again"
             )
         if bool(entry.get("per_class")) != self.per_class:
             kind = "per-class" if entry.get("per_class") else "single"
             raise ConfigError(f"{where}: a {kind} temperature; set per_class to match, or tune again")
         self.values = self._checked(entry.get("values"), where)
-        self.source = str(path) if path is not None else where
+        self.source = source
 
     def apply(self, predictions: list[Prediction]) -> None:
         if self.values is None:

@@ -33,6 +33,7 @@ from lightning_seg.labels import LabelMode, LabelTask, plain_scores
 from lightning_seg.losses import CompoundLoss
 from lightning_seg.metrics import NamedSums
 from lightning_seg.postprocess.thresholds import file_digest, thresholds_path
+from lightning_seg.task.classes import model_class_names
 from lightning_seg.task.epoch_logs import label_logs
 from lightning_seg.task.loss_weights import label_weights_of, resolve_on_rank_zero
 from lightning_seg.task.optimizers import ConfiguredOptimizers, default_optimizer
@@ -94,7 +95,7 @@ class ImageClassifierModule(ConfiguredOptimizers, L.LightningModule):
     ) -> None:
         super().__init__()
         self.num_classes, self.ignore_index = num_classes, ignore_index
-        self.class_names = list(class_names) if class_names else [f"class_{i}" for i in range(num_classes)]
+        self.class_names = model_class_names(num_classes, class_names)
         # without data labels, the classes present (multi), not one dominant class per image
         resolved_mode = label_mode if label_mode is not None or label_names else "multi"
         self.label_task = LabelTask.of_model(

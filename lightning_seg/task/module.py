@@ -37,6 +37,7 @@ from lightning_seg.metrics.intervals import (
 )
 from lightning_seg.models.outputs import NetOutput, forward_at_input_size
 from lightning_seg.postprocess import PostProcess, Prediction, Step, TemperatureScaling
+from lightning_seg.task.classes import model_class_names
 from lightning_seg.task.epoch_logs import composite_score, label_logs, segmentation_logs
 from lightning_seg.task.evaluation import EvaluationPath
 from lightning_seg.task.loss_weights import class_weights_of, label_weights_of, resolve_on_rank_zero
@@ -134,18 +135,12 @@ class SegmentationModule(ConfiguredOptimizers, L.LightningModule):
         compile: bool = False,
     ) -> None:
         super().__init__()
-        if num_classes < 2:
-            raise ConfigError(f"model.num_classes must be >= 2 (background + one class), got {num_classes}")
         # No save_hyperparameters(): the run's config.yaml beside the checkpoint is the one record of the
         # configuration. LightningCLI merges checkpoint hparams back into the config on --ckpt_path, and a
         # partial record (without the net) made it drop the config's net.
         self.num_classes = num_classes
         self.ignore_index = ignore_index
-        self.class_names = list(class_names) if class_names else [f"class_{i}" for i in range(num_classes)]
-        if len(self.class_names) != num_classes:
-            raise ConfigError(
-                f"model.class_names has {len(self.class_names)} names for {num_classes} classes"
-            )
+        self.class_names = model_class_names(num_classes, class_names)
         self.label_task = LabelTask.of_model(
             label_mode,
             label_names,
